@@ -1,0 +1,420 @@
+// Package config reads lifeline.yaml. Every error names the key path, the bad
+// value and a fix, so that a typo never turns into a silent default.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"lifeline/internal/fault"
+)
+
+// Config is the whole of lifeline.yaml after defaults and validation.
+type Config struct {
+	// Dir is the folder of the config file; sqlite: and file: paths are relative to it.
+	Dir string `yaml:"-"`
+
+	State     string    `yaml:"state"`
+	Backups   string    `yaml:"backups"`
+	Listen    string    `yaml:"listen"`
+	Retention Retention `yaml:"retention"`
+	Guard     Guard     `yaml:"guard"`
+	Products  []Product `yaml:"products"`
+	Contacts  []Contact `yaml:"contacts"`
+}
+
+// Retention says how long deleted tenants and backups are kept.
+type Retention struct {
+	Deleted Duration `yaml:"deleted"`
+	Backups Duration `yaml:"backups"`
+}
+
+// Guard holds the mass-delete limits that the database guards enforce. Zero
+// means "use the default"; there is no way to switch a limit off by accident.
+type Guard struct {
+	MaxRowsPerStatement    int `yaml:"max_rows_per_statement"`
+	MaxRowsPerTransaction  int `yaml:"max_rows_per_transaction"`
+	MaxTenantsPerStatement int `yaml:"max_tenants_per_statement"`
+}
+
+// Product is one application database holding many tenants in shared tables.
+type Product struct {
+	Name         string              `yaml:"name"`
+	Database     string              `yaml:"database"`
+	TenantColumn string              `yaml:"tenant_column"`
+	TenantsTable string              `yaml:"tenants_table"`
+	NameColumn   string              `yaml:"name_column"`
+	Tables       []string            `yaml:"tables"`
+	Apps         map[string][]string `yaml:"apps"`
+	Guard        *Guard              `yaml:"guard"`
+}
+
+// Contact is a query that yields authorised contacts from a product database.
+type Contact struct {
+	Product string `yaml:"product"`
+	Query   string `yaml:"query"`
+}
+
+// Defaults for keys that may be left out.
+const (
+	DefaultListen                 = "127.0.0.1:8080"
+	DefaultMaxRowsPerStatement    = 1000
+	DefaultMaxRowsPerTransaction  = 10000
+	DefaultMaxTenantsPerStatement = 10
+)
+
+// Load reads, decodes and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fault.New(fault.Invalid, "run `lifeline init` to write a commented lifeline.yaml, or pass --config FILE",
+			"config file %s does not exist", path)
+	}
+	if err != nil {
+		return nil, fault.Wrap(err, fault.Invalid, "check the file's permissions", "cannot read config file %s", path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, filepath.Dir(abs))
+}
+
+// Parse decodes and validates config text. dir is the folder relative paths
+// are resolved against.
+func Parse(data []byte, dir string) (*Config, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		return nil, fault.Wrap(err, fault.Invalid, "fix the YAML syntax at the line shown", "config is not valid YAML")
+	}
+	if len(root.Content) == 0 {
+		return nil, fault.New(fault.Invalid, "run `lifeline init` for a starting point", "config is empty")
+	}
+	if err := checkKeys(root.Content[0], reflect.TypeOf(Config{}), ""); err != nil {
+		return nil, err
+	}
+	var c Config
+	if err := root.Content[0].Decode(&c); err != nil {
+		return nil, fault.Wrap(err, fault.Invalid, "check the value's type against `lifeline init`'s template", "config has a value of the wrong type")
+	}
+	c.Dir = dir
+	c.applyDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.State == "" {
+		c.State = "sqlite:lifeline-state.db"
+	}
+	if c.Backups == "" {
+		c.Backups = "file:backups"
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Retention.Deleted == 0 {
+		c.Retention.Deleted = Duration(30 * 24 * time.Hour)
+	}
+	if c.Retention.Backups == 0 {
+		c.Retention.Backups = Duration(30 * 24 * time.Hour)
+	}
+	c.Guard.fill(Guard{DefaultMaxRowsPerStatement, DefaultMaxRowsPerTransaction, DefaultMaxTenantsPerStatement})
+	for i := range c.Products {
+		p := &c.Products[i]
+		if p.Guard == nil {
+			g := c.Guard
+			p.Guard = &g
+		} else {
+			p.Guard.fill(c.Guard)
+		}
+	}
+}
+
+func (g *Guard) fill(from Guard) {
+	if g.MaxRowsPerStatement == 0 {
+		g.MaxRowsPerStatement = from.MaxRowsPerStatement
+	}
+	if g.MaxRowsPerTransaction == 0 {
+		g.MaxRowsPerTransaction = from.MaxRowsPerTransaction
+	}
+	if g.MaxTenantsPerStatement == 0 {
+		g.MaxTenantsPerStatement = from.MaxTenantsPerStatement
+	}
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,39}$`)
+
+func (c *Config) validate() error {
+	if err := checkDSN("state", c.State, "sqlite:", "postgres://", "postgresql://"); err != nil {
+		return err
+	}
+	if err := checkDSN("backups", c.Backups, "file:", "s3://"); err != nil {
+		return err
+	}
+	if err := c.Guard.validate("guard"); err != nil {
+		return err
+	}
+	if len(c.Products) == 0 {
+		return bad("products", "", "list at least one product database, for example:\n  products:\n    - {name: tracker, database: sqlite:tracker.db, tenant_column: site_id, tenants_table: sites}")
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Products {
+		at := fmt.Sprintf("products[%d]", i)
+		if !nameRE.MatchString(p.Name) {
+			return bad(at+".name", p.Name, "use a short lowercase name such as tracker (letters, digits, _ and -)")
+		}
+		if seen[p.Name] {
+			return bad(at+".name", p.Name, "give each product a different name")
+		}
+		seen[p.Name] = true
+		if err := checkDSN(at+".database", p.Database, "sqlite:", "postgres://", "postgresql://"); err != nil {
+			return err
+		}
+		for key, v := range map[string]string{"tenant_column": p.TenantColumn, "tenants_table": p.TenantsTable} {
+			if !identRE.MatchString(v) {
+				return bad(at+"."+key, v, "name a column or table of the product database (letters, digits and _)")
+			}
+		}
+		if p.NameColumn != "" && !identRE.MatchString(p.NameColumn) {
+			return bad(at+".name_column", p.NameColumn, "name a column of the tenants table, or leave it out")
+		}
+		for j, t := range p.Tables {
+			if !identRE.MatchString(t) {
+				return bad(fmt.Sprintf("%s.tables[%d]", at, j), t, "name a table of the product database, or leave tables empty to protect every table with the tenant column")
+			}
+		}
+		apps := make([]string, 0, len(p.Apps))
+		for a := range p.Apps {
+			apps = append(apps, a)
+		}
+		sort.Strings(apps)
+		owner := map[string]string{}
+		for _, a := range apps {
+			if !nameRE.MatchString(a) {
+				return bad(at+".apps", a, "use a short lowercase app name such as insight")
+			}
+			if len(p.Apps[a]) == 0 {
+				return bad(at+".apps."+a, "[]", "list the tables that belong to the app")
+			}
+			for j, t := range p.Apps[a] {
+				if !identRE.MatchString(t) {
+					return bad(fmt.Sprintf("%s.apps.%s[%d]", at, a, j), t, "name a table of the product database")
+				}
+				if t == p.TenantsTable {
+					return bad(fmt.Sprintf("%s.apps.%s[%d]", at, a, j), t, "the tenants table belongs to the whole product, not to an app")
+				}
+				if o, ok := owner[t]; ok {
+					return bad(fmt.Sprintf("%s.apps.%s[%d]", at, a, j), t, "a table belongs to one app only; it is already in app "+o)
+				}
+				owner[t] = a
+			}
+		}
+		if err := p.Guard.validate(at + ".guard"); err != nil {
+			return err
+		}
+	}
+	for i, ct := range c.Contacts {
+		at := fmt.Sprintf("contacts[%d]", i)
+		if !seen[ct.Product] {
+			return bad(at+".product", ct.Product, "name one of the products listed under products:")
+		}
+		if strings.TrimSpace(ct.Query) == "" {
+			return bad(at+".query", "", "give a query that returns tenant, email, name and role columns")
+		}
+	}
+	return nil
+}
+
+func (g Guard) validate(at string) error {
+	for key, v := range map[string]int{
+		"max_rows_per_statement":    g.MaxRowsPerStatement,
+		"max_rows_per_transaction":  g.MaxRowsPerTransaction,
+		"max_tenants_per_statement": g.MaxTenantsPerStatement,
+	} {
+		if v < 1 {
+			return bad(at+"."+key, strconv.Itoa(v), "use a positive number; leave it out for the default")
+		}
+	}
+	return nil
+}
+
+func checkDSN(at, v string, prefixes ...string) error {
+	for _, p := range prefixes {
+		if strings.HasPrefix(v, p) && len(v) > len(p) {
+			return nil
+		}
+	}
+	return bad(at, v, "start it with one of: "+strings.Join(prefixes, ", "))
+}
+
+func bad(path, value, fix string) error {
+	return fault.New(fault.Invalid, fix, "config key %s has a bad value %q", path, value)
+}
+
+// ResolvePath makes a sqlite:/file: path absolute relative to the config folder.
+func (c *Config) ResolvePath(p string) string {
+	if filepath.IsAbs(p) || c.Dir == "" {
+		return p
+	}
+	return filepath.Join(c.Dir, p)
+}
+
+// Product returns the product named name.
+func (c *Config) Product(name string) (*Product, error) {
+	for i := range c.Products {
+		if c.Products[i].Name == name {
+			return &c.Products[i], nil
+		}
+	}
+	names := make([]string, len(c.Products))
+	for i, p := range c.Products {
+		names[i] = p.Name
+	}
+	return nil, fault.New(fault.NotFound, "known products: "+strings.Join(names, ", "), "no product named %q in the config", name)
+}
+
+// checkKeys walks the YAML tree and refuses keys the struct does not have, so
+// that "tenant_colum: site_id" is an error instead of a silently missing value.
+func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if t == reflect.TypeOf(Duration(0)) {
+			return nil
+		}
+		if n.Kind != yaml.MappingNode {
+			return nil // type errors are reported by Decode
+		}
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := 0; i < t.NumField(); i++ {
+			tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+			if tag == "" || tag == "-" {
+				continue
+			}
+			fields[tag] = t.Field(i).Type
+			names = append(names, tag)
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			ft, ok := fields[k]
+			child := join(path, k)
+			if !ok {
+				hint := "known keys here: " + strings.Join(names, ", ")
+				if s := closest(k, names); s != "" {
+					hint = "did you mean " + s + "? " + hint
+				}
+				return fault.New(fault.Invalid, hint, "config key %s (line %d) is not a Lifeline setting", child, n.Content[i].Line)
+			}
+			if err := checkKeys(n.Content[i+1], ft, child); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice:
+		if n.Kind == yaml.SequenceNode {
+			for i, c := range n.Content {
+				if err := checkKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return err
+				}
+			}
+		}
+	case reflect.Map:
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if err := checkKeys(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func join(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}
+
+// closest returns the candidate within edit distance 2 of s, if any.
+func closest(s string, candidates []string) string {
+	best, bestD := "", 3
+	for _, c := range candidates {
+		if d := editDistance(s, c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// Duration is a time.Duration that also accepts days ("30d").
+type Duration time.Duration
+
+// UnmarshalYAML accepts Go durations ("36h") and whole days ("30d").
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseDuration(n.Value)
+	if err != nil {
+		return fault.New(fault.Invalid, `write a number of days like "30d", or a Go duration like "36h"`,
+			"line %d: %q is not a duration", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ParseDuration parses "30d" or any time.ParseDuration string.
+func ParseDuration(s string) (time.Duration, error) {
+	if strings.HasSuffix(s, "d") {
+		n, err := strconv.Atoi(strings.TrimSuffix(s, "d"))
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("bad day count %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("bad duration %q", s)
+	}
+	return d, nil
+}
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
