@@ -17,6 +17,11 @@ type Operation struct {
 	Created  time.Time `json:"created"`
 	Finished time.Time `json:"finished,omitzero"`
 	Steps    []Step    `json:"steps"`
+	// Owner and LeaseUntil say which process is running the operation. A
+	// running operation whose lease has expired was interrupted (kill -9,
+	// a crash) and may be claimed by `lifeline ops resume`.
+	Owner      string    `json:"owner,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
 }
 
 // OpStatus is where an operation is in its life.
