@@ -1,0 +1,134 @@
+package main
+
+import (
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"lifeline/internal/demo"
+	"lifeline/internal/productdb"
+	"lifeline/internal/tenant"
+)
+
+// demoCmd is the one-command tour: it builds a sample SaaS, protects it,
+// replays the April 2022 deletion against it, walks one tenant through the
+// lifecycle and leaves `serve` running.
+func demoCmd(e *env, args []string) error {
+	fs := flags(e, "demo")
+	dir := fs.String("dir", "lifeline-demo", "folder to build the demo in (must not hold a demo already)")
+	n := fs.Int("tenants", 300, "how many tenants (sites) to generate")
+	noServe := fs.Bool("no-serve", false, "exit after the tour instead of serving")
+	listen := fs.String("listen", "", "address for serve (default 127.0.0.1:8080)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	say := func(format string, args ...any) { fmt.Fprintf(e.stdout, format+"\n", args...) }
+	step := func(title string) { say("\n== %s", title) }
+
+	step("1. A multi-tenant SaaS")
+	if err := demo.Generate(e.ctx, *dir, demo.Options{Tenants: *n}); err != nil {
+		return err
+	}
+	e.configPath = filepath.Join(*dir, "lifeline.yaml")
+	say("Built %d sites in two SQLite products, tracker (projects, issues, comments, attachments, and the app insight) and wiki (spaces, pages, versions), in %s.", *n, *dir)
+	say("Every table is shared by all tenants; site_id says whose a row is.")
+
+	step("2. lifeline protect")
+	if err := protectCmd(e, nil); err != nil {
+		return err
+	}
+	say("Guards, trash tables and lifeline_tenant_state are now inside each database.")
+
+	a, err := openApp(e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	tracker := a.tenants.Products[0]
+
+	step("3. The April 2022 script, replayed")
+	say("A maintenance script meant to remove the insight app was handed site IDs and ran in permanent mode:")
+	victims := make([]string, 0, 20)
+	for i := 1; i <= 20 && i*max(1, *n/20) <= *n; i++ {
+		victims = append(victims, fmt.Sprint(i*max(1, *n/20)))
+	}
+	raw, err := sql.Open("sqlite", "file:"+filepath.Join(*dir, "tracker.db"))
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	for _, stmt := range []string{
+		"DELETE FROM sites WHERE id IN (" + strings.Join(victims, ",") + ")",
+		"DELETE FROM issues WHERE site_id IN (" + strings.Join(victims, ",") + ")",
+	} {
+		say("  sql> %s", stmt)
+		if _, err := raw.ExecContext(e.ctx, stmt); err != nil {
+			say("  refused by the database: %v", err)
+		} else {
+			say("  !! the database accepted it")
+		}
+	}
+	say("And through Lifeline, a site key where an app was expected:")
+	_, err = a.tenants.Run(e.ctx, tenant.Request{Action: productdb.Deactivate, Target: "app:" + victims[0], Actor: "april-script", Reason: "remove insight"})
+	say("  lifeline tenants deactivate app:%s\n  refused: %v", victims[0], err)
+
+	step("4. The proper way: deactivate → delete → undelete")
+	key := victims[1]
+	before, rows, err := demo.Digest(e.ctx, tracker.DB.SQL(), "tracker", key)
+	if err != nil {
+		return err
+	}
+	say("Site %s (%s) has %d rows in tracker, digest %s.", key, demo.SiteName(atoi(key)), rows, before)
+	for _, r := range []tenant.Request{
+		{Action: productdb.Delete, Target: "site:" + key, Reason: "customer asked to close the site"},
+		{Action: productdb.Deactivate, Target: "site:" + key},
+		{Action: productdb.Delete, Target: "site:" + key, Reason: "customer asked to close the site"},
+		{Action: productdb.Undelete, Target: "site:" + key, Reason: "customer changed their mind"},
+		{Action: productdb.Reactivate, Target: "site:" + key},
+	} {
+		r.Actor = "demo"
+		say("\n$ lifeline tenants %s %s", r.Action, r.Target)
+		op, err := a.tenants.Run(e.ctx, r)
+		if err != nil {
+			say("refused: %v", err)
+			continue
+		}
+		printOp(e, op)
+	}
+	after, rows, err := demo.Digest(e.ctx, tracker.DB.SQL(), "tracker", key)
+	if err != nil {
+		return err
+	}
+	verdict := "identical, byte for byte"
+	if after != before {
+		verdict = "DIFFERENT"
+	}
+	say("\nSite %s is back with %d rows, digest %s: %s.", key, rows, after, verdict)
+
+	if *noServe {
+		say("\nDone. Explore with: lifeline --config %s tenants list", e.configPath)
+		return nil
+	}
+	step("5. lifeline serve")
+	secret, _, err := a.store.CreateToken(e.ctx, "demo-admin", "admin")
+	if err != nil {
+		return err
+	}
+	say("An admin token for the API (shown once): %s", secret)
+	say("Try: curl -H 'Authorization: Bearer %s' http://%s/api/v1/tenants/%s", secret, orListen(*listen, a.cfg.Listen), key)
+	return serve(e, a, *listen)
+}
+
+func orListen(flagValue, cfg string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	return cfg
+}
+
+func atoi(s string) int {
+	var n int
+	fmt.Sscan(s, &n)
+	return n
+}

@@ -1,0 +1,198 @@
+// Command lifeline keeps a multi-tenant SaaS's customer data safe from
+// deletion, restorable per tenant, and its customers informed. This package
+// only wires: flags, config, and the internal packages that do the work.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"os/user"
+	"sort"
+	"strings"
+	"syscall"
+
+	"lifeline/internal/fault"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// env is what every command gets: the process's streams and settings, so the
+// whole program runs in tests without touching globals.
+type env struct {
+	ctx        context.Context
+	getenv     func(string) string
+	stdin      io.Reader
+	stdout     io.Writer
+	stderr     io.Writer
+	configPath string
+}
+
+// command is one subcommand. run gets the arguments after its name.
+type command struct {
+	name    string
+	summary string
+	run     func(e *env, args []string) error
+}
+
+// commands is the whole command line, in the order `lifeline help` lists it.
+var commands = []command{
+	{"init", "write a commented lifeline.yaml", initCmd},
+	{"protect", "install guards, trash and tenant state in every product (--check: report drift)", protectCmd},
+	{"tenants", "list|show|deactivate|reactivate|delete|undelete|purge tenants", tenantsCmd},
+	{"ops", "list|show|resume operations", opsCmd},
+	{"audit", "verify the audit log's hash chain", auditCmd},
+	{"tokens", "create|list|revoke operator tokens", tokensCmd},
+	{"serve", "run the API, metrics and background work", serveCmd},
+	{"demo", "build a sample SaaS, protect it, and walk through the lifecycle", demoCmd},
+}
+
+// run is the whole program: it returns the exit status of DESIGN.md
+// (0 done, 1 failed, 2 refused).
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{ctx: ctx, getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr, configPath: "lifeline.yaml"}
+	if p := getenv("LIFELINE_CONFIG"); p != "" {
+		e.configPath = p
+	}
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		switch {
+		case args[0] == "--config" || args[0] == "-config":
+			if len(args) < 2 {
+				return report(e, usageErr("--config needs a file name"))
+			}
+			e.configPath, args = args[1], args[2:]
+		case strings.HasPrefix(args[0], "--config="):
+			e.configPath, args = strings.TrimPrefix(args[0], "--config="), args[1:]
+		case args[0] == "-h" || args[0] == "--help":
+			args = []string{"help"}
+		default:
+			return report(e, usageErr("unknown flag %s before the command", args[0]))
+		}
+	}
+	if len(args) == 0 || args[0] == "help" {
+		printHelp(e)
+		return 0
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			return report(e, c.run(e, args[1:]))
+		}
+	}
+	return report(e, usageErr("unknown command %q%s", args[0], suggest(args[0])))
+}
+
+func suggest(name string) string {
+	for _, c := range commands {
+		if strings.HasPrefix(c.name, name) || strings.HasPrefix(name, c.name) {
+			return "; did you mean `lifeline " + c.name + "`?"
+		}
+	}
+	return ""
+}
+
+func printHelp(e *env) {
+	fmt.Fprintln(e.stdout, "usage: lifeline [--config FILE] COMMAND [ARGS]\n\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(e.stdout, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(e.stdout, "\nRun `lifeline COMMAND --help` for a command's flags. Exit status: 0 done, 1 failed, 2 refused.")
+}
+
+// report prints an error with its hint and returns the exit status.
+func report(e *env, err error) int {
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(e.stderr, "lifeline: %v\n", err)
+	if h := fault.HintOf(err); h != "" {
+		fmt.Fprintf(e.stderr, "  hint: %s\n", h)
+	}
+	return fault.ExitStatus(err)
+}
+
+func usageErr(format string, args ...any) error {
+	return fault.New(fault.Invalid, "run `lifeline help` for the commands", format, args...)
+}
+
+// flags makes a command's flag set. Errors are returned, not printed twice.
+func flags(e *env, name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("lifeline "+name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.StringVar(&e.configPath, "config", e.configPath, "config file")
+	return fs
+}
+
+// parse parses flags that may come before or after positional arguments,
+// and returns the positionals.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fault.Wrap(err, fault.Invalid, "run `"+fs.Name()+" --help` for its flags", "bad arguments")
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos, args = append(pos, args[0]), args[1:]
+	}
+}
+
+// subcommand dispatches "NAME SUB ARGS" to one of subs.
+func subcommand(e *env, name string, args []string, subs map[string]func(*env, []string) error) error {
+	keys := make([]string, 0, len(subs))
+	for k := range subs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if len(args) == 0 {
+		return usageErr("lifeline %s needs a subcommand: %s", name, strings.Join(keys, "|"))
+	}
+	f, ok := subs[args[0]]
+	if !ok {
+		return usageErr("unknown subcommand `lifeline %s %s`: use %s", name, args[0], strings.Join(keys, "|"))
+	}
+	return f(e, args[1:])
+}
+
+// printJSON writes v as one indented JSON document.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// actor is who runs a CLI command: --actor, $LIFELINE_ACTOR, or user@host.
+func actor(e *env, flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if a := e.getenv("LIFELINE_ACTOR"); a != "" {
+		return a
+	}
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	h, _ := os.Hostname()
+	return name + "@" + h
+}

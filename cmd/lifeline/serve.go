@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"lifeline/internal/state"
+	"lifeline/internal/tenant"
+	"lifeline/internal/web"
+)
+
+// serveCmd runs the long-lived process: the HTTP API, metrics and health,
+// and the resumption of operations interrupted by a crash.
+func serveCmd(e *env, args []string) error {
+	fs := flags(e, "serve")
+	listen := fs.String("listen", "", "address to listen on (default: listen: in the config, else 127.0.0.1:8080)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	a, err := openApp(e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return serve(e, a, *listen)
+}
+
+func serve(e *env, a *app, listen string) error {
+	if listen == "" {
+		listen = a.cfg.Listen
+	}
+	log := slog.New(slog.NewTextHandler(e.stderr, nil))
+	a.tenants.Log = log
+	resumeInterrupted(e, a, log)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), tenant.NewCollector(a.tenants))
+	srv := &web.Server{Tenants: a.tenants, Ops: a.store, Auth: a.store, Registry: reg, Log: log}
+	return web.ListenAndServe(e.ctx, listen, srv.Handler(), func(addr net.Addr) {
+		fmt.Fprintf(e.stdout, "lifeline serving on http://%s/\n", addr)
+	})
+}
+
+// resumeInterrupted finishes operations whose runner died, so a crash never
+// leaves a tenant half deleted for long.
+func resumeInterrupted(e *env, a *app, log *slog.Logger) {
+	ops, err := a.store.ListOperations(e.ctx, state.OpFilter{Status: state.OpRunning, Limit: 1000})
+	if err != nil {
+		log.Warn("listing interrupted operations failed", "err", err)
+		return
+	}
+	for _, op := range ops {
+		if _, err := a.tenants.Resume(e.ctx, op.ID); err != nil {
+			log.Warn("operation not resumed", "op", op.ID, "err", err)
+		} else {
+			log.Info("resumed interrupted operation", "op", op.ID)
+		}
+	}
+}

@@ -1,0 +1,24 @@
+package web
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"lifeline/internal/state"
+)
+
+// Handler returns every route Lifeline serves. The whole HTTP surface is
+// listed here.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{Registry: s.Registry}))
+
+	mux.HandleFunc("GET /api/v1/tenants", s.requireRole(state.RoleViewer, s.listTenants))
+	mux.HandleFunc("GET /api/v1/tenants/{key}", s.requireRole(state.RoleViewer, s.showTenant))
+	mux.HandleFunc("GET /api/v1/operations", s.requireRole(state.RoleViewer, s.listOperations))
+	mux.HandleFunc("GET /api/v1/operations/{id}", s.requireRole(state.RoleViewer, s.showOperation))
+	mux.HandleFunc("POST /api/v1/operations", s.requireRole(state.RoleOperator, s.createOperation))
+	return mux
+}
