@@ -295,11 +295,15 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
+	if t == reflect.TypeOf(Duration(0)) {
+		if _, err := ParseDuration(n.Value); err != nil {
+			return fault.New(fault.Invalid, `write a number of days like "30d", or a Go duration like "36h"`,
+				"config key %s (line %d) has a bad value %q: not a duration", path, n.Line, n.Value)
+		}
+		return nil
+	}
 	switch t.Kind() {
 	case reflect.Struct:
-		if t == reflect.TypeOf(Duration(0)) {
-			return nil
-		}
 		if n.Kind != yaml.MappingNode {
 			return nil // type errors are reported by Decode
 		}
