@@ -2,7 +2,10 @@ package main
 
 import (
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"lifeline/internal/config"
@@ -64,8 +67,26 @@ func openApp(e *env) (*app, error) {
 		}
 		svc.Products = append(svc.Products, &tenant.Product{Name: p.Name, DB: db, Layout: layout})
 	}
+	svc.BeforeStep = crashHook(e)
 	a.tenants = svc
 	return a, nil
+}
+
+// crashHook is fault injection for the crash tests: with
+// LIFELINE_TEST_CRASH_BEFORE_STEP=N the process kills itself with SIGKILL
+// just before applying the Nth step of an operation, exactly as kill -9
+// would. It is nil unless the variable is set.
+func crashHook(e *env) func(state.Step) {
+	n, err := strconv.Atoi(e.getenv("LIFELINE_TEST_CRASH_BEFORE_STEP"))
+	if err != nil || n < 1 {
+		return nil
+	}
+	seen := 0
+	return func(state.Step) {
+		if seen++; seen == n {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
 }
 
 // spec turns a product's config into what productdb understands.

@@ -209,6 +209,9 @@ func (s *Service) Run(ctx context.Context, req Request) (*state.Operation, error
 	if err != nil {
 		return nil, err
 	}
+	if op, busy, err := s.takeOver(ctx, req.Action, t); busy {
+		return op, err
+	}
 	steps, err := s.plan(ctx, req.Action, t)
 	if err != nil {
 		return nil, err
@@ -222,9 +225,6 @@ func (s *Service) Run(ctx context.Context, req Request) (*state.Operation, error
 		Steps:   steps,
 	}
 	if err := s.Store.CreateOperation(ctx, op, s.Owner, s.ttl()); err != nil {
-		if resumed, rerr := s.resumeInterrupted(ctx, err, op); resumed != nil || rerr != nil {
-			return resumed, rerr
-		}
 		return nil, err
 	}
 	return s.execute(ctx, op)
@@ -479,28 +479,32 @@ func ownerGone(owner string) bool {
 	return errors.Is(err, os.ErrNotExist)
 }
 
-// resumeInterrupted handles a lock conflict: when the tenant is held by an
-// interrupted operation of the same action and target, running the command
-// again resumes it. Any other conflict is returned as is.
-func (s *Service) resumeInterrupted(ctx context.Context, conflict error, op *state.Operation) (*state.Operation, error) {
-	if fault.CodeOf(conflict) != fault.Conflict {
-		return nil, nil
-	}
-	running, err := s.Store.ListOperations(ctx, state.OpFilter{Tenant: op.Steps[0].Tenant, Status: state.OpRunning})
+// takeOver looks for an operation already holding the tenant. Running the
+// command of an interrupted operation (same action, same target) again
+// resumes it, which is how a kill -9 is recovered from. Any other operation
+// on the tenant refuses the request. busy is false when the tenant is free.
+func (s *Service) takeOver(ctx context.Context, a productdb.Action, t Target) (op *state.Operation, busy bool, err error) {
+	running, err := s.Store.ListOperations(ctx, state.OpFilter{Tenant: t.Tenant, Status: state.OpRunning})
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	for _, old := range running {
-		if old.Action != op.Action || !slices.Equal(old.Targets, op.Targets) {
-			continue
+		interrupted := old.LeaseUntil.Before(s.now()) || ownerGone(old.Owner)
+		if interrupted && old.Action == string(a) && slices.Equal(old.Targets, []string{t.String()}) {
+			if s.Log != nil {
+				s.Log.Info("resuming interrupted operation", "op", old.ID)
+			}
+			op, err := s.Resume(ctx, old.ID)
+			return op, true, err
 		}
-		if !old.LeaseUntil.Before(s.now()) && !ownerGone(old.Owner) {
-			continue
+		what := "is running"
+		hint := "wait for it to finish: `lifeline ops show " + old.ID + "`"
+		if interrupted {
+			what = "was interrupted"
+			hint = "finish it first with `lifeline ops resume " + old.ID + "` (or rerun its command)"
 		}
-		if s.Log != nil {
-			s.Log.Info("resuming interrupted operation", "op", old.ID)
-		}
-		return s.Resume(ctx, old.ID)
+		return nil, true, fault.New(fault.Conflict, hint, "tenant %s already has an operation: %s %s %s %s",
+			t.Tenant, old.ID, old.Action, strings.Join(old.Targets, ","), what)
 	}
-	return nil, nil
+	return nil, false, nil
 }
