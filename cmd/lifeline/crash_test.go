@@ -52,7 +52,9 @@ func TestKill9MidDeleteIsResumedByTheNextRun(t *testing.T) {
 			t.Errorf("%s after the rerun = %q, want deleted", p, s)
 		}
 	}
-	var ops struct{ Operations []struct{ Action, Status string } }
+	var ops struct {
+		Operations []struct{ Action, Status string }
+	}
 	if err := json.Unmarshal([]byte(c.must("ops", "list", "--tenant", "4", "--json")), &ops); err != nil {
 		t.Fatal(err)
 	}
