@@ -267,6 +267,21 @@ func (s *Store) FinishOperation(ctx context.Context, opID string, status OpStatu
 // id is fault.NotFound; an operation that is no longer running is
 // fault.Conflict.
 func (s *Store) ClaimOperation(ctx context.Context, id, owner string, ttl time.Duration) error {
+	return s.claim(ctx, id, owner, "", ttl)
+}
+
+// TakeOverOperation claims a running operation from a runner known to be
+// dead (its process is gone), without waiting for its lease to expire. It
+// succeeds if the lease is held by from or owner, or has expired; otherwise
+// fault.Conflict, as for ClaimOperation.
+func (s *Store) TakeOverOperation(ctx context.Context, id, from, owner string, ttl time.Duration) error {
+	if from == "" {
+		return fault.New(fault.Invalid, "this is a bug in the caller of TakeOverOperation", "take-over of %s without a previous owner", id)
+	}
+	return s.claim(ctx, id, owner, from, ttl)
+}
+
+func (s *Store) claim(ctx context.Context, id, owner, from string, ttl time.Duration) error {
 	if owner == "" || ttl <= 0 {
 		return fault.New(fault.Invalid, "this is a bug in the caller of ClaimOperation", "claim of %s without an owner or with lease %s", id, ttl)
 	}
@@ -287,7 +302,7 @@ func (s *Store) ClaimOperation(ctx context.Context, id, owner string, ttl time.D
 				"operation %s is %s, not running", id, status)
 		}
 		until := fromMicros(lease)
-		if cur != owner && until.After(now) {
+		if cur != owner && (from == "" || cur != from) && until.After(now) {
 			return fault.New(fault.Conflict,
 				fmt.Sprintf("wait for it to finish, or for its lease to expire at %s if that process died", until.Format(time.RFC3339)),
 				"operation %s is being run by %s until %s", id, cur, until.Format(time.RFC3339))

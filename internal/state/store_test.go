@@ -516,6 +516,16 @@ func testLease(t *testing.T, b backend) {
 		t.Fatalf("renewals should not be audited: %d entries", len(audit))
 	}
 
+	// A runner known to be dead is taken over without waiting for its lease,
+	// but only from that runner.
+	must(t, s.ClaimOperation(ctx, op.ID, "B", time.Minute))
+	wantCode(t, s.TakeOverOperation(ctx, op.ID, "A", "C", time.Minute), fault.Conflict, "being run by B")
+	must(t, s.TakeOverOperation(ctx, op.ID, "B", "C", time.Minute))
+	if got := must2(s.GetOperation(ctx, op.ID))(t); got.Owner != "C" {
+		t.Fatalf("owner after take-over from a dead runner = %s, want C", got.Owner)
+	}
+	wantCode(t, s.TakeOverOperation(ctx, op.ID, "", "D", time.Minute), fault.Invalid, "previous owner")
+
 	wantCode(t, s.ClaimOperation(ctx, "op_unknown", "A", time.Minute), fault.NotFound, "lifeline ops list")
 	must(t, s.FinishOperation(ctx, op.ID, OpDone, ""))
 	wantCode(t, s.ClaimOperation(ctx, op.ID, "B", time.Minute), fault.Conflict, "not running")

@@ -455,12 +455,7 @@ func (s *Service) claim(ctx context.Context, op *state.Operation) error {
 	if err == nil || fault.CodeOf(err) != fault.Conflict || !ownerGone(op.Owner) {
 		return err
 	}
-	// Renew the dead owner's lease into the past, which expires it, then
-	// take it ourselves.
-	if err := s.Store.ClaimOperation(ctx, op.ID, op.Owner, -time.Second); err != nil {
-		return err
-	}
-	return s.Store.ClaimOperation(ctx, op.ID, s.Owner, s.ttl())
+	return s.Store.TakeOverOperation(ctx, op.ID, op.Owner, s.Owner, s.ttl())
 }
 
 // ownerGone reports whether owner ("host:pid") is a process on this host
