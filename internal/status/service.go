@@ -471,3 +471,21 @@ func (s *Service) Template(ctx context.Context, name string) (Template, error) {
 
 // Templates returns every stored template by name.
 func (s *Service) Templates(ctx context.Context) ([]Template, error) { return s.db.templates(ctx, "") }
+
+// Incidents returns the open incidents and maintenances and those of the
+// last 90 days, newest first, as stored (maintenance statuses are not moved
+// along their windows here; Snapshot does that).
+func (s *Service) Incidents(ctx context.Context) ([]Incident, error) {
+	list, err := s.db.incidents(ctx, recent(s.now()))
+	if err != nil {
+		return nil, err
+	}
+	cs, err := s.db.components(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range list {
+		list[i].Affected = affected(&list[i], cs)
+	}
+	return list, nil
+}

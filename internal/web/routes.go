@@ -20,5 +20,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/operations", s.requireRole(state.RoleViewer, s.listOperations))
 	mux.HandleFunc("GET /api/v1/operations/{id}", s.requireRole(state.RoleViewer, s.showOperation))
 	mux.HandleFunc("POST /api/v1/operations", s.requireRole(state.RoleOperator, s.createOperation))
+
+	// Status page (status*.go): the public page, its feed, the Statuspage v2
+	// JSON, /api/v1/incidents and the /console/incidents form.
+	s.statusRoutes(mux)
 	return mux
 }

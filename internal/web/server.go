@@ -39,6 +39,9 @@ type Server struct {
 	Log      *slog.Logger
 	// Ready reports whether the process is healthy; nil means always.
 	Ready func(ctx context.Context) error
+	// Status is the public status page, its v2 JSON and incident management;
+	// nil serves none of them.
+	Status *StatusPage
 }
 
 // ListenAndServe serves h on addr until ctx ends. ready is called with the
