@@ -53,6 +53,7 @@ var commands = []command{
 	{"ops", "list|show|resume operations", opsCmd},
 	{"audit", "verify the audit log's hash chain", auditCmd},
 	{"tokens", "create|list|revoke operator tokens", tokensCmd},
+	{"incident", "open|update|resolve|list status page incidents", incidentCmd},
 	{"serve", "run the API, metrics and background work", serveCmd},
 	{"demo", "build a sample SaaS, protect it, and walk through the lifecycle", demoCmd},
 }

@@ -240,7 +240,7 @@ func (s *Service) begin(ctx context.Context, inc *Incident, d *Draft) error {
 		if err != nil {
 			return err
 		}
-		inc.Name = t.Title.over(inc.Name)
+		inc.Name = t.Title.Over(inc.Name)
 		if inc.Impact == "" && inc.Kind == KindIncident {
 			inc.Impact = t.Impact
 		}
@@ -488,4 +488,46 @@ func (s *Service) Incidents(ctx context.Context) ([]Incident, error) {
 		list[i].Affected = affected(&list[i], cs)
 	}
 	return list, nil
+}
+
+// Request is a publishing request as the API, the CLI (--from) and the
+// console form take it: one shape, checked in one place.
+type Request struct {
+	Kind           Kind              `json:"kind,omitempty"` // incident (default) or maintenance; open only
+	Name           string            `json:"name,omitempty"`
+	NameZh         string            `json:"name_zh,omitempty"`
+	Impact         Impact            `json:"impact,omitempty"`
+	Status         IncidentStatus    `json:"status,omitempty"`
+	Components     []ComponentChange `json:"components,omitempty"` // component_id may be an id or an English name
+	Links          []string          `json:"links,omitempty"`      // restore:ID, plan:ID
+	Template       string            `json:"template,omitempty"`
+	CarryOver      bool              `json:"carry_over,omitempty"`
+	Body           Body              `json:"body"`
+	ScheduledFor   time.Time         `json:"scheduled_for,omitzero"`
+	ScheduledUntil time.Time         `json:"scheduled_until,omitzero"`
+}
+
+// Draft returns the update part of q.
+func (q Request) Draft(author string) Draft {
+	return Draft{Status: q.Status, Impact: q.Impact, Components: q.Components, Links: q.Links,
+		Template: q.Template, CarryOver: q.CarryOver, Body: q.Body, Author: author}
+}
+
+// Open opens an incident, or schedules a maintenance when q.Kind says so
+// (its components then go under_maintenance during the window).
+func (s *Service) Open(ctx context.Context, q Request, author string) (*Incident, error) {
+	name := Text{En: q.Name, Zh: q.NameZh}
+	switch q.Kind {
+	case "", KindIncident:
+		return s.OpenIncident(ctx, NewIncident{Name: name, Draft: q.Draft(author)})
+	case KindMaintenance:
+		comps := make([]string, len(q.Components))
+		for i, c := range q.Components {
+			comps[i] = c.ComponentID
+		}
+		d := q.Draft(author)
+		d.Components = nil
+		return s.ScheduleMaintenance(ctx, NewMaintenance{Name: name, ScheduledFor: q.ScheduledFor, ScheduledUntil: q.ScheduledUntil, Components: comps, Draft: d})
+	}
+	return nil, fault.New(fault.Invalid, "use incident or maintenance", "unknown kind %q", q.Kind)
 }

@@ -168,15 +168,14 @@ func (t Text) In(lang Lang) string {
 // Empty reports whether neither language has text.
 func (t Text) Empty() bool { return strings.TrimSpace(t.En) == "" && strings.TrimSpace(t.Zh) == "" }
 
-// over returns t with each language replaced by o's where o has one.
-func (t Text) over(o Text) Text {
-	if o.En != "" {
-		t.En = o.En
+// Over returns o if it has text in any language, else t. A new statement
+// replaces the old one in both languages, so a carried-over Chinese text
+// never contradicts a fresh English one.
+func (t Text) Over(o Text) Text {
+	if o.Empty() {
+		return t
 	}
-	if o.Zh != "" {
-		t.Zh = o.Zh
-	}
-	return t
+	return o
 }
 
 // Group gathers components on the page (products, regions).
@@ -241,11 +240,11 @@ type Body struct {
 // Over returns b with every part that o fills replaced by o's. It layers a
 // draft over a stored template.
 func (b Body) Over(o Body) Body {
-	b.Situation = b.Situation.over(o.Situation)
+	b.Situation = b.Situation.Over(o.Situation)
 	if len(o.AffectedGroups) > 0 {
 		b.AffectedGroups = o.AffectedGroups
 	}
-	b.Timeline = b.Timeline.over(o.Timeline)
+	b.Timeline = b.Timeline.Over(o.Timeline)
 	if o.TimelineConfidence != "" {
 		b.TimelineConfidence = o.TimelineConfidence
 	}
@@ -258,14 +257,14 @@ func (b Body) Over(o Body) Body {
 	if o.PercentConfidence != "" {
 		b.PercentConfidence = o.PercentConfidence
 	}
-	b.DataLoss = b.DataLoss.over(o.DataLoss)
+	b.DataLoss = b.DataLoss.Over(o.DataLoss)
 	if o.DataLossConfidence != "" {
 		b.DataLossConfidence = o.DataLossConfidence
 	}
-	b.Support = b.Support.over(o.Support)
-	b.SupportNoLogin = b.SupportNoLogin.over(o.SupportNoLogin)
-	b.Known = b.Known.over(o.Known)
-	b.Unknown = b.Unknown.over(o.Unknown)
+	b.Support = b.Support.Over(o.Support)
+	b.SupportNoLogin = b.SupportNoLogin.Over(o.SupportNoLogin)
+	b.Known = b.Known.Over(o.Known)
+	b.Unknown = b.Unknown.Over(o.Unknown)
 	return b
 }
 
@@ -353,7 +352,7 @@ func (e *MissingFieldsError) Error() string {
 	for i, f := range e.Fields {
 		names[i] = string(f)
 	}
-	return fmt.Sprintf("update not published: %s required for a %s-impact incident and empty", strings.Join(names, ", "), e.Impact)
+	return fmt.Sprintf("%s required for a %s-impact incident and empty", strings.Join(names, ", "), e.Impact)
 }
 
 // Check returns an error naming every field the policy requires at impact
@@ -381,7 +380,7 @@ func (p Policy) Check(impact Impact, st IncidentStatus, b Body) error {
 	}
 	if len(missing) > 0 {
 		e := &MissingFieldsError{Impact: impact, Fields: missing}
-		return &fault.Error{Code: fault.Refused, Msg: e.Error(), Err: e,
+		return &fault.Error{Code: fault.Refused, Msg: "update not published", Err: e,
 			Hint: "fill in " + string(missing[0]) + " (and any other field named), or start from a stored template"}
 	}
 	return validBody(b)

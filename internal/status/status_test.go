@@ -572,3 +572,15 @@ func TestTextLanguages(t *testing.T) {
 		t.Fatalf("%d sections, want 8 (situation, affected, timeline, restored, dataloss, support, known, unknown)", n)
 	}
 }
+
+func TestCarryOverReplacesBothLanguages(t *testing.T) {
+	t.Parallel()
+	prev := fullBody()
+	next := prev.Over(Body{Situation: Text{En: "Restores running."}})
+	if next.Situation.Zh != "" || next.Situation.En != "Restores running." {
+		t.Fatalf("stale Chinese carried over: %+v", next.Situation)
+	}
+	if next.Known != prev.Known || *next.PercentRestored != 0 {
+		t.Fatalf("untouched parts not carried: %+v", next)
+	}
+}

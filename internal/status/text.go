@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"lifeline/internal/fault"
 )
 
 // labels are the headings of the template's parts, per language. They are
@@ -108,4 +110,30 @@ func (b Body) Plain(lang Lang) string {
 		sb.WriteString(s.Text)
 	}
 	return sb.String()
+}
+
+// ParseComponentChange reads "NAME=STATUS", as the CLI and the console
+// form take component changes, for example "tracker=major_outage".
+func ParseComponentChange(s string) (ComponentChange, error) {
+	name, st, ok := strings.Cut(strings.TrimSpace(s), "=")
+	if !ok || strings.TrimSpace(name) == "" {
+		return ComponentChange{}, fault.New(fault.Invalid, "write a component change as NAME=STATUS, e.g. tracker=major_outage", "bad component change %q", s)
+	}
+	cs, err := ParseComponentStatus(strings.TrimSpace(st))
+	if err != nil {
+		return ComponentChange{}, err
+	}
+	return ComponentChange{ComponentID: strings.TrimSpace(name), Status: cs}, nil
+}
+
+// ParseAffectedGroup reads "KIND NAME COUNT", for example
+// "product tracker 883"; the name may contain spaces.
+func ParseAffectedGroup(s string) (AffectedGroup, error) {
+	f := strings.Fields(s)
+	if len(f) >= 3 {
+		if n, err := strconv.Atoi(f[len(f)-1]); err == nil && n >= 0 {
+			return AffectedGroup{Kind: f[0], Name: strings.Join(f[1:len(f)-1], " "), Count: n}, nil
+		}
+	}
+	return AffectedGroup{}, fault.New(fault.Invalid, "write an affected group as KIND NAME COUNT, e.g. product tracker 883", "bad affected group %q", strings.TrimSpace(s))
 }

@@ -4,54 +4,12 @@ import (
 	"context"
 	"net/http"
 	"strings"
-	"time"
 
-	"lifeline/internal/fault"
 	"lifeline/internal/state"
 	"lifeline/internal/status"
 )
 
-// incidentRequest is the body of POST /api/v1/incidents and of the update
-// and resolve calls (which ignore kind, name and the schedule).
-type incidentRequest struct {
-	Kind           status.Kind              `json:"kind,omitempty"` // incident (default) or maintenance
-	Name           string                   `json:"name,omitempty"`
-	NameZh         string                   `json:"name_zh,omitempty"`
-	Impact         status.Impact            `json:"impact,omitempty"`
-	Status         status.IncidentStatus    `json:"status,omitempty"`
-	Components     []status.ComponentChange `json:"components,omitempty"` // component_id may be an id or a name
-	Links          []string                 `json:"links,omitempty"`      // restore:ID, plan:ID
-	Template       string                   `json:"template,omitempty"`
-	CarryOver      bool                     `json:"carry_over,omitempty"`
-	Body           status.Body              `json:"body"`
-	ScheduledFor   time.Time                `json:"scheduled_for,omitzero"`
-	ScheduledUntil time.Time                `json:"scheduled_until,omitzero"`
-}
-
-func (q incidentRequest) draft(author string) status.Draft {
-	return status.Draft{Status: q.Status, Impact: q.Impact, Components: q.Components, Links: q.Links,
-		Template: q.Template, CarryOver: q.CarryOver, Body: q.Body, Author: author}
-}
-
-// openIncident opens an incident or schedules a maintenance.
-func openIncident(ctx context.Context, svc *status.Service, q incidentRequest, author string) (*status.Incident, error) {
-	name := status.Text{En: q.Name, Zh: q.NameZh}
-	switch q.Kind {
-	case "", status.KindIncident:
-		return svc.OpenIncident(ctx, status.NewIncident{Name: name, Draft: q.draft(author)})
-	case status.KindMaintenance:
-		comps := make([]string, len(q.Components))
-		for i, c := range q.Components {
-			comps[i] = c.ComponentID
-		}
-		d := q.draft(author)
-		d.Components = nil
-		return svc.ScheduleMaintenance(ctx, status.NewMaintenance{Name: name, ScheduledFor: q.ScheduledFor, ScheduledUntil: q.ScheduledUntil, Components: comps, Draft: d})
-	}
-	return nil, fault.New(fault.Invalid, "use incident or maintenance", "unknown kind %q", q.Kind)
-}
-
-// changed re-renders the page after a write in this process, so the
+// published re-renders the page after a write in this process, so the
 // operator sees the change at once; other processes pick it up by polling.
 func (p *StatusPage) published(ctx context.Context) {
 	if err := p.Refresh(ctx); err != nil {
@@ -87,12 +45,12 @@ func (s *Server) showIncident(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) createIncident(w http.ResponseWriter, r *http.Request) {
-	var q incidentRequest
+	var q status.Request
 	if err := decode(r, &q); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	inc, err := openIncident(r.Context(), s.Status.Service, q, caller(r).Name)
+	inc, err := s.Status.Service.Open(r.Context(), q, caller(r).Name)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -104,12 +62,12 @@ func (s *Server) createIncident(w http.ResponseWriter, r *http.Request) {
 // updateIncident posts an update; with resolve it closes the incident.
 func (s *Server) updateIncident(resolve bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var q incidentRequest
+		var q status.Request
 		if err := decode(r, &q); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		svc, id, d := s.Status.Service, r.PathValue("id"), q.draft(caller(r).Name)
+		svc, id, d := s.Status.Service, r.PathValue("id"), q.Draft(caller(r).Name)
 		var inc *status.Incident
 		var err error
 		if resolve {

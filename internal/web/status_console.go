@@ -215,11 +215,11 @@ func (s *Server) consolePost(w http.ResponseWriter, r *http.Request) {
 		svc := s.Status.Service
 		switch {
 		case id == "":
-			_, err = openIncident(r.Context(), svc, q, tok.Name)
+			_, err = svc.Open(r.Context(), q, tok.Name)
 		case r.PostForm.Get("action") == "resolve":
-			_, err = svc.Resolve(r.Context(), id, q.draft(tok.Name))
+			_, err = svc.Resolve(r.Context(), id, q.Draft(tok.Name))
 		default:
-			_, err = svc.PostUpdate(r.Context(), id, q.draft(tok.Name))
+			_, err = svc.PostUpdate(r.Context(), id, q.Draft(tok.Name))
 		}
 	}
 	if err != nil {
@@ -246,11 +246,11 @@ func (s *Server) consolePost(w http.ResponseWriter, r *http.Request) {
 
 // requestFromForm reads the console form into the API's request shape, so
 // the form and the API share one path into the domain.
-func requestFromForm(f url.Values) (incidentRequest, error) {
+func requestFromForm(f url.Values) (status.Request, error) {
 	txt := func(k string) status.Text {
 		return status.Text{En: strings.TrimSpace(f.Get(k)), Zh: strings.TrimSpace(f.Get(k + "_zh"))}
 	}
-	q := incidentRequest{
+	q := status.Request{
 		Kind: status.Kind(f.Get("kind")), Name: strings.TrimSpace(f.Get("name")), NameZh: strings.TrimSpace(f.Get("name_zh")),
 		Impact: status.Impact(f.Get("impact")), Status: status.IncidentStatus(f.Get("status")), Template: f.Get("template"),
 		CarryOver: f.Get("carry_over") != "",
@@ -260,25 +260,24 @@ func requestFromForm(f url.Values) (incidentRequest, error) {
 			DataLossConfidence: status.Confidence(f.Get("data_loss_confidence"))},
 	}
 	for line := range strings.Lines(f.Get("components")) {
-		if line = strings.TrimSpace(line); line == "" {
+		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		name, st, ok := strings.Cut(line, "=")
-		if !ok {
-			return q, fault.New(fault.Invalid, "write one component per line as name=status, e.g. tracker=major_outage", "bad component line %q", line)
+		c, err := status.ParseComponentChange(line)
+		if err != nil {
+			return q, err
 		}
-		q.Components = append(q.Components, status.ComponentChange{ComponentID: strings.TrimSpace(name), Status: status.ComponentStatus(strings.TrimSpace(st))})
+		q.Components = append(q.Components, c)
 	}
 	for line := range strings.Lines(f.Get("affected_groups")) {
-		fields := strings.Fields(line)
-		if len(fields) == 0 {
+		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		n, err := strconv.Atoi(fields[len(fields)-1])
-		if len(fields) < 3 || err != nil {
-			return q, fault.New(fault.Invalid, "write one group per line as KIND NAME COUNT, e.g. product tracker 883", "bad affected group line %q", strings.TrimSpace(line))
+		g, err := status.ParseAffectedGroup(line)
+		if err != nil {
+			return q, err
 		}
-		q.Body.AffectedGroups = append(q.Body.AffectedGroups, status.AffectedGroup{Kind: fields[0], Name: strings.Join(fields[1:len(fields)-1], " "), Count: n})
+		q.Body.AffectedGroups = append(q.Body.AffectedGroups, g)
 	}
 	for l := range strings.FieldsSeq(f.Get("links")) {
 		q.Links = append(q.Links, l)

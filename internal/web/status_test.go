@@ -456,7 +456,7 @@ func TestIncidentAPI(t *testing.T) {
 	t.Parallel()
 	b := setupStatus(t)
 	api := b.srv.URL + "/api/v1/incidents"
-	open := incidentRequest{Name: "Sites deleted", Impact: status.ImpactCritical, Body: criticalBody(),
+	open := status.Request{Name: "Sites deleted", Impact: status.ImpactCritical, Body: criticalBody(),
 		Components: []status.ComponentChange{{ComponentID: "tracker", Status: status.MajorOutage}}}
 
 	if code, _ := apiCall(t, "POST", api, "", open); code != 401 {
@@ -481,7 +481,7 @@ func TestIncidentAPI(t *testing.T) {
 		t.Fatal("summary.json does not show the new incident")
 	}
 
-	code, inc = apiCall(t, "POST", api+"/"+id+"/updates", "operator-secret", incidentRequest{Status: status.Monitoring, CarryOver: true,
+	code, inc = apiCall(t, "POST", api+"/"+id+"/updates", "operator-secret", status.Request{Status: status.Monitoring, CarryOver: true,
 		Body: status.Body{Situation: status.Text{En: "Restores running."}}})
 	if code != 201 || inc["status"] != "monitoring" || at(inc, "incident_updates", 0, "body", "situation", "en") != "Restores running." {
 		t.Fatalf("update: %d %v", code, inc)
@@ -490,7 +490,7 @@ func TestIncidentAPI(t *testing.T) {
 	if code != 200 || len(list["incidents"].([]any)) != 1 {
 		t.Fatalf("list: %d %v", code, list)
 	}
-	code, inc = apiCall(t, "POST", api+"/"+id+"/resolve", "operator-secret", incidentRequest{CarryOver: true,
+	code, inc = apiCall(t, "POST", api+"/"+id+"/resolve", "operator-secret", status.Request{CarryOver: true,
 		Body: status.Body{Situation: status.Text{En: "All sites restored."}, PercentRestored: pct(100)}})
 	if code != 201 || inc["status"] != "resolved" || at(inc, "components", 0, "new_status") != "operational" {
 		t.Fatalf("resolve: %d %v", code, inc)

@@ -1,0 +1,360 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"lifeline/internal/fault"
+	"lifeline/internal/status"
+	"lifeline/internal/web"
+)
+
+// incidentCmd manages status page incidents straight in the state store; a
+// running `lifeline serve` shows the change within its poll interval.
+func incidentCmd(e *env, args []string) error {
+	return subcommand(e, "incident", args, map[string]func(*env, []string) error{
+		"open": incidentOpen, "update": incidentUpdate, "resolve": incidentResolve, "list": incidentList,
+	})
+}
+
+// multi is a flag that may be given several times.
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ", ") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+
+// updateFlags are the flags of every incident subcommand that publishes: the
+// template's parts, English and Chinese, component changes and links.
+type updateFlags struct {
+	from                      string
+	status, impact, template  string
+	carryOver                 bool
+	components, links, groups multi
+	text                      map[string]*[2]string // field → en, zh
+	timelineConf, percentConf string
+	dataLossConf, fullerAt    string
+	percent, actor            string
+	asJSON                    bool
+}
+
+// textFields are the template's text parts, as flag names.
+var textFields = []string{"situation", "timeline", "data-loss", "support", "support-no-login", "known", "unknown"}
+
+func newUpdateFlags(e *env, name string) (*flag.FlagSet, *updateFlags) {
+	fs := flags(e, name)
+	u := &updateFlags{text: map[string]*[2]string{}}
+	fs.StringVar(&u.from, "from", "", "read the request as JSON (the /api/v1/incidents body) from FILE, or - for stdin; flags override it")
+	fs.StringVar(&u.status, "status", "", "investigating, identified, monitoring (incidents); scheduled, in_progress, verifying (maintenances)")
+	fs.StringVar(&u.impact, "impact", "", "none, minor, major or critical")
+	fs.StringVar(&u.template, "template", "", "start from the stored template NAME")
+	fs.BoolVar(&u.carryOver, "carry-over", false, "start from the previous update and restate only what changed")
+	fs.Var(&u.components, "component", "NAME=STATUS, e.g. tracker=major_outage (repeatable)")
+	fs.Var(&u.links, "link", "restore:ID or plan:ID whose verified progress fills the % restored (repeatable)")
+	fs.Var(&u.groups, "affected", `affected group "KIND NAME COUNT", e.g. "product tracker 883" (repeatable)`)
+	for _, f := range textFields {
+		v := &[2]string{}
+		u.text[f] = v
+		fs.StringVar(&v[0], f, "", "template part: "+f)
+		fs.StringVar(&v[1], f+"-zh", "", "the same in Simplified Chinese")
+	}
+	fs.StringVar(&u.timelineConf, "timeline-confidence", "", "low, medium or high")
+	fs.StringVar(&u.fullerAt, "fuller-picture-at", "", "when a fuller picture is expected (RFC 3339)")
+	fs.StringVar(&u.percent, "percent-restored", "", "0–100 (filled from verified restores when --link is given)")
+	fs.StringVar(&u.percentConf, "percent-confidence", "", "low, medium or high")
+	fs.StringVar(&u.dataLossConf, "data-loss-confidence", "", "low, medium or high")
+	fs.StringVar(&u.actor, "actor", "", "who publishes (default $LIFELINE_ACTOR, else user@host)")
+	fs.BoolVar(&u.asJSON, "json", false, "print the incident as JSON")
+	return fs, u
+}
+
+// request builds the API request shape from --from and the flags, so the
+// CLI, the API and the form check the same things in the same place.
+func (u *updateFlags) request(e *env) (status.Request, error) {
+	var q status.Request
+	if u.from != "" {
+		var r io.Reader = e.stdin
+		if u.from != "-" {
+			f, err := os.Open(u.from)
+			if err != nil {
+				return q, fault.Wrap(err, fault.Invalid, "give a readable JSON file, or - for stdin", "--from %s", u.from)
+			}
+			defer f.Close()
+			r = f
+		}
+		dec := json.NewDecoder(r)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&q); err != nil {
+			return q, fault.Wrap(err, fault.Invalid, "write the same JSON object POST /api/v1/incidents takes", "--from %s", u.from)
+		}
+	}
+	if u.status != "" {
+		q.Status = status.IncidentStatus(u.status)
+	}
+	if u.impact != "" {
+		q.Impact = status.Impact(u.impact)
+	}
+	if u.template != "" {
+		q.Template = u.template
+	}
+	q.CarryOver = q.CarryOver || u.carryOver
+	q.Links = append(q.Links, u.links...)
+	for _, c := range u.components {
+		ch, err := status.ParseComponentChange(c)
+		if err != nil {
+			return q, err
+		}
+		q.Components = append(q.Components, ch)
+	}
+	for _, g := range u.groups {
+		ag, err := status.ParseAffectedGroup(g)
+		if err != nil {
+			return q, err
+		}
+		q.Body.AffectedGroups = append(q.Body.AffectedGroups, ag)
+	}
+	b := &q.Body
+	for f, dst := range map[string]*status.Text{"situation": &b.Situation, "timeline": &b.Timeline, "data-loss": &b.DataLoss, "support": &b.Support,
+		"support-no-login": &b.SupportNoLogin, "known": &b.Known, "unknown": &b.Unknown} {
+		// A flag replaces one language of what --from gave.
+		if en := u.text[f][0]; en != "" {
+			dst.En = en
+		}
+		if zh := u.text[f][1]; zh != "" {
+			dst.Zh = zh
+		}
+	}
+	for _, c := range []struct {
+		v   string
+		dst *status.Confidence
+	}{{u.timelineConf, &b.TimelineConfidence}, {u.percentConf, &b.PercentConfidence}, {u.dataLossConf, &b.DataLossConfidence}} {
+		if c.v != "" {
+			*c.dst = status.Confidence(c.v)
+		}
+	}
+	if u.fullerAt != "" {
+		t, err := time.Parse(time.RFC3339, u.fullerAt)
+		if err != nil {
+			return q, fault.New(fault.Invalid, "use RFC 3339, e.g. 2026-04-05T15:00:00Z", "bad --fuller-picture-at %q", u.fullerAt)
+		}
+		b.FullerPictureAt = t.UTC()
+	}
+	if u.percent != "" {
+		p, err := strconv.ParseFloat(strings.TrimSuffix(u.percent, "%"), 64)
+		if err != nil {
+			return q, fault.New(fault.Invalid, "give a number between 0 and 100", "bad --percent-restored %q", u.percent)
+		}
+		b.PercentRestored = &p
+	}
+	return q, nil
+}
+
+// openStatus opens the state store and the status service on it.
+func openStatus(e *env) (*app, *status.Service, error) {
+	a, err := openStore(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	svc, err := status.New(e.ctx, status.Config{Store: a.store, Log: a.log})
+	if err == nil {
+		err = syncComponents(e, a, svc)
+	}
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, svc, nil
+}
+
+// syncComponents makes every configured product a component in a
+// "Products" group, so incidents can name products before any serve ran.
+func syncComponents(e *env, a *app, svc *status.Service) error {
+	if len(a.cfg.Products) == 0 {
+		return nil
+	}
+	_, have, err := svc.Components(e.ctx)
+	if err != nil {
+		return err
+	}
+	missing := false
+	for _, p := range a.cfg.Products {
+		if !slices.ContainsFunc(have, func(c status.Component) bool { return c.Name.En == p.Name }) {
+			missing = true
+		}
+	}
+	if !missing {
+		return nil
+	}
+	g, err := svc.PutGroup(e.ctx, status.Group{Name: status.Text{En: "Products", Zh: "产品"}})
+	if err != nil {
+		return err
+	}
+	for i, p := range a.cfg.Products {
+		if slices.ContainsFunc(have, func(c status.Component) bool { return c.Name.En == p.Name }) {
+			continue
+		}
+		if _, err := svc.PutComponent(e.ctx, status.Component{Name: status.Text{En: p.Name}, GroupID: g.ID, Position: i}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func incidentOpen(e *env, args []string) error {
+	fs, u := newUpdateFlags(e, "incident open")
+	name := fs.String("name", "", "the title customers read")
+	nameZh := fs.String("name-zh", "", "the title in Simplified Chinese")
+	maint := fs.Bool("maintenance", false, "schedule a maintenance instead (with --from-time and --until)")
+	fromT := fs.String("from-time", "", "maintenance start (RFC 3339)")
+	until := fs.String("until", "", "maintenance end (RFC 3339)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	q, err := u.request(e)
+	if err != nil {
+		return err
+	}
+	if *name != "" {
+		q.Name = *name
+	}
+	if *nameZh != "" {
+		q.NameZh = *nameZh
+	}
+	a, svc, err := openStatus(e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if *maint {
+		q.Kind = status.KindMaintenance
+	}
+	for _, p := range []struct {
+		s   string
+		dst *time.Time
+	}{{*fromT, &q.ScheduledFor}, {*until, &q.ScheduledUntil}} {
+		if p.s == "" {
+			continue
+		}
+		if *p.dst, err = time.Parse(time.RFC3339, p.s); err != nil {
+			return fault.New(fault.Invalid, "use RFC 3339, e.g. 2026-04-05T15:00:00Z", "bad maintenance time %q", p.s)
+		}
+	}
+	inc, err := svc.Open(e.ctx, q, actor(e, u.actor))
+	if err != nil {
+		return err
+	}
+	return printIncident(e, inc, u.asJSON, "opened")
+}
+
+func incidentUpdate(e *env, args []string) error { return incidentPublish(e, args, false) }
+
+func incidentResolve(e *env, args []string) error { return incidentPublish(e, args, true) }
+
+func incidentPublish(e *env, args []string, resolve bool) error {
+	verb := "update"
+	if resolve {
+		verb = "resolve"
+	}
+	fs, u := newUpdateFlags(e, "incident "+verb)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErr("lifeline incident %s takes one incident id; list them with `lifeline incident list`", verb)
+	}
+	q, err := u.request(e)
+	if err != nil {
+		return err
+	}
+	a, svc, err := openStatus(e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	var inc *status.Incident
+	if resolve {
+		inc, err = svc.Resolve(e.ctx, pos[0], q.Draft(actor(e, u.actor)))
+	} else {
+		inc, err = svc.PostUpdate(e.ctx, pos[0], q.Draft(actor(e, u.actor)))
+	}
+	if err != nil {
+		return err
+	}
+	return printIncident(e, inc, u.asJSON, verb+"d")
+}
+
+func incidentList(e *env, args []string) error {
+	fs := flags(e, "incident list")
+	asJSON := fs.Bool("json", false, "print JSON")
+	all := fs.Bool("all", false, "include resolved incidents and completed maintenances of the last 90 days")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	a, svc, err := openStatus(e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	list, err := svc.Incidents(e.ctx)
+	if err != nil {
+		return err
+	}
+	shown := []status.Incident{}
+	for _, i := range list {
+		if *all || !i.Status.Closed() {
+			shown = append(shown, i)
+		}
+	}
+	overdue := map[string]bool{}
+	for _, o := range status.CheckCadence(shown, time.Now(), svc.Cadence()) {
+		overdue[o.IncidentID] = true
+	}
+	if *asJSON {
+		for i := range shown {
+			shown[i].Overdue = overdue[shown[i].ID]
+		}
+		return printJSON(e.stdout, map[string]any{"incidents": shown})
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKIND\tIMPACT\tSTATUS\tLAST UPDATE\tNAME")
+	for _, i := range shown {
+		last := since(i.LastUpdate().Created)
+		if overdue[i.ID] {
+			last += " OVERDUE"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.Kind, i.Impact, i.Status, last, i.Name.In(status.English))
+	}
+	return tw.Flush()
+}
+
+func printIncident(e *env, inc *status.Incident, asJSON bool, verb string) error {
+	if asJSON {
+		return printJSON(e.stdout, inc)
+	}
+	fmt.Fprintf(e.stdout, "%s\n", inc.ID)
+	fmt.Fprintf(e.stderr, "%s %s %q: %s, impact %s\n", verb, inc.Kind, inc.Name.In(status.English), inc.Status, inc.Impact)
+	return nil
+}
+
+// statusPage builds the public status page for `lifeline serve` over the
+// state store, with the configured products as components. The caller sets
+// it as web.Server.Status and runs its Run loop while serving.
+func statusPage(e *env, a *app, log *slog.Logger) (*web.StatusPage, error) {
+	svc, err := status.New(e.ctx, status.Config{Store: a.store, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := syncComponents(e, a, svc); err != nil {
+		return nil, err
+	}
+	return &web.StatusPage{Service: svc, Name: "Status", URL: "http://" + a.cfg.Listen, Log: log}, nil
+}
