@@ -1,0 +1,383 @@
+package productdb
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"lifeline/internal/fault"
+	"lifeline/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// engine is what the conformance suite needs to know about one engine.
+type engine struct {
+	name string
+	// newDB creates an empty product database and returns its Lifeline
+	// DSN, the base folder and a plain connection to it.
+	newDB func(t *testing.T) (dsn, base string, raw *sql.DB)
+	// types fills the {placeholders} of the shared DDL.
+	types *strings.Replacer
+}
+
+var engines = []engine{
+	{
+		name: "sqlite",
+		newDB: func(t *testing.T) (string, string, *sql.DB) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "product.db")
+			raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { raw.Close() })
+			return "sqlite:product.db", dir, raw
+		},
+		types: strings.NewReplacer("{id}", "INTEGER PRIMARY KEY", "{int}", "INTEGER", "{blob}", "BLOB"),
+	},
+	{
+		name: "postgres",
+		newDB: func(t *testing.T) (string, string, *sql.DB) {
+			dsn := pgtest.NewDB(t)
+			raw, err := sql.Open("pgx", dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { raw.Close() })
+			return dsn, "", raw
+		},
+		types: strings.NewReplacer("{id}", "bigint PRIMARY KEY", "{int}", "bigint", "{blob}", "bytea"),
+	},
+}
+
+// each runs fn against every engine, in parallel subtests.
+func each(t *testing.T, fn func(t *testing.T, e engine)) {
+	t.Parallel()
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, e)
+		})
+	}
+}
+
+// env is a protected sample product.
+type env struct {
+	e    engine
+	ctx  context.Context
+	db   *DB
+	raw  *sql.DB
+	l    *Layout
+	dsn  string
+	base string
+	ops  int
+}
+
+const sampleDDL = `
+CREATE TABLE sites (id {id}, name TEXT NOT NULL, plan TEXT);
+CREATE TABLE projects (id {id}, site_id {int} NOT NULL REFERENCES sites(id), name TEXT NOT NULL);
+CREATE TABLE issues (id {id}, site_id {int} NOT NULL REFERENCES sites(id), project_id {int} NOT NULL REFERENCES projects(id), title TEXT NOT NULL);
+CREATE TABLE comments (id {id}, site_id {int} NOT NULL, issue_id {int} NOT NULL REFERENCES issues(id) ON DELETE CASCADE,
+	parent_id {int} REFERENCES comments(id), body TEXT);
+CREATE TABLE attachments (id {id}, site_id {int} NOT NULL, issue_id {int} REFERENCES issues(id), data {blob});
+CREATE TABLE insight_objects (id {id}, site_id {int} NOT NULL, label TEXT);
+CREATE TABLE insight_links (id {id}, site_id {int} NOT NULL, object_id {int} NOT NULL REFERENCES insight_objects(id),
+	issue_id {int} REFERENCES issues(id));
+CREATE TABLE plans (code TEXT PRIMARY KEY, price {int});
+CREATE INDEX projects_site ON projects (site_id);
+CREATE INDEX issues_site ON issues (site_id);
+CREATE INDEX issues_project ON issues (project_id);
+CREATE INDEX comments_site ON comments (site_id);
+CREATE INDEX comments_issue ON comments (issue_id);
+CREATE INDEX comments_parent ON comments (parent_id);
+CREATE INDEX attachments_site ON attachments (site_id);
+CREATE INDEX attachments_issue ON attachments (issue_id);
+CREATE INDEX insight_objects_site ON insight_objects (site_id);
+CREATE INDEX insight_links_site ON insight_links (site_id);
+CREATE INDEX insight_links_object ON insight_links (object_id);
+CREATE INDEX insight_links_issue ON insight_links (issue_id);
+`
+
+func sampleSpec() Spec {
+	return Spec{
+		Product:      "tracker",
+		TenantColumn: "site_id",
+		TenantsTable: "sites",
+		Apps:         map[string][]string{"insight": {"insight_objects", "insight_links"}},
+		Limits:       Limits{RowsPerStatement: 50, RowsPerTransaction: 200, TenantsPerStatement: 3},
+	}
+}
+
+// setup builds the sample product with tenants 1..5, opens and protects it.
+func setup(t *testing.T, e engine) *env {
+	t.Helper()
+	dsn, base, raw := e.newDB(t)
+	x := &env{e: e, ctx: context.Background(), raw: raw, dsn: dsn, base: base}
+	x.exec(t, sampleDDL)
+	x.seed(t, 1, 2, 3, 4, 5)
+	db, err := Open(x.ctx, dsn, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	x.db = db
+	x.l = x.protect(t, sampleSpec())
+	return x
+}
+
+// exec runs ;-separated DDL/DML (with the type placeholders filled).
+func (x *env) exec(t *testing.T, script string, args ...any) {
+	t.Helper()
+	for _, stmt := range strings.Split(x.e.types.Replace(script), ";\n") {
+		if strings.TrimSpace(stmt) == "" {
+			continue
+		}
+		if _, err := x.raw.ExecContext(x.ctx, stmt, args...); err != nil {
+			t.Fatalf("%v\n%s", err, stmt)
+		}
+	}
+}
+
+func (x *env) seed(t *testing.T, sites ...int) {
+	t.Helper()
+	tx, err := x.raw.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := func(q string, args ...any) {
+		if _, err := tx.Exec(q, args...); err != nil {
+			t.Fatalf("%v\n%s", err, q)
+		}
+	}
+	for _, s := range sites {
+		ex(`INSERT INTO sites (id, name, plan) VALUES ($1, $2, $3)`, s, fmt.Sprintf("Site %d ✓", s), "free")
+		for p := 1; p <= 2; p++ {
+			ex(`INSERT INTO projects (id, site_id, name) VALUES ($1, $2, $3)`, s*1000+p, s, fmt.Sprintf("P%d", p))
+		}
+		for i := 1; i <= 6; i++ {
+			ex(`INSERT INTO issues (id, site_id, project_id, title) VALUES ($1, $2, $3, $4)`, s*1000+i, s, s*1000+1+i%2, fmt.Sprintf("Issue %d of %d", i, s))
+			for c := 1; c <= 3; c++ {
+				var parent any
+				if c > 1 {
+					parent = s*10000 + i*10 + 1
+				}
+				ex(`INSERT INTO comments (id, site_id, issue_id, parent_id, body) VALUES ($1, $2, $3, $4, $5)`,
+					s*10000+i*10+c, s, s*1000+i, parent, fmt.Sprintf("comment %d", c))
+			}
+		}
+		ex(`INSERT INTO attachments (id, site_id, issue_id, data) VALUES ($1, $2, $3, $4)`, s*1000+1, s, s*1000+1, []byte{0, byte(s), 0, 255})
+		ex(`INSERT INTO attachments (id, site_id, issue_id, data) VALUES ($1, $2, $3, $4)`, s*1000+2, s, s*1000+1, []byte{})
+		ex(`INSERT INTO attachments (id, site_id, issue_id, data) VALUES ($1, $2, $3, NULL)`, s*1000+3, s, s*1000+1)
+		for o := 1; o <= 2; o++ {
+			ex(`INSERT INTO insight_objects (id, site_id, label) VALUES ($1, $2, $3)`, s*1000+o, s, fmt.Sprintf("obj %d", o))
+			ex(`INSERT INTO insight_links (id, site_id, object_id, issue_id) VALUES ($1, $2, $3, $4)`, s*1000+o, s, s*1000+o, s*1000+1)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (x *env) protect(t *testing.T, spec Spec) *Layout {
+	t.Helper()
+	s, err := x.db.Inspect(x.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := Resolve(spec, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.db.Protect(x.ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// step applies a lifecycle step and fails the test on error.
+func (x *env) step(t *testing.T, op string, a Action, tenant, app string, to State, from ...State) Result {
+	t.Helper()
+	r, err := x.db.Apply(x.ctx, x.l, Step{OpID: op, Action: a, Tenant: tenant, App: app, From: from, To: to})
+	if err != nil {
+		t.Fatalf("%s %s%s: %v", a, tenant, app, err)
+	}
+	return r
+}
+
+// remove runs deactivate then delete of a whole tenant, with new op IDs.
+func (x *env) remove(t *testing.T, tenant string) Result {
+	t.Helper()
+	x.ops++
+	x.step(t, fmt.Sprintf("op_deact_%s_%d", tenant, x.ops), Deactivate, tenant, "", Deactivated, Active)
+	return x.step(t, fmt.Sprintf("op_del_%s_%d", tenant, x.ops), Delete, tenant, "", Deleted, Deactivated)
+}
+
+func (x *env) count(t *testing.T, q string, args ...any) int64 {
+	t.Helper()
+	var n int64
+	if err := x.raw.QueryRowContext(x.ctx, q, args...).Scan(&n); err != nil {
+		t.Fatalf("%v\n%s", err, q)
+	}
+	return n
+}
+
+// dump renders every row of table matching where (ordered by the first
+// column) exactly: on PostgreSQL row::text, on SQLite each value with its
+// storage class, floats by their bits and blobs in hex.
+func (x *env) dump(t *testing.T, table, where string) []string {
+	t.Helper()
+	if where == "" {
+		where = "1=1"
+	}
+	if x.e.name == "postgres" {
+		out, err := queryStrings(x.ctx, x.raw, "SELECT r::text FROM "+qi(table)+" r WHERE "+where+" ORDER BY 1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	probe, err := x.raw.QueryContext(x.ctx, "SELECT * FROM "+qi(table)+" LIMIT 0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols, _ := probe.Columns()
+	probe.Close()
+	sel := slices.Clone(cols)
+	for i := range sel {
+		sel[i] = qi(sel[i])
+	}
+	for _, c := range cols {
+		sel = append(sel, "typeof("+qi(c)+")")
+	}
+	rows, err := x.raw.QueryContext(x.ctx, "SELECT "+strings.Join(sel, ", ")+" FROM "+qi(table)+" WHERE "+where+" ORDER BY 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		vals := make([]any, len(sel))
+		ptrs := make([]any, len(sel))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		var parts []string
+		for _, v := range vals {
+			parts = append(parts, render(v))
+		}
+		out = append(out, strings.Join(parts, "|"))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func render(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "NULL"
+	case float64:
+		return "f:" + strconv.FormatFloat(x, 'g', -1, 64) + "/" + strconv.FormatUint(math.Float64bits(x), 16)
+	case []byte:
+		return "b:" + hex.EncodeToString(x)
+	case string:
+		return "s:" + strconv.Quote(x)
+	default:
+		return fmt.Sprintf("%T:%v", v, v)
+	}
+}
+
+// dumpAll dumps every sample table for rows matching where.
+func (x *env) dumpAll(t *testing.T, where string) map[string][]string {
+	out := map[string][]string{}
+	for _, table := range x.l.Tables {
+		w := where
+		if table == "sites" {
+			w = strings.ReplaceAll(where, "site_id", "id")
+		}
+		out[table] = x.dump(t, table, w)
+	}
+	return out
+}
+
+func sameDump(t *testing.T, what string, want, got map[string][]string) {
+	t.Helper()
+	for table, rows := range want {
+		if !slices.Equal(rows, got[table]) {
+			t.Errorf("%s: table %s differs\nwant %d rows: %q\ngot  %d rows: %q", what, table, len(rows), head(rows), len(got[table]), head(got[table]))
+		}
+	}
+}
+
+func head(s []string) []string {
+	if len(s) > 6 {
+		return s[:6]
+	}
+	return s
+}
+
+// wantCode checks err is a fault with code, and that its text mentions
+// every one of words.
+func wantCode(t *testing.T, err error, code fault.Code, words ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("want a %s error, got none", code)
+	}
+	if got := fault.CodeOf(err); got != code {
+		t.Fatalf("want code %s, got %s: %v", code, got, err)
+	}
+	text := err.Error() + " " + fault.HintOf(err)
+	for _, w := range words {
+		if !strings.Contains(text, w) {
+			t.Errorf("error %q (hint %q) does not mention %q", err, fault.HintOf(err), w)
+		}
+	}
+}
+
+// refused checks that a raw statement failed with Lifeline's guard.
+func refused(t *testing.T, err error, words ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("raw statement was not refused")
+	}
+	if !strings.Contains(err.Error(), "lifeline") {
+		t.Fatalf("refused, but not by Lifeline: %v", err)
+	}
+	for _, w := range words {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("guard error %q does not mention %q", err, w)
+		}
+	}
+}
+
+// freshConn is a new plain connection with the driver's defaults (on SQLite
+// that means foreign keys off), as a script would open it.
+func (x *env) freshConn(t *testing.T) *sql.DB {
+	t.Helper()
+	dsn := x.dsn
+	driver := "pgx"
+	if x.e.name == "sqlite" {
+		driver, dsn = "sqlite", filepath.Join(x.base, strings.TrimPrefix(x.dsn, "sqlite:"))
+	}
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
