@@ -547,6 +547,9 @@ func TestUptime(t *testing.T) {
 	if want := 100 * (1 - 6.0/24); u.Percent != want {
 		t.Fatalf("young component: %v%%, want %v", u.Percent, want)
 	}
+	if !u.Days[87].NoData || u.Days[88].NoData || none.Days[0].NoData {
+		t.Fatalf("no-data days: %v %v %v", u.Days[87].NoData, u.Days[88].NoData, none.Days[0].NoData)
+	}
 	// Another component is unaffected.
 	if u := ComputeUptime("other", created, []Incident{a, b, c}, now); u.Percent != 100 {
 		t.Fatalf("other component: %v", u.Percent)

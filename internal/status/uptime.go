@@ -19,6 +19,9 @@ type Day struct {
 	Worst     ComponentStatus `json:"worst"`     // the worst status seen that day
 	Down      time.Duration   `json:"down_ns"`   // weighted outage time
 	Incidents []string        `json:"incidents"` // ids of incidents that touched the component that day
+	// NoData marks a day wholly before the component existed; it counts
+	// neither for nor against uptime.
+	NoData bool `json:"no_data,omitempty"`
 }
 
 // Uptime is a component's availability over the last UptimeDays days.
@@ -82,7 +85,8 @@ func ComputeUptime(id string, since time.Time, incidents []Incident, now time.Ti
 	start := today.AddDate(0, 0, -(UptimeDays - 1))
 	days := make([]Day, UptimeDays)
 	for i := range days {
-		days[i] = Day{Date: start.AddDate(0, 0, i), Worst: Operational, Incidents: []string{}}
+		d := start.AddDate(0, 0, i)
+		days[i] = Day{Date: d, Worst: Operational, Incidents: []string{}, NoData: !d.Add(24 * time.Hour).After(since)}
 	}
 	sp := spans(id, incidents, now)
 

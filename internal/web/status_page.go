@@ -26,7 +26,7 @@ var ui = map[status.Lang]map[string]string{
 		"daysago": "90 days ago", "today": "Today", "past": "Past incidents", "nopast": "No incidents in the past 90 days.",
 		"feed": "Incident feed (Atom)", "api": "JSON API", "restored": "Sites restored", "affected": "Affected",
 		"progress": "%s%% of %d affected sites restored and verified (%d so far), as of %s.",
-		"window":   "Scheduled for %s – %s", "noincidents": "No incidents", "down": "%s of outage",
+		"window":   "Scheduled for %s – %s", "nodata": "No data", "down": "%s of outage",
 		string(status.Operational): "Operational", string(status.DegradedPerformance): "Degraded performance",
 		string(status.PartialOutage): "Partial outage", string(status.MajorOutage): "Major outage", string(status.UnderMaintenance): "Under maintenance",
 		string(status.Investigating): "Investigating", string(status.Identified): "Identified", string(status.Monitoring): "Monitoring",
@@ -39,7 +39,7 @@ var ui = map[status.Lang]map[string]string{
 		"daysago": "90 天前", "today": "今天", "past": "历史事件", "nopast": "过去 90 天内没有事件。",
 		"feed": "事件订阅 (Atom)", "api": "JSON 接口", "restored": "已恢复站点", "affected": "受影响",
 		"progress": "%d 个受影响站点中已恢复并验证 %s%%（目前 %d 个），截至 %s。",
-		"window":   "计划时间 %s – %s", "noincidents": "无事件", "down": "中断 %s",
+		"window":   "计划时间 %s – %s", "nodata": "无数据", "down": "中断 %s",
 		string(status.Operational): "正常运行", string(status.DegradedPerformance): "性能下降",
 		string(status.PartialOutage): "部分中断", string(status.MajorOutage): "严重中断", string(status.UnderMaintenance): "维护中",
 		string(status.Investigating): "调查中", string(status.Identified): "已确定原因", string(status.Monitoring): "监控中",
@@ -119,6 +119,10 @@ func (p *StatusPage) pageView(snap *status.Snapshot, lang status.Lang) pageView 
 		cv := componentView{ID: c.ID, Name: c.Name.In(lang), Description: c.Description.In(lang), Status: string(c.Status),
 			StatusText: word(lang, string(c.Status)), Uptime: strconv.FormatFloat(c.Uptime.Percent, 'f', 2, 64)}
 		for _, d := range c.Uptime.Days {
+			if d.NoData {
+				cv.Days = append(cv.Days, dayView{Worst: "nodata", Title: d.Date.Format("2006-01-02") + ": " + word(lang, "nodata")})
+				continue
+			}
 			title := d.Date.Format("2006-01-02") + ": " + word(lang, string(d.Worst))
 			if d.Down > 0 {
 				title += ", " + fmt.Sprintf(word(lang, "down"), d.Down.Round(time.Minute))

@@ -76,6 +76,7 @@ type v2UptimeDay struct {
 	Worst       string   `json:"worst"`
 	DownSeconds int64    `json:"down_seconds"`
 	Incidents   []string `json:"incidents,omitempty"`
+	NoData      bool     `json:"no_data,omitempty"`
 }
 
 type v2AffectedComponent struct {
@@ -197,7 +198,7 @@ func (p *StatusPage) v2(snap *status.Snapshot) *v2Doc {
 			Lifeline: &v2CompExt{NameZh: c.Name.Zh, Uptime: c.Uptime.Percent}}
 		for _, day := range c.Uptime.Days {
 			v.Lifeline.Days = append(v.Lifeline.Days, v2UptimeDay{Date: day.Date.Format("2006-01-02"), Worst: string(day.Worst),
-				DownSeconds: int64(day.Down / time.Second), Incidents: day.Incidents})
+				DownSeconds: int64(day.Down / time.Second), Incidents: day.Incidents, NoData: day.NoData})
 		}
 		d.byID[c.ID] = v
 		if c.GroupID != "" {
