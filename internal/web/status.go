@@ -52,10 +52,11 @@ type rendering struct {
 // asset is one pre-rendered response. Header values are kept as slices so
 // serving assigns them without allocating.
 type asset struct {
-	body, gz []byte
-	ctype    []string
-	etag     []string
-	cache    []string
+	body, gz         []byte
+	ctype            []string
+	etag             []string
+	cache            []string
+	bodyLen, gzipLen []string
 }
 
 func newAsset(ctype, cache string, body []byte) *asset {
@@ -65,7 +66,8 @@ func newAsset(ctype, cache string, body []byte) *asset {
 	_ = zw.Close()
 	sum := sha256.Sum256(body)
 	return &asset{body: body, gz: buf.Bytes(), ctype: []string{ctype}, cache: []string{cache},
-		etag: []string{`"` + hex.EncodeToString(sum[:12]) + `"`}}
+		etag:    []string{`"` + hex.EncodeToString(sum[:12]) + `"`},
+		bodyLen: []string{strconv.Itoa(len(body))}, gzipLen: []string{strconv.Itoa(buf.Len())}}
 }
 
 func (p *StatusPage) log() *slog.Logger {
@@ -163,12 +165,12 @@ func (p *StatusPage) serve(w http.ResponseWriter, r *http.Request, key string) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	body := a.body
+	body, length := a.body, a.bodyLen
 	if acceptsGzip(r) {
 		h["Content-Encoding"] = gzipHeader
-		body = a.gz
+		body, length = a.gz, a.gzipLen
 	}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["Content-Length"] = length
 	if r.Method == http.MethodHead {
 		return
 	}
@@ -199,13 +201,19 @@ const langCookie = "lifeline_lang"
 // the cookie, then Accept-Language. Any Chinese preference gets Simplified
 // Chinese, the only Chinese the page has.
 func pageLang(w http.ResponseWriter, r *http.Request) status.Lang {
-	if q := r.URL.Query().Get("lang"); q != "" {
-		l := parseLang(q)
-		http.SetCookie(w, &http.Cookie{Name: langCookie, Value: string(l), Path: "/", MaxAge: 365 * 24 * 3600, SameSite: http.SameSiteLaxMode})
-		return l
+	// The checks for a query and a cookie come first because parsing either
+	// allocates, and most requests have neither.
+	if r.URL.RawQuery != "" {
+		if q := r.URL.Query().Get("lang"); q != "" {
+			l := parseLang(q)
+			http.SetCookie(w, &http.Cookie{Name: langCookie, Value: string(l), Path: "/", MaxAge: 365 * 24 * 3600, SameSite: http.SameSiteLaxMode})
+			return l
+		}
 	}
-	if c, err := r.Cookie(langCookie); err == nil {
-		return parseLang(c.Value)
+	if len(r.Header["Cookie"]) > 0 {
+		if c, err := r.Cookie(langCookie); err == nil {
+			return parseLang(c.Value)
+		}
 	}
 	best, bestQ := status.English, -1.0
 	for _, v := range r.Header["Accept-Language"] {
