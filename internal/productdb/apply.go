@@ -377,3 +377,40 @@ func drift(l *Layout, table, what string) error {
 	return fault.New(fault.Refused, "run `lifeline protect` to bring the trash and guards up to date with the schema",
 		"product %s: table %s changed since protect (%s)", l.Product, table, what)
 }
+
+// Unlocked runs fn in one transaction in which tenant's rows may be deleted
+// past the guards, for operations other than the lifecycle steps (an
+// in-place restore replacing a tenant's rows, for instance). The unlock row
+// is inserted first and deleted before commit, so no other transaction ever
+// sees it. fn must not commit or roll back tx.
+func (db *DB) Unlocked(ctx context.Context, tenant, opID string, fn func(tx *sql.Tx) error) error {
+	if err := db.requireProtected(ctx); err != nil {
+		return err
+	}
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return db.unavailable(err)
+	}
+	defer tx.Rollback()
+	if err := db.d.beginStep(ctx, tx); err != nil {
+		return db.internal(err, "begin")
+	}
+	if _, err := tx.ExecContext(ctx, db.d.unlock(), tenant, opID); err != nil {
+		return db.internal(err, "unlock tenant")
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM lifeline_unlock WHERE tenant = $1 AND op_id = $2`, tenant, opID); err != nil {
+		return db.internal(err, "relock tenant")
+	}
+	if err := tx.Commit(); err != nil {
+		return db.internal(err, "commit")
+	}
+	return nil
+}
+
+// LiveTable and TrashTable name a product table and its trash table as SQL
+// for this engine (quoted, schema-qualified on PostgreSQL).
+func (db *DB) LiveTable(table string) string  { return db.d.live(table) }
+func (db *DB) TrashTable(table string) string { return db.d.trash(table) }

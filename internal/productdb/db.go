@@ -1,12 +1,3 @@
-// Package productdb adapts Lifeline to product databases: the application
-// databases (SQLite or PostgreSQL) that hold many tenants' rows in shared
-// tables. It inspects their schema, installs Lifeline's objects inside them
-// (tenant states, trash tables, applied markers and the guards that refuse raw
-// mass deletes), and applies lifecycle steps to one tenant at a time, each in
-// one transaction.
-//
-// Engine differences live behind the small dialect interface (sqlite.go,
-// postgres.go); everything else is shared.
 package productdb
 
 import (

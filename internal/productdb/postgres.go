@@ -214,6 +214,7 @@ func (pgDialect) base() []string {
 			op_id text NOT NULL,
 			xact bigint NOT NULL DEFAULT txid_current(),
 			PRIMARY KEY (tenant, xact))`,
+		`DELETE FROM public.lifeline_unlock`,
 		`CREATE TABLE IF NOT EXISTS lifeline.protected_tables (name text PRIMARY KEY)`,
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"lifeline/internal/fault"
 	"lifeline/internal/pgtest"
 )
 
@@ -130,4 +131,52 @@ func TestPostgresWithoutSuperuser(t *testing.T) {
 	x.remove(t, "3")
 	x.step(t, "op_u3", Undelete, "3", "", Deactivated, Deleted)
 	x.protect(t, sampleSpec()) // again: idempotent without the event trigger too
+}
+
+// TestPostgresUnlockInvisible: an unlock row is only ever seen by the
+// transaction that wrote it, and a committed one (written from outside)
+// does not unlock anything either.
+func TestPostgresUnlockInvisible(t *testing.T) {
+	t.Parallel()
+	x := setup(t, engines[1])
+	a, err := x.raw.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Rollback()
+	if _, err := a.Exec("INSERT INTO lifeline_unlock (tenant, op_id, xact) VALUES ('1', 'op_x', txid_current())"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = x.raw.Exec("DELETE FROM sites WHERE id = 1")
+	refused(t, err, "tenant 1")
+	if _, err := x.raw.Exec("INSERT INTO lifeline_unlock (tenant, op_id, xact) VALUES ('1', 'op_y', 1)"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = x.raw.Exec("DELETE FROM sites WHERE id = 1")
+	refused(t, err, "tenant 1")
+	x.protect(t, sampleSpec())
+	if n := x.count(t, "SELECT count(*) FROM lifeline_unlock"); n != 0 {
+		t.Fatalf("protect left %d stale unlock rows", n)
+	}
+}
+
+// TestPostgresTypeChange: a changed column type with soft-deleted rows in
+// the trash is refused by protect; once the trash is purged it is rebuilt.
+func TestPostgresTypeChange(t *testing.T) {
+	t.Parallel()
+	x := setup(t, engines[1])
+	x.remove(t, "4")
+	x.exec(t, "ALTER TABLE comments ALTER COLUMN body TYPE varchar(200)")
+	s, _ := x.db.Inspect(x.ctx)
+	l, err := Resolve(sampleSpec(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, x.db.Protect(x.ctx, l), fault.Refused, "comments", "body", "18 soft-deleted rows", "purge")
+	x.step(t, "op_p4", Purge, "4", "", Purged, Deleted)
+	x.l = x.protect(t, sampleSpec())
+	var typ string
+	if err := x.raw.QueryRow(`SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'lifeline.trash_comments'::regclass AND attname = 'body'`).Scan(&typ); err != nil || typ != "character varying(200)" {
+		t.Fatalf("trash body type %q %v", typ, err)
+	}
 }

@@ -148,6 +148,9 @@ func (sqliteDialect) base() []string {
 		// A row exists only inside Lifeline's own write transaction, which
 		// SQLite serialises: no other connection ever sees it.
 		`CREATE TABLE IF NOT EXISTS lifeline_unlock (tenant TEXT NOT NULL PRIMARY KEY, op_id TEXT NOT NULL)`,
+		// Lifeline never commits an unlock row, so one found here was written
+		// from outside to get past the guards: it is removed.
+		`DELETE FROM lifeline_unlock`,
 		// The mass-delete counter of the statement being executed; see
 		// sqliteMassTrigger.
 		`CREATE TABLE IF NOT EXISTS lifeline_guard (

@@ -37,8 +37,6 @@ CREATE TABLE stamps (id INTEGER, at REAL);
 CREATE TRIGGER big_stamp BEFORE DELETE ON big BEGIN INSERT INTO stamps VALUES (OLD.id, julianday('now')); END;
 WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 30000) INSERT INTO big SELECT n, hex(randomblob(64)) FROM s;
 DELETE FROM big WHERE id <= 20000;
-DELETE FROM big WHERE id = 20001;
-DELETE FROM big WHERE id = 20002;
 SELECT count(DISTINCT at) FROM stamps WHERE id <= 20000;
 `
 	check := func(t *testing.T, out string) {
@@ -64,6 +62,25 @@ SELECT count(DISTINCT at) FROM stamps WHERE id <= 20000;
 			t.Fatal(err)
 		}
 		check(t, n)
+		// Why the stamp alone is not enough: one-row statements in a tight
+		// loop (inside a transaction, so no fsync between them) share a
+		// millisecond, hence a stamp.
+		tx, err := db.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id := 20001; id <= 20200; id++ {
+			if _, err := tx.Exec("DELETE FROM big WHERE id = $1", id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRow("SELECT count(DISTINCT at) FROM stamps WHERE id > 20000").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("200 one-row DELETE statements in a loop produced %s distinct julianday('now') stamps", n)
 	})
 	t.Run("system", func(t *testing.T) {
 		out, err := exec.Command(sqliteCLI(t), filepath.Join(t.TempDir(), "s.db"), script).CombinedOutput()
@@ -127,8 +144,10 @@ func TestSQLiteCLIGuards(t *testing.T) {
 
 	// Many small statements in one session, in a tight loop, are allowed:
 	// 3 statements of 3 rows, then 20 single-row deletes over 5 tenants.
+	// Inside one transaction they run within a few milliseconds, so many
+	// share a julianday('now') stamp: the guard must still tell them apart.
 	var script strings.Builder
-	script.WriteString("PRAGMA foreign_keys = ON;\n")
+	script.WriteString("PRAGMA foreign_keys = ON;\nBEGIN;\n")
 	for _, issue := range []int{1004, 2004, 3004} {
 		fmt.Fprintf(&script, "DELETE FROM comments WHERE issue_id = %d;\n", issue)
 	}
@@ -137,6 +156,7 @@ func TestSQLiteCLIGuards(t *testing.T) {
 			fmt.Fprintf(&script, "DELETE FROM comments WHERE id = %d;\n", s*10000+i*10+3)
 		}
 	}
+	script.WriteString("COMMIT;\n")
 	if out, err := run(script.String()); err != nil {
 		t.Fatalf("small statements through the shell: %v %s", err, out)
 	}
@@ -165,5 +185,44 @@ func TestSQLiteEmbeddedCascadeCount(t *testing.T) {
 	}
 	if _, err := x.db.SQL().Exec("DELETE FROM issues WHERE id = 1003"); err != nil {
 		t.Fatalf("the next 1 issue and 3 comments: %v", err)
+	}
+}
+
+// TestSQLiteTightLoop: one-row deletes in a transaction, back to back (so
+// they share julianday('now') stamps), with limits of 2 rows and 1 tenant
+// per statement, through the embedded SQLite; then one statement over.
+func TestSQLiteTightLoop(t *testing.T) {
+	t.Parallel()
+	x := setup(t, engines[0])
+	x.l = x.protect(t, Spec{Product: "tracker", TenantColumn: "site_id", TenantsTable: "sites",
+		Apps: map[string][]string{"insight": {"insight_objects", "insight_links"}}, Limits: Limits{RowsPerStatement: 2, TenantsPerStatement: 1}})
+	tx, err := x.raw.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for s := 1; s <= 5; s++ {
+		for i := 1; i <= 6; i++ {
+			for _, c := range []int{3, 2} {
+				if _, err := tx.Exec("DELETE FROM comments WHERE id = $1", s*10000+i*10+c); err != nil {
+					t.Fatalf("one-row delete number %d: %v", n+1, err)
+				}
+				n++
+			}
+		}
+		// Two-row statements too, alternating tenants.
+		if _, err := tx.Exec("DELETE FROM attachments WHERE site_id = $1 AND id <> $2", s, s*1000+1); err != nil {
+			t.Fatalf("two-row delete of tenant %d: %v", s, err)
+		}
+	}
+	_, err = tx.Exec("DELETE FROM comments WHERE site_id = 1")
+	refused(t, err, "more than 2 rows")
+	_, err = tx.Exec("DELETE FROM comments WHERE id IN (20011, 30011)")
+	refused(t, err, "more than 1 tenants")
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := x.count(t, "SELECT count(*) FROM comments"); got != 90-int64(n) {
+		t.Fatalf("%d comments left, want %d", got, 90-n)
 	}
 }

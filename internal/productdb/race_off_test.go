@@ -1,0 +1,5 @@
+//go:build !race
+
+package productdb
+
+const raceEnabled = false
