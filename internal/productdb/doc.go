@@ -54,14 +54,14 @@
 //     transaction). Everything deleted is still in the backups.
 //   - UPDATEs: overwriting rows, or moving them to another tenant by
 //     changing the tenant column, is not a delete.
-//   - SQLite: DROP TABLE (no DDL triggers; its implicit delete fires no
-//     triggers either), per-transaction limits, and deletes that bypass
-//     triggers (a REPLACE conflict without recursive_triggers, VACUUM INTO
-//     another file, editing the file). The root-row message cannot name the
-//     key (RAISE takes only a literal before SQLite 3.48). Application
-//     triggers that write other rows during a delete can make the statement
-//     counter under-count.
+//   - SQLite: DROP TABLE (no DDL triggers, and its implicit delete fires
+//     no triggers), per-transaction limits, rows removed without a DELETE
+//     trigger firing (a REPLACE conflict without recursive_triggers), and
+//     edits to the file itself. The root-row message cannot name the key:
+//     RAISE takes only a string literal in the SQLite versions supported.
+//     Application triggers that write other rows while a statement deletes
+//     can make the statement counter under-count.
 //   - PostgreSQL without a superuser: DROP TABLE and DROP SCHEMA … CASCADE.
-//   - tables that are not protected, and rows of protected tables whose
-//     tenant column is NULL are counted but belong to no tenant.
+//   - tables that are not protected. (Rows whose tenant column is NULL are
+//     guarded and counted as one tenant, "".)
 package productdb

@@ -238,7 +238,7 @@ func (d pgDialect) createTrash(t *Table) []string {
 	}
 	return append(stmts,
 		"ALTER TABLE "+tr+" ADD COLUMN lifeline_op text, ADD COLUMN lifeline_tenant text",
-		"CREATE INDEX IF NOT EXISTS "+qi(pgName("trash_", t.Name+"_tenant_op"))+" ON "+tr+" (lifeline_tenant, lifeline_op)")
+		"CREATE INDEX IF NOT EXISTS "+qi(pgName("idx_", t.Name))+" ON "+tr+" (lifeline_tenant, lifeline_op)")
 }
 
 func (d pgDialect) addTrashColumn(table string, c tcol) string {

@@ -185,7 +185,7 @@ func (d sqliteDialect) createTrash(t *Table) []string {
 	name := "lifeline_trash_" + t.Name
 	return []string{
 		"CREATE TABLE " + qi(name) + " (" + strings.Join(cols, ", ") + ")",
-		"CREATE INDEX IF NOT EXISTS " + qi(name+"_tenant_op") + " ON " + qi(name) + " (lifeline_tenant, lifeline_op)",
+		"CREATE INDEX IF NOT EXISTS " + qi("lifeline_idx_"+t.Name) + " ON " + qi(name) + " (lifeline_tenant, lifeline_op)",
 	}
 }
 
