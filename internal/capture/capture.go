@@ -43,13 +43,29 @@ type Source interface {
 	// log; PostgreSQL: confirm the LSN to the replication slot). Nothing is
 	// forgotten before Ack.
 	Ack(ctx context.Context, cur Cursor) error
-	// Snapshot streams a consistent image of every protected row, sorted by
-	// (tenant, table, primary key), and returns the cursor the change
-	// stream continues from: no change is both in the snapshot and after
-	// the cursor, and none is in neither.
-	Snapshot(ctx context.Context, fn func(table string, row []change.Value) error) (Cursor, []change.Table, error)
+	// Snapshot opens a consistent image of every protected row. The cursor
+	// the change stream continues from, and the table shapes, are known
+	// before any row is read (the repository writes them in the object's
+	// header): no change is both in the snapshot and after the cursor, and
+	// none is in neither.
+	Snapshot(ctx context.Context) (Snapshot, error)
 	// Backlog reports how many changes wait to be shipped and how old the
 	// oldest is: the RPO right now.
 	Backlog(ctx context.Context, cur Cursor) (n int64, oldest time.Time, err error)
+	Close() error
+}
+
+// Snapshot is an open, consistent image of a product's protected rows.
+type Snapshot interface {
+	// Cursor is where the change stream continues after this image.
+	Cursor() Cursor
+	// Tables are the shapes of the protected tables in the image.
+	Tables() []change.Table
+	// Rows streams every row once as a change with Op change.Snapshot,
+	// Pos = Cursor().Pos, Tenant and Table set: grouped by tenant, tenants
+	// ascending by the bytes of their key text, then by table name, then by
+	// primary key. Memory stays bounded: rows are never collected.
+	Rows(ctx context.Context, fn func(c *change.Change) error) error
+	// Close ends the snapshot's read transaction.
 	Close() error
 }
