@@ -385,7 +385,21 @@ func (s *Service) publish(ctx context.Context, inc *Incident, d Draft, create bo
 		} else if err := s.db.saveIncident(ctx, tx, inc); err != nil {
 			return err
 		}
-		return s.db.insertUpdate(ctx, tx, &u)
+		if err := s.db.insertUpdate(ctx, tx, &u); err != nil {
+			return err
+		}
+		// The notices owed for this update are recorded with it: an update
+		// published is an update owed to its subscribers, crash or not.
+		var comps []string
+		for _, a := range inc.Affected {
+			comps = append(comps, a.ComponentID)
+		}
+		for _, c := range changes {
+			if !slices.Contains(comps, c.ComponentID) {
+				comps = append(comps, c.ComponentID)
+			}
+		}
+		return s.db.enqueueNotices(ctx, tx, &u, comps, now)
 	})
 	if err != nil {
 		return err

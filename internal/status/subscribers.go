@@ -1,0 +1,410 @@
+package status
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/mail"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"lifeline/internal/fault"
+)
+
+// Channel is how a subscriber is told.
+type Channel string
+
+const (
+	ChannelEmail   Channel = "email"
+	ChannelWebhook Channel = "webhook"
+)
+
+// ConfirmWithin is how long a double opt-in link stays valid.
+const ConfirmWithin = 7 * 24 * time.Hour
+
+// Subscriber is someone (or something) told about incident updates. Email
+// subscribers confirm their address; a webhook is confirmed by its owner's
+// email, who is also told if it is disabled. Nothing is sent before
+// confirmation.
+type Subscriber struct {
+	ID         string   `json:"id"`
+	Channel    Channel  `json:"channel"`
+	Address    string   `json:"address"` // email address or webhook URL
+	OwnerEmail string   `json:"owner_email,omitempty"`
+	Components []string `json:"components"` // component ids; empty means every component
+	Lang       Lang     `json:"lang"`
+	// Secret signs webhook deliveries (Standard Webhooks, "whsec_…"). It is
+	// shown once, when the webhook is subscribed.
+	Secret         string    `json:"-"`
+	Confirmed      time.Time `json:"confirmed_at,omitzero"`
+	Disabled       time.Time `json:"disabled_at,omitzero"`
+	DisabledReason string    `json:"disabled_reason,omitempty"`
+	Created        time.Time `json:"created_at"`
+}
+
+// Active reports whether the subscriber is owed notices.
+func (s Subscriber) Active() bool { return !s.Confirmed.IsZero() && s.Disabled.IsZero() }
+
+// SubscribeRequest is a request to subscribe, from the public page or the API.
+type SubscribeRequest struct {
+	Channel    Channel  `json:"channel"`
+	Address    string   `json:"address"`
+	OwnerEmail string   `json:"owner_email,omitempty"` // webhooks only
+	Components []string `json:"components,omitempty"`  // ids or English names; none means all
+	Lang       Lang     `json:"lang,omitempty"`
+}
+
+// Pending is the result of Subscribe: what must be mailed to finish the
+// double opt-in. Token is empty when the subscriber was already confirmed.
+type Pending struct {
+	Subscriber Subscriber `json:"subscriber"`
+	ConfirmTo  string     `json:"confirm_to,omitempty"` // the address the confirmation goes to
+	Token      string     `json:"-"`                    // goes into the confirmation link, never stored in clear
+	Secret     string     `json:"secret,omitempty"`     // the webhook signing secret, shown once
+}
+
+func hashToken(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:])
+}
+
+func randomToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func checkEmail(field, addr string) error {
+	a, err := mail.ParseAddress(addr)
+	if err != nil || a.Address != addr || a.Name != "" {
+		return fault.New(fault.Invalid, "give a bare address like name@example.com", "%s %q is not an email address", field, addr)
+	}
+	return nil
+}
+
+// Subscribe records an unconfirmed subscriber and returns the token for its
+// confirmation link. Subscribing an address again sends a new link; it never
+// changes a confirmed subscription without confirmation.
+func (s *Service) Subscribe(ctx context.Context, req SubscribeRequest) (*Pending, error) {
+	if req.Lang != Chinese {
+		req.Lang = English
+	}
+	confirmTo := req.Address
+	switch req.Channel {
+	case ChannelEmail:
+		if err := checkEmail("address", req.Address); err != nil {
+			return nil, err
+		}
+		req.OwnerEmail = ""
+	case ChannelWebhook:
+		u, err := url.Parse(req.Address)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, fault.New(fault.Invalid, "give an http(s) URL", "webhook address %q is not a URL", req.Address)
+		}
+		if err := checkEmail("owner_email", req.OwnerEmail); err != nil {
+			return nil, err
+		}
+		confirmTo = req.OwnerEmail
+	default:
+		return nil, fault.New(fault.Invalid, "use email or webhook", "unknown channel %q", req.Channel)
+	}
+	var comps []string
+	if len(req.Components) > 0 {
+		changes := make([]ComponentChange, len(req.Components))
+		for i, c := range req.Components {
+			changes[i] = ComponentChange{ComponentID: c, Status: Operational}
+		}
+		resolved, err := s.resolveChanges(ctx, changes)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range resolved {
+			comps = append(comps, c.ComponentID)
+		}
+	}
+	compsJSON, _ := json.Marshal(orEmpty(comps))
+	now := s.stamp()
+	token := randomToken(24)
+	p := &Pending{ConfirmTo: confirmTo, Token: token}
+	err := s.db.write(ctx, func(tx *sql.Tx) error {
+		cur, err := s.db.subscriberBy(ctx, tx, "channel = ? AND address = ?", req.Channel, req.Address)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			sub := Subscriber{ID: newID(), Channel: req.Channel, Address: req.Address, OwnerEmail: req.OwnerEmail, Components: orEmpty(comps), Lang: req.Lang, Created: now}
+			if req.Channel == ChannelWebhook {
+				key := make([]byte, 24)
+				_, _ = rand.Read(key)
+				sub.Secret = "whsec_" + base64.StdEncoding.EncodeToString(key)
+				p.Secret = sub.Secret
+			}
+			p.Subscriber = sub
+			return storeErr(s.db.exec(ctx, tx, `INSERT INTO status_subscribers (id, channel, address, owner_email, components, lang, secret,
+				confirm_hash, confirm_sent_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				sub.ID, sub.Channel, sub.Address, sub.OwnerEmail, string(compsJSON), sub.Lang, sub.Secret, hashToken(token), micros(now), micros(now), micros(now)))
+		case err != nil:
+			return err
+		case cur.Active():
+			p.Subscriber, p.Token, p.ConfirmTo = cur, "", ""
+			return nil
+		}
+		// Unconfirmed or unsubscribed: a fresh link; the choices apply once
+		// confirmed (nothing is sent before that).
+		cur.Components, cur.Lang, cur.Confirmed, cur.Disabled, cur.DisabledReason = orEmpty(comps), req.Lang, time.Time{}, time.Time{}, ""
+		if req.Channel == ChannelWebhook {
+			cur.OwnerEmail = req.OwnerEmail
+		}
+		p.Subscriber = cur
+		return storeErr(s.db.exec(ctx, tx, `UPDATE status_subscribers SET owner_email = ?, components = ?, lang = ?, confirm_hash = ?, confirm_sent_at = ?,
+			confirmed_at = 0, disabled_at = 0, disabled_reason = '', updated_at = ? WHERE id = ?`,
+			cur.OwnerEmail, string(compsJSON), cur.Lang, hashToken(token), micros(now), micros(now), cur.ID))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Confirm completes a double opt-in from the token in the link.
+func (s *Service) Confirm(ctx context.Context, token string) (Subscriber, error) {
+	var sub Subscriber
+	now := s.stamp()
+	err := s.db.write(ctx, func(tx *sql.Tx) error {
+		var sent int64
+		cur, err := s.db.subscriberBy(ctx, tx, "confirm_hash = ? AND confirm_hash <> ''", hashToken(token))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fault.New(fault.NotFound, "subscribe again to get a new link", "this confirmation link is not valid (already used, or replaced by a newer one)")
+		}
+		if err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, s.db.q("SELECT confirm_sent_at FROM status_subscribers WHERE id = ?"), cur.ID).Scan(&sent); err != nil {
+			return storeErr(err)
+		}
+		if now.Sub(fromMicros(sent)) > ConfirmWithin {
+			return fault.New(fault.Refused, "subscribe again to get a new link", "this confirmation link expired")
+		}
+		cur.Confirmed = now
+		sub = cur
+		return storeErr(s.db.exec(ctx, tx, "UPDATE status_subscribers SET confirmed_at = ?, confirm_hash = '', updated_at = ? WHERE id = ?", micros(now), micros(now), cur.ID))
+	})
+	return sub, err
+}
+
+// linkKey returns this installation's key for signing links, making it on
+// first use. Every process sharing the state store gets the same key.
+func (s *Service) linkKey(ctx context.Context) ([]byte, error) {
+	db := s.db.st.DB()
+	var secret string
+	err := db.QueryRowContext(ctx, s.db.q("SELECT secret FROM status_keys WHERE name = ?"), "links").Scan(&secret)
+	if errors.Is(err, sql.ErrNoRows) {
+		// Two processes may race here; the primary key keeps the first.
+		_, err = db.ExecContext(ctx, s.db.q("INSERT INTO status_keys (name, secret, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"),
+			"links", randomToken(32), micros(s.stamp()))
+		if err == nil {
+			err = db.QueryRowContext(ctx, s.db.q("SELECT secret FROM status_keys WHERE name = ?"), "links").Scan(&secret)
+		}
+	}
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	return []byte(secret), nil
+}
+
+func linkMAC(key []byte, purpose, id string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(purpose + "\x00" + id))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:18])
+}
+
+// UnsubscribeToken returns the token of subscriber id's one-click
+// unsubscribe link. It is signed, not stored, and does not expire: an
+// unsubscribe link must keep working.
+func (s *Service) UnsubscribeToken(ctx context.Context, id string) (string, error) {
+	key, err := s.linkKey(ctx)
+	if err != nil {
+		return "", err
+	}
+	return id + "." + linkMAC(key, "unsubscribe", id), nil
+}
+
+// Unsubscribe stops notices to the subscriber whose signed token this is.
+// Doing it twice is not an error.
+func (s *Service) Unsubscribe(ctx context.Context, token string) (Subscriber, error) {
+	id, mac, ok := strings.Cut(token, ".")
+	key, err := s.linkKey(ctx)
+	if err != nil {
+		return Subscriber{}, err
+	}
+	if !ok || !hmac.Equal([]byte(mac), []byte(linkMAC(key, "unsubscribe", id))) {
+		return Subscriber{}, fault.New(fault.Invalid, "use the link from the latest email", "this unsubscribe link is not valid")
+	}
+	return s.disable(ctx, id, "unsubscribed")
+}
+
+// DisableSubscriber stops notices to a subscriber, saying why (a webhook
+// that kept failing, an operator's decision).
+func (s *Service) DisableSubscriber(ctx context.Context, id, reason string) (Subscriber, error) {
+	return s.disable(ctx, id, reason)
+}
+
+func (s *Service) disable(ctx context.Context, id, reason string) (Subscriber, error) {
+	var sub Subscriber
+	now := s.stamp()
+	err := s.db.write(ctx, func(tx *sql.Tx) error {
+		cur, err := s.db.subscriberBy(ctx, tx, "id = ?", id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fault.New(fault.NotFound, "", "no subscriber %q", id)
+		}
+		if err != nil {
+			return err
+		}
+		if cur.Disabled.IsZero() {
+			cur.Disabled, cur.DisabledReason = now, reason
+			if err := s.db.exec(ctx, tx, "UPDATE status_subscribers SET disabled_at = ?, disabled_reason = ?, updated_at = ? WHERE id = ?",
+				micros(now), reason, micros(now), id); err != nil {
+				return storeErr(err)
+			}
+		}
+		sub = cur
+		return nil
+	})
+	return sub, err
+}
+
+// Subscriber returns one subscriber, secret included (delivery signs with it).
+func (s *Service) Subscriber(ctx context.Context, id string) (Subscriber, error) {
+	sub, err := s.db.subscriberBy(ctx, s.db.st.DB(), "id = ?", id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return sub, fault.New(fault.NotFound, "", "no subscriber %q", id)
+	}
+	return sub, err
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func (s sqlStore) subscriberBy(ctx context.Context, q queryer, where string, args ...any) (Subscriber, error) {
+	var sub Subscriber
+	var comps string
+	var conf, dis, cr int64
+	err := q.QueryRowContext(ctx, s.q(`SELECT id, channel, address, owner_email, components, lang, secret, confirmed_at, disabled_at, disabled_reason, created_at
+		FROM status_subscribers WHERE `+where), args...).Scan(&sub.ID, &sub.Channel, &sub.Address, &sub.OwnerEmail, &comps, &sub.Lang, &sub.Secret,
+		&conf, &dis, &sub.DisabledReason, &cr)
+	if err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return sub, err
+		}
+		return sub, storeErr(err)
+	}
+	if err := json.Unmarshal([]byte(comps), &sub.Components); err != nil {
+		return sub, fmt.Errorf("status: subscriber %s components: %w", sub.ID, err)
+	}
+	sub.Confirmed, sub.Disabled, sub.Created = fromMicros(conf), fromMicros(dis), fromMicros(cr)
+	return sub, nil
+}
+
+// enqueueNotices records, in the publishing transaction, a pending notice
+// for every active subscriber who follows any of the components (or all of
+// them). One statement whatever the number of subscribers; the primary key
+// makes it idempotent.
+func (s sqlStore) enqueueNotices(ctx context.Context, tx *sql.Tx, u *Update, components []string, now time.Time) error {
+	q := `INSERT INTO status_notices (subscriber_id, update_id, incident_id, status, created_at)
+		SELECT s.id, ?, ?, 'pending', ? FROM status_subscribers s
+		WHERE s.confirmed_at > 0 AND s.disabled_at = 0 AND (s.components = '[]'`
+	args := []any{u.ID, u.IncidentID, micros(now)}
+	for _, c := range components {
+		// Ids are [a-z0-9], so they need no LIKE escaping.
+		q += " OR s.components LIKE ?"
+		args = append(args, `%"`+c+`"%`)
+	}
+	q += ") ON CONFLICT (subscriber_id, update_id) DO NOTHING"
+	return storeErr(s.exec(ctx, tx, q, args...))
+}
+
+// Notice is one update owed to one subscriber.
+type Notice struct {
+	SubscriberID string    `json:"subscriber_id"`
+	UpdateID     string    `json:"update_id"`
+	IncidentID   string    `json:"incident_id"`
+	Status       string    `json:"status"` // pending, sent, failed
+	Attempts     int       `json:"attempts"`
+	Created      time.Time `json:"created_at"`
+}
+
+// Notices lists notices in a status ("" for all), oldest first.
+func (s *Service) Notices(ctx context.Context, status string, limit int) ([]Notice, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	q, args := "SELECT subscriber_id, update_id, incident_id, status, attempts, created_at FROM status_notices", []any{}
+	if status != "" {
+		q, args = q+" WHERE status = ?", append(args, status)
+	}
+	rows, err := s.db.st.DB().QueryContext(ctx, s.db.q(q+" ORDER BY created_at, subscriber_id LIMIT "+strconv.Itoa(limit)), args...)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	defer rows.Close()
+	out := []Notice{}
+	for rows.Next() {
+		var n Notice
+		var cr int64
+		if err := rows.Scan(&n.SubscriberID, &n.UpdateID, &n.IncidentID, &n.Status, &n.Attempts, &cr); err != nil {
+			return nil, storeErr(err)
+		}
+		n.Created = fromMicros(cr)
+		out = append(out, n)
+	}
+	return out, storeErr(rows.Err())
+}
+
+// SignWebhook signs a delivery per the Standard Webhooks specification: the
+// webhook-signature header value for message id, timestamp and body, with a
+// "whsec_" secret.
+func SignWebhook(secret, msgID string, ts time.Time, body []byte) (string, error) {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if err != nil {
+		return "", fault.Wrap(err, fault.Invalid, "use the whsec_ secret shown at subscription", "bad webhook secret")
+	}
+	m := hmac.New(sha256.New, key)
+	fmt.Fprintf(m, "%s.%d.", msgID, ts.Unix())
+	m.Write(body)
+	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil)), nil
+}
+
+// WebhookTolerance is how far a delivery's timestamp may be from now.
+const WebhookTolerance = 5 * time.Minute
+
+// VerifyWebhook checks a received delivery as a receiver would: the
+// webhook-id, webhook-timestamp and webhook-signature header values (the
+// last may hold several space-separated signatures) against the body.
+func VerifyWebhook(secret, msgID, timestamp, signatures string, body []byte, now time.Time) error {
+	sec, err := strconv.ParseInt(timestamp, 10, 64)
+	if err != nil {
+		return fault.New(fault.Invalid, "", "bad webhook-timestamp %q", timestamp)
+	}
+	ts := time.Unix(sec, 0)
+	if d := now.Sub(ts); d > WebhookTolerance || d < -WebhookTolerance {
+		return fault.New(fault.Refused, "", "webhook timestamp %s is too far from now", ts.UTC())
+	}
+	want, err := SignWebhook(secret, msgID, ts, body)
+	if err != nil {
+		return err
+	}
+	for sig := range strings.FieldsSeq(signatures) {
+		if hmac.Equal([]byte(sig), []byte(want)) {
+			return nil
+		}
+	}
+	return fault.New(fault.Refused, "", "no valid webhook signature")
+}
