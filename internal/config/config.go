@@ -4,6 +4,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -25,13 +26,15 @@ type Config struct {
 	// Dir is the folder of the config file; sqlite: and file: paths are relative to it.
 	Dir string `yaml:"-"`
 
-	State     string    `yaml:"state"`
-	Backups   string    `yaml:"backups"`
-	Listen    string    `yaml:"listen"`
-	Retention Retention `yaml:"retention"`
-	Guard     Guard     `yaml:"guard"`
-	Products  []Product `yaml:"products"`
-	Contacts  []Contact `yaml:"contacts"`
+	State      string     `yaml:"state"`
+	Backups    string     `yaml:"backups"`
+	Listen     string     `yaml:"listen"`
+	Retention  Retention  `yaml:"retention"`
+	Guard      Guard      `yaml:"guard"`
+	Shipping   Shipping   `yaml:"shipping"`
+	Encryption Encryption `yaml:"encryption"`
+	Products   []Product  `yaml:"products"`
+	Contacts   []Contact  `yaml:"contacts"`
 }
 
 // Retention says how long deleted tenants and backups are kept.
@@ -46,6 +49,23 @@ type Guard struct {
 	MaxRowsPerStatement    int `yaml:"max_rows_per_statement"`
 	MaxRowsPerTransaction  int `yaml:"max_rows_per_transaction"`
 	MaxTenantsPerStatement int `yaml:"max_tenants_per_statement"`
+}
+
+// Shipping tunes how captured changes reach the backup repository.
+type Shipping struct {
+	// Interval between shipping rounds in serve (default 1s).
+	Interval Duration `yaml:"interval"`
+	// BacklogLimit: more changes than this waiting in a product database
+	// turn its status red and fire the alert metric (nothing is dropped).
+	BacklogLimit int64 `yaml:"backlog_limit"`
+}
+
+// Encryption is where the repository's AES-256 key comes from: a file or an
+// environment variable holding 32 raw bytes or 64 hex characters. No key:
+// objects are not encrypted.
+type Encryption struct {
+	KeyFile string `yaml:"key_file"`
+	KeyEnv  string `yaml:"key_env"`
 }
 
 // Product is one application database holding many tenants in shared tables.
@@ -133,6 +153,12 @@ func (c *Config) applyDefaults() {
 	if c.Retention.Backups == 0 {
 		c.Retention.Backups = Duration(30 * 24 * time.Hour)
 	}
+	if c.Shipping.Interval == 0 {
+		c.Shipping.Interval = Duration(time.Second)
+	}
+	if c.Shipping.BacklogLimit == 0 {
+		c.Shipping.BacklogLimit = 1_000_000
+	}
 	c.Guard.fill(Guard{DefaultMaxRowsPerStatement, DefaultMaxRowsPerTransaction, DefaultMaxTenantsPerStatement})
 	for i := range c.Products {
 		p := &c.Products[i]
@@ -169,6 +195,12 @@ func (c *Config) validate() error {
 	}
 	if err := c.Guard.validate("guard"); err != nil {
 		return err
+	}
+	if c.Shipping.BacklogLimit < 0 {
+		return bad("shipping.backlog_limit", strconv.FormatInt(c.Shipping.BacklogLimit, 10), "use a positive number of changes")
+	}
+	if c.Encryption.KeyFile != "" && c.Encryption.KeyEnv != "" {
+		return bad("encryption", "key_file and key_env", "give one of key_file or key_env, not both")
 	}
 	if len(c.Products) == 0 {
 		return bad("products", "", "list at least one product database, for example:\n  products:\n    - {name: tracker, database: sqlite:tracker.db, tenant_column: site_id, tenants_table: sites}")
@@ -422,3 +454,35 @@ func ParseDuration(s string) (time.Duration, error) {
 
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// LoadKey returns the repository encryption key, or nil when none is
+// configured. getenv reads the environment (injected for tests).
+func (c *Config) LoadKey(getenv func(string) string) ([]byte, error) {
+	var raw []byte
+	switch {
+	case c.Encryption.KeyFile != "":
+		b, err := os.ReadFile(c.ResolvePath(c.Encryption.KeyFile))
+		if err != nil {
+			return nil, fault.Wrap(err, fault.Invalid, "create it with 32 random bytes, e.g. `head -c 32 /dev/urandom > backup.key`", "encryption.key_file %s cannot be read", c.Encryption.KeyFile)
+		}
+		raw = b
+	case c.Encryption.KeyEnv != "":
+		v := getenv(c.Encryption.KeyEnv)
+		if v == "" {
+			return nil, fault.New(fault.Invalid, "export it with 64 hex characters, e.g. from `openssl rand -hex 32`", "encryption.key_env names %s, which is not set", c.Encryption.KeyEnv)
+		}
+		raw = []byte(v)
+	default:
+		return nil, nil
+	}
+	if len(raw) == 32 {
+		return raw, nil
+	}
+	text := strings.TrimSpace(string(raw))
+	if len(text) == 64 {
+		if k, err := hex.DecodeString(text); err == nil {
+			return k, nil
+		}
+	}
+	return nil, fault.New(fault.Invalid, "use exactly 32 raw bytes or 64 hex characters", "the encryption key has %d bytes", len(raw))
+}

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +101,43 @@ func TestParseDuration(t *testing.T) {
 		if _, err := ParseDuration(in); err == nil {
 			t.Errorf("ParseDuration(%q) accepted", in)
 		}
+	}
+}
+
+func TestLoadKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	hexKey := strings.Repeat("ab", 32)
+	if err := os.WriteFile(filepath.Join(dir, "raw.key"), []byte(strings.Repeat("k", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"KEY": hexKey, "SHORT": "abcd"}
+	getenv := func(k string) string { return env[k] }
+	for _, tc := range []struct {
+		enc     Encryption
+		wantLen int
+		wantErr string
+	}{
+		{Encryption{}, 0, ""},
+		{Encryption{KeyFile: "raw.key"}, 32, ""},
+		{Encryption{KeyEnv: "KEY"}, 32, ""},
+		{Encryption{KeyEnv: "SHORT"}, 0, "4 bytes"},
+		{Encryption{KeyEnv: "UNSET"}, 0, "not set"},
+		{Encryption{KeyFile: "missing.key"}, 0, "cannot be read"},
+	} {
+		c := &Config{Dir: dir, Encryption: tc.enc}
+		k, err := c.LoadKey(getenv)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || fault.ExitStatus(err) != 2 {
+				t.Errorf("%+v: err %v, want %q (exit 2)", tc.enc, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || len(k) != tc.wantLen {
+			t.Errorf("%+v: key of %d bytes, %v; want %d", tc.enc, len(k), err, tc.wantLen)
+		}
+	}
+	if _, err := Parse([]byte(good+"encryption: {key_file: a, key_env: B}\n"), dir); err == nil {
+		t.Error("both key_file and key_env accepted")
 	}
 }
