@@ -39,6 +39,14 @@ func floatOrder(f float64) uint64 {
 	return u | 1<<63
 }
 
+// CompareRows orders two rows of one tenant as objects store them: by table
+// name, then primary key values, then position. t and u are the rows'
+// tables. Producers of snapshot rows sort with it before SnapshotWriter.Add.
+func CompareRows(a *change.Change, t *change.Table, b *change.Change, u *change.Table) int {
+	c, _ := compareRows(a, t, b, u)
+	return c
+}
+
 // compareRows compares two changes of one tenant by (table, key, position);
 // t and u are their tables. sameKey reports whether table and key are equal.
 func compareRows(a *change.Change, t *change.Table, b *change.Change, u *change.Table) (c int, sameKey bool) {

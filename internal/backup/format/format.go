@@ -73,6 +73,10 @@ type Header struct {
 	// First and Last bound the positions: a segment holds exactly the changes
 	// First..Last; a snapshot is at position P and has First == Last == P.
 	First, Last uint64
+	// Source is the capture source's own position of Last (SQLite: the
+	// change-log sequence; PostgreSQL: the commit LSN), so that a restarted
+	// shipper can resume from the repository alone. Opaque to the format.
+	Source uint64
 	// FirstTime and LastTime are the commit times of positions First and
 	// Last. A segment writer fills them in from the changes; a snapshot's
 	// caller sets both to the commit time of P.

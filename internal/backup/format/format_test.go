@@ -33,7 +33,7 @@ func TestSegmentRoundTrip(t *testing.T) {
 				t.Fatalf("summary: %d records, %d tenants", sum.Records, len(sum.Tenants))
 			}
 			h, out := readAll(t, obj, key)
-			if h.Kind != Segment || h.Version != Version || h.First != 1001 || h.Last != 4000 || h.Product != "tracker" ||
+			if h.Kind != Segment || h.Version != Version || h.First != 1001 || h.Last != 4000 || h.Source != 1<<40+4000 || h.Product != "tracker" ||
 				h.Encrypted != enc || !h.FirstTime.Equal(in[0].Time) || !h.LastTime.Equal(in[len(in)-1].Time) ||
 				!h.Created.Equal(baseTime.Add(time.Hour)) || len(h.Tables) != 3 || h.Compression != Zstd {
 				t.Fatalf("header: %+v", h)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -299,6 +301,32 @@ func TestRepairFramingIdentity(t *testing.T) {
 	for _, s := range append(segmentSeeds(t), snapshotSeeds(t)...) {
 		if !bytes.Equal(repairFraming(s.obj), s.obj) {
 			t.Fatal("repairFraming changed an intact object")
+		}
+	}
+}
+
+// The committed seed objects are valid objects of the current format, so a
+// format change that forgets to rebuild the corpus is noticed.
+func TestFuzzCorpusCurrent(t *testing.T) {
+	t.Parallel()
+	for _, fuzzer := range []string{"FuzzSegment", "FuzzSnapshot"} {
+		files, err := filepath.Glob(filepath.Join("testdata", "fuzz", fuzzer, "seed-*"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("%s: no seed corpus (%v)", fuzzer, err)
+		}
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(string(data), "\n")
+			obj, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if err := Verify(context.Background(), memReader([]byte(obj)), int64(len(obj)), testKey); err != nil {
+				t.Fatalf("%s is not a valid object of the current format (rebuild the corpus: LIFELINE_FUZZ_CORPUS=1 go test -run TestWriteFuzzCorpus): %v", f, err)
+			}
 		}
 	}
 }

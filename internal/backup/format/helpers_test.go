@@ -168,7 +168,7 @@ func sortObject(_ Kind, cs []change.Change) {
 }
 
 func segHeader(first, last uint64) Header {
-	return Header{Product: "tracker", First: first, Last: last, Tables: testTables(), Created: baseTime.Add(time.Hour)}
+	return Header{Product: "tracker", First: first, Last: last, Source: 1<<40 + last, Tables: testTables(), Created: baseTime.Add(time.Hour)}
 }
 
 func writeSegment(t testing.TB, cs []change.Change, opt Options) ([]byte, Summary) {
