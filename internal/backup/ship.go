@@ -1,0 +1,298 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"lifeline/internal/backup/format"
+	"lifeline/internal/capture"
+	"lifeline/internal/change"
+	"lifeline/internal/fault"
+)
+
+// Shipper moves one product's captured changes into the repository. Exactly
+// one shipper runs per product (serve holds a lease for it). It starts from
+// a snapshot, then ships batches of whole transactions as segments. Changes
+// are acknowledged to the source — and only then forgotten by it — after
+// their segment is durable in the blob store.
+type Shipper struct {
+	Repo    *Repo
+	Product string
+	Source  capture.Source
+	// MaxBatch is how many changes a segment holds at most (a transaction
+	// is never split, so one may hold more). Default 20,000.
+	MaxBatch int
+	// BacklogLimit turns the status red when more changes than this wait in
+	// the product database (the blob store is down, say). Nothing is
+	// dropped. Default 1,000,000.
+	BacklogLimit int64
+	Log          *slog.Logger
+	Metrics      *Metrics
+
+	cur   capture.Cursor
+	ready bool
+}
+
+// Shipped is what one Ship call did.
+type Shipped struct {
+	Product  string         `json:"product"`
+	Snapshot *Object        `json:"snapshot,omitempty"`
+	Segments int            `json:"segments"`
+	Changes  int            `json:"changes"`
+	Bytes    int64          `json:"bytes"`
+	Cursor   capture.Cursor `json:"cursor"`
+}
+
+func (s *Shipper) maxBatch() int {
+	if s.MaxBatch > 0 {
+		return s.MaxBatch
+	}
+	return 20000
+}
+
+// start finds where the repository is: the catalog, brought up to date with
+// the blob store (an upload may have landed just before a crash).
+func (s *Shipper) start(ctx context.Context) error {
+	if s.ready {
+		return nil
+	}
+	if _, err := s.Repo.Rescan(ctx, s.Product); err != nil {
+		return err
+	}
+	cur, ok, err := s.Repo.Cursor(ctx, s.Product)
+	if err != nil {
+		return err
+	}
+	s.cur, s.ready = cur, ok
+	return nil
+}
+
+// Ship takes the first snapshot if the repository has none, then ships
+// everything pending, and returns. `lifeline backup run` is one call.
+func (s *Shipper) Ship(ctx context.Context) (Shipped, error) {
+	res := Shipped{Product: s.Product}
+	err := s.ship(ctx, &res)
+	s.report(ctx, err)
+	res.Cursor = s.cur
+	return res, err
+}
+
+func (s *Shipper) ship(ctx context.Context, res *Shipped) error {
+	if err := s.start(ctx); err != nil {
+		return err
+	}
+	if !s.ready {
+		o, err := s.snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		res.Snapshot = &o
+	}
+	for {
+		b, err := s.Source.Read(ctx, s.cur, s.maxBatch())
+		if err != nil {
+			return err
+		}
+		if len(b.Changes) == 0 {
+			return nil
+		}
+		n, err := s.segment(ctx, b)
+		if err != nil {
+			return err
+		}
+		res.Segments++
+		res.Changes += len(b.Changes)
+		res.Bytes += n
+	}
+}
+
+// segment writes one batch as a segment, then acknowledges it.
+func (s *Shipper) segment(ctx context.Context, b capture.Batch) (int64, error) {
+	first, last := s.cur.Pos+1, b.End.Pos
+	if b.Changes[0].Pos != first || last != b.Changes[len(b.Changes)-1].Pos {
+		return 0, fault.New(fault.Internal, "", "%s: capture returned positions %d..%d after cursor %d", s.Product, b.Changes[0].Pos, last, s.cur.Pos)
+	}
+	h := format.Header{Product: s.Product, First: first, Last: last, Source: b.End.Src, Tables: b.Tables, Created: s.Repo.Now()}
+	var buf bytes.Buffer
+	sum, err := format.WriteSegment(&buf, h, b.Changes, s.Repo.options())
+	if err != nil {
+		return 0, err
+	}
+	if err := s.Repo.put(ctx, segmentKey(s.Product, first, last), buf.Bytes(), sum); err != nil {
+		return 0, err
+	}
+	s.cur = b.End
+	if s.Metrics != nil {
+		s.Metrics.shipped(s.Product, len(b.Changes), sum.Size)
+	}
+	// The segment is durable: the source may forget its changes. A failed
+	// Ack only means they are read again and skipped next time.
+	if err := s.Source.Ack(ctx, s.cur); err != nil && s.Log != nil {
+		s.Log.Warn("acknowledging shipped changes failed; they will be skipped when read again", "product", s.Product, "err", err)
+	}
+	return sum.Size, nil
+}
+
+// snapshot writes the first full image of the product, consistent with the
+// position the change stream continues from.
+func (s *Shipper) snapshot(ctx context.Context) (Object, error) {
+	snap, err := s.Source.Snapshot(ctx)
+	if err != nil {
+		return Object{}, err
+	}
+	defer snap.Close()
+	cur := snap.Cursor()
+	now := s.Repo.Now()
+	h := format.Header{Product: s.Product, First: cur.Pos, Last: cur.Pos, Source: cur.Src, Tables: snap.Tables(),
+		FirstTime: now, LastTime: now, Created: now}
+	var buf bytes.Buffer
+	w, err := format.NewSnapshotWriter(&buf, h, s.Repo.options())
+	if err != nil {
+		return Object{}, err
+	}
+	tables := map[string]*change.Table{}
+	for i := range h.Tables {
+		tables[h.Tables[i].Name] = &h.Tables[i]
+	}
+	var tenant []change.Change
+	flush := func() error {
+		// Rows arrive grouped by tenant in the database's key order, which
+		// can differ from the format's for unusual key types; sort to be
+		// sure. Only one tenant's rows are held at a time.
+		slices.SortStableFunc(tenant, func(a, b change.Change) int { return format.CompareRows(&a, tables[a.Table], &b, tables[b.Table]) })
+		for i := range tenant {
+			if err := w.Add(&tenant[i]); err != nil {
+				return err
+			}
+		}
+		tenant = tenant[:0]
+		return nil
+	}
+	err = snap.Rows(ctx, func(c *change.Change) error {
+		if len(tenant) > 0 && tenant[0].Tenant != c.Tenant {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		cp := *c
+		cp.Row = cloneRow(c.Row)
+		tenant = append(tenant, cp)
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return Object{}, err
+	}
+	sum, err := w.Close()
+	if err != nil {
+		return Object{}, err
+	}
+	key := snapshotKey(s.Product, cur.Pos)
+	if err := s.Repo.put(ctx, key, buf.Bytes(), sum); err != nil {
+		return Object{}, err
+	}
+	s.cur, s.ready = cur, true
+	if err := s.Source.Ack(ctx, cur); err != nil && s.Log != nil {
+		s.Log.Warn("acknowledging the snapshot position failed", "product", s.Product, "err", err)
+	}
+	return objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants)), nil
+}
+
+// cloneRow copies a row whose byte slices may be reused by the source.
+func cloneRow(row []change.Value) []change.Value {
+	out := make([]change.Value, len(row))
+	for i, v := range row {
+		out[i] = v
+		if v.Bytes != nil {
+			out[i].Bytes = bytes.Clone(v.Bytes)
+		}
+	}
+	return out
+}
+
+func (r *Repo) options() format.Options {
+	return format.Options{Key: r.Key, KeyID: r.KeyID}
+}
+
+// Run ships every interval until ctx ends. Errors are recorded for status
+// and retried with backoff; they never stop the loop.
+func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
+	wait := interval
+	for {
+		_, err := s.Ship(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if s.Log != nil {
+				s.Log.Error("shipping failed; changes stay in the product database until it works", "product", s.Product, "err", err)
+			}
+			wait = min(wait*2, time.Minute)
+		default:
+			wait = interval
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// report records the shipper's health for `backup status` and the metrics.
+func (s *Shipper) report(ctx context.Context, shipErr error) {
+	if ctx.Err() != nil {
+		return
+	}
+	var backlog int64
+	var oldest time.Time
+	if s.ready {
+		var err error
+		backlog, oldest, err = s.Source.Backlog(ctx, s.cur)
+		if err != nil && shipErr == nil {
+			shipErr = err
+		}
+	}
+	msg := ""
+	if shipErr != nil {
+		msg = shipErr.Error()
+	}
+	if s.Metrics != nil {
+		s.Metrics.health(s.Product, backlog, oldest, s.Repo.Now(), shipErr != nil, backlog > s.backlogLimit())
+	}
+	if err := s.Repo.recordShipper(ctx, s.Product, backlog, oldest, msg); err != nil && s.Log != nil {
+		s.Log.Warn("recording shipper status failed", "product", s.Product, "err", errors.Join(err, shipErr))
+	}
+}
+
+func (s *Shipper) backlogLimit() int64 {
+	if s.BacklogLimit > 0 {
+		return s.BacklogLimit
+	}
+	return 1_000_000
+}
+
+func (r *Repo) recordShipper(ctx context.Context, product string, backlog int64, oldest time.Time, errText string) error {
+	now, since := micros(r.Now()), int64(0)
+	if errText != "" {
+		since = now
+	}
+	_, err := r.State.DB().ExecContext(ctx, r.State.Rebind(`INSERT INTO backup_shipper (product, updated, backlog, oldest_pending, last_error, error_since)
+		VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (product) DO UPDATE SET updated = excluded.updated, backlog = excluded.backlog,
+			oldest_pending = excluded.oldest_pending, last_error = excluded.last_error,
+			error_since = CASE WHEN excluded.last_error = '' THEN 0
+				WHEN backup_shipper.error_since = 0 THEN excluded.error_since ELSE backup_shipper.error_since END`),
+		product, now, backlog, micros(oldest), errText, since)
+	if err != nil {
+		return fmt.Errorf("backup shipper status: %w", err)
+	}
+	return nil
+}
