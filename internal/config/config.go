@@ -35,6 +35,7 @@ type Config struct {
 	Encryption Encryption `yaml:"encryption"`
 	Products   []Product  `yaml:"products"`
 	Contacts   []Contact  `yaml:"contacts"`
+	Vault      Vault      `yaml:"vault"`
 }
 
 // Retention says how long deleted tenants and backups are kept.
@@ -159,6 +160,7 @@ func (c *Config) applyDefaults() {
 	if c.Shipping.BacklogLimit == 0 {
 		c.Shipping.BacklogLimit = 1_000_000
 	}
+	c.Vault.applyDefaults(c.Listen)
 	c.Guard.fill(Guard{DefaultMaxRowsPerStatement, DefaultMaxRowsPerTransaction, DefaultMaxTenantsPerStatement})
 	for i := range c.Products {
 		p := &c.Products[i]
@@ -213,6 +215,9 @@ func (c *Config) validate() error {
 		}
 		if seen[p.Name] {
 			return bad(at+".name", p.Name, "give each product a different name")
+		}
+		if p.Name == "contacts" {
+			return bad(at+".name", p.Name, "choose another name: the backup repository keeps the contacts vault under contacts/")
 		}
 		seen[p.Name] = true
 		if err := checkDSN(at+".database", p.Database, "sqlite:", "postgres://", "postgresql://"); err != nil {
@@ -270,7 +275,7 @@ func (c *Config) validate() error {
 			return bad(at+".query", "", "give a query that returns tenant, email, name and role columns")
 		}
 	}
-	return nil
+	return c.Vault.validate()
 }
 
 func (g Guard) validate(at string) error {
