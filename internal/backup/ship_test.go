@@ -2,6 +2,8 @@ package backup
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,12 +29,35 @@ type fakeSource struct {
 	acked   capture.Cursor
 	base    uint64 // positions <= base are in the snapshot
 	failing error
+	// clock stamps each change's commit time; by default it ticks one
+	// second per change from the time the source was made.
+	clock func() time.Time
+	body  int // extra bytes per row body
 }
 
 var docs = change.Table{Name: "docs", Columns: []change.Column{{Name: "id", Type: "INTEGER"}, {Name: "site", Type: "TEXT"}, {Name: "body", Type: "TEXT"}},
 	PrimaryKey: []int{0}, Tenant: 1}
 
-func newFakeSource() *fakeSource { return &fakeSource{rows: map[string][]change.Value{}} }
+func newFakeSource() *fakeSource {
+	start := time.Now().UTC().Truncate(time.Second)
+	ticks := 0
+	return &fakeSource{rows: map[string][]change.Value{}, clock: func() time.Time {
+		ticks++
+		return start.Add(time.Duration(ticks) * time.Second)
+	}}
+}
+
+// text makes a row body of about f.body extra bytes that compress about as
+// well as real text does (hex digits of a hash chain: about 2x).
+func (f *fakeSource) text(s string) []byte {
+	out := []byte(s)
+	sum := sha256.Sum256(out)
+	for len(out) < len(s)+f.body {
+		out = append(out, hex.EncodeToString(sum[:])...)
+		sum = sha256.Sum256(sum[:])
+	}
+	return out
+}
 
 // write commits one transaction of n inserts for tenant.
 func (f *fakeSource) write(tenant string, n int) {
@@ -41,9 +66,9 @@ func (f *fakeSource) write(tenant string, n int) {
 	tx := uint64(len(f.log) + 1)
 	for i := 0; i < n; i++ {
 		id := int64(len(f.rows) + 1)
-		row := []change.Value{{Kind: change.Int, Int: id}, {Kind: change.Text, Bytes: []byte(tenant)}, {Kind: change.Text, Bytes: []byte(fmt.Sprint("body ", id))}}
+		row := []change.Value{{Kind: change.Int, Int: id}, {Kind: change.Text, Bytes: []byte(tenant)}, {Kind: change.Text, Bytes: f.text(fmt.Sprint("body ", id))}}
 		f.rows[fmt.Sprint(tenant, "/", id)] = row
-		f.log = append(f.log, change.Change{Pos: uint64(len(f.log) + 1), Tx: tx, TxEnd: i == n-1, Time: time.Unix(1700000000+int64(len(f.log)), 0).UTC(),
+		f.log = append(f.log, change.Change{Pos: uint64(len(f.log) + 1), Tx: tx, TxEnd: i == n-1, Time: f.clock(),
 			Tenant: tenant, Table: "docs", Op: change.Insert, Row: row})
 	}
 }
