@@ -28,7 +28,9 @@ const schemaVersion = "1"
 //     idempotent;
 //   - lifeline_unlock and the guards: triggers that make the database itself
 //     refuse a raw delete of a tenant's root row and raw mass deletes, unless
-//     Lifeline unlocked exactly that tenant inside its own transaction.
+//     Lifeline unlocked exactly that tenant inside its own transaction;
+//   - change capture (capture.go): the SQLite change log and its triggers,
+//     or the PostgreSQL publication with REPLICA IDENTITY FULL.
 //
 // A layout that no longer fits the current schema is refused: resolve it
 // again.
@@ -62,9 +64,16 @@ func (db *DB) Protect(ctx context.Context, l *Layout) error {
 			return err
 		}
 	}
+	capture, err := db.captureBefore(ctx, tx, l)
+	if err != nil {
+		return err
+	}
 	dropGuard, err := db.d.guards(ctx, tx, l)
 	if err != nil {
 		return db.internal(err, "install the guards")
+	}
+	if err := db.installCapture(ctx, tx, l, capture); err != nil {
+		return err
 	}
 	tables, _ := json.Marshal(l.Tables)
 	limits, _ := json.Marshal(l.Limits)

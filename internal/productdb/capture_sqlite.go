@@ -1,0 +1,278 @@
+package productdb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"lifeline/internal/change"
+)
+
+// SQLite capture: AFTER triggers on every protected table append the full row
+// image to one change log,
+//
+//	lifeline_changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl, op, tenant, ts, c0, c1, …, cN)
+//
+// with N+1 the widest protected table. The c-columns have no declared type,
+// so every value keeps its storage class exactly (an INTEGER stays an
+// INTEGER, a REAL keeps all 64 bits, a BLOB stays a BLOB).
+//
+// SQLite serialises writers and a rolled-back transaction (or statement)
+// rolls the AUTOINCREMENT counter back with its rows, so committed seq values
+// are contiguous and in commit order: seq is the change's position in the
+// source. ts is julianday('now') of the writing statement: SQLite has no
+// commit time.
+//
+// Per table:
+//
+//   - lifeline_cap_i_<t>: AFTER INSERT, op I with NEW;
+//   - lifeline_cap_u_<t>: AFTER UPDATE that keeps the primary key, op U with NEW;
+//   - lifeline_cap_k_<t>: AFTER UPDATE that changes the primary key: op D with
+//     OLD, then op I with NEW, so a replay by key removes the old key;
+//   - lifeline_cap_d_<t>: AFTER DELETE, op D with OLD (and the guard's
+//     bookkeeping, see sqliteGuardNeutral).
+//
+// The trigger SQL uses nothing newer than SQLite 3.37 offers, so it runs in
+// whatever library the application links.
+
+// sqliteCaptureTriggers are the suffixes of one table's capture triggers.
+var sqliteCaptureTriggers = []string{"i", "u", "k", "d"}
+
+func sqliteTrigger(kind, table string) string { return "lifeline_cap_" + kind + "_" + table }
+
+func (sqliteDialect) captureBefore(ctx context.Context, tx *sql.Tx, l *Layout) (captureState, error) {
+	st := captureState{intact: map[string]bool{}}
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1`, ChangeLog).Scan(&n); err != nil {
+		return st, err
+	}
+	st.hasLog = n > 0
+	names, err := queryStrings(ctx, tx, `SELECT name FROM sqlite_master WHERE type = 'trigger'`)
+	if err != nil {
+		return st, err
+	}
+	have := map[string]bool{}
+	for _, name := range names {
+		have[name] = true
+	}
+	for _, t := range l.Tables {
+		ok := true
+		for _, k := range sqliteCaptureTriggers {
+			ok = ok && have[sqliteTrigger(k, t)]
+		}
+		st.intact[t] = ok
+	}
+	return st, nil
+}
+
+func (d sqliteDialect) captureProblems(ctx context.Context, q queryer, _ string, tables []string) ([]string, error) {
+	names, err := queryStrings(ctx, q, `SELECT name FROM sqlite_master WHERE type = 'trigger'`)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, name := range names {
+		have[name] = true
+	}
+	var out []string
+	for _, t := range tables {
+		var missing []string
+		for _, k := range sqliteCaptureTriggers {
+			if !have[sqliteTrigger(k, t)] {
+				missing = append(missing, sqliteTrigger(k, t))
+			}
+		}
+		if len(missing) > 0 {
+			out = append(out, fmt.Sprintf("table %s: capture triggers %s are missing (was the table rebuilt by a migration?)", t, strings.Join(missing, ", ")))
+		}
+	}
+	return out, nil
+}
+
+// installCapture creates or widens the change log, records each table's
+// shape and (re)creates its triggers. Protect's guards step has just dropped
+// every lifeline_* trigger, so the triggers are always created afresh.
+//
+// Where capture may have missed something, the current rows go into the log
+// so the repository ends up exact:
+//
+//   - a table newly protected while the log already exists: all its rows
+//     (the repository's snapshot does not have them);
+//   - a table whose capture triggers were missing (rebuilt by a migration):
+//     all its rows. Rows deleted while it had no triggers cannot be seen;
+//     docs/capture.md says to take a fresh snapshot then;
+//   - a table whose shape changed (a column added): the rows that pending
+//     log entries touched, because those entries were written by the old
+//     triggers without the new column. Capture stopped (ErrDrift) as soon as
+//     the schema changed, so none of them has been shipped yet.
+func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout, shapes []change.Table, before captureState) error {
+	width := 1
+	for _, t := range shapes {
+		width = max(width, len(t.Columns))
+	}
+	if !before.hasLog {
+		cols := []string{"seq INTEGER PRIMARY KEY AUTOINCREMENT", "tbl TEXT NOT NULL", "op TEXT NOT NULL", "tenant TEXT", "ts REAL NOT NULL"}
+		for i := range width {
+			cols = append(cols, LogColumn(i))
+		}
+		if _, err := tx.ExecContext(ctx, "CREATE TABLE "+ChangeLog+" ("+strings.Join(cols, ", ")+")"); err != nil {
+			return err
+		}
+	} else {
+		have, err := d.columns(ctx, tx, ChangeLog, false)
+		if err != nil {
+			return err
+		}
+		for i := len(have) - 5; i < width; i++ {
+			if _, err := tx.ExecContext(ctx, "ALTER TABLE "+ChangeLog+" ADD COLUMN "+LogColumn(i)); err != nil {
+				return err
+			}
+		}
+	}
+	var next int64
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) + 1 FROM sqlite_sequence WHERE name = $1`, ChangeLog).Scan(&next); err != nil {
+		return err
+	}
+	protected := map[string]bool{}
+	for i := range shapes {
+		t := &shapes[i]
+		protected[t.Name] = true
+		prev := before.latest[t.Name]
+		if !SameShape(prev, t) {
+			if err := recordShape(ctx, tx, t.Name, next, t); err != nil {
+				return err
+			}
+		}
+		var stmts []string
+		switch {
+		case prev == nil && before.hasLog, prev != nil && !before.intact[t.Name]:
+			stmts = append(stmts, sqliteImage(t, ""))
+		case prev != nil && !SameShape(prev, t):
+			stmts = append(stmts, sqliteImage(t, sqliteTouched(prev, t, next)))
+		}
+		stmts = append(stmts, sqliteCaptureDDL(t)...)
+		if err := execAll(ctx, tx, stmts...); err != nil {
+			return err
+		}
+	}
+	for name, t := range before.latest {
+		if t != nil && !protected[name] {
+			if err := recordShape(ctx, tx, name, next, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// sqliteTenant is the tenant text of row r (NEW, OLD or a table alias), as
+// the trigger and the snapshot both compute it.
+func sqliteTenant(t *change.Table, r string) string {
+	return "CAST(" + r + "." + qi(t.Columns[t.Tenant].Name) + " AS TEXT)"
+}
+
+// sqliteLogInsert appends one log row for row r of t with op.
+func sqliteLogInsert(t *change.Table, op, r string) string {
+	cols := []string{"tbl", "op", "tenant", "ts"}
+	vals := []string{lit(t.Name), lit(op), sqliteTenant(t, r), "julianday('now')"}
+	for i, c := range t.Columns {
+		cols = append(cols, LogColumn(i))
+		vals = append(vals, r+"."+qi(c.Name))
+	}
+	return "INSERT INTO " + ChangeLog + " (" + strings.Join(cols, ", ") + ") VALUES (" + strings.Join(vals, ", ") + ");"
+}
+
+// sqliteKeySame is true when an UPDATE leaves the primary key exactly as it
+// was: the same storage class and the same bytes (BINARY, whatever the
+// column's collation), which is how the repository compares keys.
+func sqliteKeySame(t *change.Table) string {
+	var conds []string
+	for _, i := range t.PrimaryKey {
+		c := qi(t.Columns[i].Name)
+		conds = append(conds, "OLD."+c+" IS NEW."+c+" COLLATE BINARY AND typeof(OLD."+c+") = typeof(NEW."+c+")")
+	}
+	return strings.Join(conds, " AND ")
+}
+
+func sqliteCaptureDDL(t *change.Table) []string {
+	on := " ON " + qi(t.Name) + " FOR EACH ROW"
+	same := sqliteKeySame(t)
+	return []string{
+		"CREATE TRIGGER " + qi(sqliteTrigger("i", t.Name)) + " AFTER INSERT" + on + " BEGIN " + sqliteLogInsert(t, "I", "NEW") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("u", t.Name)) + " AFTER UPDATE" + on + " WHEN " + same + " BEGIN " + sqliteLogInsert(t, "U", "NEW") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("k", t.Name)) + " AFTER UPDATE" + on + " WHEN NOT (" + same + ") BEGIN " +
+			sqliteLogInsert(t, "D", "OLD") + " " + sqliteLogInsert(t, "I", "NEW") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("d", t.Name)) + " AFTER DELETE" + on + " BEGIN " + sqliteLogInsert(t, "D", "OLD") + " " + sqliteGuardNeutral + " END",
+	}
+}
+
+// sqliteGuardNeutral keeps the delete trigger invisible to the mass-delete
+// guard (sqliteMassTrigger), which tells statements apart by how much
+// total_changes() grew between two deleted rows: the log insert and this
+// update grow it by 2, so the guard's mark moves by 2 too.
+const sqliteGuardNeutral = "UPDATE lifeline_guard SET mark = mark + 2 WHERE id = 1;"
+
+// sqliteImage logs the current image (op U) of the rows of t matching where
+// ("" for all).
+func sqliteImage(t *change.Table, where string) string {
+	cols := []string{"tbl", "op", "tenant", "ts"}
+	vals := []string{lit(t.Name), "'U'", sqliteTenant(t, "x"), "julianday('now')"}
+	for i, c := range t.Columns {
+		cols = append(cols, LogColumn(i))
+		vals = append(vals, "x."+qi(c.Name))
+	}
+	q := "INSERT INTO " + ChangeLog + " (" + strings.Join(cols, ", ") + ") SELECT " + strings.Join(vals, ", ") + " FROM " + qi(t.Name) + " AS x"
+	if where != "" {
+		q += " WHERE " + where
+	}
+	return q
+}
+
+// sqliteTouched matches the rows of t (alias x) whose key appears in a log
+// row written under the old shape prev.
+func sqliteTouched(prev, t *change.Table, next int64) string {
+	var lhs, rhs []string
+	for _, i := range t.PrimaryKey {
+		name := t.Columns[i].Name
+		j := -1
+		for k, c := range prev.Columns {
+			if c.Name == name {
+				j = k
+			}
+		}
+		if j < 0 {
+			return "" // the key changed shape: re-image everything
+		}
+		lhs = append(lhs, "x."+qi(name))
+		rhs = append(rhs, LogColumn(j))
+	}
+	return "(" + strings.Join(lhs, ", ") + ") IN (SELECT " + strings.Join(rhs, ", ") + " FROM " + ChangeLog +
+		" WHERE tbl = " + lit(t.Name) + fmt.Sprintf(" AND seq < %d)", next)
+}
+
+func (sqliteDialect) uninstall(ctx context.Context, db *DB, _ string) error {
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return db.unavailable(err)
+	}
+	defer tx.Rollback()
+	names, err := queryStrings(ctx, tx, `SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_%' ESCAPE '\'`)
+	if err != nil {
+		return err
+	}
+	var stmts []string
+	for _, n := range names {
+		stmts = append(stmts, "DROP TRIGGER IF EXISTS "+qi(n))
+	}
+	stmts = append(stmts,
+		"DROP TABLE IF EXISTS "+ChangeLog,
+		"DROP TABLE IF EXISTS lifeline_capture_shapes",
+		"DROP TABLE IF EXISTS lifeline_guard",
+		"DROP TABLE IF EXISTS lifeline_guard_tenants",
+		unprotectMeta)
+	if err := execAll(ctx, tx, stmts...); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
