@@ -331,26 +331,67 @@ func (s sqlStore) enqueueNotices(ctx context.Context, tx *sql.Tx, u *Update, com
 	return storeErr(s.exec(ctx, tx, q, args...))
 }
 
+// Notice states. A notice is pending from the moment its update is
+// published until the delivery side turns it into a job (queued); it ends
+// sent, failed (the provider refused it for good, or every retry failed) or
+// cancelled (the subscriber left, or the webhook was disabled, first).
+const (
+	NoticePending   = "pending"
+	NoticeQueued    = "queued"
+	NoticeSent      = "sent"
+	NoticeFailed    = "failed"
+	NoticeCancelled = "cancelled"
+)
+
 // Notice is one update owed to one subscriber.
 type Notice struct {
 	SubscriberID string    `json:"subscriber_id"`
 	UpdateID     string    `json:"update_id"`
 	IncidentID   string    `json:"incident_id"`
-	Status       string    `json:"status"` // pending, sent, failed
+	Channel      Channel   `json:"channel"`
+	Status       string    `json:"status"` // NoticePending, NoticeQueued, NoticeSent, NoticeFailed, NoticeCancelled
 	Attempts     int       `json:"attempts"`
+	LastError    string    `json:"last_error,omitempty"`
 	Created      time.Time `json:"created_at"`
+	Sent         time.Time `json:"sent_at,omitzero"`
 }
 
 // Notices lists notices in a status ("" for all), oldest first.
 func (s *Service) Notices(ctx context.Context, status string, limit int) ([]Notice, error) {
+	var where []string
+	var args []any
+	if status != "" {
+		where, args = append(where, "n.status = ?"), append(args, status)
+	}
+	return s.notices(ctx, where, args, limit)
+}
+
+// OwedNotices lists pending notices to subscribers of the given channels,
+// oldest first: what the delivery side has yet to take on. A channel that
+// cannot be delivered (no SMTP server configured) is left out, so its
+// notices wait without holding up the others.
+func (s *Service) OwedNotices(ctx context.Context, channels []Channel, limit int) ([]Notice, error) {
+	if len(channels) == 0 {
+		return []Notice{}, nil
+	}
+	where := []string{"n.status = ?", "s.channel IN (?" + strings.Repeat(", ?", len(channels)-1) + ")"}
+	args := []any{NoticePending}
+	for _, c := range channels {
+		args = append(args, c)
+	}
+	return s.notices(ctx, where, args, limit)
+}
+
+func (s *Service) notices(ctx context.Context, where []string, args []any, limit int) ([]Notice, error) {
 	if limit <= 0 {
 		limit = 1000
 	}
-	q, args := "SELECT subscriber_id, update_id, incident_id, status, attempts, created_at FROM status_notices", []any{}
-	if status != "" {
-		q, args = q+" WHERE status = ?", append(args, status)
+	q := `SELECT n.subscriber_id, n.update_id, n.incident_id, s.channel, n.status, n.attempts, n.last_error, n.created_at, n.sent_at
+		FROM status_notices n JOIN status_subscribers s ON s.id = n.subscriber_id`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	rows, err := s.db.st.DB().QueryContext(ctx, s.db.q(q+" ORDER BY created_at, subscriber_id LIMIT "+strconv.Itoa(limit)), args...)
+	rows, err := s.db.st.DB().QueryContext(ctx, s.db.q(q+" ORDER BY n.created_at, n.subscriber_id LIMIT "+strconv.Itoa(limit)), args...)
 	if err != nil {
 		return nil, storeErr(err)
 	}
@@ -358,53 +399,45 @@ func (s *Service) Notices(ctx context.Context, status string, limit int) ([]Noti
 	out := []Notice{}
 	for rows.Next() {
 		var n Notice
-		var cr int64
-		if err := rows.Scan(&n.SubscriberID, &n.UpdateID, &n.IncidentID, &n.Status, &n.Attempts, &cr); err != nil {
+		var cr, sent int64
+		if err := rows.Scan(&n.SubscriberID, &n.UpdateID, &n.IncidentID, &n.Channel, &n.Status, &n.Attempts, &n.LastError, &cr, &sent); err != nil {
 			return nil, storeErr(err)
 		}
-		n.Created = fromMicros(cr)
+		n.Created, n.Sent = fromMicros(cr), fromMicros(sent)
 		out = append(out, n)
 	}
 	return out, storeErr(rows.Err())
 }
 
-// SignWebhook signs a delivery per the Standard Webhooks specification: the
-// webhook-signature header value for message id, timestamp and body, with a
-// "whsec_" secret.
-func SignWebhook(secret, msgID string, ts time.Time, body []byte) (string, error) {
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
-	if err != nil {
-		return "", fault.Wrap(err, fault.Invalid, "use the whsec_ secret shown at subscription", "bad webhook secret")
-	}
-	m := hmac.New(sha256.New, key)
-	fmt.Fprintf(m, "%s.%d.", msgID, ts.Unix())
-	m.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil)), nil
-}
-
-// WebhookTolerance is how far a delivery's timestamp may be from now.
-const WebhookTolerance = 5 * time.Minute
-
-// VerifyWebhook checks a received delivery as a receiver would: the
-// webhook-id, webhook-timestamp and webhook-signature header values (the
-// last may hold several space-separated signatures) against the body.
-func VerifyWebhook(secret, msgID, timestamp, signatures string, body []byte, now time.Time) error {
-	sec, err := strconv.ParseInt(timestamp, 10, 64)
-	if err != nil {
-		return fault.New(fault.Invalid, "", "bad webhook-timestamp %q", timestamp)
-	}
-	ts := time.Unix(sec, 0)
-	if d := now.Sub(ts); d > WebhookTolerance || d < -WebhookTolerance {
-		return fault.New(fault.Refused, "", "webhook timestamp %s is too far from now", ts.UTC())
-	}
-	want, err := SignWebhook(secret, msgID, ts, body)
-	if err != nil {
-		return err
-	}
-	for sig := range strings.FieldsSeq(signatures) {
-		if hmac.Equal([]byte(sig), []byte(want)) {
-			return nil
+// QueueNotices moves pending notices to queued once the delivery side has
+// jobs for them. Notices no longer pending are left alone, so running it
+// twice, or from two processes, is harmless.
+func (s *Service) QueueNotices(ctx context.Context, ns []Notice) error {
+	const chunk = 400 // two parameters each, well under SQLite's limit
+	for len(ns) > 0 {
+		part := ns[:min(chunk, len(ns))]
+		ns = ns[len(part):]
+		args := []any{NoticeQueued, NoticePending}
+		for _, n := range part {
+			args = append(args, n.SubscriberID, n.UpdateID)
+		}
+		q := "UPDATE status_notices SET status = ? WHERE status = ? AND (subscriber_id, update_id) IN (VALUES (?, ?)" +
+			strings.Repeat(", (?, ?)", len(part)-1) + ")"
+		if _, err := s.db.st.DB().ExecContext(ctx, s.db.q(q), args...); err != nil {
+			return storeErr(err)
 		}
 	}
-	return fault.New(fault.Refused, "", "no valid webhook signature")
+	return nil
+}
+
+// NoticeDone records how a notice ended: NoticeSent, NoticeFailed or
+// NoticeCancelled, after attempts tries, with the last error if any.
+func (s *Service) NoticeDone(ctx context.Context, subscriberID, updateID, status string, attempts int, lastErr string) error {
+	sent := int64(0)
+	if status == NoticeSent {
+		sent = micros(s.stamp())
+	}
+	_, err := s.db.st.DB().ExecContext(ctx, s.db.q("UPDATE status_notices SET status = ?, attempts = ?, last_error = ?, sent_at = ? WHERE subscriber_id = ? AND update_id = ?"),
+		status, attempts, lastErr, sent, subscriberID, updateID)
+	return storeErr(err)
 }

@@ -8,9 +8,9 @@ import (
 	"lifeline/internal/fault"
 )
 
-// labels are the headings of the template's parts, per language. They are
-// domain text: the same words head an update on the page, in the JSON body
-// and in the feed.
+// labels are the headings of the template's parts and the names of the
+// statuses, per language. They are domain text: the same words head an
+// update on the page, in the JSON body, in the feed and in notices.
 var labels = map[Lang]map[string]string{
 	English: {
 		"affected": "Affected", "timeline": "Recovery timeline", "fuller": "A fuller picture is expected by",
@@ -18,6 +18,11 @@ var labels = map[Lang]map[string]string{
 		"support": "How to reach support", "nologin": "If you cannot sign in", "known": "What we know",
 		"unknown": "What we do not know yet", "confidence": "confidence",
 		"low": "low", "medium": "medium", "high": "high",
+		string(Operational): "Operational", string(DegradedPerformance): "Degraded performance",
+		string(PartialOutage): "Partial outage", string(MajorOutage): "Major outage", string(UnderMaintenance): "Under maintenance",
+		string(Investigating): "Investigating", string(Identified): "Identified", string(Monitoring): "Monitoring",
+		string(Resolved): "Resolved", string(Postmortem): "Postmortem", string(Scheduled): "Scheduled",
+		string(InProgress): "In progress", string(Verifying): "Verifying", string(Completed): "Completed",
 	},
 	Chinese: {
 		"affected": "受影响范围", "timeline": "恢复时间预估", "fuller": "预计获得更完整信息的时间",
@@ -25,6 +30,11 @@ var labels = map[Lang]map[string]string{
 		"support": "联系支持", "nologin": "如果您无法登录", "known": "已知情况",
 		"unknown": "尚不清楚的情况", "confidence": "可信度",
 		"low": "低", "medium": "中", "high": "高",
+		string(Operational): "正常运行", string(DegradedPerformance): "性能下降",
+		string(PartialOutage): "部分中断", string(MajorOutage): "严重中断", string(UnderMaintenance): "维护中",
+		string(Investigating): "调查中", string(Identified): "已确定原因", string(Monitoring): "监控中",
+		string(Resolved): "已解决", string(Postmortem): "事后分析", string(Scheduled): "已计划",
+		string(InProgress): "进行中", string(Verifying): "验证中", string(Completed): "已完成",
 	},
 }
 

@@ -37,6 +37,14 @@ type StatusPage struct {
 	// Every is how often Run re-renders even without a change, because time
 	// moves maintenances along and makes incidents overdue; 0 means 30s.
 	Every time.Duration
+	// Subscriptions serves the public subscribe, confirm and unsubscribe
+	// pages (status_subscribe.go); nil serves none of them.
+	Subscriptions Subscriptions
+	// FormEvery and FormBurst are the per-address token bucket of those
+	// forms: a post every FormEvery, FormBurst at once (0: 6s and 5).
+	FormEvery time.Duration
+	FormBurst int
+	forms     formLimiter
 
 	cur     atomic.Pointer[rendering]
 	buildMu sync.Mutex // one render at a time
@@ -257,6 +265,7 @@ func (s *Server) statusRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /status-assets/{name}", p.serveAsset)
 	s.statusAPIRoutes(mux)
 	s.consoleRoutes(mux)
+	s.subscribeRoutes(mux)
 	if s.Registry != nil {
 		s.registerStatusMetrics(p)
 	}

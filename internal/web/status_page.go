@@ -18,33 +18,24 @@ import (
 var statusAssets embed.FS
 
 // ui holds the page's own words, per language. Update text comes from the
-// operators in either language; these are the headings around it.
+// operators in either language; these are the headings around it. Status
+// names are the domain's (status.Label), shared with the notices.
 var ui = map[status.Lang]map[string]string{
 	status.English: {
 		"status": "Status", "language": "Language", "asof": "As of", "active": "Active incidents", "maintenance": "Scheduled maintenance",
 		"components": "Components", "uptime90": "Uptime over the past 90 days, computed from incident history.", "uptime": "uptime",
 		"daysago": "90 days ago", "today": "Today", "past": "Past incidents", "nopast": "No incidents in the past 90 days.",
-		"feed": "Incident feed (Atom)", "api": "JSON API", "restored": "Sites restored", "affected": "Affected",
+		"feed": "Incident feed (Atom)", "api": "JSON API", "subscribe": "Subscribe to updates", "restored": "Sites restored", "affected": "Affected",
 		"progress": "%s%% of %d affected sites restored and verified (%d so far), as of %s.",
 		"window":   "Scheduled for %s – %s", "nodata": "No data", "down": "%s of outage",
-		string(status.Operational): "Operational", string(status.DegradedPerformance): "Degraded performance",
-		string(status.PartialOutage): "Partial outage", string(status.MajorOutage): "Major outage", string(status.UnderMaintenance): "Under maintenance",
-		string(status.Investigating): "Investigating", string(status.Identified): "Identified", string(status.Monitoring): "Monitoring",
-		string(status.Resolved): "Resolved", string(status.Postmortem): "Postmortem", string(status.Scheduled): "Scheduled",
-		string(status.InProgress): "In progress", string(status.Verifying): "Verifying", string(status.Completed): "Completed",
 	},
 	status.Chinese: {
 		"status": "服务状态", "language": "语言", "asof": "更新于", "active": "正在处理的事件", "maintenance": "计划维护",
 		"components": "服务组件", "uptime90": "过去 90 天的可用率，根据事件记录计算。", "uptime": "可用率",
 		"daysago": "90 天前", "today": "今天", "past": "历史事件", "nopast": "过去 90 天内没有事件。",
-		"feed": "事件订阅 (Atom)", "api": "JSON 接口", "restored": "已恢复站点", "affected": "受影响",
+		"feed": "事件订阅 (Atom)", "api": "JSON 接口", "subscribe": "订阅更新", "restored": "已恢复站点", "affected": "受影响",
 		"progress": "%d 个受影响站点中已恢复并验证 %s%%（目前 %d 个），截至 %s。",
 		"window":   "计划时间 %s – %s", "nodata": "无数据", "down": "中断 %s",
-		string(status.Operational): "正常运行", string(status.DegradedPerformance): "性能下降",
-		string(status.PartialOutage): "部分中断", string(status.MajorOutage): "严重中断", string(status.UnderMaintenance): "维护中",
-		string(status.Investigating): "调查中", string(status.Identified): "已确定原因", string(status.Monitoring): "监控中",
-		string(status.Resolved): "已解决", string(status.Postmortem): "事后分析", string(status.Scheduled): "已计划",
-		string(status.InProgress): "进行中", string(status.Verifying): "验证中", string(status.Completed): "已完成",
 	},
 }
 
@@ -52,7 +43,10 @@ func word(lang status.Lang, key string) string {
 	if s, ok := ui[lang][key]; ok {
 		return s
 	}
-	return ui[status.English][key]
+	if s, ok := ui[status.English][key]; ok {
+		return s
+	}
+	return status.Label(lang, key)
 }
 
 var pageTemplates = map[status.Lang]*template.Template{}
@@ -69,6 +63,7 @@ func init() {
 type pageView struct {
 	Lang, Name, At           string
 	Indicator, IndicatorText string
+	Subscribe                bool // the subscription pages are served
 	Active, Maint, Past      []incidentView
 	Groups                   []groupView
 }
@@ -102,7 +97,7 @@ func showTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC"
 
 func (p *StatusPage) pageView(snap *status.Snapshot, lang status.Lang) pageView {
 	v := pageView{Lang: string(lang), Name: p.Name, At: showTime(snap.At), Indicator: string(snap.Indicator),
-		IndicatorText: indicatorText[lang][snap.Indicator]}
+		IndicatorText: indicatorText[lang][snap.Indicator], Subscribe: p.Subscriptions != nil}
 	for _, inc := range snap.Unresolved() {
 		v.Active = append(v.Active, incidentViewOf(inc, lang))
 	}
