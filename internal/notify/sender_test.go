@@ -234,9 +234,9 @@ func TestWebhookSender(t *testing.T) {
 			return Message{ID: "msg_" + name, To: hooks.URL + path, Secret: secret, Body: []byte(fmt.Sprintf(`{"type":"test","data":{"name":%q}}`, name))}
 		}
 		return senderHarness{
-			sender:      &WebhookSender{},
-			message:     func(name string) Message { return msg("/ok", name) },
-			refused:     func(name string) Message { return msg("/gone", name) },
+			sender:  &WebhookSender{},
+			message: func(name string) Message { return msg("/ok", name) },
+			refused: func(name string) Message { return msg("/gone", name) },
 			unreachable: func(name string) (Sender, Message) {
 				m := msg("/ok", name)
 				m.To = "http://127.0.0.1:" + strconv.Itoa(freePort(t)) + "/ok"

@@ -209,7 +209,7 @@ func (p *StatusPage) choices(r *http.Request, picked []string) []componentChoice
 // httpDiscard lets pageLang be asked without setting its cookie twice.
 type httpDiscard struct{}
 
-func (httpDiscard) Header() http.Header       { return http.Header{} }
+func (httpDiscard) Header() http.Header         { return http.Header{} }
 func (httpDiscard) Write(b []byte) (int, error) { return len(b), nil }
 func (httpDiscard) WriteHeader(int)             {}
 
