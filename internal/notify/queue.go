@@ -48,11 +48,19 @@ func openQueue(ctx context.Context, st Store, pgURL string, cfg *river.Config) (
 	switch st.Engine() {
 	case state.EngineSQLite:
 		db := st.DB()
-		client, err := newQueue(ctx, riversqlite.New(db), cfg, func(ctx context.Context) (*sql.Tx, error) {
+		client, err := newQueue(ctx, riversqlite.New(db), cfg, func(m *rivermigrate.Migrator[*sql.Tx]) error {
 			// The store's SQLite transactions take the write lock at BEGIN,
 			// so two processes never migrate at once.
-			return db.BeginTx(ctx, nil)
-		}, func(tx *sql.Tx) error { return tx.Commit() }, func(tx *sql.Tx) { _ = tx.Rollback() })
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = tx.Rollback() }()
+			if _, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, nil); err != nil {
+				return err
+			}
+			return tx.Commit()
+		})
 		return client, func() {}, err
 	case state.EnginePostgres:
 		if pgURL == "" {
@@ -62,18 +70,23 @@ func openQueue(ctx context.Context, st Store, pgURL string, cfg *river.Config) (
 		if err != nil {
 			return nil, nil, fault.Wrap(err, fault.Unavailable, "check the `state:` URL in lifeline.yaml", "job queue pool")
 		}
-		client, err := newQueue(ctx, riverpgxv5.New(pool), cfg, func(ctx context.Context) (pgx.Tx, error) {
-			tx, err := pool.Begin(ctx)
+		client, err := newQueue(ctx, riverpgxv5.New(pool), cfg, func(m *rivermigrate.Migrator[pgx.Tx]) error {
+			// Some of River's PostgreSQL migrations cannot share one
+			// transaction (an enum value added, then used), so they run
+			// one by one under a session lock that keeps other processes
+			// starting at the same time waiting.
+			conn, err := pool.Acquire(ctx)
 			if err != nil {
-				return nil, err
+				return err
 			}
-			// Serialise River's migrations across processes starting together.
-			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('lifeline:river-migrate'))"); err != nil {
-				_ = tx.Rollback(ctx)
-				return nil, err
+			defer conn.Release()
+			if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(hashtext('lifeline:river-migrate'))"); err != nil {
+				return err
 			}
-			return tx, nil
-		}, func(tx pgx.Tx) error { return tx.Commit(ctx) }, func(tx pgx.Tx) { _ = tx.Rollback(ctx) })
+			defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(hashtext('lifeline:river-migrate'))") }()
+			_, err = m.Migrate(ctx, rivermigrate.DirectionUp, nil)
+			return err
+		})
 		if err != nil {
 			pool.Close()
 			return nil, nil, err
@@ -83,24 +96,14 @@ func openQueue(ctx context.Context, st Store, pgURL string, cfg *river.Config) (
 	return nil, nil, fault.New(fault.Internal, "", "notify: unknown state store engine %q", st.Engine())
 }
 
-// newQueue migrates River's tables in one transaction, then builds the
-// client.
-func newQueue[TTx any](ctx context.Context, driver riverdriver.Driver[TTx], cfg *river.Config,
-	begin func(context.Context) (TTx, error), commit func(TTx) error, rollback func(TTx)) (*river.Client[TTx], error) {
+// newQueue applies River's migrations with migrate, then builds the client.
+func newQueue[TTx any](ctx context.Context, driver riverdriver.Driver[TTx], cfg *river.Config, migrate func(*rivermigrate.Migrator[TTx]) error) (*river.Client[TTx], error) {
 	m, err := rivermigrate.New(driver, &rivermigrate.Config{Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("notify: river migrator: %w", err)
 	}
-	tx, err := begin(ctx)
-	if err != nil {
-		return nil, dbErr(err)
-	}
-	if _, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, nil); err != nil {
-		rollback(tx)
-		return nil, fmt.Errorf("notify: applying River's migrations: %w", err)
-	}
-	if err := commit(tx); err != nil {
-		return nil, dbErr(err)
+	if err := migrate(m); err != nil {
+		return nil, fault.Wrap(err, fault.Unavailable, "check the state store; River's tables could not be created or upgraded", "applying River's migrations")
 	}
 	client, err := river.NewClient(driver, cfg)
 	if err != nil {
