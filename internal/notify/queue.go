@@ -83,7 +83,9 @@ func openQueue(ctx context.Context, st Store, pgURL string, cfg *river.Config) (
 			if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(hashtext('lifeline:river-migrate'))"); err != nil {
 				return err
 			}
-			defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(hashtext('lifeline:river-migrate'))") }()
+			defer func() {
+				_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(hashtext('lifeline:river-migrate'))")
+			}()
 			_, err = m.Migrate(ctx, rivermigrate.DirectionUp, nil)
 			return err
 		})
