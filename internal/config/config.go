@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/mail"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -33,6 +35,9 @@ type Config struct {
 	Guard      Guard      `yaml:"guard"`
 	Shipping   Shipping   `yaml:"shipping"`
 	Encryption Encryption `yaml:"encryption"`
+	Status     Status     `yaml:"status"`
+	SMTP       SMTP       `yaml:"smtp"`
+	Notify     Notify     `yaml:"notify"`
 	Products   []Product  `yaml:"products"`
 	Contacts   []Contact  `yaml:"contacts"`
 	Vault      Vault      `yaml:"vault"`
@@ -67,6 +72,37 @@ type Shipping struct {
 type Encryption struct {
 	KeyFile string `yaml:"key_file"`
 	KeyEnv  string `yaml:"key_env"`
+}
+
+// Status names the public status page and says where readers reach it;
+// the links in notices (confirm, unsubscribe, the incident) point there.
+type Status struct {
+	Name      string `yaml:"name"`       // default "Status"
+	PublicURL string `yaml:"public_url"` // default http://LISTEN
+}
+
+// SMTP is the mail server notices and confirmation links go through.
+// Without a host there is no email, and nobody can subscribe (confirming
+// needs mail). The password is never in the file: PasswordEnv names the
+// environment variable that holds it.
+type SMTP struct {
+	Host        string  `yaml:"host"`
+	Port        int     `yaml:"port"` // default from tls: 587 starttls, 465 tls, 25 none
+	From        string  `yaml:"from"`
+	Username    string  `yaml:"username"`
+	PasswordEnv string  `yaml:"password_env"`
+	TLS         string  `yaml:"tls"`  // starttls (default), tls (implicit), none
+	Rate        float64 `yaml:"rate"` // messages per second through this server; default 10
+}
+
+// Notify tunes webhook delivery.
+type Notify struct {
+	// WebhookRate is the requests per second each receiving host gets;
+	// default 5.
+	WebhookRate float64 `yaml:"webhook_rate"`
+	// DisableAfter failed deliveries in a row disable a webhook and tell
+	// its owner; default 20.
+	DisableAfter int `yaml:"disable_after"`
 }
 
 // Product is one application database holding many tenants in shared tables.
@@ -160,6 +196,30 @@ func (c *Config) applyDefaults() {
 	if c.Shipping.BacklogLimit == 0 {
 		c.Shipping.BacklogLimit = 1_000_000
 	}
+	if c.Status.Name == "" {
+		c.Status.Name = "Status"
+	}
+	if c.Status.PublicURL == "" {
+		c.Status.PublicURL = "http://" + c.Listen
+	}
+	c.Status.PublicURL = strings.TrimRight(c.Status.PublicURL, "/")
+	if c.SMTP.Host != "" {
+		if c.SMTP.TLS == "" {
+			c.SMTP.TLS = "starttls"
+		}
+		if c.SMTP.Port == 0 {
+			c.SMTP.Port = map[string]int{"starttls": 587, "tls": 465, "none": 25}[c.SMTP.TLS]
+		}
+		if c.SMTP.Rate == 0 {
+			c.SMTP.Rate = 10
+		}
+	}
+	if c.Notify.WebhookRate == 0 {
+		c.Notify.WebhookRate = 5
+	}
+	if c.Notify.DisableAfter == 0 {
+		c.Notify.DisableAfter = 20
+	}
 	c.Vault.applyDefaults(c.Listen)
 	c.Guard.fill(Guard{DefaultMaxRowsPerStatement, DefaultMaxRowsPerTransaction, DefaultMaxTenantsPerStatement})
 	for i := range c.Products {
@@ -203,6 +263,9 @@ func (c *Config) validate() error {
 	}
 	if c.Encryption.KeyFile != "" && c.Encryption.KeyEnv != "" {
 		return bad("encryption", "key_file and key_env", "give one of key_file or key_env, not both")
+	}
+	if err := c.validateNotify(); err != nil {
+		return err
 	}
 	if len(c.Products) == 0 {
 		return bad("products", "", "list at least one product database, for example:\n  products:\n    - {name: tracker, database: sqlite:tracker.db, tenant_column: site_id, tenants_table: sites}")
@@ -276,6 +339,61 @@ func (c *Config) validate() error {
 		}
 	}
 	return c.Vault.validate()
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func (c *Config) validateNotify() error {
+	if u, err := url.Parse(c.Status.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return bad("status.public_url", c.Status.PublicURL, "give the URL readers open the status page at, such as https://status.example.com")
+	}
+	m := c.SMTP
+	if m.Host == "" {
+		if m != (SMTP{}) {
+			return bad("smtp.host", "", "name the mail server, or leave smtp: out for no email")
+		}
+	} else {
+		if _, ok := map[string]bool{"starttls": true, "tls": true, "none": true}[m.TLS]; !ok {
+			return bad("smtp.tls", m.TLS, "use starttls (port 587), tls (port 465) or none (a relay on this host only)")
+		}
+		if m.Port < 1 || m.Port > 65535 {
+			return bad("smtp.port", strconv.Itoa(m.Port), "use a TCP port such as 587")
+		}
+		if a, err := mail.ParseAddress(m.From); err != nil || a.Address == "" {
+			return bad("smtp.from", m.From, "give the sender address, such as status@example.com or \"Status <status@example.com>\"")
+		}
+		if m.PasswordEnv != "" && !envNameRE.MatchString(m.PasswordEnv) {
+			return bad("smtp.password_env", m.PasswordEnv, "name the environment variable that holds the password (letters, digits, _), not the password itself")
+		}
+		if (m.PasswordEnv == "") != (m.Username == "") {
+			return bad("smtp.username", m.Username, "give both username and password_env, or neither")
+		}
+		if m.Rate < 0 {
+			return bad("smtp.rate", strconv.FormatFloat(m.Rate, 'f', -1, 64), "use a positive number of messages per second")
+		}
+	}
+	if c.Notify.WebhookRate < 0 {
+		return bad("notify.webhook_rate", strconv.FormatFloat(c.Notify.WebhookRate, 'f', -1, 64), "use a positive number of requests per second")
+	}
+	if c.Notify.DisableAfter < 0 {
+		return bad("notify.disable_after", strconv.Itoa(c.Notify.DisableAfter), "use a positive number of failures")
+	}
+	return nil
+}
+
+// SMTPPassword reads the mail server's password from the environment
+// variable smtp.password_env names ("" when none is configured). getenv
+// reads the environment (injected for tests). A named but unset variable
+// is fault.Invalid.
+func (c *Config) SMTPPassword(getenv func(string) string) (string, error) {
+	if c.SMTP.PasswordEnv == "" {
+		return "", nil
+	}
+	v := getenv(c.SMTP.PasswordEnv)
+	if v == "" {
+		return "", fault.New(fault.Invalid, "export the SMTP password in it before starting lifeline", "smtp.password_env names %s, which is not set", c.SMTP.PasswordEnv)
+	}
+	return v, nil
 }
 
 func (g Guard) validate(at string) error {

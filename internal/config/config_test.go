@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -139,5 +140,50 @@ func TestLoadKey(t *testing.T) {
 	}
 	if _, err := Parse([]byte(good+"encryption: {key_file: a, key_env: B}\n"), dir); err == nil {
 		t.Error("both key_file and key_env accepted")
+	}
+}
+
+func TestStatusAndSMTP(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte(good), "/tmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Status.Name != "Status" || c.Status.PublicURL != "http://"+DefaultListen || c.SMTP.Host != "" || c.Notify.DisableAfter != 20 || c.Notify.WebhookRate != 5 {
+		t.Errorf("defaults: status %+v, smtp %+v, notify %+v", c.Status, c.SMTP, c.Notify)
+	}
+	c, err = Parse([]byte(good+"status: {public_url: https://status.example.com/}\nsmtp: {host: mail.example.com, from: Status <status@example.com>, username: ll, password_env: LL_SMTP_PASSWORD}\n"), "/tmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SMTP.TLS != "starttls" || c.SMTP.Port != 587 || c.SMTP.Rate != 10 || c.Status.PublicURL != "https://status.example.com" {
+		t.Errorf("smtp defaults: %+v, %s", c.SMTP, c.Status.PublicURL)
+	}
+	// The password comes from the environment and appears nowhere in the
+	// parsed config.
+	pw, err := c.SMTPPassword(func(k string) string { return map[string]string{"LL_SMTP_PASSWORD": "s3cret-pw"}[k] })
+	if err != nil || pw != "s3cret-pw" {
+		t.Errorf("password = %q, %v", pw, err)
+	}
+	if strings.Contains(fmt.Sprintf("%+v", *c), "s3cret-pw") {
+		t.Error("the parsed config holds the password")
+	}
+	if _, err := c.SMTPPassword(func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "LL_SMTP_PASSWORD") || fault.ExitStatus(err) != 2 {
+		t.Errorf("unset password variable: %v", err)
+	}
+
+	for name, tc := range map[string]struct{ yaml, want string }{
+		"tls mode":        {"smtp: {host: h, from: a@example.com, tls: ssl}\n", "smtp.tls"},
+		"from":            {"smtp: {host: h, from: nobody}\n", "smtp.from"},
+		"password inline": {"smtp: {host: h, from: a@example.com, username: u, password_env: \"hunter2!\"}\n", "smtp.password_env"},
+		"user alone":      {"smtp: {host: h, from: a@example.com, username: u}\n", "smtp.username"},
+		"no host":         {"smtp: {from: a@example.com}\n", "smtp.host"},
+		"url":             {"status: {public_url: status.example.com}\n", "status.public_url"},
+		"typo":            {"smtp: {hots: h}\n", "did you mean host"},
+	} {
+		_, err := Parse([]byte(good+tc.yaml), "/tmp")
+		if err == nil || !strings.Contains(err.Error()+fault.HintOf(err), tc.want) || fault.ExitStatus(err) != 2 {
+			t.Errorf("%s: %v, want an error naming %s", name, err, tc.want)
+		}
 	}
 }
