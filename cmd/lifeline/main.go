@@ -50,6 +50,7 @@ var commands = []command{
 	{"init", "write a commented lifeline.yaml", initCmd},
 	{"protect", "install guards, trash and tenant state in every product (--check: report drift)", protectCmd},
 	{"tenants", "list|show|deactivate|reactivate|delete|undelete|purge tenants", tenantsCmd},
+	{"backup", "run|status|verify|list the backup repository", backupCmd},
 	{"ops", "list|show|resume operations", opsCmd},
 	{"audit", "verify the audit log's hash chain", auditCmd},
 	{"tokens", "create|list|revoke operator tokens", tokensCmd},

@@ -4,17 +4,20 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"lifeline/internal/backup"
 	"lifeline/internal/state"
 	"lifeline/internal/tenant"
 	"lifeline/internal/web"
 )
 
 // serveCmd runs the long-lived process: the HTTP API, metrics and health,
-// and the resumption of operations interrupted by a crash.
+// continuous shipping of every product's changes, and the resumption of
+// operations interrupted by a crash.
 func serveCmd(e *env, args []string) error {
 	fs := flags(e, "serve")
 	listen := fs.String("listen", "", "address to listen on (default: listen: in the config, else 127.0.0.1:8080)")
@@ -39,7 +42,38 @@ func serve(e *env, a *app, listen string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), tenant.NewCollector(a.tenants))
-	srv := &web.Server{Tenants: a.tenants, Ops: a.store, Auth: a.store, Registry: reg, Log: log}
+
+	// Ship every product's changes continuously until serve stops.
+	repo, err := openRepo(e, a)
+	if err != nil {
+		return err
+	}
+	ships, closeSources, err := shippers(e, a, repo)
+	if err != nil {
+		return err
+	}
+	defer closeSources()
+	metrics := backup.NewMetrics(reg)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, s := range ships {
+		s.Metrics, s.Log = metrics, log
+		wg.Go(func() { s.Run(e.ctx, a.cfg.Shipping.Interval.D()) })
+	}
+	page, err := statusPage(e, a, log)
+	if err != nil {
+		return err
+	}
+	// Notices: subscriptions and their delivery through the job queue
+	// (internal/notify). Started before the page runs or serves, which read
+	// page.Subscriptions.
+	stopNotices, err := startNotices(e, a, page, log)
+	if err != nil {
+		return err
+	}
+	defer stopNotices()
+	wg.Go(func() { page.Run(e.ctx) })
+	srv := &web.Server{Tenants: a.tenants, Ops: a.store, Auth: a.store, Registry: reg, Log: log, Status: page}
 	return web.ListenAndServe(e.ctx, listen, srv.Handler(), func(addr net.Addr) {
 		fmt.Fprintf(e.stdout, "lifeline serving on http://%s/\n", addr)
 	})

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"lifeline/internal/backup"
+	"lifeline/internal/blob"
+	"lifeline/internal/capture"
+	"lifeline/internal/fault"
+)
+
+func backupCmd(e *env, args []string) error {
+	return subcommand(e, "backup", args, map[string]func(*env, []string) error{
+		"run": backupRun, "status": backupStatus, "verify": backupVerify, "list": backupList,
+	})
+}
+
+// openRepo opens the backup repository named by `backups:` in the config.
+func openRepo(e *env, a *app) (*backup.Repo, error) {
+	blobs, err := blob.Open(e.ctx, a.cfg.Backups, a.cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	key, err := a.cfg.LoadKey(e.getenv)
+	if err != nil {
+		return nil, err
+	}
+	r := &backup.Repo{Blobs: blobs, State: a.store, Key: key, RetainFor: a.cfg.Retention.Backups.D()}
+	if key != nil {
+		r.KeyID = backup.KeyID(key)
+	}
+	return backup.OpenRepo(e.ctx, r)
+}
+
+// shippers builds one shipper per product, each with its capture source.
+func shippers(e *env, a *app, repo *backup.Repo) ([]*backup.Shipper, func(), error) {
+	var out []*backup.Shipper
+	closeAll := func() {
+		for _, s := range out {
+			_ = s.Source.Close()
+		}
+	}
+	for _, p := range a.tenants.Products {
+		src, err := capture.Open(e.ctx, p.DB, p.Layout, capture.Options{Log: a.log})
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		out = append(out, &backup.Shipper{Repo: repo, Product: p.Name, Source: src, BacklogLimit: a.cfg.Shipping.BacklogLimit, Log: a.log})
+	}
+	return out, closeAll, nil
+}
+
+// backupRun ships everything pending once and exits: for cron and tests.
+func backupRun(e *env, args []string) error {
+	fs := flags(e, "backup run")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	a, err := openApp(e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	repo, err := openRepo(e, a)
+	if err != nil {
+		return err
+	}
+	ships, closeAll, err := shippers(e, a, repo)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	var results []backup.Shipped
+	var failed error
+	for _, s := range ships {
+		res, err := s.Ship(e.ctx)
+		results = append(results, res)
+		if err != nil && failed == nil {
+			failed = fault.Wrap(err, fault.CodeOf(err), fault.HintOf(err), "shipping %s", s.Product)
+		}
+	}
+	if *asJSON {
+		if err := printJSON(e.stdout, map[string]any{"shipped": results}); err != nil {
+			return err
+		}
+		return failed
+	}
+	for _, r := range results {
+		line := fmt.Sprintf("%s: %d changes in %d segments (%s)", r.Product, r.Changes, r.Segments, bytesText(r.Bytes))
+		if r.Snapshot != nil {
+			line += fmt.Sprintf("; first snapshot at position %d: %d rows of %d tenants (%s)", r.Snapshot.Last, r.Snapshot.Records, r.Snapshot.Tenants, bytesText(r.Snapshot.Size))
+		}
+		fmt.Fprintf(e.stdout, "%s; repository at position %d\n", line, r.Cursor.Pos)
+	}
+	return failed
+}
+
+func backupStatus(e *env, args []string) error {
+	fs := flags(e, "backup status")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	a, err := openStore(e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	repo, err := openRepo(e, a)
+	if err != nil {
+		return err
+	}
+	var all []backup.Status
+	red := 0
+	for _, p := range a.cfg.Products {
+		st, err := repo.Status(e.ctx, p.Name, a.cfg.Shipping.BacklogLimit)
+		if err != nil {
+			return err
+		}
+		if st.Red {
+			red++
+		}
+		all = append(all, st)
+	}
+	if *asJSON {
+		return printJSON(e.stdout, map[string]any{"products": all})
+	}
+	for _, st := range all {
+		health := "ok"
+		if st.Red {
+			health = "RED"
+		}
+		fmt.Fprintf(e.stdout, "%s: %s\n", st.Product, health)
+		fmt.Fprintf(e.stdout, "  last shipped   position %d at %s\n", st.LastPos, since(st.LastShipped))
+		fmt.Fprintf(e.stdout, "  lag (RPO now)  %d changes waiting, oldest %s old\n", st.Backlog, st.Lag.Round(time.Millisecond))
+		fmt.Fprintf(e.stdout, "  restorable     %s .. %s\n", since(st.Oldest), since(st.Newest))
+		fmt.Fprintf(e.stdout, "  objects        %d snapshots, %d segments, %s (compression %.1fx)\n", st.Snapshots, st.Segments, bytesText(st.Bytes), st.Ratio)
+		if st.Snapshots == 0 {
+			fmt.Fprintln(e.stdout, "  no snapshot yet: run `lifeline backup run` or `lifeline serve`")
+		}
+		if st.Error != "" {
+			fmt.Fprintf(e.stdout, "  error since %s: %s\n", since(st.ErrorSince), st.Error)
+		}
+	}
+	return nil
+}
+
+func backupList(e *env, args []string) error {
+	fs := flags(e, "backup list")
+	asJSON := fs.Bool("json", false, "print JSON")
+	product := fs.String("product", "", "only this product")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	a, err := openStore(e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	repo, err := openRepo(e, a)
+	if err != nil {
+		return err
+	}
+	var objs []backup.Object
+	for _, p := range a.cfg.Products {
+		if *product != "" && p.Name != *product {
+			continue
+		}
+		if _, err := repo.Rescan(e.ctx, p.Name); err != nil {
+			return err
+		}
+		o, err := repo.Objects(e.ctx, p.Name)
+		if err != nil {
+			return err
+		}
+		objs = append(objs, o...)
+	}
+	if *asJSON {
+		return printJSON(e.stdout, map[string]any{"objects": objs})
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tKIND\tPOSITIONS\tCOMMITTED\tRECORDS\tTENANTS\tSIZE")
+	for _, o := range objs {
+		fmt.Fprintf(tw, "%s\t%s\t%d-%d\t%s .. %s\t%d\t%d\t%s\n", o.Key, o.KindName, o.First, o.Last, since(o.FirstTime), since(o.LastTime), o.Records, o.Tenants, bytesText(o.Size))
+	}
+	return tw.Flush()
+}
+
+// backupVerify reads every object; any problem exits 2, naming each.
+func backupVerify(e *env, args []string) error {
+	fs := flags(e, "backup verify")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	a, err := openStore(e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	repo, err := openRepo(e, a)
+	if err != nil {
+		return err
+	}
+	type result struct {
+		Product  string           `json:"product"`
+		Checked  int              `json:"checked"`
+		Problems []backup.Problem `json:"problems"`
+	}
+	var all []result
+	var problems []backup.Problem
+	for _, p := range a.cfg.Products {
+		n, ps, err := repo.Verify(e.ctx, p.Name)
+		if err != nil {
+			return err
+		}
+		all = append(all, result{p.Name, n, ps})
+		problems = append(problems, ps...)
+	}
+	if *asJSON {
+		if err := printJSON(e.stdout, map[string]any{"products": all, "ok": len(problems) == 0}); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range all {
+			fmt.Fprintf(e.stdout, "%s: %d objects checked, %d problems\n", r.Product, r.Checked, len(r.Problems))
+			for _, p := range r.Problems {
+				fmt.Fprintf(e.stdout, "  %s: %s\n", orDash(p.Key), strings.ReplaceAll(p.What, "\n", "\n    "))
+			}
+		}
+	}
+	return backup.VerifyError(problems)
+}
+
+func bytesText(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
