@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"lifeline/internal/fault"
+	"lifeline/internal/notify"
+	"lifeline/internal/state"
 	"lifeline/internal/status"
 	"lifeline/internal/web"
 )
@@ -356,5 +359,49 @@ func statusPage(e *env, a *app, log *slog.Logger) (*web.StatusPage, error) {
 	if err := syncComponents(e, a, svc); err != nil {
 		return nil, err
 	}
-	return &web.StatusPage{Service: svc, Name: "Status", URL: "http://" + a.cfg.Listen, Log: log}, nil
+	return &web.StatusPage{Service: svc, Name: a.cfg.Status.Name, URL: a.cfg.Status.PublicURL, Log: log}, nil
+}
+
+// startNotices starts the delivery of notices for `lifeline serve`: the
+// mail server from smtp:, webhooks, River's workers on the state store, and
+// the public subscription pages on page. The returned function stops it.
+func startNotices(e *env, a *app, page *web.StatusPage, log *slog.Logger) (func(), error) {
+	cfg := notify.Config{Store: a.store, Status: page.Service, PageName: a.cfg.Status.Name, PublicURL: a.cfg.Status.PublicURL,
+		WebhookRate: a.cfg.Notify.WebhookRate, DisableAfter: a.cfg.Notify.DisableAfter, Log: log}
+	if a.store.Engine() == state.EnginePostgres {
+		cfg.PostgresURL = a.cfg.State
+	}
+	var mail *notify.SMTPSender
+	if m := a.cfg.SMTP; m.Host != "" {
+		pw, err := a.cfg.SMTPPassword(e.getenv)
+		if err != nil {
+			return nil, err
+		}
+		mail, err = notify.NewSMTPSender(notify.SMTPConfig{Host: m.Host, Port: m.Port, From: m.From, Username: m.Username, Password: pw, TLS: m.TLS})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Email, cfg.EmailRate = mail, m.Rate
+		log.Info("notices: mail goes through the configured server", "smtp", mail)
+	} else {
+		log.Warn("notices: no smtp: in lifeline.yaml, so nobody can subscribe and email notices wait; webhooks are delivered")
+	}
+	svc, err := notify.New(e.ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := svc.Start(e.ctx); err != nil {
+		return nil, err
+	}
+	page.Subscriptions = svc
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(e.ctx), 15*time.Second)
+		defer cancel()
+		if err := svc.Stop(ctx); err != nil {
+			log.Warn("notices: stopping delivery", "err", err)
+		}
+		if mail != nil {
+			_ = mail.Close()
+		}
+	}, nil
 }

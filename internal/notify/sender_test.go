@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -13,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"lifeline/internal/fault"
 )
 
 // senderHarness is one Sender and the real receiver behind it, as the
@@ -251,4 +254,29 @@ func TestWebhookSender(t *testing.T) {
 			},
 		}
 	})
+}
+
+func TestSMTPPasswordIsNeverShown(t *testing.T) {
+	t.Parallel()
+	cfg := SMTPConfig{Host: "mail.example.com", From: "status@example.com", Username: "ll", Password: "s3cret-pw"}
+	s, err := NewSMTPSender(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	slog.New(slog.NewJSONHandler(&log, nil)).Info("config", "smtp", s, "cfg", cfg)
+	slog.New(slog.NewTextHandler(&log, nil)).Info("config", "smtp", s, "cfg", cfg)
+	for _, shown := range []string{fmt.Sprint(s), fmt.Sprintf("%+v", s), fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", cfg), log.String()} {
+		if strings.Contains(shown, "s3cret-pw") {
+			t.Fatalf("password shown: %s", shown)
+		}
+		if !strings.Contains(shown, "mail.example.com") {
+			t.Fatalf("nothing useful shown: %s", shown)
+		}
+	}
+	for _, bad := range []SMTPConfig{{From: "a@example.com"}, {Host: "h", From: "nobody"}, {Host: "h", From: "a@example.com", TLS: "ssl"}} {
+		if _, err := NewSMTPSender(bad); fault.CodeOf(err) != fault.Invalid {
+			t.Errorf("%+v accepted: %v", bad, err)
+		}
+	}
 }

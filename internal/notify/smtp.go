@@ -124,6 +124,12 @@ func NewSMTPSender(cfg SMTPConfig) (*SMTPSender, error) {
 	return &SMTPSender{cfg: cfg, client: c, from: from}, nil
 }
 
+// String and LogValue show the server without its password.
+func (s *SMTPSender) String() string { return s.cfg.String() }
+
+// LogValue keeps the password out of structured logs.
+func (s *SMTPSender) LogValue() slog.Value { return s.cfg.LogValue() }
+
 // Domain is the domain of the From address; Message-IDs end with it.
 func (s *SMTPSender) Domain() string {
 	_, d, _ := strings.Cut(s.from, "@")
