@@ -67,22 +67,25 @@ func openApp(e *env) (*app, error) {
 		}
 		svc.Products = append(svc.Products, &tenant.Product{Name: p.Name, DB: db, Layout: layout})
 	}
-	svc.BeforeStep = crashHook(e)
+	if crash := crashPoint(e, "LIFELINE_TEST_CRASH_BEFORE_STEP"); crash != nil {
+		svc.BeforeStep = func(state.Step) { crash() }
+	}
 	a.tenants = svc
 	return a, nil
 }
 
-// crashHook is fault injection for the crash tests: with
-// LIFELINE_TEST_CRASH_BEFORE_STEP=N the process kills itself with SIGKILL
-// just before applying the Nth step of an operation, exactly as kill -9
-// would. It is nil unless the variable is set.
-func crashHook(e *env) func(state.Step) {
-	n, err := strconv.Atoi(e.getenv("LIFELINE_TEST_CRASH_BEFORE_STEP"))
+// crashPoint is fault injection for the crash tests: with the environment
+// variable name set to N, the Nth call of the returned function kills the
+// process with SIGKILL, exactly as kill -9 would. It is nil unless the
+// variable is set. LIFELINE_TEST_CRASH_BEFORE_STEP counts operation steps,
+// LIFELINE_TEST_CRASH_AFTER_UPLOAD counts backup objects made durable.
+func crashPoint(e *env, name string) func() {
+	n, err := strconv.Atoi(e.getenv(name))
 	if err != nil || n < 1 {
 		return nil
 	}
 	seen := 0
-	return func(state.Step) {
+	return func() {
 		if seen++; seen == n {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}

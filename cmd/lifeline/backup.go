@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,6 +25,9 @@ func openRepo(e *env, a *app) (*backup.Repo, error) {
 	blobs, err := blob.Open(e.ctx, a.cfg.Backups, a.cfg.Dir)
 	if err != nil {
 		return nil, err
+	}
+	if crash := crashPoint(e, "LIFELINE_TEST_CRASH_AFTER_UPLOAD"); crash != nil {
+		blobs = crashAfterPut{blobs, crash}
 	}
 	key, err := a.cfg.LoadKey(e.getenv)
 	if err != nil {
@@ -247,4 +252,19 @@ func bytesText(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// crashAfterPut dies right after an object became durable: before the
+// catalog records it and before the source forgets its changes.
+type crashAfterPut struct {
+	blob.Store
+	crash func()
+}
+
+func (c crashAfterPut) Put(ctx context.Context, key string, r io.Reader, size int64, retainUntil time.Time) error {
+	err := c.Store.Put(ctx, key, r, size, retainUntil)
+	if err == nil {
+		c.crash()
+	}
+	return err
 }
