@@ -84,6 +84,9 @@ func backupRun(e *env, args []string) error {
 	var failed error
 	for _, s := range ships {
 		res, err := s.Ship(e.ctx)
+		if err == nil {
+			res.Compacted, res.Pruned, err = repo.Maintain(e.ctx, s.Product, a.cfg.Retention.Backups.D())
+		}
 		results = append(results, res)
 		if err != nil && failed == nil {
 			failed = fault.Wrap(err, fault.CodeOf(err), fault.HintOf(err), "shipping %s", s.Product)
@@ -99,6 +102,12 @@ func backupRun(e *env, args []string) error {
 		line := fmt.Sprintf("%s: %d changes in %d segments (%s)", r.Product, r.Changes, r.Segments, bytesText(r.Bytes))
 		if r.Snapshot != nil {
 			line += fmt.Sprintf("; first snapshot at position %d: %d rows of %d tenants (%s)", r.Snapshot.Last, r.Snapshot.Records, r.Snapshot.Tenants, bytesText(r.Snapshot.Size))
+		}
+		if r.Compacted != nil {
+			line += fmt.Sprintf("; compacted into a snapshot at position %d", r.Compacted.Last)
+		}
+		if len(r.Pruned) > 0 {
+			line += fmt.Sprintf("; pruned %d objects older than the window", len(r.Pruned))
 		}
 		fmt.Fprintf(e.stdout, "%s; repository at position %d\n", line, r.Cursor.Pos)
 	}

@@ -38,7 +38,13 @@ func demoCmd(e *env, args []string) error {
 	if err := protectCmd(e, nil); err != nil {
 		return err
 	}
-	say("Guards, trash tables and lifeline_tenant_state are now inside each database.")
+	say("Guards, trash tables, change capture and lifeline_tenant_state are now inside each database.")
+
+	step("2b. lifeline backup run: the first snapshot")
+	if err := backupRun(e, nil); err != nil {
+		return err
+	}
+	say("From now on every committed change is captured and shipped into the repository (serve does it every second).")
 
 	a, err := openApp(e)
 	if err != nil {
@@ -105,6 +111,14 @@ func demoCmd(e *env, args []string) error {
 		verdict = "DIFFERENT"
 	}
 	say("\nSite %s is back with %d rows, digest %s: %s.", key, rows, after, verdict)
+
+	step("4b. lifeline backup status")
+	if err := backupRun(e, nil); err != nil {
+		return err
+	}
+	if err := backupStatus(e, nil); err != nil {
+		return err
+	}
 
 	if *noServe {
 		say("\nDone. Explore with: lifeline --config %s tenants list", e.configPath)

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -59,6 +61,7 @@ func serve(e *env, a *app, listen string) error {
 	for _, s := range ships {
 		s.Metrics, s.Log = metrics, log
 		wg.Go(func() { s.Run(e.ctx, a.cfg.Shipping.Interval.D()) })
+		wg.Go(func() { maintain(e.ctx, repo, s.Product, a.cfg.Retention.Backups.D(), log) })
 	}
 	page, err := statusPage(e, a, log)
 	if err != nil {
@@ -92,6 +95,22 @@ func resumeInterrupted(e *env, a *app, log *slog.Logger) {
 			log.Warn("operation not resumed", "op", op.ID, "err", err)
 		} else {
 			log.Info("resumed interrupted operation", "op", op.ID)
+		}
+	}
+}
+
+// maintain compacts and prunes one product's repository every minute.
+func maintain(ctx context.Context, repo *backup.Repo, product string, window time.Duration, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, _, err := repo.Maintain(ctx, product, window); err != nil && ctx.Err() == nil {
+				log.Warn("backup maintenance failed", "product", product, "err", err)
+			}
 		}
 	}
 }

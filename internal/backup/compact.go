@@ -137,3 +137,19 @@ func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) 
 	}
 	return deleted, nil
 }
+
+// CompactAfter is how many segments may follow a snapshot before
+// maintenance merges them into a new one, so a restore never has to replay
+// more than this many objects on top of its snapshot.
+const CompactAfter = 64
+
+// Maintain compacts product's repository when enough segments have piled up
+// and prunes what the window no longer needs. serve runs it every minute and
+// `lifeline backup run` after shipping.
+func (r *Repo) Maintain(ctx context.Context, product string, window time.Duration) (compacted *Object, pruned []string, err error) {
+	if compacted, err = r.Compact(ctx, product, CompactAfter); err != nil {
+		return nil, nil, err
+	}
+	pruned, err = r.Prune(ctx, product, window)
+	return compacted, pruned, err
+}

@@ -46,6 +46,9 @@ type Shipped struct {
 	Changes  int            `json:"changes"`
 	Bytes    int64          `json:"bytes"`
 	Cursor   capture.Cursor `json:"cursor"`
+	// Compacted and Pruned are filled by maintenance after shipping.
+	Compacted *Object  `json:"compacted,omitempty"`
+	Pruned    []string `json:"pruned,omitempty"`
 }
 
 func (s *Shipper) maxBatch() int {
