@@ -1,45 +1,83 @@
 package notify
 
 import (
-	"encoding/json"
-	"fmt"
-	"go/build"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"lifeline/internal/notify/mailpit"
 )
 
-// Mailpit is a real SMTP server for the tests, started from the mailpit
-// binary on free loopback ports and read through its HTTP API.
+// Mailpit is a real SMTP server for the tests (package mailpit), with
+// helpers that fail the test instead of returning errors.
 type Mailpit struct {
-	SMTPPort int
-	API      string
-	cmd      *exec.Cmd
+	*mailpit.Server
 }
 
-// mailpitBinary finds mailpit on PATH or in GOPATH/bin, or fails the test:
-// delivery is tested against a real server, never skipped.
-func mailpitBinary(t testing.TB) string {
+// MailMessage is one message with its text and headers.
+type MailMessage = mailpit.Message
+
+// StartMailpit runs a mailpit for the test; extra flags are passed on. A
+// missing binary fails the test: delivery is tested against a real server,
+// never skipped.
+func StartMailpit(t testing.TB, extra ...string) *Mailpit {
 	t.Helper()
-	if p, err := exec.LookPath("mailpit"); err == nil {
-		return p
+	s, err := mailpit.Start(t.TempDir(), extra...)
+	if err != nil {
+		t.Fatal(err) // ErrNotInstalled says how to install it
 	}
-	p := filepath.Join(build.Default.GOPATH, "bin", "mailpit")
-	if _, err := os.Stat(p); err == nil {
-		return p
+	t.Cleanup(s.Close)
+	return &Mailpit{s}
+}
+
+// Messages lists every message mailpit holds.
+func (m *Mailpit) Messages(t testing.TB) []mailpit.Summary {
+	t.Helper()
+	list, err := m.Server.Messages()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("mailpit not found on PATH or in %s: install it with `go install github.com/axllent/mailpit@v1.33.1` (.ci/run installs what the tests need)", filepath.Dir(p))
-	return ""
+	return list
+}
+
+// Count is how many messages mailpit holds.
+func (m *Mailpit) Count(t testing.TB) int {
+	t.Helper()
+	n, err := m.Server.Count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// To counts the messages to each recipient.
+func (m *Mailpit) To(t testing.TB) map[string]int {
+	t.Helper()
+	to, err := m.Server.To()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return to
+}
+
+// WaitFor waits until a message to addr arrives and returns the newest.
+func (m *Mailpit) WaitFor(t testing.TB, addr string, timeout time.Duration) MailMessage {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		msg, ok, err := m.Newest(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			return msg
+		}
+	}
+	t.Fatalf("no mail to %s within %s", addr, timeout)
+	return MailMessage{}
 }
 
 func freePort(t testing.TB) int {
@@ -50,164 +88,6 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// StartMailpit runs a mailpit for the test; extra flags are passed on.
-func StartMailpit(t testing.TB, extra ...string) *Mailpit {
-	t.Helper()
-	bin := mailpitBinary(t)
-	for try := 0; ; try++ {
-		m, out, ok := tryMailpit(t, bin, extra)
-		if ok {
-			return m
-		}
-		if try == 3 { // more than a port taken between freePort and the bind
-			t.Fatalf("mailpit did not start: %s", out)
-		}
-	}
-}
-
-func tryMailpit(t testing.TB, bin string, extra []string) (*Mailpit, string, bool) {
-	m := &Mailpit{SMTPPort: freePort(t)}
-	httpPort := freePort(t)
-	m.API = "http://127.0.0.1:" + strconv.Itoa(httpPort)
-	args := append([]string{"--smtp", "127.0.0.1:" + strconv.Itoa(m.SMTPPort), "--listen", "127.0.0.1:" + strconv.Itoa(httpPort),
-		"--database", filepath.Join(t.TempDir(), "mailpit.db"), "--max", "0", "--smtp-disable-rdns", "--disable-version-check", "--quiet"}, extra...)
-	m.cmd = exec.Command(bin, args...)
-	out := &lockedBuffer{}
-	m.cmd.Stdout, m.cmd.Stderr = out, out
-	if err := m.cmd.Start(); err != nil {
-		t.Fatalf("starting mailpit: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = m.cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { _ = m.cmd.Process.Kill(); <-exited })
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-exited:
-			return nil, out.String(), false
-		default:
-		}
-		if resp, err := http.Get(m.API + "/readyz"); err == nil {
-			resp.Body.Close()
-			if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(m.SMTPPort)); err == nil {
-				c.Close()
-				return m, "", true
-			}
-		}
-	}
-	return nil, out.String(), false
-}
-
-// lockedBuffer collects a child's output from two pipes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// MailSummary is a message as mailpit lists it.
-type MailSummary struct {
-	ID        string
-	MessageID string
-	To        []struct{ Address string }
-	Subject   string
-}
-
-// Messages lists every message mailpit holds, newest first.
-func (m *Mailpit) Messages(t testing.TB) []MailSummary {
-	t.Helper()
-	var all []MailSummary
-	for start := 0; ; {
-		var page struct {
-			Total    int
-			Messages []MailSummary
-		}
-		m.get(t, fmt.Sprintf("/api/v1/messages?start=%d&limit=1000", start), &page)
-		all = append(all, page.Messages...)
-		start += len(page.Messages)
-		if len(page.Messages) == 0 || start >= page.Total {
-			return all
-		}
-	}
-}
-
-// Count is how many messages mailpit holds.
-func (m *Mailpit) Count(t testing.TB) int {
-	t.Helper()
-	var page struct{ Total int }
-	m.get(t, "/api/v1/messages?limit=1", &page)
-	return page.Total
-}
-
-// MailMessage is one message with its text and headers.
-type MailMessage struct {
-	MailSummary
-	Text    string
-	Headers map[string][]string
-}
-
-// Message reads one message in full.
-func (m *Mailpit) Message(t testing.TB, id string) MailMessage {
-	t.Helper()
-	var msg MailMessage
-	m.get(t, "/api/v1/message/"+id, &msg)
-	m.get(t, "/api/v1/message/"+id+"/headers", &msg.Headers)
-	return msg
-}
-
-// WaitFor waits until a message to addr arrives and returns the newest.
-func (m *Mailpit) WaitFor(t testing.TB, addr string, timeout time.Duration) MailMessage {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		var res struct{ Messages []MailSummary }
-		m.get(t, "/api/v1/search?query="+url.QueryEscape("to:"+addr), &res)
-		if len(res.Messages) > 0 {
-			return m.Message(t, res.Messages[0].ID)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("no mail to %s within %s", addr, timeout)
-	return MailMessage{}
-}
-
-// To counts the messages to each recipient.
-func (m *Mailpit) To(t testing.TB) map[string]int {
-	t.Helper()
-	out := map[string]int{}
-	for _, s := range m.Messages(t) {
-		for _, a := range s.To {
-			out[a.Address]++
-		}
-	}
-	return out
-}
-
-func (m *Mailpit) get(t testing.TB, path string, v any) {
-	t.Helper()
-	resp, err := http.Get(m.API + path)
-	if err != nil {
-		t.Fatalf("mailpit API: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("mailpit API %s: %s", path, resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatalf("mailpit API %s: %v", path, err)
-	}
 }
 
 // Hooks is a set of real webhook receivers on loopback. A receiver checks
