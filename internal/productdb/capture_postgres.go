@@ -36,10 +36,9 @@ func (pgDialect) captureBefore(context.Context, *sql.Tx, *Layout) (captureState,
 const pgPartitions = `SELECT format('%I.%I', n.nspname, c.relname), c.relreplident,
 		coalesce((SELECT format('%I', ic.relname) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
 			WHERE i.indrelid = c.oid AND i.indisreplident), '')
-	FROM pg_partition_tree(to_regclass($1)) p
-	JOIN pg_class c ON c.oid = p.relid
+	FROM pg_class c
 	JOIN pg_namespace n ON n.oid = c.relnamespace
-	WHERE c.relkind = 'r'`
+	WHERE c.relkind = 'r' AND (c.oid = to_regclass($1) OR c.oid IN (SELECT relid FROM pg_partition_tree(to_regclass($1))))`
 
 func (d pgDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout, shapes []change.Table, _ captureState) error {
 	if _, err := tx.ExecContext(ctx, "DELETE FROM lifeline_capture_shapes"); err != nil {

@@ -36,6 +36,12 @@ import (
 // The trigger SQL uses nothing newer than SQLite 3.37 offers, so it runs in
 // whatever library the application links.
 
+// CaptureEnds holds change-log sequences known to end a transaction: the
+// last seq a capture read saw (everything visible to a read is committed).
+// Triggers cannot see transaction ends; capture records them here so that a
+// restarted reader groups changes into transactions exactly as before.
+const CaptureEnds = "lifeline_capture_ends"
+
 // sqliteCaptureTriggers are the suffixes of one table's capture triggers.
 var sqliteCaptureTriggers = []string{"i", "u", "k", "d"}
 
@@ -129,6 +135,9 @@ func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout
 				return err
 			}
 		}
+	}
+	if _, err := tx.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+CaptureEnds+" (seq INTEGER PRIMARY KEY)"); err != nil {
+		return err
 	}
 	var next int64
 	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) + 1 FROM sqlite_sequence WHERE name = $1`, ChangeLog).Scan(&next); err != nil {
@@ -267,6 +276,7 @@ func (sqliteDialect) uninstall(ctx context.Context, db *DB, _ string) error {
 	}
 	stmts = append(stmts,
 		"DROP TABLE IF EXISTS "+ChangeLog,
+		"DROP TABLE IF EXISTS "+CaptureEnds,
 		"DROP TABLE IF EXISTS lifeline_capture_shapes",
 		"DROP TABLE IF EXISTS lifeline_guard",
 		"DROP TABLE IF EXISTS lifeline_guard_tenants",
