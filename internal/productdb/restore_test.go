@@ -1,0 +1,286 @@
+package productdb
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"lifeline/internal/change"
+	"lifeline/internal/fault"
+)
+
+// image is a tenant's rows as a rebuild from the backup would hand them
+// over: here read from the live tables at "the moment", through a path
+// (LiveRows) independent of the swap's SQL.
+type image map[string][][]change.Value
+
+func (x *env) image(t *testing.T, rts []RestoreTable, tenant string) image {
+	t.Helper()
+	out := image{}
+	for i := range rts {
+		rt := &rts[i]
+		err := x.db.LiveRows(x.ctx, rt, tenant, func(vals []change.Value) error {
+			out[rt.Name] = append(out[rt.Name], append([]change.Value(nil), vals...))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// stage writes img into staging in chunks of 4 rows and returns its hashes.
+func (x *env) stage(t *testing.T, rts []RestoreTable, op, tenant string, img image) map[string]*TableHash {
+	t.Helper()
+	want := map[string]*TableHash{}
+	for i := range rts {
+		rt := &rts[i]
+		h := NewTableHash(x.db.Engine(), rt.Name)
+		rows := img[rt.Name]
+		for _, row := range rows {
+			key := make([]change.Value, len(rt.Key))
+			for j, k := range rt.KeyIndex() {
+				key[j] = row[k]
+			}
+			h.Add(key, rt.Columns, row, rt.Columns)
+		}
+		for start := 0; start < len(rows); start += 4 {
+			if err := x.db.StageRows(x.ctx, rt, op, tenant, rt.Columns, rows[start:min(start+4, len(rows))]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want[rt.Name] = h
+	}
+	return want
+}
+
+func (x *env) restore(t *testing.T, rts []RestoreTable, op, tenant string, p Policy, img image) (SwapResult, error) {
+	t.Helper()
+	want := x.stage(t, rts, op, tenant, img)
+	return x.db.Swap(x.ctx, x.l, SwapSpec{OpID: op, Tenant: tenant, Policy: p, Tables: rts, Want: want})
+}
+
+// damage is an "April script" on tenant 2, within the guard limits, plus
+// ordinary writes on tenant 3.
+func (x *env) damage(t *testing.T) {
+	t.Helper()
+	x.exec(t, `DELETE FROM comments WHERE site_id = 2 AND id IN (20011, 20012, 20013, 20022);
+UPDATE issues SET title = 'overwritten' WHERE site_id = 2 AND id IN (2002, 2003);
+UPDATE attachments SET data = NULL WHERE id = 2001;
+UPDATE sites SET name = 'renamed', plan = NULL WHERE id = 2;
+DELETE FROM insight_links WHERE site_id = 2;
+INSERT INTO issues (id, site_id, project_id, title) VALUES (2099, 2, 2001, 'new since');
+INSERT INTO comments (id, site_id, issue_id, parent_id, body) VALUES (20991, 2, 2099, NULL, 'on the new issue'), (20992, 2, 2002, 20021, 'a reply since');
+UPDATE issues SET title = 'edited by tenant 3' WHERE id = 3001;
+INSERT INTO comments (id, site_id, issue_id, parent_id, body) VALUES (30999, 3, 3001, NULL, 'tenant 3 writes on')`)
+}
+
+func TestRestoreSwapExactAndUndoable(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		x := setup(t, e)
+		rts, err := x.db.PrepareRestore(x.ctx, x.l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		atT := x.dumpAll(t, "site_id = 2")
+		img := x.image(t, rts, "2")
+		x.damage(t)
+		before2, before3 := x.dumpAll(t, "site_id = 2"), x.dumpAll(t, "site_id = 3")
+
+		res, err := x.restore(t, rts, "op_r1", "2", Replace, img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameDump(t, "tenant 2 after restore", atT, x.dumpAll(t, "site_id = 2"))
+		sameDump(t, "tenant 3 during tenant 2's restore", before3, x.dumpAll(t, "site_id = 3"))
+		want := map[string]TableResult{
+			"sites":         {Rows: 1, Replaced: 1},
+			"issues":        {Rows: 6, Replaced: 2, Removed: 1},
+			"comments":      {Rows: 18, Inserted: 4, Removed: 2},
+			"attachments":   {Rows: 3, Replaced: 1},
+			"insight_links": {Rows: 2, Inserted: 2},
+		}
+		for table, w := range want {
+			g := res.Tables[table]
+			if g.Rows != w.Rows || g.Inserted != w.Inserted || g.Replaced != w.Replaced || g.Removed != w.Removed || g.Hash == "" {
+				t.Errorf("%s: got %+v, want %+v", table, g, w)
+			}
+		}
+		if res.State != Active {
+			t.Errorf("an active tenant became %s", res.State)
+		}
+		if n := x.count(t, "SELECT count(*) FROM "+x.db.rd().stage("comments")); n != 0 {
+			t.Errorf("%d staged rows left after the swap", n)
+		}
+
+		// The same step again is recognised; a new restore to the same
+		// moment changes nothing.
+		again, err := x.db.Swap(x.ctx, x.l, SwapSpec{OpID: "op_r1", Tenant: "2", Policy: Replace, Tables: rts})
+		if err != nil || !again.Already {
+			t.Fatalf("repeated step: %+v %v", again, err)
+		}
+		res2, err := x.restore(t, rts, "op_r2", "2", Replace, img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for table, r := range res2.Tables {
+			if r.Inserted+r.Replaced+r.Removed != 0 {
+				t.Errorf("restoring an already restored tenant changed %s: %+v", table, r)
+			}
+		}
+
+		// Undo the first restore: tenant 2 is as the script left it.
+		undoTables := rts
+		want2, err := x.db.StageUndo(x.ctx, undoTables, "op_r1", "op_u1", "2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := x.db.Swap(x.ctx, x.l, SwapSpec{OpID: "op_u1", Tenant: "2", Policy: Replace, Tables: undoTables, Want: want2,
+			States: res.Previous, Action: "restore-undo"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameDump(t, "tenant 2 after undo", before2, x.dumpAll(t, "site_id = 2"))
+		sameDump(t, "tenant 3 after undo", before3, x.dumpAll(t, "site_id = 3"))
+		if u.State != Active {
+			t.Errorf("after undo the tenant is %s", u.State)
+		}
+	})
+}
+
+func TestRestoreDeletedTenantIsPendingValidation(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		x := setup(t, e)
+		rts, err := x.db.PrepareRestore(x.ctx, x.l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		atT := x.dumpAll(t, "site_id = 4")
+		img := x.image(t, rts, "4")
+		x.remove(t, "4")
+		res, err := x.restore(t, rts, "op_r", "4", Replace, img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameDump(t, "deleted tenant restored", atT, x.dumpAll(t, "site_id = 4"))
+		info, err := x.db.Tenant(x.ctx, x.l, "4")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.State != RestoredPending || info.State != RestoredPending || info.OpID != "op_r" {
+			t.Errorf("state after restoring a deleted tenant: %s / %+v", res.State, info)
+		}
+		if len(res.Previous) == 0 || res.Previous[0].State != Deleted {
+			t.Errorf("previous state not recorded: %+v", res.Previous)
+		}
+	})
+}
+
+func TestRestoreMismatchRollsBack(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		x := setup(t, e)
+		rts, err := x.db.PrepareRestore(x.ctx, x.l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := x.image(t, rts, "2")
+		x.damage(t)
+		before := x.dumpAll(t, "site_id = 2")
+		want := x.stage(t, rts, "op_bad", "2", img)
+		// The backup says one comment reads differently from what was staged.
+		forged := image{"comments": append([][]change.Value(nil), img["comments"]...)}
+		row := append([]change.Value(nil), forged["comments"][0]...)
+		row[4] = change.Value{Kind: change.Text, Bytes: []byte("forged")}
+		if e.name == "postgres" {
+			row[4].Kind = change.PG
+		}
+		forged["comments"][0] = row
+		h := NewTableHash(x.db.Engine(), "comments")
+		rt := &rts[indexOf(rts, "comments")]
+		for _, r := range forged["comments"] {
+			h.Add([]change.Value{r[0]}, rt.Columns, r, rt.Columns)
+		}
+		want["comments"] = h
+		_, err = x.db.Swap(x.ctx, x.l, SwapSpec{OpID: "op_bad", Tenant: "2", Policy: Replace, Tables: rts, Want: want})
+		if !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "comments") {
+			t.Fatalf("want a mismatch naming comments, got %v", err)
+		}
+		sameDump(t, "tenant 2 after a failed verification", before, x.dumpAll(t, "site_id = 2"))
+		if _, err := x.db.RestoreMarker(x.ctx, "op_bad", "2"); fault.CodeOf(err) != fault.NotFound {
+			t.Errorf("a rolled back step left a marker: %v", err)
+		}
+		if err := x.db.ClearStaging(x.ctx, rts, "op_bad", ""); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestRestoreMissingOnlyKeepsNewerEdits(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		x := setup(t, e)
+		rts, err := x.db.PrepareRestore(x.ctx, x.l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := x.image(t, rts, "2")
+		x.damage(t)
+		// Another tenant took the key of one of tenant 2's lost links.
+		x.exec(t, `INSERT INTO insight_links (id, site_id, object_id, issue_id) VALUES (2001, 3, 3001, 3001)`)
+		res, err := x.restore(t, rts, "op_m", "2", MissingOnly, img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := x.dump(t, "issues", "id = 2002"); len(got) != 1 || !strings.Contains(got[0], "overwritten") {
+			t.Errorf("missing-only overwrote a newer edit: %q", got)
+		}
+		if n := x.count(t, "SELECT count(*) FROM comments WHERE site_id = 2 AND id IN (20011, 20012, 20013, 20022)"); n != 4 {
+			t.Errorf("%d of 4 lost comments came back", n)
+		}
+		if n := x.count(t, "SELECT count(*) FROM issues WHERE id = 2099"); n != 1 {
+			t.Errorf("missing-only removed a row created since")
+		}
+		if r := res.Tables["insight_links"]; r.Inserted != 1 || r.Conflicts != 1 {
+			t.Errorf("insight_links: %+v; want 1 inserted and 1 conflict", r)
+		}
+		if r := res.Tables["comments"]; r.Inserted != 4 || r.Hash == "" {
+			t.Errorf("comments: %+v", r)
+		}
+	})
+}
+
+func TestRestoreKeyTakenByAnotherTenantIsAConflict(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		x := setup(t, e)
+		rts, err := x.db.PrepareRestore(x.ctx, x.l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := x.image(t, rts, "2")
+		x.exec(t, `DELETE FROM insight_links WHERE id = 2001;
+INSERT INTO insight_links (id, site_id, object_id, issue_id) VALUES (2001, 3, 3001, 3001)`)
+		before := x.dumpAll(t, "site_id IN (2, 3)")
+		_, err = x.restore(t, rts, "op_c", "2", Replace, img)
+		wantCode(t, err, fault.Conflict, "insight_links", "another tenant")
+		sameDump(t, "after a refused swap", before, x.dumpAll(t, "site_id IN (2, 3)"))
+		rt := &rts[indexOf(rts, "insight_links")]
+		var keys [][]change.Value
+		for _, row := range img["insight_links"] {
+			keys = append(keys, []change.Value{row[rt.KeyIndex()[0]]})
+		}
+		n, err := x.db.KeysHeldByOthers(x.ctx, rt, "2", keys)
+		if err != nil || n != 1 {
+			t.Errorf("KeysHeldByOthers = %d, %v; want 1", n, err)
+		}
+	})
+}
+
+func indexOf(rts []RestoreTable, name string) int {
+	for i := range rts {
+		if rts[i].Name == name {
+			return i
+		}
+	}
+	panic(fmt.Sprint("no table ", name))
+}
