@@ -245,26 +245,36 @@ func rowsText(tab *change.Table, rows map[string][]change.Value) []string {
 // conversion, but outside any slot.
 func (x *env) live(t *testing.T, tab *change.Table) map[string][]change.Value {
 	t.Helper()
-	tx, err := x.raw.BeginTx(x.ctx, nil)
+	conn, err := x.raw.Conn(x.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTx(x.ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
-	q, conv := sqliteSnapshotQuery(tab), sqliteValue
+	st := &stream{t: tab, conv: sqliteValue}
 	if x.e.name == "postgres" {
-		q, conv = pgSnapshotQuery(tab), pgValue
+		st.conv = pgValue
 		for k, v := range pgTextSettings {
 			if _, err := tx.Exec("SET LOCAL " + k + " = '" + v + "'"); err != nil {
 				t.Fatal(err)
 			}
 		}
+		if _, err := tx.Exec("DECLARE live NO SCROLL CURSOR FOR " + pgSnapshotQuery(tab)); err != nil {
+			t.Fatal(err)
+		}
+		st.src = &cursorChunker{conn: conn, name: "live", w: len(tab.Columns) + 1}
+	} else {
+		rows, err := tx.Query(sqliteSnapshotQuery(tab))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		st.src = &rowsChunker{rows: rows, w: len(tab.Columns) + 1}
 	}
-	rows, err := tx.Query(q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	st := &stream{t: tab, src: &rowsChunker{rows: rows, w: len(tab.Columns) + 1}, conv: conv}
 	out := map[string][]change.Value{}
 	for {
 		ok, err := st.next(x.ctx)

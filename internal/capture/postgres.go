@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"lifeline/internal/change"
 	"lifeline/internal/fault"
@@ -779,42 +779,73 @@ func (s *pgSource) readSnapshot(ctx context.Context, res pglogrepl.CreateReplica
 			if _, err := tx.ExecContext(ctx, "DECLARE "+name+" NO SCROLL CURSOR FOR "+pgSnapshotQuery(t)); err != nil {
 				return nil, err
 			}
-			return &cursorChunker{tx: tx, name: name, w: len(t.Columns) + 1}, nil
+			return &cursorChunker{conn: conn, name: name, w: len(t.Columns) + 1}, nil
 		},
 	}, nil
 }
 
-// pgSnapshotQuery selects t's rows in snapshot order, every value as text:
-// tenants, then each key column, in the byte order of their text (COLLATE
-// "C"), as the repository compares PostgreSQL values.
+// pgSnapshotQuery selects t's rows in snapshot order: tenants, then each
+// key column, in the byte order of their text (COLLATE "C"), as the
+// repository compares PostgreSQL values. format('%s', v) is v's output
+// function, which is what logical decoding sends; a cast to text is not
+// always (boolean prints true, bpchar loses its padding). The values
+// themselves are fetched in text format, which is that output too.
 func pgSnapshotQuery(t *change.Table) string {
-	tenant := "coalesce(x." + quote(t.Columns[t.Tenant].Name) + "::text, '')"
+	tenant := "format('%s', x." + quote(t.Columns[t.Tenant].Name) + ")"
 	sel := []string{tenant}
 	for _, c := range t.Columns {
-		sel = append(sel, "x."+quote(c.Name)+"::text")
+		sel = append(sel, "x."+quote(c.Name))
 	}
 	order := []string{tenant + ` COLLATE "C"`}
 	for _, i := range t.PrimaryKey {
-		order = append(order, "x."+quote(t.Columns[i].Name)+`::text COLLATE "C"`)
+		order = append(order, "format('%s', x."+quote(t.Columns[i].Name)+`) COLLATE "C"`)
 	}
 	return "SELECT " + strings.Join(sel, ", ") + " FROM public." + quote(t.Name) + " AS x ORDER BY " + strings.Join(order, ", ")
 }
 
-// cursorChunker fetches one server-side cursor (simple protocol: FETCH
-// cannot be prepared, and every column is text anyway).
+// cursorChunker fetches one server-side cursor through the connection's
+// pgconn, which hands over each value's text as the server sent it (the
+// database/sql driver would turn it into Go types).
 type cursorChunker struct {
-	tx   *sql.Tx
+	conn *sql.Conn
 	name string
 	w    int
 }
 
 func (c *cursorChunker) chunk(ctx context.Context, n int, dst [][]any) ([][]any, error) {
-	rows, err := c.tx.QueryContext(ctx, fmt.Sprintf("FETCH FORWARD %d FROM %s", n, c.name), pgx.QueryExecModeSimpleProtocol)
+	var rows [][][]byte
+	err := c.conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("unexpected driver connection %T", dc)
+		}
+		res, err := sc.Conn().PgConn().Exec(ctx, fmt.Sprintf("FETCH FORWARD %d FROM %s", n, c.name)).ReadAll()
+		if err != nil {
+			return err
+		}
+		if len(res) != 1 {
+			return fmt.Errorf("FETCH returned %d results", len(res))
+		}
+		rows = res[0].Rows
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	return scanRows(rows, n, c.w, dst)
+	dst = dst[:0]
+	for _, r := range rows {
+		if len(r) != c.w {
+			return nil, fmt.Errorf("FETCH returned %d columns, want %d", len(r), c.w)
+		}
+		vals := make([]any, c.w)
+		for i, v := range r {
+			if v != nil {
+				vals[i] = v
+			}
+		}
+		dst = append(dst, vals)
+	}
+	return dst, nil
 }
 
 func (c *cursorChunker) close() error { return nil }

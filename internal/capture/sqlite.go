@@ -415,4 +415,3 @@ func sqliteSnapshotQuery(t *change.Table) string {
 func quote(name string) string { return `"` + strings.ReplaceAll(name, `"`, `""`) + `"` }
 
 func (s *sqliteSource) Close() error { return nil }
-
