@@ -229,6 +229,9 @@ func (r *Repo) options() format.Options {
 func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 	wait := interval
 	for {
+		// Rounds start every interval, not interval after the last one
+		// ended, so a change waits at most about one interval.
+		started := time.Now()
 		_, err := s.Ship(ctx)
 		switch {
 		case ctx.Err() != nil:
@@ -244,7 +247,7 @@ func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-time.After(time.Until(started.Add(wait))):
 		}
 	}
 }

@@ -1,0 +1,163 @@
+// Command shipping measures change capture and shipping on a generated
+// multi-tenant SQLite product (issue 3): shipping lag under a steady write
+// rate, shipping throughput, compression, and the share of the repository a
+// rebuild of 1% of the tenants reads. Every figure comes from one run on one
+// machine.
+//
+//	go run ./bench/shipping [-tenants 1000] [-rate 2000] [-seconds 10]
+package main
+
+import (
+	"context"
+	"database/sql"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"lifeline/internal/backup"
+	"lifeline/internal/blob"
+	"lifeline/internal/capture"
+	"lifeline/internal/change"
+	"lifeline/internal/demo"
+	"lifeline/internal/productdb"
+	"lifeline/internal/state"
+	"lifeline/internal/tenant"
+)
+
+func main() {
+	tenants := flag.Int("tenants", 1000, "tenants in the generated product")
+	rate := flag.Int("rate", 2000, "single-row write transactions per second during the lag test")
+	seconds := flag.Int("seconds", 10, "length of the lag test")
+	flag.Parse()
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "lifeline-bench-shipping-")
+	check(err)
+	defer os.RemoveAll(dir)
+
+	check(demo.Generate(ctx, dir, demo.Options{Tenants: *tenants}))
+	store, err := state.Open(ctx, "sqlite:state.db", dir, nil)
+	check(err)
+	db, err := productdb.Open(ctx, "sqlite:tracker.db", dir)
+	check(err)
+	layout, err := tenant.Protect(ctx, store, db, productdb.Spec{Product: "tracker", TenantColumn: "site_id", TenantsTable: "sites",
+		Apps: map[string][]string{"insight": {"insight_objects", "insight_links"}}}, "bench")
+	check(err)
+	files, err := blob.OpenFile(filepath.Join(dir, "backups"))
+	check(err)
+	counting := blob.Count(files)
+	repo, err := backup.OpenRepo(ctx, &backup.Repo{Blobs: counting, State: store})
+	check(err)
+	src, err := capture.Open(ctx, db, layout, capture.Options{})
+	check(err)
+	ship := &backup.Shipper{Repo: repo, Product: "tracker", Source: src}
+	_, err = ship.Ship(ctx) // the first snapshot
+	check(err)
+
+	app, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "tracker.db")+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
+	check(err)
+	defer app.Close()
+
+	fmt.Printf("generated %d tenants; steady %d writes/s for %d s\n", *tenants, *rate, *seconds)
+	commits, took := write(app, *rate, *seconds)
+	fmt.Printf("baseline: the writer alone reached %.0f writes/s\n", float64(len(commits))/took.Seconds())
+	for _, interval := range []time.Duration{time.Second, 200 * time.Millisecond} {
+		p50, p99 := lag(ctx, app, ship, repo, *rate, *seconds, interval)
+		fmt.Printf("shipping lag, interval %v: p50 %v, p99 %v\n", interval, p50.Round(time.Millisecond), p99.Round(time.Millisecond))
+	}
+
+	// Throughput: a backlog of big transactions shipped in one go.
+	_, err = app.Exec("UPDATE issues SET priority = priority + 1")
+	check(err)
+	_, err = app.Exec("UPDATE comments SET body = body || '!'")
+	check(err)
+	start := time.Now()
+	res, err := ship.Ship(ctx)
+	check(err)
+	el := time.Since(start)
+	fmt.Printf("shipping throughput: %d changes in %v = %.0f changes/s (%d segments)\n", res.Changes, el.Round(time.Millisecond), float64(res.Changes)/el.Seconds(), res.Segments)
+
+	st, err := repo.Status(ctx, "tracker", 0)
+	check(err)
+	fmt.Printf("compression: %.1f MiB of rows stored in %.1f MiB = %.2fx\n", float64(st.PlainBytes)/(1<<20), float64(st.Bytes)/(1<<20), st.Ratio)
+
+	// Selective read: rebuild 1% of the tenants.
+	counting.Reset()
+	cur, _, err := repo.Cursor(ctx, "tracker")
+	check(err)
+	rd, err := repo.OpenAt(ctx, "tracker", backup.Upto{Pos: cur.Pos})
+	check(err)
+	rows := 0
+	for i := 0; i < *tenants/100; i++ {
+		check(rd.Tenant(ctx, fmt.Sprint(1+i*100), func(*change.Table, *change.Change) error { rows++; return nil }))
+	}
+	fmt.Printf("selective read: rebuilding %d tenants (1%%, %d rows) read %.2f%% of the repository (%d of %d bytes, %d reads)\n",
+		*tenants/100, rows, 100*float64(counting.BytesRead())/float64(st.Bytes), counting.BytesRead(), st.Bytes, counting.Gets())
+}
+
+// lag writes single-row transactions at rate for seconds while the shipper
+// runs every interval, and returns the p50 and p99 of the time from each
+// commit to the creation of the segment that holds it (the segment is
+// durable a moment later, when its upload returns).
+func lag(ctx context.Context, app *sql.DB, ship *backup.Shipper, repo *backup.Repo, rate, seconds int, interval time.Duration) (time.Duration, time.Duration) {
+	res, err := ship.Ship(ctx)
+	check(err)
+	base := res.Cursor.Pos
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { ship.Run(runCtx, interval) })
+	commits, took := write(app, rate, seconds)
+	n := len(commits)
+	for {
+		cur, _, err := repo.Cursor(ctx, "tracker")
+		check(err)
+		if cur.Pos >= base+uint64(n) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	wg.Wait()
+	objs, err := repo.Objects(ctx, "tracker")
+	check(err)
+	lags := make([]time.Duration, n)
+	for i, c := range commits {
+		pos := base + uint64(i) + 1
+		for _, o := range objs {
+			if o.KindName == "segment" && o.First <= pos && pos <= o.Last {
+				lags[i] = o.Created.Sub(c)
+			}
+		}
+	}
+	slices.Sort(lags)
+	fmt.Printf("  the writer reached %.0f writes/s while shipping\n", float64(n)/took.Seconds())
+	return lags[n/2], lags[n*99/100]
+}
+
+// write runs rate single-row update transactions per second for seconds,
+// as fast as the database allows when it cannot keep up, and returns each
+// commit's time and how long it all took.
+func write(app *sql.DB, rate, seconds int) ([]time.Time, time.Duration) {
+	n := rate * seconds
+	commits := make([]time.Time, 0, n)
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
+			time.Sleep(d)
+		}
+		_, err := app.Exec("UPDATE issues SET estimate = ? WHERE id = ?", float64(i), 1+i%1000)
+		check(err)
+		commits = append(commits, time.Now())
+	}
+	return commits, time.Since(start)
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
