@@ -389,3 +389,5 @@ func checkBatch(t *testing.T, cur Cursor, b Batch) {
 func isDrift(err error) bool { return errors.Is(err, ErrDrift) }
 
 func openRaw(driver, dsn string) (*sql.DB, error) { return sql.Open(driver, dsn) }
+
+func lsnText(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn)) }

@@ -142,6 +142,12 @@ func (s *pgSource) startStream(ctx context.Context, from uint64) error {
 	if from < s.acked {
 		return s.behind(from)
 	}
+	// Protect may have recorded new shapes since the last session.
+	shapes, err := s.db.CapturedShapes(ctx, nil)
+	if err != nil {
+		return err
+	}
+	s.setBase(shapes)
 	if err := s.check(ctx); err != nil {
 		return err
 	}
@@ -213,10 +219,11 @@ func (s *pgSource) closeStream() {
 	s.inTx, s.pending = nil, nil
 }
 
-// walEnd is the server's current WAL write position.
+// walEnd is the server's current WAL insert position: past every commit
+// record so far, even an asynchronous commit not yet written out.
 func (s *pgSource) walEnd(ctx context.Context) (uint64, error) {
 	var lsn string
-	if err := s.db.SQL().QueryRowContext(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+	if err := s.db.SQL().QueryRowContext(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
 		return 0, s.unavailable(err)
 	}
 	l, err := pglogrepl.ParseLSN(lsn)

@@ -1,0 +1,364 @@
+package capture
+
+import (
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"lifeline/internal/change"
+	"lifeline/internal/fault"
+	"lifeline/internal/productdb"
+)
+
+func hasColumn(ts []change.Table, table, col string) bool {
+	for _, t := range ts {
+		if t.Name == table {
+			return slices.ContainsFunc(t.Columns, func(c change.Column) bool { return c.Name == col })
+		}
+	}
+	return false
+}
+
+// TestDrift: a column added after protect never silently loses data. SQLite
+// stops (ErrDrift naming the table and column, saying protect fixes it);
+// after protect the changes made meanwhile are all still captured, and
+// their rows' latest images carry the new column. PostgreSQL follows the
+// new shape in the stream and reports it in the batch. A table that gains
+// the tenant column stops capture on both until protect captures it.
+func TestDrift(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		x := setup(t, e, 2)
+		m, cur := x.snapshot(t, x.src)
+		x.exec(t, "INSERT INTO items (site_id, id, title) VALUES ('s000', 1, 'a')")
+		cur = x.drain(t, x.src, m, cur)
+
+		x.exec(t, "ALTER TABLE items ADD COLUMN prio {int} DEFAULT 0")
+		x.exec(t, "INSERT INTO items (site_id, id, title, prio) VALUES ('s001', 2, 'b', 7)")
+		x.exec(t, "UPDATE items SET prio = 9 WHERE id = 1")
+		b, err := x.src.Read(x.ctx, cur, 100)
+		if e.name == "sqlite" {
+			if !isDrift(err) || fault.CodeOf(err) != fault.Refused {
+				t.Fatalf("read after ADD COLUMN: %v, want ErrDrift", err)
+			}
+			for _, w := range []string{"items", "prio", "lifeline protect"} {
+				if !strings.Contains(err.Error()+fault.HintOf(err), w) {
+					t.Errorf("drift error lacks %q: %v (hint %q)", w, err, fault.HintOf(err))
+				}
+			}
+			x.protect(t)
+		} else {
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkBatch(t, cur, b)
+			if !hasColumn(b.Tables, "items", "prio") {
+				t.Fatalf("batch shapes lack the new column: %+v", b.Tables)
+			}
+			m.shapes(b.Tables)
+			for i := range b.Changes {
+				m.apply(t, &b.Changes[i])
+			}
+			cur = b.End
+		}
+		last := b
+		for {
+			b, err := x.src.Read(x.ctx, cur, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b.Changes) == 0 {
+				break
+			}
+			checkBatch(t, cur, b)
+			m.shapes(b.Tables)
+			for i := range b.Changes {
+				m.apply(t, &b.Changes[i])
+			}
+			cur, last = b.End, b
+		}
+		if !hasColumn(last.Tables, "items", "prio") {
+			t.Fatalf("the last batch's shapes lack the new column: %+v", last.Tables)
+		}
+		x.same(t, m)
+
+		// A new table with the tenant column is protected by the spec, so
+		// capture must not go on without it.
+		x.exec(t, "CREATE TABLE labels (id {int} PRIMARY KEY, site_id TEXT NOT NULL, label TEXT)")
+		if e.name == "sqlite" {
+			x.exec(t, "INSERT INTO labels VALUES (1, 's000', 'made before protect')")
+		}
+		x.src.Close() // one reader per slot
+		src := x.open(t)
+		_, err = src.Read(x.ctx, cur, 100)
+		if !isDrift(err) || !strings.Contains(err.Error(), "labels") {
+			t.Fatalf("read with an uncaptured table: %v", err)
+		}
+		src.Close()
+		x.protect(t)
+		src = x.open(t)
+		x.exec(t, "INSERT INTO labels VALUES (2, 's001', 'after')")
+		cur = x.drain(t, src, m, cur)
+		x.same(t, m)
+
+		if e.name == "postgres" {
+			// A dropped column cannot be described by the recorded shape.
+			x.exec(t, "ALTER TABLE notes DROP COLUMN data")
+			x.exec(t, "INSERT INTO notes (id, site_id, body) VALUES (1, 's000', 'x')")
+			_, err := src.Read(x.ctx, cur, 100)
+			if !isDrift(err) || !strings.Contains(err.Error(), "data") {
+				t.Fatalf("read after DROP COLUMN: %v", err)
+			}
+			x.protect(t)
+			cur = x.drain(t, src, m, cur)
+			x.same(t, m)
+		}
+	})
+}
+
+// TestUnprotect removes guards and capture: triggers, the change log, the
+// publication and the replication slot; REPLICA IDENTITY goes back.
+func TestUnprotect(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		x := setup(t, e, 1)
+		x.snapshot(t, x.src)
+		x.src.Close()
+		if err := x.db.Unprotect(x.ctx); err != nil {
+			t.Fatal(err)
+		}
+		count := func(q string, args ...any) int {
+			var n int
+			if err := x.raw.QueryRow(q, args...).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if e.name == "sqlite" {
+			if n := count(`SELECT count(*) FROM sqlite_master WHERE type = 'trigger' OR name IN ('lifeline_changes', 'lifeline_capture_shapes', 'lifeline_capture_ends')`); n != 0 {
+				t.Fatalf("%d capture objects left", n)
+			}
+		} else {
+			name := productdb.CaptureName(x.product)
+			if n := count(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, name); n != 0 {
+				t.Fatal("replication slot left")
+			}
+			if n := count(`SELECT count(*) FROM pg_publication WHERE pubname = $1`, name); n != 0 {
+				t.Fatal("publication left")
+			}
+			if n := count(`SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'lifeline%'`); n != 0 {
+				t.Fatalf("%d triggers left", n)
+			}
+			if n := count(`SELECT count(*) FROM pg_class WHERE relname IN ('sites', 'items', 'notes') AND relreplident <> 'd'`); n != 0 {
+				t.Fatal("replica identity not restored")
+			}
+		}
+		if _, err := Open(x.ctx, x.db, x.l, Options{}); fault.CodeOf(err) != fault.Refused {
+			t.Fatalf("open after unprotect: %v", err)
+		}
+		// Unprotect twice is fine; protect again works from scratch.
+		if err := x.db.Unprotect(x.ctx); err != nil {
+			t.Fatal(err)
+		}
+		x.protect(t)
+		src := x.open(t)
+		m, cur := x.snapshot(t, src)
+		x.exec(t, "INSERT INTO items (site_id, id) VALUES ('s000', 5)")
+		x.drain(t, src, m, cur)
+		x.same(t, m)
+	})
+}
+
+// TestAckBacklog: Backlog counts what waits, Ack forgets it (the log rows
+// go; the slot's confirmed position moves), and reading behind an Ack is
+// refused.
+func TestAckBacklog(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		x := setup(t, e, 1)
+		_, cur := x.snapshot(t, x.src)
+		for i := range 3 {
+			x.exec(t, "INSERT INTO items (site_id, id) VALUES ('s000', $1)", i)
+		}
+		n, oldest, err := x.src.Backlog(x.ctx, cur)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.name == "sqlite" && (n != 3 || time.Since(oldest) > time.Minute) || e.name == "postgres" && (n != -1 || oldest.IsZero()) {
+			t.Fatalf("backlog %d, oldest %v", n, oldest)
+		}
+		b, err := x.src.Read(x.ctx, cur, 100)
+		if err != nil || len(b.Changes) != 3 {
+			t.Fatalf("read %d changes, %v", len(b.Changes), err)
+		}
+		if n, oldest, _ := x.src.Backlog(x.ctx, b.End); e.name == "postgres" && (n != -1 || oldest != b.Changes[0].Time) {
+			t.Fatalf("read but not acknowledged: backlog %d, oldest %v", n, oldest)
+		}
+		if err := x.src.Ack(x.ctx, b.End); err != nil {
+			t.Fatal(err)
+		}
+		if b2, err := x.src.Read(x.ctx, b.End, 100); err != nil || len(b2.Changes) != 0 {
+			t.Fatalf("read after the end: %d changes, %v", len(b2.Changes), err)
+		}
+		if n, oldest, err := x.src.Backlog(x.ctx, b.End); n != 0 || !oldest.IsZero() || err != nil {
+			t.Fatalf("backlog when caught up: %d, %v, %v", n, oldest, err)
+		}
+		if e.name == "sqlite" {
+			var left int
+			if err := x.raw.QueryRow("SELECT count(*) FROM lifeline_changes").Scan(&left); err != nil || left != 0 {
+				t.Fatalf("%d log rows left after Ack, %v", left, err)
+			}
+		} else {
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				var ok bool
+				if err := x.raw.QueryRow("SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
+					lsnText(b.End.Src), productdb.CaptureName(x.product)).Scan(&ok); err != nil {
+					t.Fatal(err)
+				}
+				if ok {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the slot's confirmed position did not reach the acknowledged cursor")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			lag, err := x.src.(Lagger).LagBytes(x.ctx)
+			if err != nil || lag < 0 {
+				t.Fatalf("lag %d, %v", lag, err)
+			}
+		}
+		if _, err := x.src.Read(x.ctx, cur, 100); fault.CodeOf(err) != fault.Refused {
+			t.Fatalf("read behind the acknowledgement: %v", err)
+		}
+		// A new source (a restarted shipper) refuses it too.
+		if _, err := x.open(t).Read(x.ctx, cur, 100); fault.CodeOf(err) != fault.Refused {
+			t.Fatalf("new source, read behind the acknowledgement: %v", err)
+		}
+	})
+}
+
+// TestSQLiteCLI: the triggers work in the SQLite the application links, here
+// the system's sqlite3 shell: multi-statement transactions, a key change, a
+// rollback (no gap in the log), INSERT OR REPLACE and blobs.
+func TestSQLiteCLI(t *testing.T) {
+	t.Parallel()
+	shell, err := exec.LookPath("sqlite3")
+	if err != nil {
+		t.Skip("no sqlite3 shell")
+	}
+	x := setup(t, engines[0], 3)
+	m, cur := x.snapshot(t, x.src)
+	script := `
+PRAGMA foreign_keys = ON;
+BEGIN;
+INSERT INTO items (site_id, id, title, n) VALUES ('s000', 1, 'one', 9223372036854775807), ('s001', 2, 'two', -1);
+UPDATE items SET id = 3 WHERE id = 2;
+INSERT INTO notes (id, site_id, body, data) VALUES (1, 's002', '', X'00FF00');
+COMMIT;
+BEGIN;
+INSERT INTO items (site_id, id, title) VALUES ('s000', 4, 'rolled back');
+ROLLBACK;
+INSERT INTO items (site_id, id, title) VALUES ('s002', 5, 'five');
+INSERT OR REPLACE INTO items (site_id, id, title) VALUES ('s002', 5, 'replaced');
+UPDATE sites SET name = 'renamed ✓' WHERE id = 's001';
+DELETE FROM items WHERE id = 1;
+`
+	cmd := exec.Command(shell, "-bail", filepath.Join(x.base, "product.db"))
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sqlite3: %v\n%s", err, out)
+	}
+	x.drain(t, x.src, m, cur)
+	x.same(t, m)
+	var n int
+	if err := x.raw.QueryRow("SELECT count(*) FROM items").Scan(&n); err != nil || n != 2 {
+		t.Fatalf("%d items, %v", n, err)
+	}
+}
+
+// TestSQLiteGroups: a backlog nobody read has no known transaction ends, so
+// batches are cut at max with TxEnd false and one Tx across them; once reads
+// interleave with writes, every batch ends at a recorded end.
+func TestSQLiteGroups(t *testing.T) {
+	t.Parallel()
+	x := setup(t, engines[0], 1)
+	m, cur := x.snapshot(t, x.src)
+	for i := range 100 {
+		x.exec(t, "INSERT INTO items (site_id, id) VALUES ('s000', $1)", i)
+	}
+	var txs []uint64
+	for {
+		b, err := x.src.Read(x.ctx, cur, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b.Changes) == 0 {
+			break
+		}
+		checkBatch(t, cur, b)
+		// Cut at max until the one known end (the log's top when first
+		// read) comes within 4×max.
+		last := b.Changes[len(b.Changes)-1]
+		final := len(txs)+len(b.Changes) == 100
+		if last.TxEnd != final || !final && len(b.Changes) != 10 || final && len(b.Changes) != 40 {
+			t.Fatalf("batch of %d after %d ending with TxEnd %v", len(b.Changes), len(txs), last.TxEnd)
+		}
+		for _, c := range b.Changes {
+			txs = append(txs, c.Tx)
+		}
+		m.shapes(b.Tables)
+		for i := range b.Changes {
+			m.apply(t, &b.Changes[i])
+		}
+		cur = b.End
+	}
+	if groups := slices.Compact(slices.Clone(txs)); len(txs) != 100 || len(groups) != 1 || groups[0] != cur.Src {
+		t.Fatalf("one commit group expected, got Tx %v", groups)
+	}
+	// Interleaved: each read sees whole transactions and records their end.
+	for i := range 5 {
+		x.exec(t, "INSERT INTO items (site_id, id) VALUES ('s000', $1), ('s000', $2)", 1000+2*i, 1001+2*i)
+		x.exec(t, "INSERT INTO items (site_id, id) VALUES ('s000', $1)", 2000+i)
+		if _, _, err := x.src.Backlog(x.ctx, cur); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := x.src.Read(x.ctx, cur, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Changes) != 3 || !b.Changes[2].TxEnd || b.Changes[0].TxEnd {
+		t.Fatalf("first group: %d changes", len(b.Changes))
+	}
+	x.drain(t, x.src, m, b.End)
+	m.shapes(b.Tables)
+	for i := range b.Changes {
+		m.apply(t, &b.Changes[i])
+	}
+	x.same(t, m)
+}
+
+func TestCut(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		from, top, max uint64
+		ends, shapes   []uint64
+		end            uint64
+		ok             bool
+	}{
+		{0, 5, 10, []uint64{5}, nil, 5, true},                    // everything fits
+		{0, 100, 10, []uint64{100}, nil, 10, false},              // no end known: cut
+		{0, 30, 10, []uint64{30}, nil, 30, true},                 // the next end within 4×max
+		{0, 100, 10, []uint64{7, 12, 100}, nil, 12, true},        // first end after max
+		{0, 100, 10, []uint64{7, 60, 100}, nil, 7, true},         // next end too far: the last before
+		{0, 100, 10, []uint64{7, 12, 100}, []uint64{5}, 5, true}, // never past a shape change
+		{5, 100, 10, []uint64{12, 100}, []uint64{5}, 12, true},   // shape change behind
+	} {
+		end, ok := cut(c.from, c.top, c.max, c.ends, c.shapes)
+		if end != c.end || ok != c.ok {
+			t.Errorf("cut(%d, %d, %d, %v, %v) = %d, %v; want %d, %v", c.from, c.top, c.max, c.ends, c.shapes, end, ok, c.end, c.ok)
+		}
+	}
+}
