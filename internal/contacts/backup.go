@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"lifeline/internal/blob"
+	"lifeline/internal/contacts/exportfile"
 	"lifeline/internal/fault"
 )
 
@@ -293,7 +294,7 @@ func (s *Service) Restore(ctx context.Context, o RestoreOptions) (*RestoreResult
 	if err != nil {
 		return nil, fault.Wrap(err, fault.Unavailable, "", "reading %s", key)
 	}
-	d, err := decodeArchive(data, s.cfg.Key, MaxArchivePlain)
+	d, err := decodeArchive(data, s.cfg.Key, exportfile.MaxPayload)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"net/url"
 	"reflect"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -620,20 +620,20 @@ func testPrune(t *testing.T, b backend) {
 	}
 	e := setup(t, b, 2)
 	start := e.clock.Now()
-	// An export every 10 minutes for 3 days.
-	for i := 0; i < 3*24*6; i++ {
+	// An export every 30 minutes for 3 days.
+	for i := 0; i < 3*24*2; i++ {
 		e.productExec("UPDATE site_admins SET name = ? WHERE site_id = 1", "Admin "+strconv.Itoa(i))
 		e.sync(SyncOptions{})
 		_, err := e.svc.Backup(e.ctx)
 		must(t, err)
-		e.clock.Advance(10 * time.Minute)
+		e.clock.Advance(30 * time.Minute)
 	}
 	list, err := e.svc.Exports(e.ctx)
 	must(t, err)
-	// Last hour: 6; the rest of the last day: one per hour (23 or 24);
-	// before: one per day (2 or 3).
-	if len(list) < 30 || len(list) > 34 {
-		t.Errorf("%d exports kept after 3 days of 10-minute changes", len(list))
+	// At the last export (71.5h): those of the last hour (3), then the
+	// newest of each hour of the last day (24), then of each day (3).
+	if len(list) != 30 {
+		t.Errorf("%d exports kept after 3 days of half-hourly changes", len(list))
 	}
 	if !list[0].At.Before(start.Add(24 * time.Hour)) {
 		t.Errorf("the oldest day was thinned away entirely: oldest %v", list[0].At)
