@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strconv"
 	"strings"
@@ -98,45 +99,42 @@ func (s *Service) deliverNotice(ctx context.Context, job *river.Job[noticeJob]) 
 	if err != nil {
 		return err
 	}
-	provider := sender.Provider(sub.Address)
-	st, err := s.rec.begin(ctx, Delivery{Key: key, Kind: "notice", Channel: string(sub.Channel), Recipient: sub.Address, Provider: provider, MessageID: msg.ID})
+	d := Delivery{Key: key, Kind: "notice", Channel: string(sub.Channel), Recipient: sub.Address, Provider: sender.Provider(sub.Address), MessageID: msg.ID}
+	st, err := s.rec.state(ctx, key)
 	if err != nil {
 		return err
 	}
 	if st == StateSent {
-		// A previous run handed it over, then died before saying so.
+		// A previous run handed it over, then died before River heard.
 		done(status.NoticeSent, nil)
 		return nil
 	}
-	if err := s.wait(ctx, provider); err != nil {
-		if ferr := s.rec.finish(context.WithoutCancel(ctx), key, StatePending, err); ferr != nil {
-			s.log.Warn("notify: recording a deferred attempt", "key", key, "err", ferr)
-		}
-		return err
+	if err := s.wait(ctx, d.Provider); err != nil {
+		return err // a snooze, or the job's time is up: not an attempt
 	}
-	err = s.send(ctx, sender, msg, key)
+	committed, err := s.send(ctx, sender, msg, d, func(tx *sql.Tx) error {
+		return s.status.NoticeDoneTx(ctx, tx, a.SubscriberID, a.UpdateID, status.NoticeSent, job.Attempt, "")
+	})
 	if err == nil {
 		if sub.Channel == status.ChannelWebhook {
 			if err := s.rec.endpointOK(ctx, sub.ID); err != nil {
 				s.log.Warn("notify: resetting a webhook's failures", "subscriber", sub.ID, "err", err)
 			}
 		}
-		done(status.NoticeSent, nil)
 		return nil
 	}
-	final, jobErr := s.outcome(ctx, job.JobRow, key, err)
-	if final == StateSent {
+	final, jobErr := s.outcome(ctx, job.JobRow, d, committed, err)
+	switch {
+	case final == StateSent:
 		done(status.NoticeSent, nil)
 		return nil
-	}
-	if sub.Channel == status.ChannelWebhook {
-		if disabled := s.webhookFailed(ctx, sub, err); disabled {
-			done(status.NoticeCancelled, err)
-			return river.JobCancel(err)
-		}
-	}
-	if final == StateFailed {
+	case sub.Channel == status.ChannelWebhook && s.webhookFailed(ctx, sub, err):
+		done(status.NoticeCancelled, err)
+		return river.JobCancel(err)
+	case final == StateFailed:
 		done(status.NoticeFailed, err)
+	case committed:
+		done(status.NoticeQueued, err) // marked sent at the commit; it was not
 	}
 	s.log.Info("notify: delivery failed", "key", key, "attempt", job.Attempt, "final", final == StateFailed, "err", err)
 	return jobErr
@@ -182,19 +180,17 @@ func (s *Service) deliverMail(ctx context.Context, job *river.Job[mailJob]) erro
 	}
 	key := "mail:" + a.Key
 	msg := Message{ID: messageID(a.Key, s.fromDomain()), To: a.To, Subject: a.Subject, Text: a.Text}
-	provider := s.email.Provider(a.To)
-	st, err := s.rec.begin(ctx, Delivery{Key: key, Kind: a.What, Channel: string(status.ChannelEmail), Recipient: a.To, Provider: provider, MessageID: msg.ID})
+	d := Delivery{Key: key, Kind: a.What, Channel: string(status.ChannelEmail), Recipient: a.To, Provider: s.email.Provider(a.To), MessageID: msg.ID}
+	st, err := s.rec.state(ctx, key)
+	if err != nil || st == StateSent {
+		return err
+	}
+	if err := s.wait(ctx, d.Provider); err != nil {
+		return err
+	}
+	committed, err := s.send(ctx, s.email, msg, d, nil)
 	if err != nil {
-		return err
-	}
-	if st == StateSent {
-		return nil
-	}
-	if err := s.wait(ctx, provider); err != nil {
-		return err
-	}
-	if err := s.send(ctx, s.email, msg, key); err != nil {
-		_, jobErr := s.outcome(ctx, job.JobRow, key, err)
+		_, jobErr := s.outcome(ctx, job.JobRow, d, committed, err)
 		return jobErr
 	}
 	return nil

@@ -99,7 +99,7 @@ type Service struct {
 	status  *status.Service
 	email   Sender
 	webhook Sender
-	rec     records
+	rec     *records
 	q       queue
 	closeQ  func()
 	log     *slog.Logger
@@ -181,7 +181,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, status: cfg.Status, email: cfg.Email, webhook: cfg.Webhook,
-		rec: records{st: cfg.Store, now: cfg.Now}, log: cfg.Log, limiters: map[string]*rate.Limiter{}}
+		rec: &records{st: cfg.Store, now: cfg.Now}, log: cfg.Log, limiters: map[string]*rate.Limiter{}}
 	s.rendered.items = map[string]*renderedUpdate{}
 
 	workers := river.NewWorkers()
@@ -197,9 +197,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		RescueStuckJobsAfter: cfg.RescueAfter,
 		FetchPollInterval:    cfg.FetchPoll,
 	}
-	if rc.FetchPollInterval > 0 && rc.FetchPollInterval < river.FetchCooldownDefault {
-		rc.FetchCooldown = rc.FetchPollInterval
-	}
+	// River fetches at most once per cooldown (100ms by default), and each
+	// fetch takes only as many jobs as there are idle workers: with sends
+	// that take a few milliseconds the cooldown, not the mail server, would
+	// set the pace (10 workers, 100 mails/s).
+	rc.FetchCooldown = 5 * time.Millisecond
 	if s.q, s.closeQ, err = openQueue(ctx, cfg.Store, cfg.PostgresURL, rc); err != nil {
 		return nil, err
 	}
@@ -230,6 +232,7 @@ func (s *Service) Stop(ctx context.Context) error {
 	defer s.runMu.Unlock()
 	if s.cancel == nil {
 		s.closeQ()
+		s.rec.close()
 		return nil
 	}
 	s.cancel()
@@ -237,6 +240,7 @@ func (s *Service) Stop(ctx context.Context) error {
 	err := s.q.Stop(ctx)
 	s.cancel = nil
 	s.closeQ()
+	s.rec.close()
 	return err
 }
 
@@ -362,7 +366,8 @@ func (s *Service) limiter(provider string) *rate.Limiter {
 }
 
 // maxRateWait is the longest a worker holds its slot waiting for a token;
-// beyond it the job is snoozed, which does not count as an attempt.
+// beyond it (or beyond half the job's remaining time) the job is snoozed,
+// which does not count as an attempt.
 const maxRateWait = 5 * time.Second
 
 // wait takes a token from provider's bucket.
@@ -372,7 +377,11 @@ func (s *Service) wait(ctx context.Context, provider string) error {
 	if d == 0 {
 		return nil
 	}
-	if d > maxRateWait {
+	limit := maxRateWait
+	if dl, ok := ctx.Deadline(); ok {
+		limit = min(limit, time.Until(dl)/2)
+	}
+	if d > limit {
 		r.Cancel()
 		return river.JobSnooze(d)
 	}
@@ -387,30 +396,25 @@ func (s *Service) wait(ctx context.Context, provider string) error {
 	}
 }
 
-// send hands m to sender, recording it sent at the commit point and
-// undoing that if the provider then refuses it.
-func (s *Service) send(ctx context.Context, sender Sender, m Message, key string) error {
+// send hands m to sender, recording d sent (and running also in the same
+// transaction) at the commit point. committed says whether that happened:
+// if Send then failed, the record must be undone.
+func (s *Service) send(ctx context.Context, sender Sender, m Message, d Delivery, also func(*sql.Tx) error) (bool, error) {
 	var committed atomic.Bool // commit may run on the transport's goroutine
 	err := sender.Send(ctx, m, func(ctx context.Context) error {
-		if err := s.rec.commit(ctx, key); err != nil {
+		if err := s.rec.commit(ctx, d, also); err != nil {
 			return err
 		}
 		committed.Store(true)
 		return nil
 	})
-	if err != nil && committed.Load() {
-		// The provider did not take it after all; undo, even if ctx ended.
-		if uerr := s.rec.finish(context.WithoutCancel(ctx), key, StatePending, err); uerr != nil {
-			s.log.Error("notify: a refused message is still recorded as sent", "key", key, "err", uerr)
-		}
-	}
-	return err
+	return committed.Load(), err
 }
 
-// outcome maps a failed attempt to what River should do and what the
-// records say: permanent failures and the last attempt end the message;
-// anything else is retried with backoff.
-func (s *Service) outcome(ctx context.Context, job *rivertype.JobRow, key string, err error) (final string, jobErr error) {
+// outcome maps a failed attempt to what River should do and records it:
+// permanent failures and the last attempt end the message; anything else
+// is retried with backoff. A message another runner already sent is done.
+func (s *Service) outcome(ctx context.Context, job *rivertype.JobRow, d Delivery, committed bool, err error) (final string, jobErr error) {
 	switch {
 	case errors.Is(err, errAlreadySent):
 		return StateSent, nil
@@ -421,8 +425,9 @@ func (s *Service) outcome(ctx context.Context, job *rivertype.JobRow, key string
 	default:
 		final, jobErr = StatePending, err
 	}
-	if ferr := s.rec.finish(context.WithoutCancel(ctx), key, final, err); ferr != nil {
-		s.log.Warn("notify: recording a failed attempt", "key", key, "err", ferr)
+	// Recorded even if ctx ended: the attempt happened.
+	if ferr := s.rec.finish(context.WithoutCancel(ctx), d, final, err, committed); ferr != nil {
+		s.log.Error("notify: recording a failed attempt", "key", d.Key, "committed", committed, "err", ferr)
 	}
 	return final, jobErr
 }

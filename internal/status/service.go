@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"lifeline/internal/fault"
@@ -41,6 +42,11 @@ type Service struct {
 	cadence  time.Duration
 	progress Progress
 	log      *slog.Logger
+
+	// key caches the link-signing key (subscribers.go), which never
+	// changes once made: every notice signs an unsubscribe link.
+	keyMu sync.Mutex
+	key   []byte
 }
 
 // New applies the status migrations to the store and returns the service.

@@ -202,6 +202,11 @@ func (s *Service) Confirm(ctx context.Context, token string) (Subscriber, error)
 // linkKey returns this installation's key for signing links, making it on
 // first use. Every process sharing the state store gets the same key.
 func (s *Service) linkKey(ctx context.Context) ([]byte, error) {
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	if s.key != nil {
+		return s.key, nil
+	}
 	db := s.db.st.DB()
 	var secret string
 	err := db.QueryRowContext(ctx, s.db.q("SELECT secret FROM status_keys WHERE name = ?"), "links").Scan(&secret)
@@ -216,7 +221,8 @@ func (s *Service) linkKey(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	return []byte(secret), nil
+	s.key = []byte(secret)
+	return s.key, nil
 }
 
 func linkMAC(key []byte, purpose, id string) string {
@@ -431,13 +437,28 @@ func (s *Service) QueueNotices(ctx context.Context, ns []Notice) error {
 }
 
 // NoticeDone records how a notice ended: NoticeSent, NoticeFailed or
-// NoticeCancelled, after attempts tries, with the last error if any.
+// NoticeCancelled, after attempts tries, with the last error if any. It
+// also puts a notice back to NoticeQueued when a delivery recorded sent
+// was refused after all.
 func (s *Service) NoticeDone(ctx context.Context, subscriberID, updateID, status string, attempts int, lastErr string) error {
+	return s.NoticeDoneTx(ctx, nil, subscriberID, updateID, status, attempts, lastErr)
+}
+
+// NoticeDoneTx is NoticeDone inside the caller's transaction on the state
+// store (nil: its own), so delivery can mark a notice sent in the same
+// commit as its own record of the send.
+func (s *Service) NoticeDoneTx(ctx context.Context, tx *sql.Tx, subscriberID, updateID, status string, attempts int, lastErr string) error {
 	sent := int64(0)
 	if status == NoticeSent {
 		sent = micros(s.stamp())
 	}
-	_, err := s.db.st.DB().ExecContext(ctx, s.db.q("UPDATE status_notices SET status = ?, attempts = ?, last_error = ?, sent_at = ? WHERE subscriber_id = ? AND update_id = ?"),
-		status, attempts, lastErr, sent, subscriberID, updateID)
+	q, args := s.db.q("UPDATE status_notices SET status = ?, attempts = ?, last_error = ?, sent_at = ? WHERE subscriber_id = ? AND update_id = ?"),
+		[]any{status, attempts, lastErr, sent, subscriberID, updateID}
+	var err error
+	if tx != nil {
+		_, err = tx.ExecContext(ctx, q, args...)
+	} else {
+		_, err = s.db.st.DB().ExecContext(ctx, q, args...)
+	}
 	return storeErr(err)
 }
