@@ -146,8 +146,12 @@ func appendString(b []byte, s string) []byte {
 }
 
 // appendValue appends v's canonical encoding for the hash's engine.
-func (h *TableHash) appendValue(b []byte, v change.Value) []byte {
-	if h.engine == Postgres {
+func (h *TableHash) appendValue(b []byte, v change.Value) []byte { return AppendValue(h.engine, b, v) }
+
+// AppendValue appends v's canonical encoding on engine (see above): equal
+// encodings, equal values as the database stores them.
+func AppendValue(engine string, b []byte, v change.Value) []byte {
+	if engine == Postgres {
 		text, null := PGText(v)
 		if null {
 			return append(b, 0)
@@ -167,6 +171,20 @@ func (h *TableHash) appendValue(b []byte, v change.Value) []byte {
 		b = append(b, v.Bytes...)
 	}
 	return b
+}
+
+// RowDigest is one row's SHA-256 over its table, key and columns' names and
+// values, canonically encoded: for comparing single rows (a dry run).
+func RowDigest(engine, table string, key []change.Value, cols []string, vals []change.Value) [32]byte {
+	b := appendString(nil, table)
+	for _, k := range key {
+		b = AppendValue(engine, b, k)
+	}
+	for i, c := range cols {
+		b = appendString(b, c)
+		b = AppendValue(engine, b, vals[i])
+	}
+	return sha256.Sum256(b)
 }
 
 // PGText is the text PostgreSQL prints for v (and reads back through the

@@ -34,7 +34,8 @@ import (
 //     restore's operation ID, and a copy of every row put in under
 //     OpID+InsertedSuffix, so the restore can be undone exactly (StageUndo).
 
-// InsertedSuffix tags the trash copies of the rows a restore inserted.
+// InsertedSuffix tags the trash rows that record the keys (other columns
+// NULL) of the rows a restore inserted.
 const InsertedSuffix = "/inserted"
 
 // Policy says which rows a restore puts back.
@@ -172,16 +173,48 @@ func (pgDialect) overriding() string { return " OVERRIDING SYSTEM VALUE" }
 
 func (db *DB) rd() restoreDialect { return db.d.(restoreDialect) }
 
+// RestoreTables returns l's tables as a restore writes them, in l's order
+// (parents first), and the schema they were read from. A table that is
+// gone, or whose primary key or tenant column is no longer a stored column,
+// is a drift refusal. It only reads.
+func (db *DB) RestoreTables(ctx context.Context, l *Layout) ([]RestoreTable, *Schema, error) {
+	s, err := db.Inspect(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []RestoreTable
+	for _, name := range l.Tables {
+		st := s.Table(name)
+		if st == nil {
+			return nil, nil, drift(l, name, "the table no longer exists")
+		}
+		all, err := db.d.columns(ctx, db.db, name, false)
+		if err != nil {
+			return nil, nil, db.internal(err, "read columns of "+name)
+		}
+		rt := RestoreTable{Name: name, Key: st.PrimaryKey, KeyCol: keyColumn(l, name)}
+		for _, c := range all {
+			if !c.generated {
+				rt.Columns = append(rt.Columns, c.name)
+				rt.Types = append(rt.Types, c.typ)
+			}
+		}
+		if len(rt.Key) == 0 || len(rt.KeyIndex()) != len(rt.Key) || !contains(rt.Columns, rt.KeyCol) {
+			return nil, nil, drift(l, name, "its primary key or tenant column is not a stored column any more")
+		}
+		out = append(out, rt)
+	}
+	return out, s, nil
+}
+
 // PrepareRestore makes sure each table of l has a staging table that fits
 // its current columns (creating it, or recreating it when the table
-// changed: staged rows are disposable), and returns the tables as a restore
-// writes them, in l's order (parents first). A table that is gone, or lost
-// its primary key, is a drift refusal.
+// changed: staged rows are disposable), and returns RestoreTables.
 func (db *DB) PrepareRestore(ctx context.Context, l *Layout) ([]RestoreTable, error) {
 	if err := db.requireProtected(ctx); err != nil {
 		return nil, err
 	}
-	s, err := db.Inspect(ctx)
+	rts, s, err := db.RestoreTables(ctx, l)
 	if err != nil {
 		return nil, err
 	}
@@ -196,47 +229,29 @@ func (db *DB) PrepareRestore(ctx context.Context, l *Layout) ([]RestoreTable, er
 			return nil, db.internal(err, "prepare staging")
 		}
 	}
-	var out []RestoreTable
-	for _, name := range l.Tables {
-		st := s.Table(name)
-		if st == nil {
-			return nil, drift(l, name, "the table no longer exists")
+	for _, rt := range rts {
+		live := make([]tcol, len(rt.Columns))
+		for i := range rt.Columns {
+			live[i] = tcol{name: rt.Columns[i], typ: rt.Types[i]}
 		}
-		all, err := db.d.columns(ctx, tx, name, false)
+		have, err := db.rd().stageColumns(ctx, tx, rt.Name)
 		if err != nil {
-			return nil, db.internal(err, "read columns of "+name)
-		}
-		rt := RestoreTable{Name: name, Key: st.PrimaryKey, KeyCol: keyColumn(l, name)}
-		var live []tcol
-		for _, c := range all {
-			if !c.generated {
-				live = append(live, c)
-				rt.Columns = append(rt.Columns, c.name)
-				rt.Types = append(rt.Types, c.typ)
-			}
-		}
-		if len(rt.Key) == 0 || len(rt.KeyIndex()) != len(rt.Key) || !contains(rt.Columns, rt.KeyCol) {
-			return nil, drift(l, name, "its primary key or tenant column is not a stored column any more")
-		}
-		have, err := db.rd().stageColumns(ctx, tx, name)
-		if err != nil {
-			return nil, db.internal(err, "read staging columns of "+name)
+			return nil, db.internal(err, "read staging columns of "+rt.Name)
 		}
 		if !stageFits(db.d, have, live) {
 			var stmts []string
 			if len(have) > 0 {
-				stmts = append(stmts, "DROP TABLE "+db.rd().stage(name))
+				stmts = append(stmts, "DROP TABLE "+db.rd().stage(rt.Name))
 			}
-			if err := execAll(ctx, tx, append(stmts, db.rd().createStage(st, live)...)...); err != nil {
-				return nil, db.internal(err, "create staging table of "+name)
+			if err := execAll(ctx, tx, append(stmts, db.rd().createStage(s.Table(rt.Name), live)...)...); err != nil {
+				return nil, db.internal(err, "create staging table of "+rt.Name)
 			}
 		}
-		out = append(out, rt)
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, db.internal(err, "commit staging tables")
 	}
-	return out, nil
+	return rts, nil
 }
 
 func stageFits(d dialect, have, live []tcol) bool {
@@ -686,22 +701,41 @@ func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 				return db.internal(err, "look for conflicting keys in "+rt.Name)
 			}
 		}
-		cols := quoteAll(rt.Columns)
-		sel := strings.Join(qualified("s", rt.Columns), ", ")
-		// A copy of every row put in goes to the trash under op/inserted, so
+		var wantIns *TableHash
+		if sp.Policy == MissingOnly {
+			var err error
+			if wantIns, err = db.hashQuery(ctx, tx, rt, "SELECT "+db.selectList("s", rt.Columns)+" FROM "+stage+" s WHERE "+mine+" AND "+absent, nil, args...); err != nil {
+				return err
+			}
+		}
+		// The keys of the rows put in go to the trash under op/inserted, so
 		// an undo knows exactly which rows to take out again.
-		res, err := tx.ExecContext(ctx, "INSERT INTO "+trash+" ("+cols+", lifeline_op, lifeline_tenant) SELECT "+sel+", CAST($4 AS TEXT), CAST($5 AS TEXT) FROM "+
-			stage+" s WHERE "+mine+" AND "+absent, append(args, inserted, sp.Tenant)...)
+		res, err := tx.ExecContext(ctx, "INSERT INTO "+trash+" ("+quoteAll(rt.Key)+", lifeline_op, lifeline_tenant) SELECT "+strings.Join(qualified("s", rt.Key), ", ")+
+			", CAST($4 AS TEXT), CAST($5 AS TEXT) FROM "+stage+" s WHERE "+mine+" AND "+absent, append(args, inserted, sp.Tenant)...)
 		if err != nil {
-			return db.swapError(err, l, sp, rt, "keeping a copy of the rows it inserts")
+			return db.swapError(err, l, sp, rt, "noting the keys of the rows it inserts")
 		}
 		n, _ := res.RowsAffected()
-		res, err = tx.ExecContext(ctx, "INSERT INTO "+live+" ("+cols+")"+rd.overriding()+" SELECT "+sel+" FROM "+stage+" s WHERE "+mine+" AND "+absent, args...)
+		res, err = tx.ExecContext(ctx, "INSERT INTO "+live+" ("+quoteAll(rt.Columns)+")"+rd.overriding()+" SELECT "+strings.Join(qualified("s", rt.Columns), ", ")+
+			" FROM "+stage+" s WHERE "+mine+" AND "+absent, args...)
 		if err != nil {
 			return db.swapError(err, l, sp, rt, "inserting its rows")
 		}
 		if m, _ := res.RowsAffected(); m != n {
-			return db.internal(fmt.Errorf("copied %d rows to the trash but inserted %d", n, m), "insert rows of "+rt.Name)
+			return db.internal(fmt.Errorf("noted %d keys but inserted %d rows", n, m), "insert rows of "+rt.Name)
+		}
+		if wantIns != nil {
+			// The rows put in, as now live, against the staged rows.
+			x := db.d.trash(rt.Name)
+			got, err := db.hashQuery(ctx, tx, rt, "SELECT "+db.selectList("l", rt.Columns)+" FROM "+x+" x JOIN "+live+" l ON "+pkMatch("l", "x", rt.Key)+
+				" WHERE x.lifeline_tenant = $1 AND x.lifeline_op = $2", nil, sp.Tenant, inserted)
+			if err != nil {
+				return err
+			}
+			if !got.Equal(wantIns, rt.Columns) {
+				return mismatch(l, sp, rt, got.Rows, wantIns.Rows)
+			}
+			r.Rows, r.Hash = got.Rows, got.Digest(rt.Columns, wantIns)
 		}
 		r.Inserted = n
 		if sp.Policy == Replace {
@@ -717,23 +751,7 @@ func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 	for i := range sp.Tables {
 		rt := &sp.Tables[i]
 		r := out[rt.Name]
-		if sp.Policy == MissingOnly {
-			// The rows put in, as now live, against their trash copies.
-			x := db.d.trash(rt.Name)
-			want, err := db.hashQuery(ctx, tx, rt, "SELECT "+db.selectList("x", rt.Columns)+" FROM "+x+" x WHERE x.lifeline_tenant = $1 AND x.lifeline_op = $2", nil, sp.Tenant, inserted)
-			if err != nil {
-				return err
-			}
-			got, err := db.hashQuery(ctx, tx, rt, "SELECT "+db.selectList("l", rt.Columns)+" FROM "+x+" x JOIN "+db.d.live(rt.Name)+" l ON "+pkMatch("l", "x", rt.Key)+
-				" WHERE x.lifeline_tenant = $1 AND x.lifeline_op = $2", nil, sp.Tenant, inserted)
-			if err != nil {
-				return err
-			}
-			if !got.Equal(want, rt.Columns) {
-				return mismatch(l, sp, rt, got.Rows, want.Rows)
-			}
-			r.Rows, r.Hash = got.Rows, got.Digest(rt.Columns, want)
-		} else {
+		if sp.Policy == Replace {
 			got, err := db.HashLive(ctx, tx, rt, sp.Tenant)
 			if err != nil {
 				return err
@@ -1135,6 +1153,13 @@ func (ld *Load) Rows(ctx context.Context, table string, cols []string, rows [][]
 		return ld.db.copyRows(ctx, ld.conn, ld.db.d.live(table), cols, nil, nil, rows)
 	}
 	return ld.db.insertRows(ctx, ld.conn, ld.db.d.live(table), cols, nil, nil, rows)
+}
+
+// DeleteTenant removes tenant's loaded rows of rt (a tenant whose backup
+// turned out unreadable halfway).
+func (ld *Load) DeleteTenant(ctx context.Context, rt *RestoreTable, tenant string) error {
+	_, err := ld.conn.ExecContext(ctx, "DELETE FROM "+ld.db.d.live(rt.Name)+" WHERE "+qi(rt.KeyCol)+" = $1", tenant)
+	return ld.db.internal(err, "remove a half-loaded tenant from "+rt.Name)
 }
 
 // Hash hashes the loaded rows of tenant in rt.

@@ -1,0 +1,554 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"lifeline/internal/change"
+	"lifeline/internal/fault"
+	"lifeline/internal/productdb"
+	"lifeline/internal/state"
+	"lifeline/internal/tenant"
+)
+
+// pinFor is how long a restore keeps its objects from retention; a crashed
+// restore's pins lapse on their own.
+const pinFor = 24 * time.Hour
+
+// inPlace runs the restore as an operation: every tenant is rebuilt into
+// staging first (so a broken backup object refuses before anything
+// changed), then each tenant is swapped in its own verified transaction.
+func (s *Service) inPlace(ctx context.Context, pl *plan) error {
+	op, err := s.startOperation(ctx, pl)
+	if err != nil || op == nil {
+		return err
+	}
+	rep := pl.report
+	rep.Operation = op.ID
+	stop := s.Tenants.KeepLease(ctx, op.ID)
+	defer stop()
+	bg := context.WithoutCancel(ctx)
+	var keys []string
+	for _, o := range rep.Objects {
+		keys = append(keys, o.Key)
+	}
+	if err := s.Repo.Pin(ctx, op.ID, keys, s.Tenants.Clock().Add(pinFor)); err != nil {
+		return s.finish(bg, pl, op, err)
+	}
+	defer func() { _ = s.Repo.Unpin(bg, op.ID) }()
+
+	// Staging tables fit the tables as they are now.
+	for _, p := range pl.products {
+		if pl.readings[p.Name] == nil {
+			continue
+		}
+		rts, err := p.DB.PrepareRestore(ctx, p.Layout)
+		if err != nil {
+			return s.finish(bg, pl, op, err)
+		}
+		pl.tables[p.Name] = rts
+	}
+	if err := s.recognise(ctx, pl, op); err != nil {
+		return s.finish(bg, pl, op, err)
+	}
+	if err := s.stageAll(ctx, pl, op); err != nil {
+		for _, p := range pl.products {
+			if rts := pl.tables[p.Name]; rts != nil {
+				_ = p.DB.ClearStaging(bg, rts, op.ID, "")
+			}
+		}
+		return s.finish(bg, pl, op, err)
+	}
+	s.applyAll(ctx, pl, op)
+	return s.finish(bg, pl, op, nil)
+}
+
+// startOperation records the restore as an operation (or takes over the
+// interrupted one this command already started). nil, nil: nothing to do.
+func (s *Service) startOperation(ctx context.Context, pl *plan) (*state.Operation, error) {
+	store := s.Tenants.Store
+	if pl.resume != nil {
+		if err := s.Tenants.Claim(ctx, pl.resume); err != nil {
+			return nil, err
+		}
+		if s.Log != nil {
+			s.Log.Info("resuming interrupted restore", "op", pl.resume.ID)
+		}
+		return store.GetOperation(ctx, pl.resume.ID)
+	}
+	var steps []state.Step
+	targets := []string{}
+	for _, st := range pl.steps {
+		if !st.skip {
+			steps = append(steps, state.Step{Product: st.product.Name, Tenant: st.tenant, Status: state.StepPending})
+		}
+	}
+	for _, t := range pl.report.Tenants {
+		targets = append(targets, "site:"+t.Tenant)
+	}
+	if len(steps) == 0 {
+		pl.report.Status = "done"
+		return nil, s.outcome(pl)
+	}
+	id := state.NewOperationID(s.Tenants.Clock())
+	if err := saveRun(ctx, store, id, pl.key); err != nil {
+		return nil, err
+	}
+	op := &state.Operation{ID: id, Action: "restore", Actor: pl.req.Actor, Reason: reason(pl), Targets: targets, Steps: steps}
+	if err := store.CreateOperation(ctx, op, s.Tenants.Owner, s.Tenants.TTL()); err != nil {
+		return nil, err
+	}
+	return op, nil
+}
+
+func reason(pl *plan) string {
+	r := "restore to " + strings.Join(sortedValues(pl.report.Moment.Products), ", ")
+	if pl.req.Before != "" {
+		r = "restore to before " + pl.req.Before
+	}
+	if pl.req.Policy != productdb.Replace {
+		r += " (" + string(pl.req.Policy) + ")"
+	}
+	if pl.req.Reason != "" {
+		r = pl.req.Reason + " — " + r
+	}
+	return r
+}
+
+func sortedValues(m map[string]string) []string {
+	var out []string
+	for _, v := range m {
+		if len(out) == 0 || out[len(out)-1] != v {
+			out = append(out, v)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// recognise marks the steps an earlier run of this operation committed:
+// recorded as done, or committed just before a crash (the product's
+// applied marker says so).
+func (s *Service) recognise(ctx context.Context, pl *plan, op *state.Operation) error {
+	status := map[[2]string]state.StepStatus{}
+	for _, st := range op.Steps {
+		status[[2]string{st.Product, st.Tenant}] = st.Status
+	}
+	for _, st := range pl.steps {
+		if st.skip {
+			continue
+		}
+		k := [2]string{st.product.Name, st.tenant}
+		stat, inOp := status[k]
+		if !inOp || stat == state.StepSkipped || stat == state.StepFailed {
+			st.skip = true
+			st.report.Status = "skipped"
+			st.report.Error = "not part of operation " + op.ID + ", or failed in an earlier run of it; run the restore again after it finishes"
+			continue
+		}
+		res, err := st.product.DB.RestoreMarker(ctx, op.ID, st.tenant)
+		if fault.CodeOf(err) == fault.NotFound {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		st.skip, st.done = true, true
+		s.record(st, res, 0)
+		st.report.Resumed = true
+		if stat != state.StepDone {
+			if err := s.Tenants.Store.UpdateStep(ctx, op.ID, stepDone(st, res)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// stageAll rebuilds every pending step into staging, Workers at a time.
+// SQLite takes one writer at a time, so each product's writes are
+// serialised while the rebuilds run in parallel.
+func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) error {
+	var pending []*step
+	for _, st := range pl.steps {
+		if !st.skip {
+			pending = append(pending, st)
+		}
+	}
+	locks := map[string]*sync.Mutex{}
+	for _, p := range pl.products {
+		locks[p.Name] = &sync.Mutex{}
+	}
+	return s.pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
+		t0 := time.Now()
+		p := st.product
+		if err := p.DB.ClearStaging(ctx, st.tables, op.ID, st.tenant); err != nil {
+			return err
+		}
+		r := newRebuilder(p.DB.Engine(), st.tables, pl.req.AllowDrift, s.chunkRows())
+		lock := locks[p.Name]
+		want, err := r.run(ctx, pl.readings[p.Name], st.tenant, func(rt *productdb.RestoreTable, cols []string, rows [][]change.Value) error {
+			if p.DB.Engine() == productdb.SQLite {
+				lock.Lock()
+				defer lock.Unlock()
+			}
+			err := p.DB.StageRows(ctx, rt, op.ID, st.tenant, cols, rows)
+			s.advance("rebuild", len(pending), 0, int64(len(rows)))
+			return err
+		})
+		st.report.Notes = append(st.report.Notes, r.notes()...)
+		st.report.Seconds += time.Since(t0).Seconds()
+		if err != nil {
+			if broken(err) && pl.req.SkipBroken {
+				st.skip = true
+				st.report.Status, st.report.Error = "skipped", err.Error()
+				_ = p.DB.ClearStaging(context.WithoutCancel(ctx), st.tables, op.ID, st.tenant)
+				return s.Tenants.Store.UpdateStep(ctx, op.ID, state.Step{Product: p.Name, Tenant: st.tenant, Status: state.StepSkipped, Error: err.Error()})
+			}
+			if broken(err) {
+				return fault.Wrap(err, fault.Refused, "run `lifeline backup verify` to list the damage; --skip-broken restores the other tenants and reports this one",
+					"tenant %s of %s cannot be rebuilt; nothing was restored", st.tenant, p.Name)
+			}
+			return fmt.Errorf("rebuilding tenant %s of %s: %w", st.tenant, p.Name, err)
+		}
+		if err := wholeTenant(p, st, want); err != nil {
+			return err
+		}
+		st.want = want
+		s.advance("rebuild", len(pending), 1, 0)
+		return nil
+	})
+}
+
+// wholeTenant refuses to restore a tenant whose root row did not exist at
+// the moment while it exists now: that "restore" would remove the tenant.
+func wholeTenant(p *tenant.Product, st *step, want map[string]*productdb.TableHash) error {
+	if h := want[p.Layout.TenantsTable]; h != nil && h.Rows > 0 {
+		return nil
+	}
+	for _, rt := range st.tables {
+		if rt.Name == p.Layout.TenantsTable {
+			return fault.New(fault.Refused, "choose a moment when the tenant existed, or leave this product out with --products",
+				"tenant %s had no root row in %s.%s at the moment chosen; restoring it there would remove the tenant", st.tenant, p.Name, rt.Name)
+		}
+	}
+	return nil
+}
+
+// pool runs fn over steps with that many goroutines; the first error stops
+// the others from starting new steps and is returned.
+func (s *Service) pool(ctx context.Context, workers int, steps []*step, fn func(context.Context, *step) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make(chan *step)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for range min(workers, max(1, len(steps))) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for st := range jobs {
+				if err := fn(ctx, st); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+						cancel()
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, st := range steps {
+		if ctx.Err() != nil {
+			break
+		}
+		jobs <- st
+	}
+	close(jobs)
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// applyAll swaps every staged step: one at a time per SQLite database
+// (it has one writer), Workers at a time per PostgreSQL database, every
+// product at once. A failed step is reported and does not stop the others.
+func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
+	byProduct := map[string][]*step{}
+	total := 0
+	for _, st := range pl.steps {
+		if !st.skip {
+			byProduct[st.product.Name] = append(byProduct[st.product.Name], st)
+			total++
+		}
+	}
+	var wg sync.WaitGroup
+	for _, p := range pl.products {
+		steps := byProduct[p.Name]
+		if len(steps) == 0 {
+			continue
+		}
+		workers := 1
+		if p.DB.Engine() == productdb.Postgres {
+			workers = s.workers()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.pool(ctx, workers, steps, func(ctx context.Context, st *step) error {
+				s.applyStep(ctx, pl, op, st)
+				s.advance("apply", total, 1, 0)
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+}
+
+// applyStep swaps one tenant in one product and records the outcome.
+func (s *Service) applyStep(ctx context.Context, pl *plan, op *state.Operation, st *step) {
+	if s.BeforeStep != nil {
+		s.BeforeStep(state.Step{Product: st.product.Name, Tenant: st.tenant})
+	}
+	t0 := time.Now()
+	p := st.product
+	res, err := p.DB.Swap(ctx, p.Layout, productdb.SwapSpec{OpID: op.ID, Tenant: st.tenant, Policy: pl.req.Policy, Tables: st.tables, Want: st.want})
+	bg := context.WithoutCancel(ctx)
+	if err != nil {
+		st.report.Status, st.report.Error = "failed", err.Error()
+		if errors.Is(err, productdb.ErrMismatch) {
+			st.report.Hash = "mismatch"
+		}
+		st.report.Seconds += time.Since(t0).Seconds()
+		_ = p.DB.ClearStaging(bg, st.tables, op.ID, st.tenant)
+		_ = s.Tenants.Store.UpdateStep(bg, op.ID, state.Step{Product: p.Name, Tenant: st.tenant, Status: state.StepFailed, Error: err.Error()})
+		return
+	}
+	st.done = true
+	s.record(st, res, time.Since(t0).Seconds())
+	if err := s.Tenants.Store.UpdateStep(bg, op.ID, stepDone(st, res)); err != nil && s.Log != nil {
+		s.Log.Warn("recording a restored step failed; the product's marker still records it", "op", op.ID, "tenant", st.tenant, "err", err)
+	}
+}
+
+// record fills a step's report from what the swap did.
+func (s *Service) record(st *step, res productdb.SwapResult, seconds float64) {
+	r := st.report
+	r.Status, r.State, r.Hash = "restored", res.State, "verified"
+	r.Seconds += seconds
+	r.Tables, r.Rows = nil, 0
+	for _, rt := range st.tables {
+		tr, ok := res.Tables[rt.Name]
+		if !ok {
+			continue
+		}
+		r.Tables = append(r.Tables, TableReport{Table: rt.Name, TableResult: tr})
+		r.Rows += tr.Rows
+	}
+}
+
+// stepDone is the state store's record of a restored step: rows changed
+// per table.
+func stepDone(st *step, res productdb.SwapResult) state.Step {
+	rows := map[string]int64{}
+	for t, r := range res.Tables {
+		if n := r.Inserted + r.Replaced + r.Removed; n > 0 {
+			rows[t] = n
+		}
+	}
+	return state.Step{Product: st.product.Name, Tenant: st.tenant, Status: state.StepDone, Rows: rows}
+}
+
+// finish ends the operation and sets the report's status. err is a failure
+// that stopped the restore before any swap.
+func (s *Service) finish(ctx context.Context, pl *plan, op *state.Operation, err error) error {
+	store := s.Tenants.Store
+	if err != nil {
+		if ferr := store.FinishOperation(ctx, op.ID, state.OpFailed, err.Error()); ferr != nil {
+			err = errors.Join(err, ferr)
+		}
+		for _, st := range pl.steps {
+			if !st.done && st.report.Status == "" {
+				st.report.Status = "failed"
+			}
+		}
+		pl.report.Status = "failed"
+		if fault.ExitStatus(err) == 2 {
+			pl.report.Status = "refused"
+		}
+		return err
+	}
+	out := s.outcome(pl)
+	status, text := state.OpDone, ""
+	if out != nil {
+		status, text = state.OpFailed, out.Error()
+	}
+	if ferr := store.FinishOperation(ctx, op.ID, status, text); ferr != nil {
+		return errors.Join(out, ferr)
+	}
+	return out
+}
+
+// outcome sets the report's status from its steps, and returns the failure
+// to report if not every tenant was restored and verified.
+func (s *Service) outcome(pl *plan) error {
+	var failed, skipped []string
+	for _, st := range pl.steps {
+		name := st.tenant + " in " + st.product.Name
+		switch st.report.Status {
+		case "failed":
+			failed = append(failed, name+": "+st.report.Error)
+		case "skipped":
+			skipped = append(skipped, name)
+		}
+	}
+	pl.report.Status = "done"
+	if len(failed) == 0 && len(skipped) == 0 {
+		return nil
+	}
+	pl.report.Status = "failed"
+	msg := ""
+	if len(failed) > 0 {
+		msg = fmt.Sprintf("%d tenant steps failed and were rolled back: %s", len(failed), strings.Join(failed, "; "))
+	}
+	if len(skipped) > 0 {
+		if msg != "" {
+			msg += "; "
+		}
+		msg += fmt.Sprintf("%d were skipped, their backup being unreadable: %s", len(skipped), strings.Join(skipped, ", "))
+	}
+	return fault.New(fault.Internal, "the report lists each tenant; run the same command again to retry the failed ones", "%s", msg)
+}
+
+// Undo takes back a finished restore operation: for each tenant it
+// restored, the rows it removed or overwrote come back from its trash, the
+// rows it inserted go (kept in the trash under the undo), and the states it
+// changed are set back. Rows written since the restore to rows it did not
+// touch stay. The undo is an operation of its own (restore-undo); the
+// restore is marked rolled back.
+func (s *Service) Undo(ctx context.Context, opID, actor, why string) (*Report, error) {
+	start := time.Now()
+	store := s.Tenants.Store
+	rep := &Report{Status: "failed", Policy: productdb.Replace, Objects: []ObjectRead{}, Tenants: []TenantReport{}, Moment: Moment{Before: opID, Products: map[string]string{}}}
+	fail := func(err error) (*Report, error) {
+		rep.Error, rep.Hint = err.Error(), fault.HintOf(err)
+		if fault.ExitStatus(err) == 2 {
+			rep.Status = "refused"
+		}
+		rep.Seconds = time.Since(start).Seconds()
+		return rep, err
+	}
+	orig, err := store.GetOperation(ctx, opID)
+	if err != nil {
+		return fail(err)
+	}
+	if orig.Action != "restore" {
+		return fail(fault.New(fault.Invalid, "name a restore operation (`lifeline ops list`)", "operation %s is a %s, not a restore", opID, orig.Action))
+	}
+	if orig.Status != state.OpDone && orig.Status != state.OpFailed {
+		return fail(fault.New(fault.Conflict, "see `lifeline ops show "+opID+"`", "restore %s is %s; only a finished restore can be undone", opID, orig.Status))
+	}
+	pl := &plan{report: rep, req: Request{Actor: actor, Policy: productdb.Replace}}
+	var steps []state.Step
+	byTenant := map[string]int{}
+	for _, os := range orig.Steps {
+		if os.Status != state.StepDone {
+			continue
+		}
+		var p *tenant.Product
+		for _, q := range s.Tenants.Products {
+			if q.Name == os.Product {
+				p = q
+			}
+		}
+		if p == nil {
+			return fail(fault.New(fault.NotFound, "add the product back to lifeline.yaml", "restore %s touched product %s, which is not configured", opID, os.Product))
+		}
+		i, ok := byTenant[os.Tenant]
+		if !ok {
+			i = len(rep.Tenants)
+			rep.Tenants = append(rep.Tenants, TenantReport{Tenant: os.Tenant})
+			byTenant[os.Tenant] = i
+		}
+		sr := &StepReport{Product: p.Name}
+		rep.Tenants[i].Products = append(rep.Tenants[i].Products, sr)
+		pl.steps = append(pl.steps, &step{product: p, tenant: os.Tenant, report: sr})
+		steps = append(steps, state.Step{Product: p.Name, Tenant: os.Tenant, Status: state.StepPending})
+	}
+	if len(steps) == 0 {
+		return fail(fault.New(fault.Conflict, "see `lifeline ops show "+opID+"`", "restore %s restored no tenant: nothing to undo", opID))
+	}
+	op := &state.Operation{ID: state.NewOperationID(s.Tenants.Clock()), Action: "restore-undo", Actor: actor,
+		Reason: strings.TrimSpace(why + " undo of " + opID), Targets: orig.Targets, Steps: steps}
+	if err := store.CreateOperation(ctx, op, s.Tenants.Owner, s.Tenants.TTL()); err != nil {
+		return fail(err)
+	}
+	rep.Operation = op.ID
+	stop := s.Tenants.KeepLease(ctx, op.ID)
+	defer stop()
+	for _, st := range pl.steps {
+		if err := s.undoStep(ctx, op, opID, st); err != nil {
+			st.report.Status, st.report.Error = "failed", err.Error()
+			_ = store.UpdateStep(context.WithoutCancel(ctx), op.ID, state.Step{Product: st.product.Name, Tenant: st.tenant, Status: state.StepFailed, Error: err.Error()})
+		}
+	}
+	err = s.finish(context.WithoutCancel(ctx), pl, op, nil)
+	if err == nil {
+		err = store.FinishOperation(context.WithoutCancel(ctx), opID, state.OpRolledBack, "")
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	for _, t := range rep.Tenants {
+		for _, p := range t.Products {
+			rep.Rows += p.Rows
+		}
+	}
+	if err != nil {
+		rep.Error, rep.Hint = err.Error(), fault.HintOf(err)
+	}
+	return rep, err
+}
+
+// undoStep undoes restore opID for one tenant in one product.
+func (s *Service) undoStep(ctx context.Context, op *state.Operation, opID string, st *step) error {
+	t0 := time.Now()
+	db := st.product.DB
+	marker, err := db.RestoreMarker(ctx, opID, st.tenant)
+	if err != nil {
+		return err
+	}
+	rts, err := db.PrepareRestore(ctx, st.product.Layout)
+	if err != nil {
+		return err
+	}
+	for _, rt := range rts {
+		if _, ok := marker.Tables[rt.Name]; ok {
+			st.tables = append(st.tables, rt)
+		}
+	}
+	if err := db.ClearStaging(ctx, st.tables, op.ID, st.tenant); err != nil {
+		return err
+	}
+	want, err := db.StageUndo(ctx, st.tables, opID, op.ID, st.tenant)
+	if err != nil {
+		return err
+	}
+	res, err := db.Swap(ctx, st.product.Layout, productdb.SwapSpec{OpID: op.ID, Tenant: st.tenant, Policy: productdb.Replace,
+		Tables: st.tables, Want: want, States: marker.Previous, Action: "restore-undo"})
+	if err != nil {
+		_ = db.ClearStaging(context.WithoutCancel(ctx), st.tables, op.ID, st.tenant)
+		return err
+	}
+	st.done = true
+	s.record(st, res, time.Since(t0).Seconds())
+	st.report.Status = "undone"
+	return s.Tenants.Store.UpdateStep(ctx, op.ID, stepDone(st, res))
+}
