@@ -220,7 +220,7 @@ func (c *Config) applyDefaults() {
 	if c.Notify.DisableAfter == 0 {
 		c.Notify.DisableAfter = 20
 	}
-	c.Vault.applyDefaults(c.Listen)
+	c.Vault.applyDefaults(c.Status.PublicURL)
 	c.Guard.fill(Guard{DefaultMaxRowsPerStatement, DefaultMaxRowsPerTransaction, DefaultMaxTenantsPerStatement})
 	for i := range c.Products {
 		p := &c.Products[i]

@@ -36,7 +36,7 @@ type Vault struct {
 	LinkSecretFile string `yaml:"link_secret_file"`
 	LinkSecretEnv  string `yaml:"link_secret_env"`
 	// PublicURL is the address verification links point at (serve's
-	// /contacts/verify). Default http:// + listen.
+	// /contacts/verify). Default status.public_url: serve answers both.
 	PublicURL string `yaml:"public_url"`
 }
 
@@ -59,7 +59,7 @@ func (v *Vault) UnmarshalYAML(n *yaml.Node) error {
 	return n.Decode((*plain)(v))
 }
 
-func (v *Vault) applyDefaults(listen string) {
+func (v *Vault) applyDefaults(publicURL string) {
 	if v.Database == "" {
 		v.Database = DefaultVault
 	}
@@ -76,7 +76,7 @@ func (v *Vault) applyDefaults(listen string) {
 		v.LinkTTL = Duration(DefaultLinkTTL)
 	}
 	if v.PublicURL == "" {
-		v.PublicURL = "http://" + listen
+		v.PublicURL = publicURL
 	}
 	v.PublicURL = strings.TrimSuffix(v.PublicURL, "/")
 }

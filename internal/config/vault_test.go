@@ -32,6 +32,9 @@ func TestVaultDefaultsAndShorthand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c, err := Parse([]byte(good+"status: {public_url: 'https://status.example.com'}\n"), "/tmp"); err != nil || c.Vault.PublicURL != "https://status.example.com" {
+		t.Errorf("vault.public_url does not follow status.public_url: %v %v", c, err)
+	}
 	if c.Vault.StaleAfter.D() != 90*24*time.Hour || c.Vault.MaxRemoval != 0.25 || c.Vault.PublicURL != "https://ll.example.com" {
 		t.Errorf("vault mapping: %+v", c.Vault)
 	}
