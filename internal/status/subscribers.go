@@ -369,7 +369,7 @@ func (s *Service) Notices(ctx context.Context, status string, limit int) ([]Noti
 	if status != "" {
 		where, args = append(where, "n.status = ?"), append(args, status)
 	}
-	return s.notices(ctx, where, args, limit)
+	return s.notices(ctx, where, args, "n.created_at, n.subscriber_id", limit)
 }
 
 // OwedNotices lists pending notices to subscribers of the given channels,
@@ -385,10 +385,12 @@ func (s *Service) OwedNotices(ctx context.Context, channels []Channel, limit int
 	for _, c := range channels {
 		args = append(args, c)
 	}
-	return s.notices(ctx, where, args, limit)
+	// Oldest first by the (status, created_at) index alone: a tie-breaker
+	// would sort every pending notice of an update on each call.
+	return s.notices(ctx, where, args, "n.created_at", limit)
 }
 
-func (s *Service) notices(ctx context.Context, where []string, args []any, limit int) ([]Notice, error) {
+func (s *Service) notices(ctx context.Context, where []string, args []any, order string, limit int) ([]Notice, error) {
 	if limit <= 0 {
 		limit = 1000
 	}
@@ -397,7 +399,7 @@ func (s *Service) notices(ctx context.Context, where []string, args []any, limit
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	rows, err := s.db.st.DB().QueryContext(ctx, s.db.q(q+" ORDER BY n.created_at, n.subscriber_id LIMIT "+strconv.Itoa(limit)), args...)
+	rows, err := s.db.st.DB().QueryContext(ctx, s.db.q(q+" ORDER BY "+order+" LIMIT "+strconv.Itoa(limit)), args...)
 	if err != nil {
 		return nil, storeErr(err)
 	}
@@ -416,21 +418,35 @@ func (s *Service) notices(ctx context.Context, where []string, args []any, limit
 }
 
 // QueueNotices moves pending notices to queued once the delivery side has
-// jobs for them. Notices no longer pending are left alone, so running it
-// twice, or from two processes, is harmless.
+// jobs for them. Notices no longer pending (a fast worker may have sent one
+// already) are left alone, so running it twice, or from two processes, is
+// harmless.
 func (s *Service) QueueNotices(ctx context.Context, ns []Notice) error {
-	const chunk = 400 // two parameters each, well under SQLite's limit
-	for len(ns) > 0 {
-		part := ns[:min(chunk, len(ns))]
-		ns = ns[len(part):]
-		args := []any{NoticeQueued, NoticePending}
-		for _, n := range part {
-			args = append(args, n.SubscriberID, n.UpdateID)
+	// Grouped by update, so each statement looks rows up by primary key
+	// (subscriber_id IN …, update_id =) rather than scanning every pending
+	// notice.
+	byUpdate := map[string][]string{}
+	var order []string
+	for _, n := range ns {
+		if _, ok := byUpdate[n.UpdateID]; !ok {
+			order = append(order, n.UpdateID)
 		}
-		q := "UPDATE status_notices SET status = ? WHERE status = ? AND (subscriber_id, update_id) IN (VALUES (?, ?)" +
-			strings.Repeat(", (?, ?)", len(part)-1) + ")"
-		if _, err := s.db.st.DB().ExecContext(ctx, s.db.q(q), args...); err != nil {
-			return storeErr(err)
+		byUpdate[n.UpdateID] = append(byUpdate[n.UpdateID], n.SubscriberID)
+	}
+	const chunk = 500
+	for _, u := range order {
+		subs := byUpdate[u]
+		for len(subs) > 0 {
+			part := subs[:min(chunk, len(subs))]
+			subs = subs[len(part):]
+			args := []any{NoticeQueued, u, NoticePending}
+			for _, id := range part {
+				args = append(args, id)
+			}
+			q := "UPDATE status_notices SET status = ? WHERE update_id = ? AND status = ? AND subscriber_id IN (?" + strings.Repeat(", ?", len(part)-1) + ")"
+			if _, err := s.db.st.DB().ExecContext(ctx, s.db.q(q), args...); err != nil {
+				return storeErr(err)
+			}
 		}
 	}
 	return nil
