@@ -55,6 +55,7 @@ var commands = []command{
 	{"audit", "verify the audit log's hash chain", auditCmd},
 	{"tokens", "create|list|revoke operator tokens", tokensCmd},
 	{"incident", "open|update|resolve|list status page incidents", incidentCmd},
+	{"contacts", "sync|import|lookup|for|verify|report|erase|restore the contacts vault", contactsCmd},
 	{"serve", "run the API, metrics and background work", serveCmd},
 	{"demo", "build a sample SaaS, protect it, and walk through the lifecycle", demoCmd},
 }

@@ -42,6 +42,9 @@ type Server struct {
 	// Status is the public status page, its v2 JSON and incident management;
 	// nil serves none of them.
 	Status *StatusPage
+	// Contacts is the contacts vault's API and verification page; nil
+	// serves neither.
+	Contacts *Contacts
 }
 
 // ListenAndServe serves h on addr until ctx ends. ready is called with the
