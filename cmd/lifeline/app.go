@@ -67,9 +67,7 @@ func openApp(e *env) (*app, error) {
 		}
 		svc.Products = append(svc.Products, &tenant.Product{Name: p.Name, DB: db, Layout: layout})
 	}
-	if crash := crashPoint(e, "LIFELINE_TEST_CRASH_BEFORE_STEP"); crash != nil {
-		svc.BeforeStep = func(state.Step) { crash() }
-	}
+	svc.BeforeStep = crashHook(e)
 	a.tenants = svc
 	return a, nil
 }
@@ -79,6 +77,16 @@ func openApp(e *env) (*app, error) {
 // process with SIGKILL, exactly as kill -9 would. It is nil unless the
 // variable is set. LIFELINE_TEST_CRASH_BEFORE_STEP counts operation steps,
 // LIFELINE_TEST_CRASH_AFTER_UPLOAD counts backup objects made durable.
+// crashHook is the BeforeStep hook of LIFELINE_TEST_CRASH_BEFORE_STEP, for
+// lifecycle operations and restores alike; nil unless the variable is set.
+func crashHook(e *env) func(state.Step) {
+	crash := crashPoint(e, "LIFELINE_TEST_CRASH_BEFORE_STEP")
+	if crash == nil {
+		return nil
+	}
+	return func(state.Step) { crash() }
+}
+
 func crashPoint(e *env, name string) func() {
 	n, err := strconv.Atoi(e.getenv(name))
 	if err != nil || n < 1 {
