@@ -72,11 +72,6 @@ func openApp(e *env) (*app, error) {
 	return a, nil
 }
 
-// crashPoint is fault injection for the crash tests: with the environment
-// variable name set to N, the Nth call of the returned function kills the
-// process with SIGKILL, exactly as kill -9 would. It is nil unless the
-// variable is set. LIFELINE_TEST_CRASH_BEFORE_STEP counts operation steps,
-// LIFELINE_TEST_CRASH_AFTER_UPLOAD counts backup objects made durable.
 // crashHook is the BeforeStep hook of LIFELINE_TEST_CRASH_BEFORE_STEP, for
 // lifecycle operations and restores alike; nil unless the variable is set.
 func crashHook(e *env) func(state.Step) {
@@ -87,6 +82,11 @@ func crashHook(e *env) func(state.Step) {
 	return func(state.Step) { crash() }
 }
 
+// crashPoint is fault injection for the crash tests: with the environment
+// variable name set to N, the Nth call of the returned function kills the
+// process with SIGKILL, exactly as kill -9 would. It is nil unless the
+// variable is set. LIFELINE_TEST_CRASH_BEFORE_STEP counts operation steps,
+// LIFELINE_TEST_CRASH_AFTER_UPLOAD counts backup objects made durable.
 func crashPoint(e *env, name string) func() {
 	n, err := strconv.Atoi(e.getenv(name))
 	if err != nil || n < 1 {
