@@ -88,8 +88,9 @@ type BackupResult struct {
 // Backup exports the whole vault to the repository if it changed since the
 // last export, then thins old exports (see prune). Run calls it every few
 // seconds, and the CLI after every change, so the repository is never more
-// than a minute behind. A new, never-written vault is not exported: an
-// empty vault must never become the newest export.
+// than a minute behind. A vault whose origin is not recorded yet (new, and
+// possibly awaiting a restore) is not exported: it must never become the
+// newest export.
 func (s *Service) Backup(ctx context.Context) (*BackupResult, error) {
 	bs, err := s.blobs()
 	if err != nil {
@@ -111,7 +112,7 @@ func (s *Service) Backup(ctx context.Context) (*BackupResult, error) {
 		} else if v != "" {
 			exported, _ = strconv.ParseInt(v, 10, 64)
 		}
-		if (origin == "" && rev == 0) || rev == exported {
+		if origin == "" || rev == exported {
 			return nil
 		}
 		d, err = readDump(t, rev)

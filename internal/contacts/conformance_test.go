@@ -430,6 +430,12 @@ func testRestoreAfterLoss(t *testing.T, b backend) {
 	if r, err := e.svc.Backup(e.ctx); err != nil || !r.Skipped {
 		t.Fatalf("an empty new vault was exported: %+v %v", r, err)
 	}
+	// An erasure while the vault awaits its restore goes to the ledger,
+	// and the restore applies it.
+	er, err := e.svc.Erase(e.ctx, "billing-8@site-8.example", "request #9", "dpo")
+	if err != nil || er.Note == "" || e.count("history") != 0 {
+		t.Fatalf("erasure before the restore: %+v, %v; history %d", er, err, e.count("history"))
+	}
 	// Without the key the export cannot be read, and nothing changes.
 	nokey, err := New(Config{Store: e.store, Ledger: e.ledger, Blobs: e.blobs, Now: e.clock.Now})
 	must(t, err)
@@ -443,11 +449,13 @@ func testRestoreAfterLoss(t *testing.T, b backend) {
 	}
 	res, err := e.svc.Restore(e.ctx, RestoreOptions{Actor: "ops"})
 	must(t, err)
-	if res.Key != bk.Key || res.Contacts != 12 {
+	if res.Key != bk.Key || res.Contacts != 12 || res.Erasures != 1 {
 		t.Fatalf("restore: %+v", res)
 	}
 	after, err := e.svc.Export(e.ctx, "t")
 	must(t, err)
+	// Apart from the person erased meanwhile, everything is as it was.
+	before.Contacts = slices.DeleteFunc(before.Contacts, func(c Contact) bool { return c.Email == "billing-8@site-8.example" })
 	if !reflect.DeepEqual(before, after) {
 		t.Fatalf("restored vault differs\nbefore %+v\nafter  %+v", before, after)
 	}

@@ -16,6 +16,7 @@ type EraseResult struct {
 	InVault  bool   `json:"in_vault"`
 	Links    int    `json:"links"`
 	History  int    `json:"history"`
+	Note     string `json:"note,omitempty"`
 }
 
 // Erase removes a person from the vault for good: their contact, links,
@@ -63,6 +64,11 @@ func (s *Service) Erase(ctx context.Context, email, reason, actor string) (*Eras
 			return nil, err
 		}
 		res.LedgerID = e.ID
+	}
+	if err := s.guardFresh(ctx, true); err != nil {
+		// The vault awaits a restore; the restore applies the ledger.
+		res.Note = "the vault awaits `lifeline contacts restore`, which applies this erasure"
+		return res, nil
 	}
 	if err := s.eraseHashes(ctx, map[string]int64{hash: res.LedgerID}, actor); err != nil {
 		return res, fault.Wrap(err, fault.Unavailable, "run the same erase again: the ledger already has it, and the vault will follow",

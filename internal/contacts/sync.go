@@ -61,6 +61,9 @@ func (s *Service) Sync(ctx context.Context, sources []Source, o SyncOptions) ([]
 		return nil, fault.New(fault.Invalid, "add a contacts: entry to lifeline.yaml, e.g.\n  contacts:\n    - product: tracker\n      query: SELECT site_id AS tenant, email, name, role FROM site_admins",
 			"no contacts queries are configured")
 	}
+	if err := s.guardFresh(ctx, !o.DryRun); err != nil {
+		return nil, err
+	}
 	// A restored vault may still hold someone erased since its export.
 	if !o.DryRun {
 		if _, err := s.ReapplyErasures(ctx); err != nil {
