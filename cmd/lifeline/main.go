@@ -51,6 +51,7 @@ var commands = []command{
 	{"protect", "install guards, trash and tenant state in every product (--check: report drift)", protectCmd},
 	{"tenants", "list|show|deactivate|reactivate|delete|undelete|purge tenants", tenantsCmd},
 	{"backup", "run|status|verify|list the backup repository", backupCmd},
+	{"restore", "restore tenants as of a moment, in place or --into an empty database (--dry-run, --undo)", restoreCmd},
 	{"ops", "list|show|resume operations", opsCmd},
 	{"audit", "verify the audit log's hash chain", auditCmd},
 	{"tokens", "create|list|revoke operator tokens", tokensCmd},

@@ -317,7 +317,9 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 // applyStep swaps one tenant in one product and records the outcome.
 func (s *Service) applyStep(ctx context.Context, pl *plan, op *state.Operation, st *step) {
 	if s.BeforeStep != nil {
+		s.hookMu.Lock() // products apply at once; the hook need not be safe for that
 		s.BeforeStep(state.Step{Product: st.product.Name, Tenant: st.tenant})
+		s.hookMu.Unlock()
 	}
 	t0 := time.Now()
 	p := st.product
@@ -438,7 +440,7 @@ func (s *Service) outcome(pl *plan) error {
 func (s *Service) Undo(ctx context.Context, opID, actor, why string) (*Report, error) {
 	start := time.Now()
 	store := s.Tenants.Store
-	rep := &Report{Status: "failed", Policy: productdb.Replace, Objects: []ObjectRead{}, Tenants: []TenantReport{}, Moment: Moment{Before: opID, Products: map[string]string{}}}
+	rep := &Report{Status: "failed", Policy: productdb.Replace, Objects: []ObjectRead{}, Tenants: []TenantReport{}, Moment: Moment{Undoes: opID, Products: map[string]string{}}}
 	fail := func(err error) (*Report, error) {
 		rep.Error, rep.Hint = err.Error(), fault.HintOf(err)
 		if fault.ExitStatus(err) == 2 {

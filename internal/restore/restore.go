@@ -54,6 +54,7 @@ type Service struct {
 
 	progressMu sync.Mutex
 	progress   Progress
+	hookMu     sync.Mutex
 }
 
 // OpenService prepares the state store's restore tables and returns s.
@@ -131,7 +132,8 @@ type Report struct {
 type Moment struct {
 	Time     *time.Time        `json:"time,omitempty"`
 	Before   string            `json:"before,omitempty"`
-	Products map[string]string `json:"products"` // product -> time or position restored
+	Undoes   string            `json:"undoes,omitempty"` // the restore an undo takes back
+	Products map[string]string `json:"products"`         // product -> time or position restored
 }
 
 // ObjectRead is one backup object a restore reads.
