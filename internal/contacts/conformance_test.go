@@ -46,6 +46,7 @@ func runConformance(t *testing.T, b backend) {
 		{"ReportReadiness", testReport},
 		{"APIUpsertAndAudit", testAPIUpsert},
 		{"ExportsAreThinned", testPrune},
+		{"LogsNeverShowAnAddress", testLogsMask},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -655,5 +656,28 @@ func testPrune(t *testing.T, b backend) {
 	must(t, err)
 	if len(list) != 1 {
 		t.Errorf("after the retention window %d exports remain, want only the newest", len(list))
+	}
+}
+
+func testLogsMask(t *testing.T, b backend) {
+	e := setup(t, b, 3)
+	e.sync(SyncOptions{})
+	e.mail.refuse["admin-3@site-3.example"] = true
+	e.verifyNow("admin-1@site-1.example")
+	_, err := e.svc.SendVerifications(e.ctx, VerifyOptions{Stale: true, Actor: "ops"})
+	must(t, err)
+	must(t, e.svc.MarkBounced(e.ctx, "billing-2@site-2.example", "550", "webhook", "mta"))
+	_, err = e.svc.Erase(e.ctx, "admin-2@site-2.example", "request", "dpo")
+	must(t, err)
+	_, err = e.svc.Backup(e.ctx)
+	must(t, err)
+	logs := e.logs.String()
+	if !strings.Contains(logs, "***@site-") {
+		t.Fatalf("the test logged no (masked) address at all; it proves nothing:\n%s", logs)
+	}
+	for _, local := range []string{"admin-1@", "admin-2@", "admin-3@", "billing-2@"} {
+		if strings.Contains(logs, local) {
+			t.Errorf("the log shows %s… in full:\n%s", local, logs)
+		}
 	}
 }

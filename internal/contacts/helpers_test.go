@@ -1,9 +1,11 @@
 package contacts
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,6 +134,25 @@ type env struct {
 	blobs   blob.Store
 	product *sql.DB
 	key     []byte
+	logs    *syncBuffer // everything the service logged
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // setup makes a vault with a product of n tenants, each with an admin
@@ -142,7 +163,7 @@ func setup(t *testing.T, b backend, n int) *env {
 	e := &env{t: t, b: b, ctx: context.Background(), dir: dir, vault: vault,
 		clock: &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
 		dirs:  &directory{states: map[string]map[string]productdb.State{}},
-		mail:  &mailer{refuse: map[string]bool{}}}
+		mail:  &mailer{refuse: map[string]bool{}}, logs: &syncBuffer{}}
 	var err error
 	if e.ledger, err = state.Open(e.ctx, stateDSN, dir, e.clock.Now); err != nil {
 		t.Fatal(err)
@@ -181,7 +202,8 @@ func (e *env) open() {
 	e.store = s
 	e.t.Cleanup(func() { s.Close() })
 	e.svc, err = New(Config{Store: s, Ledger: e.ledger, Directory: e.dirs, Blobs: e.blobs, Key: e.key, Mailer: e.mail,
-		LinkBase: "https://ll.example", Now: e.clock.Now, Retention: 30 * 24 * time.Hour})
+		LinkBase: "https://ll.example", Now: e.clock.Now, Retention: 30 * 24 * time.Hour,
+		Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		e.t.Fatal(err)
 	}
