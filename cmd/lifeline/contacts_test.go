@@ -2,15 +2,24 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"lifeline/internal/notify/mailpit"
+	"lifeline/internal/web"
 )
 
 // jsonOf runs a command that must succeed and decodes its --json output.
@@ -270,5 +279,48 @@ func TestContactsVerifyThroughMailpit(t *testing.T) {
 	c.jsonOf(&res, "contacts", "verify", "--stale")
 	if len(res.Sent) != 0 || res.Pending == 0 {
 		t.Errorf("a second run resent: %+v", res)
+	}
+
+	// The link, followed on the server `serve` builds (startContacts).
+	e := &env{ctx: t.Context(), getenv: func(string) string { return "" }, stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, configPath: c.config}
+	a, err := openApp(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	cw, stop, err := startContacts(e, a, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer((&web.Server{Tenants: a.tenants, Ops: a.store, Auth: a.store, Registry: prometheus.NewRegistry(), Log: slog.New(slog.DiscardHandler), Contacts: cw}).Handler())
+	defer srv.Close()
+	link := regexp.MustCompile(`https://lifeline\.saas\.example(/contacts/verify\?t=\S+)`).FindStringSubmatch(m.Text)
+	if link == nil {
+		t.Fatalf("no link in:\n%s", m.Text)
+	}
+	u, _ := url.Parse(srv.URL + link[1])
+	resp, err := http.PostForm(srv.URL+"/contacts/verify", url.Values{"t": {u.Query().Get("t")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("confirming the link: %d", resp.StatusCode)
+	}
+	var exports struct{ Exports []any }
+	c.jsonOf(&exports, "contacts", "restore", "--list")
+	n := len(exports.Exports)
+	stop() // serve stops: its last export carries the verification
+	var ver struct {
+		Contacts []struct {
+			VerifiedAt string `json:"verified_at"`
+		} `json:"contacts"`
+	}
+	c.jsonOf(&ver, "contacts", "lookup", lk.Contacts[0].Email)
+	if ver.Contacts[0].VerifiedAt == "" {
+		t.Error("following the link did not set verified_at")
+	}
+	if c.jsonOf(&exports, "contacts", "restore", "--list"); len(exports.Exports) != n+1 {
+		t.Errorf("serve did not export the verification: %d exports, had %d", len(exports.Exports), n)
 	}
 }
