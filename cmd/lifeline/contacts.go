@@ -438,7 +438,7 @@ func contactsReport(e *env, args []string) error {
 		return printJSON(e.stdout, rep)
 	}
 	fmt.Fprintf(e.stdout, "tenants reachable: %d of %d (%.1f%%)\n", rep.Reachable, rep.Tenants, 100*rep.ReachableShare)
-	fmt.Fprintf(e.stdout, "contacts: %d active, %d not verified within %s\n", rep.Contacts, rep.Stale, v.svc.StaleAfter())
+	fmt.Fprintf(e.stdout, "contacts: %d active, %d not verified within %s\n", rep.Contacts, rep.Stale, days(v.svc.StaleAfter()))
 	fmt.Fprintf(e.stdout, "tenants without a verified admin: %d\n", len(rep.NoVerifiedAdmin))
 	for _, t := range rep.NoVerifiedAdmin[:min(len(rep.NoVerifiedAdmin), 20)] {
 		fmt.Fprintf(e.stdout, "  %s  %s  %s\n", t.Key, orDash(t.Name), tenantStates(t))
@@ -581,4 +581,12 @@ func startContacts(e *env, a *app, log *slog.Logger) (*web.Contacts, func(), err
 		_ = store.Close()
 	}
 	return &web.Contacts{Service: svc, Log: log}, stop, nil
+}
+
+// days shows a duration of whole days as "180 days".
+func days(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	}
+	return d.String()
 }

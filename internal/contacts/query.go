@@ -235,7 +235,7 @@ func (s *Service) For(ctx context.Context, target, actor string, all bool) (*For
 	}
 	if tg.Kind != tenant.KindSite {
 		return nil, fault.New(fault.Refused, "write site:"+tg.Tenant+": contacts speak for a whole site",
-			"%q is %s target; contacts are kept per site", target, tg.Kind)
+			"%q is a %s target, not a site; contacts are kept per site", target, tg.Kind)
 	}
 	key := tg.Tenant
 	res := &ForResult{Contacts: []Ranked{}}
