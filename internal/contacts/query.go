@@ -235,7 +235,7 @@ func (s *Service) For(ctx context.Context, target, actor string, all bool) (*For
 	}
 	if tg.Kind != tenant.KindSite {
 		return nil, fault.New(fault.Refused, "write site:"+tg.Tenant+": contacts speak for a whole site",
-			"%q is a %s target, not a site; contacts are kept per site", target, tg.Kind)
+			"%q targets one %s of a site, not the site; contacts are kept per site", target, map[tenant.Kind]string{tenant.KindApp: "app", tenant.KindProduct: "product"}[tg.Kind])
 	}
 	key := tg.Tenant
 	res := &ForResult{Contacts: []Ranked{}}
