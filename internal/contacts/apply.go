@@ -72,6 +72,10 @@ type Rejection struct {
 	Reason string `json:"reason"`
 }
 
+// missingRole marks a record whose source gave a link but no role, so that
+// validate rejects it with its line instead of taking it as "no link".
+const missingRole Role = "(none)"
+
 // tenantInfo is what the directory says of a tenant.
 type tenantInfo struct {
 	name   string
@@ -121,6 +125,8 @@ func validate(records []Record) ([]item, []Rejection) {
 		switch {
 		case err != nil:
 			reason = err.Error()
+		case r.Role == missingRole:
+			reason = "the role is empty (use admin, technical, billing or security)"
 		case r.Role != "" && Role(r.Role).rank() == len(Roles):
 			reason = fmt.Sprintf("unknown role %q (use admin, technical, billing or security)", r.Role)
 		case r.Role != "" && r.Tenant == "" && r.Account == "":

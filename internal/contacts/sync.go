@@ -162,7 +162,7 @@ func readQuery(ctx context.Context, src Source) ([]Record, error) {
 			Language: get("language"), Account: get("account"), AccountName: get("account_name")}
 		r.Role = Role(strings.ToLower(strings.TrimSpace(get("role"))))
 		if r.Role == "" {
-			r.Role = "(none)" // rejected by validate, with its line
+			r.Role = missingRole // rejected by validate, with its line
 		}
 		out = append(out, r)
 	}

@@ -43,7 +43,7 @@ func (s *Service) UpsertContact(ctx context.Context, in ContactInput, actor stri
 		r := base
 		r.Tenant, r.Account, r.Role, r.Remove = l.Tenant, l.Account, Role(strings.ToLower(string(l.Role))), l.Remove
 		if r.Role == "" {
-			r.Role = "(none)"
+			r.Role = missingRole
 		}
 		records = append(records, r)
 	}
