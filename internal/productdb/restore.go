@@ -310,7 +310,7 @@ func (db *DB) StageRows(ctx context.Context, rt *RestoreTable, opID, tenant stri
 		return db.unavailable(err)
 	}
 	defer tx.Rollback()
-	if err := db.insertRows(ctx, tx, target, cols, []string{"lifeline_op", "lifeline_tenant"}, []any{opID, tenant}, rows); err != nil {
+	if err := db.insertRows(ctx, tx, target, cols, []string{"lifeline_op", "lifeline_tenant"}, []string{opID, tenant}, rows); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -321,27 +321,25 @@ func (db *DB) StageRows(ctx context.Context, rt *RestoreTable, opID, tenant stri
 
 // insertRows writes rows into target with multi-row INSERTs on SQLite,
 // binding each value with its storage class. extra columns get the same
-// values on every row.
-func (db *DB) insertRows(ctx context.Context, q queryer, target string, cols, extraCols []string, extra []any, rows [][]change.Value) error {
+// text on every row, written as literals. Plain ? placeholders: SQLite
+// looks numbered ones up by name, which grows with the square of their
+// number.
+func (db *DB) insertRows(ctx context.Context, q queryer, target string, cols, extraCols, extra []string, rows [][]change.Value) error {
 	names := quoteAll(append(append([]string{}, cols...), extraCols...))
 	per := min(500, 30000/(len(cols)+1))
-	tuple := func(base int) string {
-		marks := make([]string, 0, len(cols)+len(extra))
-		for i := range cols {
-			marks = append(marks, fmt.Sprintf("$%d", base+i))
-		}
-		for i := range extra {
-			marks = append(marks, fmt.Sprintf("$%d", i+1))
-		}
-		return "(" + strings.Join(marks, ", ") + ")"
+	marks := make([]string, 0, len(cols)+len(extra))
+	for range cols {
+		marks = append(marks, "?")
 	}
+	for _, e := range extra {
+		marks = append(marks, lit(e))
+	}
+	tuple := "(" + strings.Join(marks, ", ") + ")"
 	var stmt *sql.Stmt
 	for start := 0; start < len(rows); start += per {
 		batch := rows[start:min(start+per, len(rows))]
-		args := append(make([]any, 0, len(extra)+len(batch)*len(cols)), extra...)
-		tuples := make([]string, len(batch))
-		for i, row := range batch {
-			tuples[i] = tuple(len(extra) + 1 + i*len(cols))
+		args := make([]any, 0, len(batch)*len(cols))
+		for _, row := range batch {
 			for _, v := range row {
 				a, err := sqliteArg(v)
 				if err != nil {
@@ -350,7 +348,7 @@ func (db *DB) insertRows(ctx context.Context, q queryer, target string, cols, ex
 				args = append(args, a)
 			}
 		}
-		query := "INSERT INTO " + target + " (" + names + ") VALUES " + strings.Join(tuples, ", ")
+		query := "INSERT INTO " + target + " (" + names + ") VALUES " + strings.TrimSuffix(strings.Repeat(tuple+", ", len(batch)), ", ")
 		var err error
 		if len(batch) == per && stmt == nil && len(rows) > per {
 			if p, ok := q.(interface {
@@ -738,7 +736,8 @@ func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 			r.Rows, r.Hash = got.Rows, got.Digest(rt.Columns, wantIns)
 		}
 		r.Inserted = n
-		if sp.Policy == Replace {
+		// When every staged row was new, none can differ: skip the scan.
+		if want := sp.Want[rt.Name]; sp.Policy == Replace && (want == nil || want.Rows != n) {
 			if r.Replaced, err = db.updateRows(ctx, tx, sp, rt, args); err != nil {
 				return db.swapError(err, l, sp, rt, "updating the rows that differ")
 			}
