@@ -76,7 +76,14 @@ func serve(e *env, a *app, listen string) error {
 	}
 	defer stopNotices()
 	wg.Go(func() { page.Run(e.ctx) })
-	srv := &web.Server{Tenants: a.tenants, Ops: a.store, Auth: a.store, Registry: reg, Log: log, Status: page}
+	// Contacts vault: sync every vault.sync_every, export within seconds of
+	// any change, and its API and verification page.
+	contactsWeb, stopContacts, err := startContacts(e, a, log)
+	if err != nil {
+		return err
+	}
+	defer stopContacts()
+	srv := &web.Server{Tenants: a.tenants, Ops: a.store, Auth: a.store, Registry: reg, Log: log, Status: page, Contacts: contactsWeb}
 	return web.ListenAndServe(e.ctx, listen, srv.Handler(), func(addr net.Addr) {
 		fmt.Fprintf(e.stdout, "lifeline serving on http://%s/\n", addr)
 	})
