@@ -244,7 +244,7 @@ func truncate(b []byte) string {
 	return string(b)
 }
 
-// scanValue turns what the driver scanned for a column read by valueExpr
+// scanValue turns what the driver scanned for a column read by selectList
 // into a Value: SQLite's storage class, or PostgreSQL's text.
 func (db *DB) scanValue(v any) (change.Value, error) {
 	if db.d.engine() == Postgres {
@@ -275,14 +275,4 @@ func (db *DB) scanValue(v any) (change.Value, error) {
 		return change.Value{Kind: change.Blob, Bytes: b}, nil
 	}
 	return change.Value{}, fmt.Errorf("unexpected SQLite value %T", v)
-}
-
-// valueExpr reads column col of the row aliased alias as a Value: on SQLite
-// the stored value itself (+col has no declared type, so the driver does
-// not turn DATETIME text into a time), on PostgreSQL its text output.
-func (db *DB) valueExpr(alias, col string) string {
-	if db.d.engine() == Postgres {
-		return alias + "." + qi(col) + "::text"
-	}
-	return "+" + alias + "." + qi(col)
 }

@@ -58,7 +58,12 @@ type RestoreTable struct {
 	Types   []string `json:"types"`
 	Key     []string `json:"key"`        // primary key columns
 	KeyCol  string   `json:"tenant_col"` // the column naming the tenant
-	keyIdx  []int
+	// Out are the columns' types' output functions (PostgreSQL): values
+	// are read and compared as the text they print, which is what capture
+	// records. A cast to text is not the same (boolean casts to "true",
+	// its output is "t").
+	Out    []string `json:"-"`
+	keyIdx []int
 }
 
 // KeyIndex returns the positions of the primary key columns in Columns.
@@ -83,9 +88,10 @@ type restoreDialect interface {
 	stageColumns(ctx context.Context, q queryer, table string) ([]tcol, error)
 	// createStage is the DDL of t's staging table.
 	createStage(t *Table, live []tcol) []string
-	// identical is the SQL condition that column c of rows a and b holds
-	// the same value, bit for bit as the hash sees it.
-	identical(a, b, c string) string
+	// identical is the SQL condition that column c (whose type prints with
+	// output function out, on PostgreSQL) of rows a and b holds the same
+	// value, as the hash sees it.
+	identical(a, b, c, out string) string
 	// overriding is what an INSERT into a live table needs to write
 	// identity columns.
 	overriding() string
@@ -118,7 +124,7 @@ func (d sqliteDialect) createStage(t *Table, live []tcol) []string {
 
 // identical compares storage class and value, byte for byte whatever the
 // column's collation.
-func (sqliteDialect) identical(a, b, c string) string {
+func (sqliteDialect) identical(a, b, c, _ string) string {
 	x, y := a+"."+qi(c), b+"."+qi(c)
 	return "(" + x + " IS " + y + " COLLATE BINARY AND typeof(" + x + ") = typeof(" + y + "))"
 }
@@ -165,9 +171,12 @@ func (d pgDialect) createStage(t *Table, live []tcol) []string {
 
 // identical compares text output: two numerics 1.0 and 1.00 are equal as
 // numbers but not as stored values, and not every type has equality.
-func (pgDialect) identical(a, b, c string) string {
-	return "(" + a + "." + qi(c) + "::text IS NOT DISTINCT FROM " + b + "." + qi(c) + "::text)"
+func (pgDialect) identical(a, b, c, out string) string {
+	return "(" + pgOut(a, c, out) + " IS NOT DISTINCT FROM " + pgOut(b, c, out) + ")"
 }
+
+// pgOut is column c of row alias as its type's output function prints it.
+func pgOut(alias, c, out string) string { return out + "(" + alias + "." + qi(c) + ")::text" }
 
 func (pgDialect) overriding() string { return " OVERRIDING SYSTEM VALUE" }
 
@@ -202,9 +211,37 @@ func (db *DB) RestoreTables(ctx context.Context, l *Layout) ([]RestoreTable, *Sc
 		if len(rt.Key) == 0 || len(rt.KeyIndex()) != len(rt.Key) || !contains(rt.Columns, rt.KeyCol) {
 			return nil, nil, drift(l, name, "its primary key or tenant column is not a stored column any more")
 		}
+		if db.d.engine() == Postgres {
+			if rt.Out, err = db.outputFunctions(ctx, name, rt.Columns); err != nil {
+				return nil, nil, err
+			}
+		}
 		out = append(out, rt)
 	}
 	return out, s, nil
+}
+
+// outputFunctions returns the output function of each column's type.
+func (db *DB) outputFunctions(ctx context.Context, table string, cols []string) ([]string, error) {
+	rows, err := db.db.QueryContext(ctx, `SELECT a.attname, t.typoutput::regproc::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, db.d.live(table))
+	if err != nil {
+		return nil, db.internal(err, "read the column types of "+table)
+	}
+	defer rows.Close()
+	byName := map[string]string{}
+	for rows.Next() {
+		var c, fn string
+		if err := rows.Scan(&c, &fn); err != nil {
+			return nil, db.internal(err, "read the column types of "+table)
+		}
+		byName[c] = fn
+	}
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = byName[c]
+	}
+	return out, rows.Err()
 }
 
 // PrepareRestore makes sure each table of l has a staging table that fits
@@ -654,7 +691,7 @@ func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 		// What is put in comes from the staged rows: check them first.
 		for i := range sp.Tables {
 			rt := &sp.Tables[i]
-			staged, err := db.hashQuery(ctx, tx, rt, "SELECT "+db.selectList("s", rt.Columns)+" FROM "+rd.stage(rt.Name)+
+			staged, err := db.hashQuery(ctx, tx, rt, "SELECT "+db.selectList("s", rt)+" FROM "+rd.stage(rt.Name)+
 				" s WHERE s.lifeline_tenant = $1 AND s.lifeline_op = $2", nil, sp.Tenant, sp.OpID)
 			if err != nil {
 				return err
@@ -702,7 +739,7 @@ func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 		var wantIns *TableHash
 		if sp.Policy == MissingOnly {
 			var err error
-			if wantIns, err = db.hashQuery(ctx, tx, rt, "SELECT "+db.selectList("s", rt.Columns)+" FROM "+stage+" s WHERE "+mine+" AND "+absent, nil, args...); err != nil {
+			if wantIns, err = db.hashQuery(ctx, tx, rt, "SELECT "+db.selectList("s", rt)+" FROM "+stage+" s WHERE "+mine+" AND "+absent, nil, args...); err != nil {
 				return err
 			}
 		}
@@ -725,7 +762,7 @@ func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 		if wantIns != nil {
 			// The rows put in, as now live, against the staged rows.
 			x := db.d.trash(rt.Name)
-			got, err := db.hashQuery(ctx, tx, rt, "SELECT "+db.selectList("l", rt.Columns)+" FROM "+x+" x JOIN "+live+" l ON "+pkMatch("l", "x", rt.Key)+
+			got, err := db.hashQuery(ctx, tx, rt, "SELECT "+db.selectList("l", rt)+" FROM "+x+" x JOIN "+live+" l ON "+pkMatch("l", "x", rt.Key)+
 				" WHERE x.lifeline_tenant = $1 AND x.lifeline_op = $2", nil, sp.Tenant, inserted)
 			if err != nil {
 				return err
@@ -782,7 +819,7 @@ func (db *DB) updateRows(ctx context.Context, tx *sql.Tx, sp SwapSpec, rt *Resto
 		return 0, nil // every column is key: equal keys, equal rows
 	}
 	rd, ref := db.rd(), qi(rt.Name)
-	differs := "s.lifeline_tenant = $2 AND s.lifeline_op = $3 AND " + pkMatch("s", ref, rt.Key) + " AND NOT " + identicalAll(rd, "s", ref, rt.Columns)
+	differs := "s.lifeline_tenant = $2 AND s.lifeline_op = $3 AND " + pkMatch("s", ref, rt.Key) + " AND NOT " + identicalAll(rd, "s", ref, rt)
 	res, err := tx.ExecContext(ctx, "INSERT INTO "+db.d.trash(rt.Name)+" ("+quoteAll(rt.Columns)+", lifeline_op, lifeline_tenant) SELECT "+
 		strings.Join(qualified(ref, rt.Columns), ", ")+", CAST($4 AS TEXT), CAST($5 AS TEXT) FROM "+db.d.live(rt.Name)+" WHERE "+ref+"."+qi(rt.KeyCol)+
 		" = $1 AND EXISTS (SELECT 1 FROM "+rd.stage(rt.Name)+" s WHERE "+differs+")", append(args, sp.OpID, sp.Tenant)...)
@@ -840,13 +877,13 @@ func (db *DB) HashLive(ctx context.Context, q queryer, rt *RestoreTable, tenant 
 	if q == nil {
 		q = db.db
 	}
-	return db.hashQuery(ctx, q, rt, "SELECT "+db.selectList("x", rt.Columns)+" FROM "+db.d.live(rt.Name)+" x WHERE x."+qi(rt.KeyCol)+" = $1", nil, tenant)
+	return db.hashQuery(ctx, q, rt, "SELECT "+db.selectList("x", rt)+" FROM "+db.d.live(rt.Name)+" x WHERE x."+qi(rt.KeyCol)+" = $1", nil, tenant)
 }
 
 // LiveRows streams the tenant's live rows of rt, values in rt.Columns
 // order. fn must not keep vals.
 func (db *DB) LiveRows(ctx context.Context, rt *RestoreTable, tenant string, fn func(vals []change.Value) error) error {
-	_, err := db.hashQuery(ctx, db.db, rt, "SELECT "+db.selectList("x", rt.Columns)+" FROM "+db.d.live(rt.Name)+" x WHERE x."+qi(rt.KeyCol)+" = $1", fn, tenant)
+	_, err := db.hashQuery(ctx, db.db, rt, "SELECT "+db.selectList("x", rt)+" FROM "+db.d.live(rt.Name)+" x WHERE x."+qi(rt.KeyCol)+" = $1", fn, tenant)
 	return err
 }
 
@@ -895,10 +932,18 @@ func (db *DB) hashQuery(ctx context.Context, q queryer, rt *RestoreTable, query 
 	return h, nil
 }
 
-func (db *DB) selectList(alias string, cols []string) string {
-	out := make([]string, len(cols))
-	for i, c := range cols {
-		out[i] = db.valueExpr(alias, c)
+// selectList reads rt's columns of row alias as Values: on SQLite the
+// stored value itself (+col has no declared type, so the driver does not
+// turn DATETIME text into a time), on PostgreSQL the text its type's output
+// function prints.
+func (db *DB) selectList(alias string, rt *RestoreTable) string {
+	out := make([]string, len(rt.Columns))
+	for i, c := range rt.Columns {
+		if db.d.engine() == Postgres {
+			out[i] = pgOut(alias, c, rt.Out[i])
+		} else {
+			out[i] = "+" + alias + "." + qi(c)
+		}
 	}
 	return strings.Join(out, ", ")
 }
@@ -911,10 +956,14 @@ func pkMatch(a, b string, key []string) string {
 	return strings.Join(out, " AND ")
 }
 
-func identicalAll(rd restoreDialect, a, b string, cols []string) string {
-	out := make([]string, len(cols))
-	for i, c := range cols {
-		out[i] = rd.identical(a, b, c)
+func identicalAll(rd restoreDialect, a, b string, rt *RestoreTable) string {
+	out := make([]string, len(rt.Columns))
+	for i, c := range rt.Columns {
+		fn := ""
+		if rt.Out != nil {
+			fn = rt.Out[i]
+		}
+		out[i] = rd.identical(a, b, c, fn)
 	}
 	return "(" + strings.Join(out, " AND ") + ")"
 }
@@ -957,7 +1006,7 @@ func (db *DB) KeysHeldByOthers(ctx context.Context, rt *RestoreTable, tenant str
 		for i, k := range rt.Key {
 			lhs[i] = "l." + qi(k)
 			if db.d.engine() == Postgres {
-				lhs[i] += "::text"
+				lhs[i] = pgOut("l", k, rt.Out[rt.KeyIndex()[i]])
 			}
 		}
 		var in string
@@ -1038,7 +1087,7 @@ func (db *DB) StageUndo(ctx context.Context, rts []RestoreTable, opID, undoOp, t
 				return nil, db.internal(err, "stage the undo of "+rt.Name)
 			}
 		}
-		h, err := db.hashQuery(ctx, db.db, rt, "SELECT "+db.selectList("s", rt.Columns)+" FROM "+stage+" s WHERE s.lifeline_tenant = $1 AND s.lifeline_op = $2", nil, tenant, undoOp)
+		h, err := db.hashQuery(ctx, db.db, rt, "SELECT "+db.selectList("s", rt)+" FROM "+stage+" s WHERE s.lifeline_tenant = $1 AND s.lifeline_op = $2", nil, tenant, undoOp)
 		if err != nil {
 			return nil, err
 		}
@@ -1163,7 +1212,7 @@ func (ld *Load) DeleteTenant(ctx context.Context, rt *RestoreTable, tenant strin
 
 // Hash hashes the loaded rows of tenant in rt.
 func (ld *Load) Hash(ctx context.Context, rt *RestoreTable, tenant string) (*TableHash, error) {
-	return ld.db.hashQuery(ctx, ld.conn, rt, "SELECT "+ld.db.selectList("x", rt.Columns)+" FROM "+ld.db.d.live(rt.Name)+" x WHERE x."+qi(rt.KeyCol)+" = $1", nil, tenant)
+	return ld.db.hashQuery(ctx, ld.conn, rt, "SELECT "+ld.db.selectList("x", rt)+" FROM "+ld.db.d.live(rt.Name)+" x WHERE x."+qi(rt.KeyCol)+" = $1", nil, tenant)
 }
 
 // Commit makes the load visible.

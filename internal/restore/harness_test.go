@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/stdlib"
+
 	"lifeline/internal/backup"
 	"lifeline/internal/backup/format"
 	"lifeline/internal/blob"
@@ -90,38 +92,79 @@ func (s *dbSource) scan(ctx context.Context) (map[string]map[string]change.Chang
 		t := &s.shapes[ti]
 		sel := make([]string, len(t.Columns))
 		for i, c := range t.Columns {
+			sel[i] = `+"` + c.Name + `"`
 			if s.engine == productdb.Postgres {
-				sel[i] = `"` + c.Name + `"::text`
-			} else {
-				sel[i] = `+"` + c.Name + `"`
+				sel[i] = `"` + c.Name + `"`
 			}
-		}
-		rows, err := s.raw.QueryContext(ctx, "SELECT "+strings.Join(sel, ", ")+` FROM "`+t.Name+`"`)
-		if err != nil {
-			return nil, err
 		}
 		m := map[string]change.Change{}
-		for rows.Next() {
-			raw := make([]any, len(sel))
-			ptrs := make([]any, len(sel))
-			for i := range raw {
-				ptrs[i] = &raw[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			row := make([]change.Value, len(raw))
-			for i, v := range raw {
-				row[i] = toValue(s.engine, v)
-			}
+		add := func(row []change.Value) {
 			c := change.Change{Table: t.Name, Tenant: tenantText(row[t.Tenant]), Row: row}
 			m[keyOf(s.engine, &c, t)] = c
 		}
-		rows.Close()
+		query := "SELECT " + strings.Join(sel, ", ") + ` FROM "` + t.Name + `"`
+		var err error
+		if s.engine == productdb.Postgres {
+			err = pgTextRows(ctx, s.raw, query, add)
+		} else {
+			err = sqliteRows(ctx, s.raw, query, add)
+		}
+		if err != nil {
+			return nil, err
+		}
 		out[t.Name] = m
 	}
 	return out, nil
+}
+
+// pgTextRows reads a query's rows in PostgreSQL's text format, as logical
+// decoding sends values: each type's output function, NULL as nil.
+func pgTextRows(ctx context.Context, db *sql.DB, query string, fn func([]change.Value)) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		rr := dc.(*stdlib.Conn).Conn().PgConn().ExecParams(ctx, query, nil, nil, nil, nil)
+		for rr.NextRow() {
+			vals := rr.Values()
+			row := make([]change.Value, len(vals))
+			for i, v := range vals {
+				if v != nil {
+					row[i] = change.Value{Kind: change.PG, Bytes: slices.Clone(v)}
+				}
+			}
+			fn(row)
+		}
+		_, err := rr.Close()
+		return err
+	})
+}
+
+func sqliteRows(ctx context.Context, db *sql.DB, query string, fn func([]change.Value)) error {
+	rows, err := db.QueryContext(ctx, query)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	for rows.Next() {
+		raw := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range raw {
+			ptrs[i] = &raw[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		row := make([]change.Value, len(raw))
+		for i, v := range raw {
+			row[i] = toValue(productdb.SQLite, v)
+		}
+		fn(row)
+	}
+	return rows.Err()
 }
 
 func toValue(engine string, v any) change.Value {
@@ -349,6 +392,7 @@ type bundle struct {
 	ship     *backup.Shipper
 	clock    *clock
 	svc      *Service
+	real     bool // internal/capture, the real clock
 }
 
 func spec() productdb.Spec {
@@ -357,11 +401,22 @@ func spec() productdb.Spec {
 }
 
 // setup builds the product with tenants 1..n, protects it, takes the first
-// snapshot and returns everything a test needs.
-func setup(t *testing.T, e engine, n int) *bundle {
+// snapshot and returns everything a test needs. Changes are captured by
+// dbSource, on the test's clock.
+func setup(t *testing.T, e engine, n int) *bundle { return setupWith(t, e, n, false) }
+
+// setupCapture is setup with internal/capture's real source, on the real
+// clock.
+func setupCapture(t *testing.T, e engine, n int) *bundle { return setupWith(t, e, n, true) }
+
+func setupWith(t *testing.T, e engine, n int, real bool) *bundle {
 	t.Helper()
 	dsn, base := e.newDB(t)
-	b := &bundle{e: e, dsn: dsn, base: base, clock: &clock{now: time.Date(2026, 4, 1, 8, 0, 0, 0, time.UTC)}}
+	b := &bundle{e: e, dsn: dsn, base: base, real: real, clock: &clock{now: time.Date(2026, 4, 1, 8, 0, 0, 0, time.UTC)}}
+	now := b.clock.Now
+	if real {
+		now = time.Now
+	}
 	b.raw = b.open(t)
 	for _, stmt := range strings.Split(e.ddl, ";\n") {
 		if _, err := b.raw.Exec(stmt); err != nil {
@@ -370,7 +425,7 @@ func setup(t *testing.T, e engine, n int) *bundle {
 	}
 	b.seed(t, 1, n)
 	dir := t.TempDir()
-	store, err := state.Open(ctx, "sqlite:state.db", dir, b.clock.Now)
+	store, err := state.Open(ctx, "sqlite:state.db", dir, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +446,7 @@ func setup(t *testing.T, e engine, n int) *bundle {
 		t.Fatal(err)
 	}
 	b.counting = blob.Count(files)
-	if b.repo, err = backup.OpenRepo(ctx, &backup.Repo{Blobs: b.counting, State: store, Now: b.clock.Now}); err != nil {
+	if b.repo, err = backup.OpenRepo(ctx, &backup.Repo{Blobs: b.counting, State: store, Now: now}); err != nil {
 		t.Fatal(err)
 	}
 	rts, _, err := db.RestoreTables(ctx, b.layout)
@@ -399,9 +454,16 @@ func setup(t *testing.T, e engine, n int) *bundle {
 		t.Fatal(err)
 	}
 	b.src = newDBSource(b.raw, db.Engine(), rts, b.clock)
-	b.ship = &backup.Shipper{Repo: b.repo, Product: "tracker", Source: b.src}
+	var src capture.Source = b.src
+	if real {
+		if src, err = capture.Open(ctx, db, b.layout, capture.Options{Idle: 50 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { src.Close() })
+	}
+	b.ship = &backup.Shipper{Repo: b.repo, Product: "tracker", Source: src}
 	b.tenants = &tenant.Service{Store: store, Products: []*tenant.Product{{Name: "tracker", DB: db, Layout: b.layout}},
-		Owner: tenant.DefaultOwner(), Retention: time.Hour, Now: b.clock.Now}
+		Owner: tenant.DefaultOwner(), Retention: time.Hour, Now: now}
 	if b.svc, err = OpenService(ctx, &Service{Tenants: b.tenants, Repo: b.repo, Workers: 3, ChunkRows: 7}); err != nil {
 		t.Fatal(err)
 	}
@@ -432,6 +494,13 @@ func (b *bundle) shipNow(t *testing.T) time.Time {
 	t.Helper()
 	if _, err := b.ship.Ship(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if b.real {
+		// A moment strictly between what was shipped and what comes next.
+		time.Sleep(10 * time.Millisecond)
+		m := time.Now()
+		time.Sleep(10 * time.Millisecond)
+		return m
 	}
 	return b.clock.Now()
 }

@@ -481,3 +481,33 @@ func TestDryRunPlansAndChangesNothing(t *testing.T) {
 		}
 	})
 }
+
+// The same property with internal/capture as the source (SQLite triggers,
+// PostgreSQL logical decoding) and real commit times; then a restore of
+// the restore (--before it) brings back what it replaced.
+func TestRestoreWithRealCapture(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		const n = 10
+		b := setupCapture(t, e, n)
+		S, W := []int{2, 8}, []int{4}
+		b.exec(t, `UPDATE docs SET body = 'captured edit' WHERE id = 203`)
+		T := b.shipNow(t)
+		atT := b.dump(t, S...)
+		for _, s := range S {
+			b.april(t, s)
+		}
+		b.shipNow(t)
+		damaged, beforeOthers := b.dump(t, S...), b.dump(t, others(n, S, W)...)
+		stop := b.writers(t, W)
+		rep := mustRestore(t, b, Request{Tenants: keys(S...), To: T})
+		if _, err := stop(); err != nil {
+			t.Errorf("writer: %v", err)
+		}
+		sameDump(t, "restored with real capture", atT, b.dump(t, S...))
+		sameDump(t, "others with real capture", beforeOthers, b.dump(t, others(n, S, W)...))
+
+		b.shipNow(t)
+		mustRestore(t, b, Request{Before: rep.Operation})
+		sameDump(t, "a restore of the restore", damaged, b.dump(t, S...))
+	})
+}

@@ -1,9 +1,9 @@
 package restore
 
 import (
-	"bytes"
 	"database/sql"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -39,7 +39,7 @@ const bigDDL = `CREATE TABLE sites (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE items (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL REFERENCES sites(id), n INTEGER, score REAL, label TEXT, data BLOB);
 CREATE INDEX items_site ON items (site_id)`
 
-func newBigTenant(t *testing.T, tenants, n int, label int) *bigTenant {
+func newBigTenant(t *testing.T, tenants, n, rest, label int) *bigTenant {
 	t.Helper()
 	dir := t.TempDir()
 	raw, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "product.db")+"?_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=busy_timeout(20000)")
@@ -80,7 +80,7 @@ func newBigTenant(t *testing.T, tenants, n int, label int) *bigTenant {
 	if err != nil {
 		t.Fatal(err)
 	}
-	size := writeBigSnapshot(t, files, tenants, n, label)
+	size := writeBigSnapshot(t, files, tenants, n, rest, label)
 	if _, err := repo.Rescan(ctx, "tracker"); err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +94,9 @@ func newBigTenant(t *testing.T, tenants, n int, label int) *bigTenant {
 }
 
 // writeBigSnapshot streams a snapshot of tenants 1..tenants to a file and
-// stores it: tenant 1 has n items, the others n/1000 + 10.
-func writeBigSnapshot(t *testing.T, store blob.Store, tenants, n, label int) int64 {
+// stores it: tenant 1 has n items, the others rest. Labels are hex text
+// (compressing about as well as real text does).
+func writeBigSnapshot(t *testing.T, store blob.Store, tenants, n, rest, label int) int64 {
 	t.Helper()
 	sites := change.Table{Name: "sites", Columns: []change.Column{{Name: "id", Type: "INTEGER"}, {Name: "name", Type: "TEXT"}}, PrimaryKey: []int{0}, Tenant: 0}
 	items := change.Table{Name: "items", Columns: []change.Column{{Name: "id", Type: "INTEGER"}, {Name: "site_id", Type: "INTEGER"},
@@ -110,7 +111,7 @@ func writeBigSnapshot(t *testing.T, store blob.Store, tenants, n, label int) int
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := bytes.Repeat([]byte("0123456789abcdef"), label/16+1)[:label]
+	rng := rand.New(rand.NewPCG(1, 2))
 	id := int64(0)
 	// Tenant keys sort as text: "1" < "10" < "2".
 	keys := make([]string, tenants)
@@ -120,13 +121,16 @@ func writeBigSnapshot(t *testing.T, store blob.Store, tenants, n, label int) int
 	sortStrings(keys)
 	for _, k := range keys {
 		s, _ := strconv.ParseInt(k, 10, 64)
-		count := n/1000 + 10
+		count := rest
 		if s == 1 {
 			count = n
 		}
 		for i := 0; i < count; i++ {
 			id++
-			lbl := append(strconv.AppendInt(nil, id, 36), text...)
+			lbl := strconv.AppendInt(nil, id, 36)
+			for len(lbl) < label {
+				lbl = strconv.AppendUint(lbl, rng.Uint64(), 16)
+			}
 			c := change.Change{Op: change.Snapshot, Tenant: k, Table: "items", Row: []change.Value{{Kind: change.Int, Int: s*100_000_000 + int64(i)},
 				{Kind: change.Int, Int: s}, {Kind: change.Int, Int: id * 7919 % 1_000_003}, {Kind: change.Float, Float: float64(id) / 7},
 				{Kind: change.Text, Bytes: lbl}, {Kind: change.Blob, Bytes: lbl[:8]}}}
@@ -206,7 +210,7 @@ func TestHugeTenantRestoresInBoundedMemory(t *testing.T) {
 	if testing.Short() {
 		n, label = 60_000, 400
 	}
-	b := newBigTenant(t, 3, n, label)
+	b := newBigTenant(t, 3, n, 10, label)
 	var rep *Report
 	var err error
 	peak := peakHeap(func() {
@@ -228,5 +232,24 @@ func TestHugeTenantRestoresInBoundedMemory(t *testing.T) {
 		n, rep.Seconds, float64(n)/rep.Seconds, float64(peak)/(1<<20), bound>>20, float64(n)*float64(200+label)/(1<<20))
 	if peak > bound {
 		t.Errorf("peak live heap %d bytes restoring %d rows; bound %d", peak, n, bound)
+	}
+}
+
+// Property 3: restoring 1% of the tenants reads about 1% of the repository
+// (a counting blob store sees every byte read).
+func TestRestoringOnePercentReadsAboutOnePercent(t *testing.T) {
+	t.Parallel()
+	b := newBigTenant(t, 200, 40, 40, 200)
+	rep, err := b.svc.Run(ctx, Request{Tenants: []string{"7", "123"}, To: time.Now(), Actor: "tester"})
+	if err != nil {
+		t.Fatalf("%v\n%+v", err, rep)
+	}
+	share := float64(b.counting.BytesRead()) / float64(b.objects)
+	t.Logf("restoring 2 of 200 tenants read %d of %d bytes (%.2f%%); the report planned %d", b.counting.BytesRead(), b.objects, share*100, rep.Bytes)
+	if share > 0.03 {
+		t.Errorf("restoring 1%% of the tenants read %.1f%% of the repository", share*100)
+	}
+	if rep.Bytes <= 0 || rep.Bytes > b.counting.BytesRead() {
+		t.Errorf("the report says %d bytes of tenant data, %d were read in all", rep.Bytes, b.counting.BytesRead())
 	}
 }
