@@ -62,11 +62,8 @@ func shippers(e *env, a *app, repo *backup.Repo) ([]*backup.Shipper, func(), err
 // backupRun ships everything pending once and exits: for cron and tests.
 func backupRun(e *env, args []string) error {
 	fs := flags(e, "backup run")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	a, err := openApp(e)
+	asJSON := jsonFlag(fs)
+	a, _, err := start(e, fs, args, openApp)
 	if err != nil {
 		return err
 	}
@@ -116,11 +113,8 @@ func backupRun(e *env, args []string) error {
 
 func backupStatus(e *env, args []string) error {
 	fs := flags(e, "backup status")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	a, err := openStore(e)
+	asJSON := jsonFlag(fs)
+	a, _, err := start(e, fs, args, openStore)
 	if err != nil {
 		return err
 	}
@@ -166,12 +160,9 @@ func backupStatus(e *env, args []string) error {
 
 func backupList(e *env, args []string) error {
 	fs := flags(e, "backup list")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	product := fs.String("product", "", "only this product")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	a, err := openStore(e)
+	a, _, err := start(e, fs, args, openStore)
 	if err != nil {
 		return err
 	}
@@ -208,11 +199,8 @@ func backupList(e *env, args []string) error {
 // backupVerify reads every object; any problem exits 2, naming each.
 func backupVerify(e *env, args []string) error {
 	fs := flags(e, "backup verify")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	a, err := openStore(e)
+	asJSON := jsonFlag(fs)
+	a, _, err := start(e, fs, args, openStore)
 	if err != nil {
 		return err
 	}

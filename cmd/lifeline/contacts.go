@@ -179,7 +179,7 @@ func backupVault(e *env, v *vault) {
 
 func contactsSync(e *env, args []string) error {
 	fs := flags(e, "contacts sync")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	confirm := fs.Bool("confirm", false, "allow removing more than vault.max_removal of a source's contacts")
 	dry := fs.Bool("dry-run", false, "report what would change, change nothing")
 	actorFlag := fs.String("actor", "", "who is syncing (default $LIFELINE_ACTOR or user@host)")
@@ -226,7 +226,7 @@ func printChanges(e *env, list []*contacts.Changes) {
 
 func contactsImport(e *env, args []string) error {
 	fs := flags(e, "contacts import")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	dry := fs.Bool("dry-run", false, "check the file and report what would change, change nothing")
 	actorFlag := fs.String("actor", "", "who is importing (default $LIFELINE_ACTOR or user@host)")
 	pos, err := parse(fs, args)
@@ -262,7 +262,7 @@ func contactsImport(e *env, args []string) error {
 
 func contactsLookup(e *env, args []string) error {
 	fs := flags(e, "contacts lookup")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	actorFlag := fs.String("actor", "", "who is looking (recorded in the audit log)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -341,7 +341,7 @@ func tenantStates(t contacts.Tenant) string {
 
 func contactsFor(e *env, args []string) error {
 	fs := flags(e, "contacts for")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	all := fs.Bool("all", false, "include contacts whose links were removed")
 	actorFlag := fs.String("actor", "", "who is asking (recorded in the audit log)")
 	pos, err := parse(fs, args)
@@ -374,7 +374,7 @@ func contactsFor(e *env, args []string) error {
 
 func contactsVerify(e *env, args []string) error {
 	fs := flags(e, "contacts verify")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	staleOnly := fs.Bool("stale", false, "write to every contact not verified within vault.stale_after")
 	dry := fs.Bool("dry-run", false, "list whom it would write to, send nothing")
 	actorFlag := fs.String("actor", "", "who is sending (default $LIFELINE_ACTOR or user@host)")
@@ -420,7 +420,7 @@ func contactsVerify(e *env, args []string) error {
 
 func contactsReport(e *env, args []string) error {
 	fs := flags(e, "contacts report")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	actorFlag := fs.String("actor", "", "who is asking (recorded in the audit log)")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -455,7 +455,7 @@ func contactsReport(e *env, args []string) error {
 
 func contactsErase(e *env, args []string) error {
 	fs := flags(e, "contacts erase")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	reason := fs.String("reason", "", "why (the request's reference); required, goes into the erasure ledger")
 	actorFlag := fs.String("actor", "", "who is erasing (default $LIFELINE_ACTOR or user@host)")
 	pos, err := parse(fs, args)
@@ -488,7 +488,7 @@ func contactsErase(e *env, args []string) error {
 
 func contactsRestore(e *env, args []string) error {
 	fs := flags(e, "contacts restore")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	from := fs.String("from", "", "the export to restore (default: the newest); see --list")
 	list := fs.Bool("list", false, "list the exports in the backup repository")
 	dry := fs.Bool("dry-run", false, "read and check the export, change nothing")

@@ -139,6 +139,24 @@ func flags(e *env, name string) *flag.FlagSet {
 	return fs
 }
 
+// jsonFlag adds the --json flag that every reading or reporting command has.
+func jsonFlag(fs *flag.FlagSet) *bool { return fs.Bool("json", false, "print JSON") }
+
+// start parses a command's flags and opens what it needs: openStore for
+// commands that read only Lifeline's own state, openApp for those that touch
+// the products too. The caller closes the app.
+func start(e *env, fs *flag.FlagSet, args []string, open func(*env) (*app, error)) (*app, []string, error) {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := open(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, pos, nil
+}
+
 // parse parses flags that may come before or after positional arguments,
 // and returns the positionals.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {

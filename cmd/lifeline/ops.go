@@ -15,14 +15,11 @@ func opsCmd(e *env, args []string) error {
 
 func opsList(e *env, args []string) error {
 	fs := flags(e, "ops list")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	tenantKey := fs.String("tenant", "", "only operations on this tenant key")
 	status := fs.String("status", "", "only operations in this status (running, done, failed, rolled_back)")
 	limit := fs.Int("limit", 50, "how many, newest first")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	a, err := openStore(e)
+	a, _, err := start(e, fs, args, openStore)
 	if err != nil {
 		return err
 	}
@@ -40,7 +37,7 @@ func opsList(e *env, args []string) error {
 
 func opsShow(e *env, args []string) error {
 	fs := flags(e, "ops show")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -78,7 +75,7 @@ func opsShow(e *env, args []string) error {
 // opsResume finishes an operation whose runner died (kill -9, a crash).
 func opsResume(e *env, args []string) error {
 	fs := flags(e, "ops resume")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -109,11 +106,8 @@ func auditCmd(e *env, args []string) error {
 // auditVerify walks the hash chain; an edited or removed entry exits 2.
 func auditVerify(e *env, args []string) error {
 	fs := flags(e, "audit verify")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	a, err := openStore(e)
+	asJSON := jsonFlag(fs)
+	a, _, err := start(e, fs, args, openStore)
 	if err != nil {
 		return err
 	}

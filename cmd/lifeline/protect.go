@@ -14,12 +14,9 @@ import (
 func protectCmd(e *env, args []string) error {
 	fs := flags(e, "protect")
 	check := fs.Bool("check", false, "report schema drift since protect; exit 2 if there is any")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	who := fs.String("actor", "", "who is running this (default $LIFELINE_ACTOR or user@host)")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	a, err := openStore(e)
+	a, _, err := start(e, fs, args, openStore)
 	if err != nil {
 		return err
 	}

@@ -23,10 +23,7 @@ import (
 func serveCmd(e *env, args []string) error {
 	fs := flags(e, "serve")
 	listen := fs.String("listen", "", "address to listen on (default: listen: in the config, else 127.0.0.1:8080)")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	a, err := openApp(e)
+	a, _, err := start(e, fs, args, openApp)
 	if err != nil {
 		return err
 	}

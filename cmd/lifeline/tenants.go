@@ -24,11 +24,8 @@ func tenantsCmd(e *env, args []string) error {
 
 func tenantsList(e *env, args []string) error {
 	fs := flags(e, "tenants list")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	a, err := openApp(e)
+	asJSON := jsonFlag(fs)
+	a, _, err := start(e, fs, args, openApp)
 	if err != nil {
 		return err
 	}
@@ -62,7 +59,7 @@ func productNames(a *app) []string {
 
 func tenantsShow(e *env, args []string) error {
 	fs := flags(e, "tenants show")
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := jsonFlag(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err

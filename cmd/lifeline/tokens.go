@@ -18,11 +18,8 @@ func tokensCreate(e *env, args []string) error {
 	fs := flags(e, "tokens create")
 	role := fs.String("role", "viewer", "viewer, operator, approver or admin")
 	name := fs.String("name", "", "the person or script the token belongs to (default: the actor)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	a, err := openStore(e)
+	asJSON := jsonFlag(fs)
+	a, _, err := start(e, fs, args, openStore)
 	if err != nil {
 		return err
 	}
@@ -41,11 +38,8 @@ func tokensCreate(e *env, args []string) error {
 
 func tokensList(e *env, args []string) error {
 	fs := flags(e, "tokens list")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	a, err := openStore(e)
+	asJSON := jsonFlag(fs)
+	a, _, err := start(e, fs, args, openStore)
 	if err != nil {
 		return err
 	}
