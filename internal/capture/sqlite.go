@@ -90,13 +90,13 @@ func (s *sqliteSource) verify(ctx context.Context, tx *sql.Tx) (*history, error)
 	return h, nil
 }
 
-// top is the last seq ever assigned, as of tx's snapshot: the end of the
-// last committed transaction. It is recorded as a transaction end unless a
+// top is the last seq assigned, as of tx's snapshot (the newest log row is
+// never deleted): the end of the last committed transaction. It is recorded as a transaction end unless a
 // later one is known already.
 func (s *sqliteSource) top(ctx context.Context, tx *sql.Tx) (uint64, error) {
 	var top, known int64
-	err := tx.QueryRowContext(ctx, "SELECT (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = $1), (SELECT coalesce(max(seq), 0) FROM "+
-		productdb.CaptureEnds+")", productdb.ChangeLog).Scan(&top, &known)
+	err := tx.QueryRowContext(ctx, "SELECT (SELECT coalesce(max(seq), 0) FROM "+productdb.ChangeLog+"), (SELECT coalesce(max(seq), 0) FROM "+
+		productdb.CaptureEnds+")").Scan(&top, &known)
 	if err != nil {
 		return 0, s.unavailable(err)
 	}
@@ -308,9 +308,10 @@ func (s *sqliteSource) Ack(ctx context.Context, cur Cursor) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sdb := s.db.SQL()
+	// The newest row stays: the next seq is the largest plus one.
 	for {
 		res, err := sdb.ExecContext(ctx, "DELETE FROM "+productdb.ChangeLog+" WHERE seq IN (SELECT seq FROM "+productdb.ChangeLog+
-			" WHERE seq <= $1 ORDER BY seq LIMIT $2)", int64(cur.Src), ackChunk)
+			" WHERE seq <= $1 AND seq < (SELECT max(seq) FROM "+productdb.ChangeLog+") ORDER BY seq LIMIT $2)", int64(cur.Src), ackChunk)
 		if err != nil {
 			return s.unavailable(err)
 		}
@@ -344,8 +345,8 @@ func (s *sqliteSource) Backlog(ctx context.Context, cur Cursor) (int64, time.Tim
 		return 0, time.Time{}, err
 	}
 	var ts sql.NullFloat64
-	err = tx.QueryRowContext(ctx, "SELECT min(ts) FROM "+productdb.ChangeLog+" WHERE seq > $1", int64(cur.Src)).Scan(&ts)
-	if err != nil {
+	err = tx.QueryRowContext(ctx, "SELECT ts FROM "+productdb.ChangeLog+" WHERE seq > $1 ORDER BY seq LIMIT 1", int64(cur.Src)).Scan(&ts)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return 0, time.Time{}, s.unavailable(err)
 	}
 	var oldest time.Time

@@ -12,24 +12,27 @@ import (
 // SQLite capture: AFTER triggers on every protected table append the full row
 // image to one change log,
 //
-//	lifeline_changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl, op, tenant, ts, c0, c1, …, cN)
+//	lifeline_changes(seq INTEGER PRIMARY KEY, tbl, op, tenant, ts, c0, c1, …, cN)
 //
 // with N+1 the widest protected table. The c-columns have no declared type,
 // so every value keeps its storage class exactly (an INTEGER stays an
 // INTEGER, a REAL keeps all 64 bits, a BLOB stays a BLOB).
 //
-// SQLite serialises writers and a rolled-back transaction (or statement)
-// rolls the AUTOINCREMENT counter back with its rows, so committed seq values
-// are contiguous and in commit order: seq is the change's position in the
-// source. ts is julianday('now') of the writing statement: SQLite has no
-// commit time.
+// seq is the rowid: SQLite gives a new row the largest rowid plus one.
+// Writers are serialised and a rolled-back transaction (or statement) takes
+// its rows with it, so committed seq values are contiguous and in commit
+// order: seq is the change's position in the source. Capture's Ack never
+// deletes the newest row, so the numbering never starts over. (AUTOINCREMENT
+// would guarantee that too, but it updates sqlite_sequence on every insert,
+// which cost a fifth of the application's write rate in bench/capture.) ts is
+// julianday('now') of the writing statement: SQLite has no commit time.
 //
 // Per table:
 //
 //   - lifeline_cap_i_<t>: AFTER INSERT, op I with NEW;
-//   - lifeline_cap_u_<t>: AFTER UPDATE that keeps the primary key, op U with NEW;
-//   - lifeline_cap_k_<t>: AFTER UPDATE that changes the primary key: op D with
-//     OLD, then op I with NEW, so a replay by key removes the old key;
+//   - lifeline_cap_u_<t>: AFTER UPDATE, op U with NEW; when the update
+//     changes the primary key, op D with OLD and then op I with NEW
+//     instead, so a replay by key removes the old key;
 //   - lifeline_cap_d_<t>: AFTER DELETE, op D with OLD (and the guard's
 //     bookkeeping, see sqliteGuardNeutral).
 //
@@ -43,7 +46,7 @@ import (
 const CaptureEnds = "lifeline_capture_ends"
 
 // sqliteCaptureTriggers are the suffixes of one table's capture triggers.
-var sqliteCaptureTriggers = []string{"i", "u", "k", "d"}
+var sqliteCaptureTriggers = []string{"i", "u", "d"}
 
 func sqliteTrigger(kind, table string) string { return "lifeline_cap_" + kind + "_" + table }
 
@@ -118,7 +121,7 @@ func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout
 		width = max(width, len(t.Columns))
 	}
 	if !before.hasLog {
-		cols := []string{"seq INTEGER PRIMARY KEY AUTOINCREMENT", "tbl TEXT NOT NULL", "op TEXT NOT NULL", "tenant TEXT", "ts REAL NOT NULL"}
+		cols := []string{"seq INTEGER PRIMARY KEY", "tbl TEXT NOT NULL", "op TEXT NOT NULL", "tenant TEXT", "ts REAL NOT NULL"}
 		for i := range width {
 			cols = append(cols, LogColumn(i))
 		}
@@ -140,7 +143,7 @@ func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout
 		return err
 	}
 	var next int64
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) + 1 FROM sqlite_sequence WHERE name = $1`, ChangeLog).Scan(&next); err != nil {
+	if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(seq), 0) + 1 FROM "+ChangeLog).Scan(&next); err != nil {
 		return err
 	}
 	protected := map[string]bool{}
@@ -181,15 +184,20 @@ func sqliteTenant(t *change.Table, r string) string {
 	return "CAST(" + r + "." + qi(t.Columns[t.Tenant].Name) + " AS TEXT)"
 }
 
-// sqliteLogInsert appends one log row for row r of t with op.
-func sqliteLogInsert(t *change.Table, op, r string) string {
+// sqliteLogInsert appends one log row for row r of t; op is an SQL
+// expression. With a where condition the row is appended only if it holds.
+func sqliteLogInsert(t *change.Table, op, r, where string) string {
 	cols := []string{"tbl", "op", "tenant", "ts"}
-	vals := []string{lit(t.Name), lit(op), sqliteTenant(t, r), "julianday('now')"}
+	vals := []string{lit(t.Name), op, sqliteTenant(t, r), "julianday('now')"}
 	for i, c := range t.Columns {
 		cols = append(cols, LogColumn(i))
 		vals = append(vals, r+"."+qi(c.Name))
 	}
-	return "INSERT INTO " + ChangeLog + " (" + strings.Join(cols, ", ") + ") VALUES (" + strings.Join(vals, ", ") + ");"
+	q := "INSERT INTO " + ChangeLog + " (" + strings.Join(cols, ", ") + ")"
+	if where != "" {
+		return q + " SELECT " + strings.Join(vals, ", ") + " WHERE " + where + ";"
+	}
+	return q + " VALUES (" + strings.Join(vals, ", ") + ");"
 }
 
 // sqliteKeySame is true when an UPDATE leaves the primary key exactly as it
@@ -208,11 +216,11 @@ func sqliteCaptureDDL(t *change.Table) []string {
 	on := " ON " + qi(t.Name) + " FOR EACH ROW"
 	same := sqliteKeySame(t)
 	return []string{
-		"CREATE TRIGGER " + qi(sqliteTrigger("i", t.Name)) + " AFTER INSERT" + on + " BEGIN " + sqliteLogInsert(t, "I", "NEW") + " END",
-		"CREATE TRIGGER " + qi(sqliteTrigger("u", t.Name)) + " AFTER UPDATE" + on + " WHEN " + same + " BEGIN " + sqliteLogInsert(t, "U", "NEW") + " END",
-		"CREATE TRIGGER " + qi(sqliteTrigger("k", t.Name)) + " AFTER UPDATE" + on + " WHEN NOT (" + same + ") BEGIN " +
-			sqliteLogInsert(t, "D", "OLD") + " " + sqliteLogInsert(t, "I", "NEW") + " END",
-		"CREATE TRIGGER " + qi(sqliteTrigger("d", t.Name)) + " AFTER DELETE" + on + " BEGIN " + sqliteLogInsert(t, "D", "OLD") + " " + sqliteGuardNeutral + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("i", t.Name)) + " AFTER INSERT" + on + " BEGIN " + sqliteLogInsert(t, "'I'", "NEW", "") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("u", t.Name)) + " AFTER UPDATE" + on + " BEGIN " +
+			sqliteLogInsert(t, "'D'", "OLD", "NOT ("+same+")") + " " +
+			sqliteLogInsert(t, "CASE WHEN "+same+" THEN 'U' ELSE 'I' END", "NEW", "") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("d", t.Name)) + " AFTER DELETE" + on + " BEGIN " + sqliteLogInsert(t, "'D'", "OLD", "") + " " + sqliteGuardNeutral + " END",
 	}
 }
 
