@@ -70,6 +70,15 @@ type dbSource struct {
 
 func newDBSource(raw *sql.DB, engine string, rts []productdb.RestoreTable, c *clock) *dbSource {
 	s := &dbSource{raw: raw, engine: engine, clock: c, keyCol: map[string]int{}}
+	s.reshape(rts)
+	return s
+}
+
+// reshape takes the tables' current shapes, after a schema change.
+func (s *dbSource) reshape(rts []productdb.RestoreTable) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.shapes = nil
 	for _, rt := range rts {
 		t := change.Table{Name: rt.Name}
 		for i, col := range rt.Columns {
@@ -83,7 +92,22 @@ func newDBSource(raw *sql.DB, engine string, rts []productdb.RestoreTable, c *cl
 		}
 		s.shapes = append(s.shapes, t)
 	}
-	return s
+}
+
+// protectAgain re-runs protect after a schema change, as an operator would,
+// and lets the capture stand-in see the new shapes.
+func (b *bundle) protectAgain(t *testing.T) {
+	t.Helper()
+	l, err := tenant.Protect(ctx, b.store, b.db, spec(), "tester")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.layout, b.tenants.Products[0].Layout = l, l
+	rts, _, err := b.db.RestoreTables(ctx, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.src.reshape(rts)
 }
 
 func (s *dbSource) scan(ctx context.Context) (map[string]map[string]change.Change, error) {

@@ -106,6 +106,12 @@ func (s *Service) planStep(ctx context.Context, pl *plan, st *step) error {
 		m := byTable[rt.Name]
 		tr := TableReport{Table: rt.Name}
 		tr.Rows = int64(len(m))
+		if pl.req.Into != "" { // the target is empty: every row goes in
+			tr.Inserted = tr.Rows
+			st.report.Tables = append(st.report.Tables, tr)
+			st.report.Rows += tr.Rows
+			continue
+		}
 		key := make([]change.Value, len(rt.Key))
 		err := p.DB.LiveRows(ctx, rt, st.tenant, func(vals []change.Value) error {
 			keyBuf = keyBuf[:0]

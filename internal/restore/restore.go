@@ -529,6 +529,9 @@ func (s *Service) planSteps(ctx context.Context, pl *plan) error {
 			}
 			busy = append(busy, fmt.Sprintf("%s (%s %s, %s)", key, op.ID, op.Action, op.Status))
 			busyHint = "wait for it to finish (`lifeline ops show " + op.ID + "`), or if it was interrupted, finish it with `lifeline ops resume " + op.ID + "` or by running its command again"
+			if op.Action == "restore" {
+				busyHint = "wait for it to finish (`lifeline ops show " + op.ID + "`), or if it was interrupted, run the same `lifeline restore` command again: it resumes it"
+			}
 		}
 	}
 	if len(busy) > 0 {

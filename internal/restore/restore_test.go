@@ -511,3 +511,47 @@ func TestRestoreWithRealCapture(t *testing.T) {
 		sameDump(t, "a restore of the restore", damaged, b.dump(t, S...))
 	})
 }
+
+// A column added since the moment gets its default (and is left out of the
+// hash); a column dropped since refuses, unless --allow-drift says to
+// restore without its values.
+func TestSchemaChangesSinceTheMoment(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		b := setup(t, e, 4)
+		T := b.shipNow(t)
+		b.exec(t, `ALTER TABLE docs ADD COLUMN extra TEXT DEFAULT 'dflt'`)
+		if e.name == "postgres" {
+			// SQLite refuses to drop a column its (capture) triggers name.
+			b.exec(t, `ALTER TABLE insight DROP COLUMN label`)
+		}
+		b.protectAgain(t)
+		b.exec(t, `DELETE FROM comments WHERE site_id = 2;
+UPDATE docs SET title = 'overwritten', extra = 'kept?' WHERE site_id = 2`)
+		b.shipNow(t)
+		if e.name == "postgres" {
+			before := b.dump(t)
+			_, err := b.svc.Run(ctx, Request{Tenants: []string{"2"}, To: T, Actor: "tester"})
+			if fault.CodeOf(err) != fault.Refused || !strings.Contains(err.Error(), "label") || !strings.Contains(fault.HintOf(err), "--allow-drift") {
+				t.Fatalf("a column dropped since the moment: %v", err)
+			}
+			sameDump(t, "after the drift refusal", before, b.dump(t))
+		}
+		rep := mustRestore(t, b, Request{Tenants: []string{"2"}, To: T, AllowDrift: true})
+		var n int
+		if err := b.raw.QueryRow(`SELECT count(*) FROM docs WHERE site_id = 2 AND extra = 'dflt' AND title IS DISTINCT FROM 'overwritten'`).Scan(&n); err != nil || n != 4 {
+			t.Errorf("%d of 4 docs restored with the new column's default (%v)", n, err)
+		}
+		if err := b.raw.QueryRow(`SELECT count(*) FROM comments WHERE site_id = 2`).Scan(&n); err != nil || n != 8 {
+			t.Errorf("%d of 8 comments restored (%v)", n, err)
+		}
+		p := rep.Tenants[0].Products[0]
+		for _, tb := range p.Tables {
+			if tb.Table == "docs" && (len(tb.Partial) != 1 || tb.Partial[0] != "extra") {
+				t.Errorf("docs: the added column should be left out of the hash: %+v", tb)
+			}
+		}
+		if e.name == "postgres" && !strings.Contains(strings.Join(p.Notes, " "), "insight.label") {
+			t.Errorf("the dropped column is not reported: %q", p.Notes)
+		}
+	})
+}
