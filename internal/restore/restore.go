@@ -483,8 +483,18 @@ func (s *Service) planSteps(ctx context.Context, pl *plan) error {
 						sr.Notes = append(sr.Notes, "app "+e.App+" was purged for erasure: its tables are not restored")
 					}
 				}
+				captured := map[string]bool{}
+				for _, t := range rd.Tables() {
+					captured[t.Name] = true
+				}
 				for _, rt := range pl.tables[p.Name] {
-					if !skipTables[rt.Name] {
+					switch {
+					case skipTables[rt.Name]:
+					case !captured[rt.Name]:
+						// Protected since: the backup cannot say what the
+						// tenant had there, so the table is left as it is.
+						sr.Notes = append(sr.Notes, "table "+rt.Name+" was not captured at the moment: left as it is")
+					default:
 						st.tables = append(st.tables, rt)
 					}
 				}
