@@ -27,6 +27,7 @@ func restoreCmd(e *env, args []string) error {
 	skipBroken := fs.Bool("skip-broken", false, "restore the tenants whose backup is readable and report the others")
 	allowDrift := fs.Bool("allow-drift", false, "restore tables that lost a column since the moment, without that column's values")
 	undo := fs.String("undo", "", "undo a finished restore operation (op_…)")
+	validate := fs.Bool("validate", false, "make the --tenants that are restored-pending-validation active (support confirmed them)")
 	reason := fs.String("reason", "", "why (recorded in the audit log)")
 	who := fs.String("actor", "", "who is running this (default $LIFELINE_ACTOR or user@host)")
 	asJSON := fs.Bool("json", false, "print the report as one JSON document")
@@ -69,6 +70,17 @@ func restoreCmd(e *env, args []string) error {
 	bar := newProgressBar(e.stderr)
 	if bar != nil {
 		svc.Progress = bar.update
+	}
+	if *validate {
+		op, err := svc.Validate(e.ctx, req.Tenants, req.Actor, *reason)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(e.stdout, op)
+		}
+		printOp(e, op)
+		return nil
 	}
 	var rep *restore.Report
 	if *undo != "" {

@@ -160,6 +160,23 @@ func TestRestoreThroughTheCLI(t *testing.T) {
 	c.must("backup", "run")
 	c.must("restore", "--undo", rep.Operation)
 	sameRows(t, "after undo", damaged, c.rowsOf(hit...))
+
+	// A deleted site comes back pending validation; support validates it.
+	site12 := c.rowsOf(12)
+	c.must("tenants", "deactivate", "site:12")
+	c.must("tenants", "delete", "site:12", "--reason", "closed by mistake")
+	c.must("backup", "run")
+	c.must("restore", "--tenants", "12", "--to", T)
+	sameRows(t, "a deleted site restored", site12, c.rowsOf(12))
+	if s := c.stateOf("12", "tracker"); s != "restored-pending-validation" {
+		t.Errorf("restored site 12 is %q", s)
+	}
+	c.must("restore", "--validate", "--tenants", "12", "--reason", "the customer confirmed")
+	for _, p := range []string{"tracker", "wiki"} {
+		if s := c.stateOf("12", p); s != "active" {
+			t.Errorf("validated site 12 is %q in %s", s, p)
+		}
+	}
 	c.must("audit", "verify")
 }
 

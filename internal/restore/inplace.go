@@ -466,12 +466,7 @@ func (s *Service) Undo(ctx context.Context, opID, actor, why string) (*Report, e
 		if os.Status != state.StepDone {
 			continue
 		}
-		var p *tenant.Product
-		for _, q := range s.Tenants.Products {
-			if q.Name == os.Product {
-				p = q
-			}
-		}
+		p := productOf(s.Tenants, os.Product)
 		if p == nil {
 			return fail(fault.New(fault.NotFound, "add the product back to lifeline.yaml", "restore %s touched product %s, which is not configured", opID, os.Product))
 		}
@@ -553,4 +548,97 @@ func (s *Service) undoStep(ctx context.Context, op *state.Operation, opID string
 	s.record(st, res, time.Since(t0).Seconds())
 	st.report.Status = "undone"
 	return s.Tenants.Store.UpdateStep(ctx, op.ID, stepDone(st, res))
+}
+
+// Validate makes restored tenants active again once support has confirmed
+// them with the customer: in every product where a tenant (or an app of
+// it) is restored-pending-validation, it becomes active. It is an operation
+// (validate) like the others. A tenant with nothing pending is a
+// fault.Conflict naming its states.
+func (s *Service) Validate(ctx context.Context, keys []string, actor, why string) (*state.Operation, error) {
+	keys, err := tenantKeys(keys)
+	if err != nil {
+		return nil, err
+	}
+	op := &state.Operation{ID: state.NewOperationID(s.Tenants.Clock()), Action: "validate", Actor: actor, Reason: why}
+	var pending []string
+	for _, key := range keys {
+		found := false
+		var states []string
+		for _, p := range s.Tenants.Products {
+			info, err := p.DB.Tenant(ctx, p.Layout, key)
+			if fault.CodeOf(err) == fault.NotFound {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			states = append(states, p.Name+": "+string(info.State))
+			if info.State == productdb.RestoredPending {
+				op.Steps = append(op.Steps, state.Step{Product: p.Name, Tenant: key})
+				found = true
+			}
+			for _, a := range info.Apps {
+				if a.State == productdb.RestoredPending {
+					op.Steps = append(op.Steps, state.Step{Product: p.Name, Tenant: key, App: a.App})
+					found = true
+				}
+			}
+		}
+		if !found {
+			pending = append(pending, fmt.Sprintf("%s (%s)", key, orNone(strings.Join(states, ", "))))
+		}
+		op.Targets = append(op.Targets, "site:"+key)
+	}
+	if len(pending) > 0 {
+		return nil, fault.New(fault.Conflict, "only a restored tenant waits for validation; see `lifeline tenants show KEY`",
+			"nothing of these tenants is %s: %s", productdb.RestoredPending, strings.Join(pending, "; "))
+	}
+	if err := s.Tenants.Store.CreateOperation(ctx, op, s.Tenants.Owner, s.Tenants.TTL()); err != nil {
+		return nil, err
+	}
+	bg := context.WithoutCancel(ctx)
+	var failure error
+	for _, st := range op.Steps {
+		p := productOf(s.Tenants, st.Product)
+		res, err := p.DB.Apply(ctx, p.Layout, productdb.Step{OpID: op.ID, Action: productdb.Reactivate, Tenant: st.Tenant, App: st.App,
+			From: []productdb.State{productdb.RestoredPending}, To: productdb.Active})
+		if err != nil {
+			st.Status, st.Error = state.StepFailed, err.Error()
+			_ = s.Tenants.Store.UpdateStep(bg, op.ID, st)
+			failure = err
+			break
+		}
+		st.Status, st.Rows = state.StepDone, res.Rows
+		if err := s.Tenants.Store.UpdateStep(ctx, op.ID, st); err != nil {
+			return nil, err
+		}
+	}
+	status, text := state.OpDone, ""
+	if failure != nil {
+		status, text = state.OpFailed, failure.Error()
+	}
+	if err := s.Tenants.Store.FinishOperation(bg, op.ID, status, text); err != nil {
+		return nil, errors.Join(failure, err)
+	}
+	if failure != nil {
+		return nil, failure
+	}
+	return s.Tenants.Store.GetOperation(bg, op.ID)
+}
+
+func productOf(svc *tenant.Service, name string) *tenant.Product {
+	for _, p := range svc.Products {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "in no product"
+	}
+	return s
 }

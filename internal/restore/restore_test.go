@@ -202,6 +202,19 @@ func TestRestoredDeletedTenantIsPendingValidation(t *testing.T) {
 		if err != nil || info.State != productdb.RestoredPending {
 			t.Errorf("tenant state: %+v %v", info, err)
 		}
+
+		// Support confirmed it with the customer: it is active again.
+		op, err := b.svc.Validate(ctx, []string{"4"}, "support", "customer confirmed")
+		if err != nil || op.Status != state.OpDone {
+			t.Fatalf("validate: %+v %v", op, err)
+		}
+		if info, _ := b.db.Tenant(ctx, b.layout, "4"); info.State != productdb.Active {
+			t.Errorf("after validation: %s", info.State)
+		}
+		if _, err := b.svc.Validate(ctx, []string{"4"}, "support", ""); fault.CodeOf(err) != fault.Conflict {
+			t.Errorf("validating an active tenant: %v", err)
+		}
+		sameDump(t, "after validation", atT, b.dump(t, 4))
 	})
 }
 
