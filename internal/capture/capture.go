@@ -44,7 +44,9 @@ type Source interface {
 	// transaction is never split). An empty batch means nothing is pending.
 	// Reading from a cursor older than the last Read returns the same
 	// changes at the same positions again; a cursor older than the last Ack
-	// is refused, because those changes are forgotten.
+	// is refused (fault.Refused), because those changes are forgotten. (On
+	// PostgreSQL a new Source cannot know an earlier process's Acks and
+	// trusts the cursor; the repository's cursor is never behind an Ack.)
 	//
 	// On SQLite a transaction is a commit group: the changes that became
 	// visible between two reads, always whole transactions (see sqlite.go);

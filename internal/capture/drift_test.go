@@ -49,6 +49,10 @@ func TestDrift(t *testing.T) {
 				}
 			}
 			x.protect(t)
+			// SQLite refuses to drop a column a trigger names: loud, not lossy.
+			if _, err := x.raw.Exec("ALTER TABLE notes DROP COLUMN data"); err == nil {
+				t.Fatal("DROP COLUMN of a captured column succeeded")
+			}
 		} else {
 			if err != nil {
 				t.Fatal(err)
@@ -232,9 +236,15 @@ func TestAckBacklog(t *testing.T) {
 		if _, err := x.src.Read(x.ctx, cur, 100); fault.CodeOf(err) != fault.Refused {
 			t.Fatalf("read behind the acknowledgement: %v", err)
 		}
-		// A new source (a restarted shipper) refuses it too.
-		if _, err := x.open(t).Read(x.ctx, cur, 100); fault.CodeOf(err) != fault.Refused {
-			t.Fatalf("new source, read behind the acknowledgement: %v", err)
+		// A new source (a restarted shipper) refuses it too on SQLite, whose
+		// log no longer has the rows. PostgreSQL's slot cannot tell an
+		// acknowledged position from one confirmed because nothing was
+		// pending before it, so a new process trusts the cursor (the
+		// repository's, never behind an Ack).
+		if e.name == "sqlite" {
+			if _, err := x.open(t).Read(x.ctx, cur, 100); fault.CodeOf(err) != fault.Refused {
+				t.Fatalf("new source, read behind the acknowledgement: %v", err)
+			}
 		}
 	})
 }

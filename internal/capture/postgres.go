@@ -54,7 +54,7 @@ type pgSource struct {
 	pending   *pgTxn                   // received, waiting for the next batch
 	seenData  uint64                   // the last commit with changes seen this session
 	progress  uint64                   // how far the server has decoded, as this session last heard
-	acked     uint64                   // confirmed to the slot (by Ack, or found confirmed)
+	acked     uint64                   // acknowledged by Ack (or the snapshot) in this process
 	safe      uint64                   // confirmable: nothing unacknowledged before it
 	unacked   []pgDelivered            // returned by Read, not yet acknowledged
 	idleSince time.Time                // when a Read last found the stream drained; zero if not
@@ -130,7 +130,7 @@ func (s *pgSource) slotState(ctx context.Context) (confirmed uint64, ok bool, er
 // startStream opens the replication connection and starts streaming after
 // from.
 func (s *pgSource) startStream(ctx context.Context, from uint64) error {
-	confirmed, ok, err := s.slotState(ctx)
+	_, ok, err := s.slotState(ctx)
 	if err != nil {
 		return err
 	}
@@ -138,7 +138,13 @@ func (s *pgSource) startStream(ctx context.Context, from uint64) error {
 		return fault.New(fault.Refused, "the first snapshot creates it: run `lifeline backup run`; if the repository already has this product, it needs a new snapshot",
 			"product %s: replication slot %s does not exist", s.layout.Product, s.slot)
 	}
-	s.acked = max(s.acked, confirmed)
+	// The slot may have confirmed more than this process saw acknowledged:
+	// an earlier process, or positions confirmed because nothing
+	// unacknowledged lay before them (see markSafe). Streaming from before
+	// it is fine: the server starts at its confirmed position, and the
+	// repository's cursor is never behind an Ack, since Ack follows
+	// durability. Within one process a cursor behind an Ack is refused
+	// (Read).
 	if from < s.acked {
 		return s.behind(from)
 	}
