@@ -280,6 +280,11 @@ DELETE FROM items WHERE id = 1;
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("sqlite3: %v\n%s", err, out)
 	}
+	// The rolled-back insert left no hole in the log's numbering.
+	var rows, span int
+	if err := x.raw.QueryRow("SELECT count(*), max(seq) - min(seq) + 1 FROM lifeline_changes").Scan(&rows, &span); err != nil || rows != span || rows < 8 {
+		t.Fatalf("log has %d rows spanning %d positions, %v", rows, span, err)
+	}
 	x.drain(t, x.src, m, cur)
 	x.same(t, m)
 	var n int
