@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"lifeline/internal/demo"
 	"lifeline/internal/productdb"
@@ -119,6 +120,53 @@ func demoCmd(e *env, args []string) error {
 	if err := backupStatus(e, nil); err != nil {
 		return err
 	}
+
+	step("5. April again, forced through below the guard limits, and restored")
+	say("A buggy migration deletes and corrupts the rows of %d sites with raw SQL, one tenant per statement, below every limit:", len(victims[:10]))
+	keys := victims[2:12]
+	if len(keys) == 0 {
+		keys = victims[:1]
+	}
+	digests := map[string]string{}
+	for k := 1; k <= *n; k++ {
+		key := fmt.Sprint(k)
+		if digests[key], _, err = demo.Digest(e.ctx, tracker.DB.SQL(), "tracker", key); err != nil {
+			return err
+		}
+	}
+	moment := time.Now().UTC()
+	time.Sleep(20 * time.Millisecond)
+	for _, k := range keys {
+		for _, stmt := range []string{
+			"DELETE FROM insight_links WHERE site_id = ?",
+			"DELETE FROM insight_objects WHERE site_id = ?",
+			"DELETE FROM comments WHERE site_id = ?",
+			"UPDATE issues SET title = 'corrupted by migration', body = NULL WHERE site_id = ?",
+		} {
+			if _, err := raw.ExecContext(e.ctx, stmt, k); err != nil {
+				return fmt.Errorf("the demo's raw script: %w", err)
+			}
+		}
+	}
+	say("  %d sites damaged; the database allowed it (each statement touched one tenant).", len(keys))
+	if err := backupRun(e, nil); err != nil {
+		return err
+	}
+	say("\n$ lifeline restore --tenants %s --to %s", strings.Join(keys, ","), moment.Format(time.RFC3339Nano))
+	if err := restoreCmd(e, []string{"--tenants", strings.Join(keys, ","), "--to", moment.Format(time.RFC3339Nano), "--reason", "undo the April migration"}); err != nil {
+		return err
+	}
+	same := 0
+	for key, want := range digests {
+		d, _, err := demo.Digest(e.ctx, tracker.DB.SQL(), "tracker", key)
+		if err != nil {
+			return err
+		}
+		if d == want {
+			same++
+		}
+	}
+	say("%d of %d sites are exactly as they were before the script, byte for byte: the %d restored and every other one.", same, len(digests), len(keys))
 
 	if *noServe {
 		say("\nDone. Explore with: lifeline --config %s tenants list", e.configPath)

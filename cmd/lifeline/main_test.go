@@ -103,6 +103,8 @@ func TestDemoTour(t *testing.T) {
 		"refused by the database", "lifeline", // the raw April script
 		"is a site, not an app", // the typed-target refusal
 		"identical, byte for byte",
+		"restored  verified",
+		"40 of 40 sites are exactly as they were before the script", // the April replay, restored
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
