@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
@@ -23,6 +24,7 @@ type DB struct {
 	d         dialect
 	name      string // the DSN as shown to people: no password
 	protected atomic.Bool
+	stmts     sync.Map // SQL text -> *sql.Stmt: a restore's statements, prepared once (see restore.go)
 }
 
 // Open connects to a product database. dsn is "sqlite:PATH" (relative to

@@ -325,33 +325,59 @@ func (db *DB) ClearStaging(ctx context.Context, rts []RestoreTable, opID, tenant
 	return nil
 }
 
-// StageRows writes rows of tenant, rebuilt for operation opID, into rt's
-// staging table, in a transaction of their own. cols names the columns the
-// rows have (a subset of rt.Columns: a column added since the restored
-// moment is left to its default), in the rows' value order.
-func (db *DB) StageRows(ctx context.Context, rt *RestoreTable, opID, tenant string, cols []string, rows [][]change.Value) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	target := db.rd().stage(rt.Name)
-	if db.d.engine() == Postgres {
-		conn, err := db.db.Conn(ctx)
-		if err != nil {
-			return db.unavailable(err)
-		}
-		defer conn.Close()
-		return db.copyRows(ctx, conn, target, cols, []string{"lifeline_op", "lifeline_tenant"}, []string{opID, tenant}, rows)
-	}
-	tx, err := db.db.BeginTx(ctx, nil)
+// Batch is rows of one table that have the same columns: Cols (a subset
+// of Table.Columns, in its order: a column added since the restored moment
+// is left to its default), and each row's values in that order.
+type Batch struct {
+	Table *RestoreTable
+	Cols  []string
+	Rows  [][]change.Value
+}
+
+// StageRows writes batches of tenant's rows, rebuilt for operation opID,
+// into the staging tables, in one transaction of their own. It commits
+// without waiting for the disk (SQLite synchronous=NORMAL, PostgreSQL
+// synchronous_commit off): staged rows are disposable, and a crash only
+// means staging them again.
+func (db *DB) StageRows(ctx context.Context, opID, tenant string, batches []Batch) error {
+	conn, err := db.db.Conn(ctx)
 	if err != nil {
 		return db.unavailable(err)
 	}
-	defer tx.Rollback()
-	if err := db.insertRows(ctx, tx, target, cols, []string{"lifeline_op", "lifeline_tenant"}, []string{opID, tenant}, rows); err != nil {
-		return err
+	defer conn.Close()
+	extraCols, extra := []string{"lifeline_op", "lifeline_tenant"}, []string{opID, tenant}
+	if db.d.engine() == Postgres {
+		if err := execAll(ctx, conn, "BEGIN", "SET LOCAL synchronous_commit = off"); err != nil {
+			return db.unavailable(err)
+		}
+		for _, b := range batches {
+			if err := db.copyRows(ctx, conn, db.rd().stage(b.Table.Name), b.Cols, extraCols, extra, b.Rows); err != nil {
+				_, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+				return err
+			}
+		}
+		if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+			return db.internal(err, "commit staged rows")
+		}
+		return nil
 	}
-	if err := tx.Commit(); err != nil {
-		return db.internal(err, "commit staged rows of "+rt.Name)
+	var sync int
+	if err := conn.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
+		return db.unavailable(err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf("PRAGMA synchronous = %d", sync))
+	if err := execAll(ctx, conn, "PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE"); err != nil {
+		return db.unavailable(err)
+	}
+	for _, b := range batches {
+		if err := db.insertRows(ctx, conn, db.rd().stage(b.Table.Name), b.Cols, extraCols, extra, b.Rows); err != nil {
+			_, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+			return err
+		}
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		return db.internal(err, "commit staged rows")
 	}
 	return nil
 }
@@ -745,13 +771,13 @@ func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 		}
 		// The keys of the rows put in go to the trash under op/inserted, so
 		// an undo knows exactly which rows to take out again.
-		res, err := tx.ExecContext(ctx, "INSERT INTO "+trash+" ("+quoteAll(rt.Key)+", lifeline_op, lifeline_tenant) SELECT "+strings.Join(qualified("s", rt.Key), ", ")+
+		res, err := db.txExec(ctx, tx, "INSERT INTO "+trash+" ("+quoteAll(rt.Key)+", lifeline_op, lifeline_tenant) SELECT "+strings.Join(qualified("s", rt.Key), ", ")+
 			", CAST($4 AS TEXT), CAST($5 AS TEXT) FROM "+stage+" s WHERE "+mine+" AND "+absent, append(args, inserted, sp.Tenant)...)
 		if err != nil {
 			return db.swapError(err, l, sp, rt, "noting the keys of the rows it inserts")
 		}
 		n, _ := res.RowsAffected()
-		res, err = tx.ExecContext(ctx, "INSERT INTO "+live+" ("+quoteAll(rt.Columns)+")"+rd.overriding()+" SELECT "+strings.Join(qualified("s", rt.Columns), ", ")+
+		res, err = db.txExec(ctx, tx, "INSERT INTO "+live+" ("+quoteAll(rt.Columns)+")"+rd.overriding()+" SELECT "+strings.Join(qualified("s", rt.Columns), ", ")+
 			" FROM "+stage+" s WHERE "+mine+" AND "+absent, args...)
 		if err != nil {
 			return db.swapError(err, l, sp, rt, "inserting its rows")
@@ -779,7 +805,7 @@ func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 				return db.swapError(err, l, sp, rt, "updating the rows that differ")
 			}
 		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM "+stage+" WHERE lifeline_tenant = $1 AND lifeline_op = $2", sp.Tenant, sp.OpID); err != nil {
+		if _, err := db.txExec(ctx, tx, "DELETE FROM "+stage+" WHERE lifeline_tenant = $1 AND lifeline_op = $2", sp.Tenant, sp.OpID); err != nil {
 			return db.internal(err, "clear staging of "+rt.Name)
 		}
 		out[rt.Name] = r
@@ -820,14 +846,14 @@ func (db *DB) updateRows(ctx context.Context, tx *sql.Tx, sp SwapSpec, rt *Resto
 	}
 	rd, ref := db.rd(), qi(rt.Name)
 	differs := "s.lifeline_tenant = $2 AND s.lifeline_op = $3 AND " + pkMatch("s", ref, rt.Key) + " AND NOT " + identicalAll(rd, "s", ref, rt)
-	res, err := tx.ExecContext(ctx, "INSERT INTO "+db.d.trash(rt.Name)+" ("+quoteAll(rt.Columns)+", lifeline_op, lifeline_tenant) SELECT "+
+	res, err := db.txExec(ctx, tx, "INSERT INTO "+db.d.trash(rt.Name)+" ("+quoteAll(rt.Columns)+", lifeline_op, lifeline_tenant) SELECT "+
 		strings.Join(qualified(ref, rt.Columns), ", ")+", CAST($4 AS TEXT), CAST($5 AS TEXT) FROM "+db.d.live(rt.Name)+" WHERE "+ref+"."+qi(rt.KeyCol)+
 		" = $1 AND EXISTS (SELECT 1 FROM "+rd.stage(rt.Name)+" s WHERE "+differs+")", append(args, sp.OpID, sp.Tenant)...)
 	if err != nil {
 		return 0, err
 	}
 	copied, _ := res.RowsAffected()
-	res, err = tx.ExecContext(ctx, "UPDATE "+db.d.live(rt.Name)+" SET "+strings.Join(set, ", ")+" FROM "+rd.stage(rt.Name)+" s WHERE "+
+	res, err = db.txExec(ctx, tx, "UPDATE "+db.d.live(rt.Name)+" SET "+strings.Join(set, ", ")+" FROM "+rd.stage(rt.Name)+" s WHERE "+
 		ref+"."+qi(rt.KeyCol)+" = $1 AND "+differs, args...)
 	if err != nil {
 		return 0, err
@@ -837,6 +863,42 @@ func (db *DB) updateRows(ctx context.Context, tx *sql.Tx, sp SwapSpec, rt *Resto
 		return 0, fmt.Errorf("kept %d old rows but updated %d", copied, n)
 	}
 	return n, nil
+}
+
+// txExec runs query in tx. On SQLite the statement is prepared once per
+// DB and reused: a restore runs the same statements for every tenant, and
+// parsing them is otherwise much of a small tenant's cost. (PostgreSQL
+// parses on the server, and a staging table recreated by PrepareRestore
+// would invalidate its cached plans.)
+func (db *DB) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
+	st, err := db.txStmt(ctx, tx, query)
+	if err != nil || st == nil {
+		if err != nil {
+			return nil, err
+		}
+		return tx.ExecContext(ctx, query, args...)
+	}
+	defer st.Close()
+	return st.ExecContext(ctx, args...)
+}
+
+func (db *DB) txStmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {
+	if db.d.engine() != SQLite {
+		return nil, nil
+	}
+	v, ok := db.stmts.Load(query)
+	if !ok {
+		st, err := db.db.PrepareContext(ctx, query)
+		if err != nil {
+			return nil, err
+		}
+		if v, ok = db.stmts.LoadOrStore(query, st); ok {
+			st.Close()
+		} else {
+			v = st
+		}
+	}
+	return tx.StmtContext(ctx, v.(*sql.Stmt)), nil
 }
 
 // checkHash compares rows read back with the rebuilt rows of rt.
@@ -890,7 +952,18 @@ func (db *DB) LiveRows(ctx context.Context, rt *RestoreTable, tenant string, fn 
 // hashQuery runs a query selecting rt.Columns (through selectList), hashes
 // every row, and hands each to each if it is not nil.
 func (db *DB) hashQuery(ctx context.Context, q queryer, rt *RestoreTable, query string, each func([]change.Value) error, args ...any) (*TableHash, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
+	var rows *sql.Rows
+	var err error
+	if tx, ok := q.(*sql.Tx); ok {
+		var st *sql.Stmt
+		if st, err = db.txStmt(ctx, tx, query); st != nil {
+			defer st.Close()
+			rows, err = st.QueryContext(ctx, args...)
+		}
+	}
+	if rows == nil && err == nil {
+		rows, err = q.QueryContext(ctx, query, args...)
+	}
 	if err != nil {
 		if db.d.badKey(err) {
 			return NewTableHash(db.d.engine(), rt.Name), nil // "abc" for an integer key: no rows

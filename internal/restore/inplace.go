@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"lifeline/internal/change"
 	"lifeline/internal/fault"
 	"lifeline/internal/productdb"
 	"lifeline/internal/state"
@@ -192,13 +191,13 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 		}
 		r := newRebuilder(p.DB.Engine(), st.tables, pl.req.AllowDrift, s.chunkRows())
 		lock := locks[p.Name]
-		want, err := r.run(ctx, pl.readings[p.Name], st.tenant, func(rt *productdb.RestoreTable, cols []string, rows [][]change.Value) error {
+		want, err := r.run(ctx, pl.readings[p.Name], st.tenant, func(batches []productdb.Batch) error {
 			if p.DB.Engine() == productdb.SQLite {
 				lock.Lock()
 				defer lock.Unlock()
 			}
-			err := p.DB.StageRows(ctx, rt, op.ID, st.tenant, cols, rows)
-			s.advance("rebuild", len(pending), 0, int64(len(rows)))
+			err := p.DB.StageRows(ctx, op.ID, st.tenant, batches)
+			s.advance("rebuild", len(pending), 0, countRows(batches))
 			return err
 		})
 		st.report.Notes = append(st.report.Notes, r.notes()...)
@@ -641,4 +640,12 @@ func orNone(s string) string {
 		return "in no product"
 	}
 	return s
+}
+
+func countRows(batches []productdb.Batch) int64 {
+	var n int64
+	for _, b := range batches {
+		n += int64(len(b.Rows))
+	}
+	return n
 }

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"lifeline/internal/change"
 	"lifeline/internal/fault"
 	"lifeline/internal/productdb"
 )
@@ -43,11 +42,16 @@ func (s *Service) into(ctx context.Context, pl *plan) error {
 	err = s.pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
 		t0 := time.Now()
 		r := newRebuilder(target.Engine(), st.tables, pl.req.AllowDrift, s.chunkRows())
-		want, err := r.run(ctx, pl.readings[p.Name], st.tenant, func(rt *productdb.RestoreTable, cols []string, rows [][]change.Value) error {
+		want, err := r.run(ctx, pl.readings[p.Name], st.tenant, func(batches []productdb.Batch) error {
 			mu.Lock()
 			defer mu.Unlock()
-			s.advance("load", len(pending), 0, int64(len(rows)))
-			return ld.Rows(ctx, rt.Name, cols, rows)
+			s.advance("load", len(pending), 0, countRows(batches))
+			for _, b := range batches {
+				if err := ld.Rows(ctx, b.Table.Name, b.Cols, b.Rows); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 		st.report.Notes = append(st.report.Notes, r.notes()...)
 		st.report.Seconds += time.Since(t0).Seconds()

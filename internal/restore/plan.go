@@ -71,35 +71,50 @@ func (s *Service) planStep(ctx context.Context, pl *plan, st *step) error {
 	engine := p.DB.Engine()
 	r := newRebuilder(engine, st.tables, pl.req.AllowDrift, s.chunkRows())
 	byTable := map[string]map[string]rebuiltRow{}
-	var keyBuf []byte
-	_, err := r.run(ctx, pl.readings[p.Name], st.tenant, func(rt *productdb.RestoreTable, cols []string, rows [][]change.Value) error {
-		m := byTable[rt.Name]
-		if m == nil {
-			m = map[string]rebuiltRow{}
-			byTable[rt.Name] = m
-		}
-		pos := make([]int, len(rt.Key))
-		for i, k := range rt.Key {
-			for j, c := range cols {
-				if c == k {
-					pos[i] = j
-				}
-			}
-		}
-		for _, row := range rows {
-			key := make([]change.Value, len(pos))
-			keyBuf = keyBuf[:0]
-			for i, j := range pos {
-				key[i] = row[j]
-				keyBuf = productdb.AppendValue(engine, keyBuf, row[j])
-			}
-			m[string(keyBuf)] = rebuiltRow{key: key, digest: productdb.RowDigest(engine, rt.Name, key, cols, row)}
+	_, err := r.run(ctx, pl.readings[p.Name], st.tenant, func(batches []productdb.Batch) error {
+		for _, b := range batches {
+			planBatch(engine, byTable, b.Table, b.Cols, b.Rows)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	return s.compareLive(ctx, pl, st, r, byTable)
+}
+
+// planBatch records rebuilt rows by key, with their digests.
+func planBatch(engine string, byTable map[string]map[string]rebuiltRow, rt *productdb.RestoreTable, cols []string, rows [][]change.Value) {
+	m := byTable[rt.Name]
+	if m == nil {
+		m = map[string]rebuiltRow{}
+		byTable[rt.Name] = m
+	}
+	pos := make([]int, len(rt.Key))
+	for i, k := range rt.Key {
+		for j, c := range cols {
+			if c == k {
+				pos[i] = j
+			}
+		}
+	}
+	var keyBuf []byte
+	for _, row := range rows {
+		key := make([]change.Value, len(pos))
+		keyBuf = keyBuf[:0]
+		for i, j := range pos {
+			key[i] = row[j]
+			keyBuf = productdb.AppendValue(engine, keyBuf, row[j])
+		}
+		m[string(keyBuf)] = rebuiltRow{key: key, digest: productdb.RowDigest(engine, rt.Name, key, cols, row)}
+	}
+}
+
+// compareLive compares the rebuilt rows with the live ones, table by table.
+func (s *Service) compareLive(ctx context.Context, pl *plan, st *step, r *rebuilder, byTable map[string]map[string]rebuiltRow) error {
+	p := st.product
+	engine := p.DB.Engine()
+	var keyBuf []byte
 	st.report.Notes = append(st.report.Notes, r.notes()...)
 	for i := range st.tables {
 		rt := &st.tables[i]

@@ -13,10 +13,10 @@ import (
 	"lifeline/internal/productdb"
 )
 
-// emitFunc receives a batch of one table's rebuilt rows: cols are the live
-// columns the rows have (in live order), rows their values in that order.
-// The batch is the callee's to keep.
-type emitFunc func(rt *productdb.RestoreTable, cols []string, rows [][]change.Value) error
+// emitFunc receives rebuilt rows, as batches of one table each, at most
+// chunk rows (and maxBatchBytes) in all: one write transaction's worth. The
+// batches are the callee's to keep.
+type emitFunc func(batches []productdb.Batch) error
 
 // maxBatchBytes bounds a batch's values, so memory stays bounded with wide
 // rows too.
@@ -103,15 +103,15 @@ func (r *rebuilder) mapShape(t *change.Table) (*mapping, error) {
 func (r *rebuilder) run(ctx context.Context, rd *backup.Reading, tenant string, emit emitFunc) (map[string]*productdb.TableHash, error) {
 	hashes := map[string]*productdb.TableHash{}
 	var cur *mapping
-	var batch [][]change.Value
-	var size int
+	var pending []productdb.Batch
+	var rows, size int
 	flush := func() error {
-		if len(batch) == 0 {
+		if rows == 0 {
 			return nil
 		}
-		b := batch
-		batch, size = nil, 0
-		return emit(cur.rt, cur.cols, b)
+		b := pending
+		pending, rows, size = nil, 0, 0
+		return emit(b)
 	}
 	key := []change.Value{}
 	err := rd.Tenant(ctx, tenant, func(t *change.Table, c *change.Change) error {
@@ -123,10 +123,13 @@ func (r *rebuilder) run(ctx context.Context, rd *backup.Reading, tenant string, 
 			r.skipped[t.Name]++
 			return nil
 		}
-		if cur != nil && (cur.rt != m.rt || cur.ref != m.ref || len(batch) >= r.chunk || size >= maxBatchBytes) {
+		if rows >= r.chunk || size >= maxBatchBytes {
 			if err := flush(); err != nil {
 				return err
 			}
+		}
+		if cur == nil || len(pending) == 0 || cur.rt != m.rt || cur.ref != m.ref {
+			pending = append(pending, productdb.Batch{Table: m.rt, Cols: m.cols})
 		}
 		cur = m
 		vals := make([]change.Value, len(m.src))
@@ -149,7 +152,9 @@ func (r *rebuilder) run(ctx context.Context, rd *backup.Reading, tenant string, 
 			hashes[m.rt.Name] = h
 		}
 		h.Add(key, m.cols, vals, m.rt.Columns)
-		batch = append(batch, vals)
+		last := &pending[len(pending)-1]
+		last.Rows = append(last.Rows, vals)
+		rows++
 		return nil
 	})
 	if err == nil {
