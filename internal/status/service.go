@@ -2,8 +2,10 @@ package status
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"embed"
+	"io"
 	"io/fs"
 	"log/slog"
 	"slices"
@@ -31,7 +33,12 @@ type Config struct {
 	// Progress, if set, fills the percentage restored of incidents linked to
 	// restores or plans.
 	Progress Progress
-	Log      *slog.Logger
+	// Rand is where confirmation tokens, webhook secrets and link keys
+	// come from; nil means crypto/rand. Tests inject a fixed stream so a
+	// secret's encoding (base64 '+' and '/', which HTML escapes) is the
+	// same on every run.
+	Rand io.Reader
+	Log  *slog.Logger
 }
 
 // Service is the status page's domain service. It is safe for concurrent use.
@@ -41,6 +48,7 @@ type Service struct {
 	policy   Policy
 	cadence  time.Duration
 	progress Progress
+	rand     io.Reader
 	log      *slog.Logger
 
 	// key caches the link-signing key (subscribers.go), which never
@@ -54,7 +62,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Store == nil {
 		return nil, fault.New(fault.Internal, "", "status.New: no store")
 	}
-	s := &Service{db: sqlStore{st: cfg.Store}, now: cfg.Now, policy: cfg.Policy, cadence: cfg.Cadence, progress: cfg.Progress, log: cfg.Log}
+	s := &Service{db: sqlStore{st: cfg.Store}, now: cfg.Now, policy: cfg.Policy, cadence: cfg.Cadence, progress: cfg.Progress, rand: cfg.Rand, log: cfg.Log}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -66,6 +74,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.rand == nil {
+		s.rand = rand.Reader
 	}
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {

@@ -3,7 +3,6 @@ package status
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/base64"
@@ -11,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/mail"
 	"net/url"
 	"strconv"
@@ -77,10 +77,20 @@ func hashToken(tok string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func randomToken(n int) string {
+// randomBytes reads n bytes from the service's random source. A failing
+// source is a broken installation, not a condition to handle: crypto/rand
+// never fails on supported systems.
+func (s *Service) randomBytes(n int) []byte {
 	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
+	if _, err := io.ReadFull(s.rand, b); err != nil {
+		panic("status: random source failed: " + err.Error())
+	}
+	return b
+}
+
+// randomToken is n random bytes for a URL.
+func (s *Service) randomToken(n int) string {
+	return base64.RawURLEncoding.EncodeToString(s.randomBytes(n))
 }
 
 func checkEmail(field, addr string) error {
@@ -133,7 +143,7 @@ func (s *Service) Subscribe(ctx context.Context, req SubscribeRequest) (*Pending
 	}
 	compsJSON, _ := json.Marshal(orEmpty(comps))
 	now := s.stamp()
-	token := randomToken(24)
+	token := s.randomToken(24)
 	p := &Pending{ConfirmTo: confirmTo, Token: token}
 	err := s.db.write(ctx, func(tx *sql.Tx) error {
 		cur, err := s.db.subscriberBy(ctx, tx, "channel = ? AND address = ?", req.Channel, req.Address)
@@ -141,9 +151,7 @@ func (s *Service) Subscribe(ctx context.Context, req SubscribeRequest) (*Pending
 		case errors.Is(err, sql.ErrNoRows):
 			sub := Subscriber{ID: newID(), Channel: req.Channel, Address: req.Address, OwnerEmail: req.OwnerEmail, Components: orEmpty(comps), Lang: req.Lang, Created: now}
 			if req.Channel == ChannelWebhook {
-				key := make([]byte, 24)
-				_, _ = rand.Read(key)
-				sub.Secret = "whsec_" + base64.StdEncoding.EncodeToString(key)
+				sub.Secret = "whsec_" + base64.StdEncoding.EncodeToString(s.randomBytes(24))
 				p.Secret = sub.Secret
 			}
 			p.Subscriber = sub
@@ -213,7 +221,7 @@ func (s *Service) linkKey(ctx context.Context) ([]byte, error) {
 	if errors.Is(err, sql.ErrNoRows) {
 		// Two processes may race here; the primary key keeps the first.
 		_, err = db.ExecContext(ctx, s.db.q("INSERT INTO status_keys (name, secret, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"),
-			"links", randomToken(32), micros(s.stamp()))
+			"links", s.randomToken(32), micros(s.stamp()))
 		if err == nil {
 			err = db.QueryRowContext(ctx, s.db.q("SELECT secret FROM status_keys WHERE name = ?"), "links").Scan(&secret)
 		}

@@ -58,8 +58,9 @@ type statusBundle struct {
 }
 
 // setupStatus serves a status page over a fresh SQLite state store with two
-// components (tracker, wiki) in a group.
-func setupStatus(t *testing.T) *statusBundle {
+// components (tracker, wiki) in a group. tweaks adjust the status service's
+// config before it is built.
+func setupStatus(t *testing.T, tweaks ...func(*status.Config)) *statusBundle {
 	t.Helper()
 	ctx := context.Background()
 	clk := &testClock{t: time.Now().UTC().Truncate(time.Second)}
@@ -68,7 +69,11 @@ func setupStatus(t *testing.T) *statusBundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	svc, err := status.New(ctx, status.Config{Store: st, Now: clk.Now})
+	cfg := status.Config{Store: st, Now: clk.Now}
+	for _, tw := range tweaks {
+		tw(&cfg)
+	}
+	svc, err := status.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
