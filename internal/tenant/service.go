@@ -41,6 +41,11 @@ type Service struct {
 	// BeforeStep, if set, runs before each step is applied. Tests use it to
 	// crash or race at a precise point; it is nil in production.
 	BeforeStep func(state.Step)
+	// Admit, if set, is asked before a resolved request is recorded; an
+	// error refuses the request as it is. internal/plan uses it to refuse
+	// destructive actions during a freeze, and on more than a handful of
+	// tenants outside a plan. Nil admits everything.
+	Admit func(ctx context.Context, req Request, t Target) error
 }
 
 // DefaultOwner is this process's lease identity.
@@ -117,17 +122,8 @@ func (s *Service) Resolve(ctx context.Context, raw string) (Target, error) {
 	if err != nil {
 		return Target{}, err
 	}
-	for _, p := range s.Products {
-		if t.Tenant == p.Name {
-			return Target{}, fault.New(fault.Refused, "rename the tenant or the product so that keys are unambiguous",
-				"%q matches more than one kind: %q is both a tenant key and a product", raw, t.Tenant)
-		}
-		for app := range p.Layout.Apps {
-			if t.Tenant == app {
-				return Target{}, fault.New(fault.Refused, "rename the tenant or the app so that keys are unambiguous",
-					"%q matches more than one kind: %q is both a tenant key and an app of %s", raw, t.Tenant, p.Name)
-			}
-		}
+	if clash, hint := s.Ambiguous(t.Tenant); clash != "" {
+		return Target{}, fault.New(fault.Refused, hint, "%q matches more than one kind: %q is both a tenant key and %s", raw, t.Tenant, clash)
 	}
 	if t.Kind != KindSite {
 		p, err := s.product(t.Product)
@@ -208,6 +204,11 @@ func (s *Service) Run(ctx context.Context, req Request) (*state.Operation, error
 	t, err := s.Resolve(ctx, req.Target)
 	if err != nil {
 		return nil, err
+	}
+	if s.Admit != nil {
+		if err := s.Admit(ctx, req, t); err != nil {
+			return nil, err
+		}
 	}
 	if op, busy, err := s.takeOver(ctx, req.Action, t); busy {
 		return op, err
