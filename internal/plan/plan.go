@@ -116,16 +116,16 @@ type Spec struct {
 // Plan is one reviewed bulk operation, in the JSON shape the CLI's --json,
 // /api/v1/plans and plan webhook events share.
 type Plan struct {
-	ID           string     `json:"id"`
-	Action       string     `json:"action"`
+	ID           string      `json:"id"`
+	Action       string      `json:"action"`
 	Kind         tenant.Kind `json:"kind"`
-	Reason       string     `json:"reason"`
-	Requester    string     `json:"requester"`
-	Spec         Spec       `json:"spec"`
-	Status       Status     `json:"status"`
-	RequiredRole state.Role `json:"required_role,omitempty"`
-	ReportHash   string     `json:"report_hash,omitempty"`
-	Approval     *Approval  `json:"approval,omitempty"`
+	Reason       string      `json:"reason"`
+	Requester    string      `json:"requester"`
+	Spec         Spec        `json:"spec"`
+	Status       Status      `json:"status"`
+	RequiredRole state.Role  `json:"required_role,omitempty"`
+	ReportHash   string      `json:"report_hash,omitempty"`
+	Approval     *Approval   `json:"approval,omitempty"`
 	// Wave is the wave being run or gated; Phase is "steps", "gate" (baking
 	// and checking) or "promote" (waiting for `plan promote`).
 	Wave      int       `json:"wave"`

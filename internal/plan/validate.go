@@ -67,7 +67,7 @@ type TargetReport struct {
 	Wave     int    `json:"wave"`
 	// States and Rows are per product: the state of the target's scope
 	// (the app's, for an app) and the rows the action moves, per table.
-	States map[string]productdb.State   `json:"states"`
+	States map[string]productdb.State  `json:"states"`
 	Rows   map[string]map[string]int64 `json:"rows"`
 }
 
