@@ -441,7 +441,10 @@ func (r *runner) record(ctx context.Context, p *Plan, st *Step, runErr error) er
 	if err := r.s.updateStep(bg, p.ID, st); err != nil {
 		return err
 	}
-	_, err := r.s.setFields(bg, p.ID, map[string]any{"last_progress": micros(st.Finished)}, Running)
+	// A step that took longer than the deadline is no progress: the mark
+	// stays where it was, and control aborts the plan before the next.
+	_, err := r.s.exec(bg, "UPDATE plans SET last_progress = ? WHERE id = ? AND status = ? AND (last_progress >= ? OR ? = 0)",
+		micros(st.Finished), p.ID, string(Running), micros(st.Finished.Add(-p.Spec.Deadline.D())), int64(p.Spec.Deadline))
 	return err
 }
 
