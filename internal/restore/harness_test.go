@@ -520,10 +520,15 @@ func (b *bundle) shipNow(t *testing.T) time.Time {
 		t.Fatal(err)
 	}
 	if b.real {
-		// A moment strictly between what was shipped and what comes next.
+		// A moment strictly between what was shipped and what comes next;
+		// shipping again (nothing is waiting) records that the repository
+		// is complete past it.
 		time.Sleep(10 * time.Millisecond)
 		m := time.Now()
 		time.Sleep(10 * time.Millisecond)
+		if _, err := b.ship.Ship(ctx); err != nil {
+			t.Fatal(err)
+		}
 		return m
 	}
 	return b.clock.Now()
@@ -748,36 +753,40 @@ func tenantReq(a productdb.Action, target string) tenant.Request {
 }
 
 // corruptTenant flips a byte in the middle of tenant's first block in the
-// object stored under key: the object still opens, its tenant does not.
-func (b *bundle) corruptTenant(t *testing.T, key, tenant string) {
+// newest object that holds it: the object still opens, its tenant does not.
+func (b *bundle) corruptTenant(t *testing.T, objs []backup.Object, tenant string) {
 	t.Helper()
-	path := filepath.Join(b.blobDir, key)
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
+	for i := len(objs) - 1; i >= 0; i-- {
+		path := filepath.Join(b.blobDir, objs[i].Key)
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := f.Stat()
+		rd, err := format.Open(ctx, format.ReaderAt(f), st.Size(), nil)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ti, ok := rd.Lookup(tenant)
+		if !ok {
+			continue
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk := ti.Blocks[0]
+		raw[blk.Offset+blk.Length/2] ^= 0x5a
+		if err := os.Chmod(path, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
 	}
-	st, _ := f.Stat()
-	rd, err := format.Open(ctx, format.ReaderAt(f), st.Size(), nil)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ti, ok := rd.Lookup(tenant)
-	if !ok {
-		t.Fatalf("object %s has no tenant %s", key, tenant)
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk := ti.Blocks[0]
-	raw[blk.Offset+blk.Length/2] ^= 0x5a
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	t.Fatalf("no object holds tenant %s", tenant)
 }
 
 func removeFile(dir, key string) error { return os.Remove(filepath.Join(dir, key)) }

@@ -407,6 +407,21 @@ func (s *Service) openReadings(ctx context.Context, pl *plan) error {
 			pl.readings[p.Name] = nil
 			continue
 		}
+		if t := pl.uptos[p.Name].Time; !t.IsZero() {
+			// The repository may not hold every change committed up to t
+			// yet: restoring "to t" would then quietly restore an older
+			// moment. It is complete up to when the shipper last found
+			// nothing waiting.
+			st, err := s.Repo.Status(ctx, p.Name, 0)
+			if err != nil {
+				return err
+			}
+			if t.Truncate(time.Microsecond).After(st.Newest) { // the catalog keeps microseconds
+				return fault.New(fault.Refused, "run `lifeline backup run` (or let `lifeline serve` ship) and try again, or choose a moment up to "+st.Newest.UTC().Format(time.RFC3339Nano),
+					"the backup of %s is known complete only up to %s (%d changes were waiting when last checked); changes committed before %s may not be in it yet",
+					p.Name, st.Newest.UTC().Format(time.RFC3339Nano), st.Backlog, t.UTC().Format(time.RFC3339Nano))
+			}
+		}
 		pl.readings[p.Name] = rd
 		for _, o := range rd.Objects() {
 			pl.report.Objects = append(pl.report.Objects, ObjectRead{Product: p.Name, Key: o.Key, Kind: o.KindName, Size: o.Size})

@@ -370,6 +370,13 @@ func TestRefusalsChangeNothing(t *testing.T) {
 		refuse(Request{Tenants: []string{"2", "nope", "404"}, To: T}, fault.NotFound, "nope", "404")
 		refuse(Request{Tenants: []string{"2"}, To: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)}, fault.Refused, "before the oldest", "window")
 		refuse(Request{Tenants: []string{"2"}, To: time.Now().AddDate(1, 0, 0)}, fault.Refused, "after the newest")
+		// Changes committed but not shipped yet: "now" is not restorable.
+		b.exec(t, `UPDATE sites SET plan = 'unshipped' WHERE id = 8`)
+		b.clock.tick()
+		before = b.dump(t)
+		refuse(Request{Tenants: []string{"8"}, To: b.clock.Now()}, fault.Refused, "known complete only up to", "backup run")
+		b.shipNow(t)
+		before = b.dump(t)
 		refuse(Request{Tenants: []string{"2"}}, fault.Invalid, "--to")
 		refuse(Request{Tenants: []string{"app:2/tracker/insight"}, To: T}, fault.Invalid, "tenant keys")
 		refuse(Request{Tenants: []string{"2"}, To: T, Policy: "sideways"}, fault.Invalid, "missing-only")
@@ -399,7 +406,7 @@ func TestRefusalsChangeNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.corruptTenant(t, objs[len(objs)-1].Key, "2")
+		b.corruptTenant(t, objs, "2")
 		refuse(Request{Tenants: []string{"2", "3"}, To: b.clock.Now()}, fault.Refused, "cannot be rebuilt", "--skip-broken")
 		if n := b.staged(t); n != 0 {
 			t.Errorf("a refused restore left %d staged rows", n)

@@ -29,6 +29,7 @@ import (
 // would hold a tenant's rows to sort them; this test is about the
 // restore), and nothing of it live but its root row.
 type bigTenant struct {
+	at       time.Time // the snapshot's moment
 	svc      *Service
 	raw      *sql.DB
 	counting *blob.Counting
@@ -80,7 +81,8 @@ func newBigTenant(t *testing.T, tenants, n, rest, label int) *bigTenant {
 	if err != nil {
 		t.Fatal(err)
 	}
-	size := writeBigSnapshot(t, files, tenants, n, rest, label)
+	at := time.Now().Add(-time.Minute).UTC()
+	size := writeBigSnapshot(t, files, at, tenants, n, rest, label)
 	if _, err := repo.Rescan(ctx, "tracker"); err != nil {
 		t.Fatal(err)
 	}
@@ -90,18 +92,17 @@ func newBigTenant(t *testing.T, tenants, n, rest, label int) *bigTenant {
 		t.Fatal(err)
 	}
 	counting.Reset()
-	return &bigTenant{svc: svc, raw: raw, counting: counting, objects: size}
+	return &bigTenant{at: at, svc: svc, raw: raw, counting: counting, objects: size}
 }
 
 // writeBigSnapshot streams a snapshot of tenants 1..tenants to a file and
 // stores it: tenant 1 has n items, the others rest. Labels are hex text
 // (compressing about as well as real text does).
-func writeBigSnapshot(t *testing.T, store blob.Store, tenants, n, rest, label int) int64 {
+func writeBigSnapshot(t *testing.T, store blob.Store, at time.Time, tenants, n, rest, label int) int64 {
 	t.Helper()
 	sites := change.Table{Name: "sites", Columns: []change.Column{{Name: "id", Type: "INTEGER"}, {Name: "name", Type: "TEXT"}}, PrimaryKey: []int{0}, Tenant: 0}
 	items := change.Table{Name: "items", Columns: []change.Column{{Name: "id", Type: "INTEGER"}, {Name: "site_id", Type: "INTEGER"},
 		{Name: "n", Type: "INTEGER"}, {Name: "score", Type: "REAL"}, {Name: "label", Type: "TEXT"}, {Name: "data", Type: "BLOB"}}, PrimaryKey: []int{0}, Tenant: 1}
-	at := time.Now().Add(-time.Minute)
 	f, err := os.CreateTemp(t.TempDir(), "snap")
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +215,7 @@ func TestHugeTenantRestoresInBoundedMemory(t *testing.T) {
 	var rep *Report
 	var err error
 	peak := peakHeap(func() {
-		rep, err = b.svc.Run(ctx, Request{Tenants: []string{"1"}, To: time.Now(), Actor: "tester"})
+		rep, err = b.svc.Run(ctx, Request{Tenants: []string{"1"}, To: b.at, Actor: "tester"})
 	})
 	if err != nil {
 		t.Fatalf("%v\n%+v", err, rep)
@@ -240,7 +241,7 @@ func TestHugeTenantRestoresInBoundedMemory(t *testing.T) {
 func TestRestoringOnePercentReadsAboutOnePercent(t *testing.T) {
 	t.Parallel()
 	b := newBigTenant(t, 200, 40, 40, 200)
-	rep, err := b.svc.Run(ctx, Request{Tenants: []string{"7", "123"}, To: time.Now(), Actor: "tester"})
+	rep, err := b.svc.Run(ctx, Request{Tenants: []string{"7", "123"}, To: b.at, Actor: "tester"})
 	if err != nil {
 		t.Fatalf("%v\n%+v", err, rep)
 	}
