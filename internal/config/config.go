@@ -79,7 +79,20 @@ type Encryption struct {
 type Status struct {
 	Name      string `yaml:"name"`       // default "Status"
 	PublicURL string `yaml:"public_url"` // default http://LISTEN
+	// Cadence is how old the last update of an open major or critical
+	// incident may get before it is flagged overdue; default 60m.
+	Cadence Duration `yaml:"cadence"`
+	// TenantLinkTTL is how long the signed link in a targeted notice (to a
+	// tenant's private status page) stays valid; default 7d. Every update
+	// sends a fresh one.
+	TenantLinkTTL Duration `yaml:"tenant_link_ttl"`
 }
+
+// Status defaults.
+const (
+	DefaultCadence       = 60 * time.Minute
+	DefaultTenantLinkTTL = 7 * 24 * time.Hour
+)
 
 // SMTP is the mail server notices and confirmation links go through.
 // Without a host there is no email, and nobody can subscribe (confirming
@@ -203,6 +216,12 @@ func (c *Config) applyDefaults() {
 		c.Status.PublicURL = "http://" + c.Listen
 	}
 	c.Status.PublicURL = strings.TrimRight(c.Status.PublicURL, "/")
+	if c.Status.Cadence == 0 {
+		c.Status.Cadence = Duration(DefaultCadence)
+	}
+	if c.Status.TenantLinkTTL == 0 {
+		c.Status.TenantLinkTTL = Duration(DefaultTenantLinkTTL)
+	}
 	if c.SMTP.Host != "" {
 		if c.SMTP.TLS == "" {
 			c.SMTP.TLS = "starttls"
