@@ -33,6 +33,15 @@ type Config struct {
 	// Progress, if set, fills the percentage restored of incidents linked to
 	// restores or plans.
 	Progress Progress
+	// Targets, if set, gives the tenants that linked restores and plans
+	// affect (their contacts get targeted notices) and each one's restore
+	// progress for its private page.
+	Targets Targets
+	// States, if set, gives a tenant's lifecycle state for its private page.
+	States TenantStates
+	// TenantLinkTTL is how long the signed link in a targeted notice stays
+	// valid; 0 means DefaultTenantLinkTTL.
+	TenantLinkTTL time.Duration
 	// Rand is where confirmation tokens, webhook secrets and link keys
 	// come from; nil means crypto/rand. Tests inject a fixed stream so a
 	// secret's encoding (base64 '+' and '/', which HTML escapes) is the
@@ -43,13 +52,16 @@ type Config struct {
 
 // Service is the status page's domain service. It is safe for concurrent use.
 type Service struct {
-	db       sqlStore
-	now      func() time.Time
-	policy   Policy
-	cadence  time.Duration
-	progress Progress
-	rand     io.Reader
-	log      *slog.Logger
+	db        sqlStore
+	now       func() time.Time
+	policy    Policy
+	cadence   time.Duration
+	progress  Progress
+	targets   Targets
+	states    TenantStates
+	tenantTTL time.Duration
+	rand      io.Reader
+	log       *slog.Logger
 
 	// key caches the link-signing key (subscribers.go), which never
 	// changes once made: every notice signs an unsubscribe link.
@@ -62,7 +74,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Store == nil {
 		return nil, fault.New(fault.Internal, "", "status.New: no store")
 	}
-	s := &Service{db: sqlStore{st: cfg.Store}, now: cfg.Now, policy: cfg.Policy, cadence: cfg.Cadence, progress: cfg.Progress, rand: cfg.Rand, log: cfg.Log}
+	s := &Service{db: sqlStore{st: cfg.Store}, now: cfg.Now, policy: cfg.Policy, cadence: cfg.Cadence, progress: cfg.Progress, rand: cfg.Rand, log: cfg.Log,
+		targets: cfg.Targets, states: cfg.States, tenantTTL: cfg.TenantLinkTTL}
+	if s.tenantTTL <= 0 {
+		s.tenantTTL = DefaultTenantLinkTTL
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -185,8 +201,12 @@ type Draft struct {
 	// Components sets component statuses, by id or English name.
 	Components []ComponentChange
 	// Links adds restores or plans ("restore:ID", "plan:ID") whose verified
-	// progress fills the percentage restored.
+	// progress fills the percentage restored and whose tenants' contacts
+	// get targeted notices.
 	Links []string
+	// Tenants adds tenants (plain keys or site:KEY) whose authorised
+	// contacts get a private notice of this update and every later one.
+	Tenants []string
 	// Template names a stored template to start from; Body overrides it.
 	Template string
 	// CarryOver starts from the previous update's body, so an update can
@@ -348,6 +368,10 @@ func (s *Service) publish(ctx context.Context, inc *Incident, d Draft, create bo
 			inc.Links = append(inc.Links, l)
 		}
 	}
+	targets, err := s.targetsOf(ctx, inc, d)
+	if err != nil {
+		return err
+	}
 	var body Body
 	if d.CarryOver && len(inc.Updates) > 0 {
 		body = inc.Updates[0].Body
@@ -416,9 +440,15 @@ func (s *Service) publish(ctx context.Context, inc *Incident, d Draft, create bo
 				comps = append(comps, c.ComponentID)
 			}
 		}
-		return s.db.enqueueNotices(ctx, tx, &u, comps, now)
+		if err := s.db.enqueueNotices(ctx, tx, &u, comps, now); err != nil {
+			return err
+		}
+		return s.db.insertTargets(ctx, tx, &u, targets, now)
 	})
 	if err != nil {
+		return err
+	}
+	if inc.Tenants, err = s.db.countTargets(ctx, inc.ID); err != nil {
 		return err
 	}
 	inc.Updates = append([]Update{u}, inc.Updates...)
@@ -531,6 +561,7 @@ type Request struct {
 	Status         IncidentStatus    `json:"status,omitempty"`
 	Components     []ComponentChange `json:"components,omitempty"` // component_id may be an id or an English name
 	Links          []string          `json:"links,omitempty"`      // restore:ID, plan:ID
+	Tenants        []string          `json:"tenants,omitempty"`    // tenant keys whose contacts get targeted notices
 	Template       string            `json:"template,omitempty"`
 	CarryOver      bool              `json:"carry_over,omitempty"`
 	Body           Body              `json:"body"`
@@ -540,7 +571,7 @@ type Request struct {
 
 // Draft returns the update part of q.
 func (q Request) Draft(author string) Draft {
-	return Draft{Status: q.Status, Impact: q.Impact, Components: q.Components, Links: q.Links,
+	return Draft{Status: q.Status, Impact: q.Impact, Components: q.Components, Links: q.Links, Tenants: q.Tenants,
 		Template: q.Template, CarryOver: q.CarryOver, Body: q.Body, Author: author}
 }
 

@@ -456,6 +456,9 @@ type Incident struct {
 	Progress *Counts `json:"progress,omitempty"`
 	// Overdue is set when the cadence check flags this incident.
 	Overdue bool `json:"overdue,omitempty"`
+	// Tenants counts the tenants it affects, whose contacts get targeted
+	// notices (IncidentTenants lists them). Never on the public page.
+	Tenants int `json:"tenants,omitempty"`
 }
 
 // LastUpdate returns the newest update, or the zero Update.

@@ -37,8 +37,9 @@ type bundle struct {
 	prog  *fakeProgress
 }
 
-// engines runs fn once on a SQLite state store and once on PostgreSQL.
-func engines(t *testing.T, fn func(t *testing.T, b *bundle)) {
+// engines runs fn once on a SQLite state store and once on PostgreSQL;
+// tweaks adjust the service's config.
+func engines(t *testing.T, fn func(t *testing.T, b *bundle), tweaks ...func(*Config)) {
 	t.Helper()
 	for _, engine := range []string{"sqlite", "postgres"} {
 		t.Run(engine, func(t *testing.T) {
@@ -47,12 +48,14 @@ func engines(t *testing.T, fn func(t *testing.T, b *bundle)) {
 			if engine == "postgres" {
 				dsn = pgtest.NewDB(t)
 			}
-			fn(t, setup(t, dsn))
+			fn(t, setup(t, dsn, tweaks...))
 		})
 	}
 }
 
-func setup(t *testing.T, dsn string) *bundle {
+// setup opens a status service on dsn with a fake progress source; tweaks
+// adjust its config first.
+func setup(t *testing.T, dsn string, tweaks ...func(*Config)) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	clk := &clock{t: time.Date(2026, 4, 5, 9, 0, 0, 0, time.UTC)}
@@ -62,7 +65,11 @@ func setup(t *testing.T, dsn string) *bundle {
 	}
 	t.Cleanup(func() { st.Close() })
 	prog := &fakeProgress{}
-	svc, err := New(ctx, Config{Store: st, Now: clk.Now, Progress: prog})
+	cfg := Config{Store: st, Now: clk.Now, Progress: prog}
+	for _, tw := range tweaks {
+		tw(&cfg)
+	}
+	svc, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

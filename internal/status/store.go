@@ -220,7 +220,8 @@ func byID(id string) incidentFilter { return incidentFilter{where: "i.id = ?", a
 func (s sqlStore) incidents(ctx context.Context, f incidentFilter) ([]Incident, error) {
 	db := s.st.DB()
 	rows, err := db.QueryContext(ctx, s.q(`SELECT i.id, i.kind, i.name_en, i.name_zh, i.impact, i.status, i.links,
-		i.scheduled_for, i.scheduled_until, i.created_at, i.updated_at, i.resolved_at
+		i.scheduled_for, i.scheduled_until, i.created_at, i.updated_at, i.resolved_at,
+		(SELECT COUNT(*) FROM status_incident_tenants t WHERE t.incident_id = i.id)
 		FROM status_incidents i WHERE `+f.where+` ORDER BY i.created_at DESC, i.id`), f.args...)
 	if err != nil {
 		return nil, storeErr(err)
@@ -231,7 +232,7 @@ func (s sqlStore) incidents(ctx context.Context, f incidentFilter) ([]Incident, 
 		var inc Incident
 		var links string
 		var sf, su, cr, up, rs int64
-		if err := rows.Scan(&inc.ID, &inc.Kind, &inc.Name.En, &inc.Name.Zh, &inc.Impact, &inc.Status, &links, &sf, &su, &cr, &up, &rs); err != nil {
+		if err := rows.Scan(&inc.ID, &inc.Kind, &inc.Name.En, &inc.Name.Zh, &inc.Impact, &inc.Status, &links, &sf, &su, &cr, &up, &rs, &inc.Tenants); err != nil {
 			rows.Close()
 			return nil, storeErr(err)
 		}
@@ -343,6 +344,13 @@ func (s sqlStore) templates(ctx context.Context, name string) ([]Template, error
 		out = append(out, t)
 	}
 	return out, storeErr(rows.Err())
+}
+
+// countTargets counts the tenants an incident affects.
+func (s sqlStore) countTargets(ctx context.Context, incidentID string) (int, error) {
+	var n int
+	err := s.st.DB().QueryRowContext(ctx, s.q("SELECT COUNT(*) FROM status_incident_tenants WHERE incident_id = ?"), incidentID).Scan(&n)
+	return n, storeErr(err)
 }
 
 func orEmpty(s []string) []string {
