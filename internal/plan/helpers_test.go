@@ -27,23 +27,24 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 var ctx = context.Background()
 
-// clock is the tests' time. It starts now and only moves forward, when a
-// test (or a bake, through Sleep) advances it: no test waits on the wall
-// clock.
+// clock is the tests' time: the wall clock plus whatever a test (or a
+// bake, through Sleep) advanced it by, so no test waits on the wall clock,
+// and times Lifeline records never fall behind the commit times change
+// capture stamps (which are the database's own).
 type clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu     sync.Mutex
+	offset time.Duration
 }
 
 func (c *clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.now
+	return time.Now().UTC().Add(c.offset)
 }
 
 func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
-	c.now = c.now.Add(d)
+	c.offset += d
 	c.mu.Unlock()
 }
 
@@ -87,7 +88,7 @@ func setup(t *testing.T, o options) *bundle {
 	if err := demo.Generate(ctx, dir, demo.Options{Tenants: o.tenants, Internal: o.internal, Seed: 7}); err != nil {
 		t.Fatal(err)
 	}
-	c := &clock{now: time.Now().UTC()}
+	c := &clock{}
 	dsn := o.stateDSN
 	if dsn == "" {
 		dsn = "sqlite:state.db"

@@ -88,24 +88,49 @@ func (b *Backup) TestRestore(ctx context.Context, t RestoreTest) (map[string]err
 	if len(live) == 0 {
 		return out, nil
 	}
-	rep, err := b.Service.Run(ctx, restore.Request{Tenants: live, Products: t.Products, To: b.Service.Tenants.Clock(),
-		DryRun: true, SkipBroken: true, Actor: t.Actor, Reason: "restore test before a plan step"})
-	if err != nil && rep == nil {
+	to, err := b.present(ctx, t.Products)
+	if err != nil {
 		return nil, err
 	}
-	if err != nil {
-		// The whole dry run was refused (every product's backup unreadable,
-		// nothing shipped yet): every tenant fails with that reason.
-		for _, key := range live {
-			out[key] = err
-		}
-		return out, nil
+	rep, err := b.Service.Run(ctx, restore.Request{Tenants: live, Products: t.Products, To: to,
+		DryRun: true, SkipBroken: true, Actor: t.Actor, Reason: "restore test before a plan step"})
+	if rep == nil {
+		return nil, err
 	}
+	// A refused dry run (nothing shipped yet, every product unreadable)
+	// fails every tenant with its reason; a dry run that skipped broken
+	// tenants reports each tenant in its own entry.
 	for _, key := range live {
-		out[key] = fault.New(fault.Refused, "", "tenant %s is not in the restore report", key)
+		out[key] = err
+		if err == nil {
+			out[key] = fault.New(fault.Refused, "", "tenant %s is not in the restore report", key)
+		}
 	}
 	for _, tr := range rep.Tenants {
 		out[tr.Tenant] = diffLive(tr)
+	}
+	return out, nil
+}
+
+// present is the latest moment the repository is known to hold every
+// change up to, in every product tested: the shipper found nothing waiting
+// then. A live change committed after it makes the test fail, as it should.
+func (b *Backup) present(ctx context.Context, products []string) (time.Time, error) {
+	var out time.Time
+	for _, p := range b.Service.Tenants.Products {
+		if len(products) > 0 && !slices.Contains(products, p.Name) {
+			continue
+		}
+		st, err := b.Service.Repo.Status(ctx, p.Name, 0)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if out.IsZero() || st.Newest.Before(out) {
+			out = st.Newest
+		}
+	}
+	if out.IsZero() {
+		return b.Service.Tenants.Clock(), nil // nothing shipped: restore says so
 	}
 	return out, nil
 }

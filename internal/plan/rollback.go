@@ -41,6 +41,12 @@ func (s *Service) Rollback(ctx context.Context, id string, actor Actor) (*Plan, 
 	} else if s.Restorer == nil {
 		return nil, missingRestorer(p.Action)
 	}
+	r := &runner{s: s, id: id, actor: actor}
+	if inv != "" {
+		if err := r.canUndo(ctx, p, inv); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := s.store().AppendAudit(ctx, state.AuditEntry{Actor: actor.Name, Action: "plan.rollback_start",
 		Detail: map[string]any{"plan": id, "steps": p.Progress.Done}}); err != nil {
 		return nil, err
@@ -53,7 +59,6 @@ func (s *Service) Rollback(ctx context.Context, id string, actor Actor) (*Plan, 
 		}
 		return b.Pos - a.Pos
 	})
-	r := &runner{s: s, id: id, actor: actor}
 	var failed []string
 	for i := range steps {
 		st := &steps[i]
@@ -84,6 +89,33 @@ func (s *Service) Rollback(ctx context.Context, id string, actor Actor) (*Plan, 
 		return nil, err
 	}
 	return s.get(ctx, id)
+}
+
+// canUndo checks, before anything is undone, that every executed step's
+// inverse is allowed now, so a rollback does not stop halfway because a
+// later change (another plan, a person) moved a target on.
+func (r *runner) canUndo(ctx context.Context, p *Plan, inv productdb.Action) error {
+	var problems []string
+	for _, st := range p.Steps {
+		if st.Status != StepDone {
+			continue
+		}
+		t, err := tenant.ParseTarget(st.Target)
+		if err != nil {
+			return err
+		}
+		if r.undone(ctx, p, t) {
+			continue
+		}
+		if _, _, err := r.s.Tenants.Check(ctx, tenant.Request{Action: inv, Target: st.Target}); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fault.New(fault.Conflict, "undo what changed them since (a later plan: `lifeline plan rollback` it first), then roll this one back",
+		"plan %s cannot be rolled back now; nothing was undone: %s", p.ID, strings.Join(head(problems, 5), "; "))
 }
 
 // undo reverts one step and checks the bytes came back.
