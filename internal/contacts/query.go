@@ -238,59 +238,11 @@ func (s *Service) For(ctx context.Context, target, actor string, all bool) (*For
 			"%q targets one %s of a site, not the site; contacts are kept per site", target, map[tenant.Kind]string{tenant.KindApp: "app", tenant.KindProduct: "product"}[tg.Kind])
 	}
 	key := tg.Tenant
-	res := &ForResult{Contacts: []Ranked{}}
-	now := s.now()
+	var res *ForResult
 	found := false
 	err = s.store.read(ctx, func(t *tx) error {
-		tr, err := loadOne[tenantRow](t, "SELECT "+tenantCols+" FROM tenants WHERE tenant_key = $1", key)
-		if err != nil {
-			return err
-		}
-		if tr == nil {
-			tr = &tenantRow{Key: key, States: "{}"}
-		} else {
-			found = true
-		}
-		res.Tenant = tr.public()
-		links, err := load[linkRow](t, "SELECT "+linkCols+" FROM links WHERE (scope = $1 AND scope_key = $2) OR (scope = $3 AND scope_key = $4)",
-			scopeTenant, key, scopeAccount, tr.AccountID)
-		if err != nil {
-			return err
-		}
-		byContact := map[string][]linkRow{}
-		for _, l := range links {
-			if l.Scope == scopeAccount && tr.AccountID == "" {
-				continue
-			}
-			byContact[l.ContactID] = append(byContact[l.ContactID], l)
-		}
-		for _, id := range slices.Sorted(maps.Keys(byContact)) {
-			r, err := loadOne[contactRow](t, "SELECT "+contactCols+" FROM contacts WHERE id = $1", id)
-			if err != nil {
-				return err
-			}
-			if r == nil {
-				continue
-			}
-			ls := byContact[id]
-			best := -1
-			for i, l := range ls {
-				if best < 0 || betterLink(l, ls[best]) {
-					best = i
-				}
-			}
-			l := ls[best]
-			if l.RemovedAt != 0 && !all {
-				continue
-			}
-			rk := Ranked{Contact: publicContact(r, ls, now, s.cfg.StaleAfter), Role: Role(l.Role), Via: "tenant",
-				Reachable: l.RemovedAt == 0 && r.BouncedAt == 0}
-			if l.Scope == scopeAccount {
-				rk.Via = "account:" + l.ScopeKey
-			}
-			res.Contacts = append(res.Contacts, rk)
-		}
-		return nil
+		res, found, err = s.forTenant(t, key, s.now(), all)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -302,8 +254,65 @@ func (s *Service) For(ctx context.Context, target, actor string, all bool) (*For
 		return nil, fault.New(fault.NotFound, "`lifeline contacts sync` records the products' tenants; `lifeline contacts lookup EMAIL` searches by person",
 			"the vault knows no tenant %q", key)
 	}
-	slices.SortStableFunc(res.Contacts, compareRanked)
 	return res, s.audit(ctx, actor, "contacts.for", map[string]any{"tenant": key, "contacts": len(res.Contacts)})
+}
+
+// forTenant reads one tenant's contacts, best first, inside a read
+// transaction. found reports whether the vault has a row for the tenant;
+// its states are as recorded (callers overlay the live ones).
+func (s *Service) forTenant(t *tx, key string, now time.Time, all bool) (*ForResult, bool, error) {
+	res := &ForResult{Contacts: []Ranked{}}
+	found := false
+	tr, err := loadOne[tenantRow](t, "SELECT "+tenantCols+" FROM tenants WHERE tenant_key = $1", key)
+	if err != nil {
+		return nil, false, err
+	}
+	if tr == nil {
+		tr = &tenantRow{Key: key, States: "{}"}
+	} else {
+		found = true
+	}
+	res.Tenant = tr.public()
+	links, err := load[linkRow](t, "SELECT "+linkCols+" FROM links WHERE (scope = $1 AND scope_key = $2) OR (scope = $3 AND scope_key = $4)",
+		scopeTenant, key, scopeAccount, tr.AccountID)
+	if err != nil {
+		return nil, false, err
+	}
+	byContact := map[string][]linkRow{}
+	for _, l := range links {
+		if l.Scope == scopeAccount && tr.AccountID == "" {
+			continue
+		}
+		byContact[l.ContactID] = append(byContact[l.ContactID], l)
+	}
+	for _, id := range slices.Sorted(maps.Keys(byContact)) {
+		r, err := loadOne[contactRow](t, "SELECT "+contactCols+" FROM contacts WHERE id = $1", id)
+		if err != nil {
+			return nil, false, err
+		}
+		if r == nil {
+			continue
+		}
+		ls := byContact[id]
+		best := -1
+		for i, l := range ls {
+			if best < 0 || betterLink(l, ls[best]) {
+				best = i
+			}
+		}
+		l := ls[best]
+		if l.RemovedAt != 0 && !all {
+			continue
+		}
+		rk := Ranked{Contact: publicContact(r, ls, now, s.cfg.StaleAfter), Role: Role(l.Role), Via: "tenant",
+			Reachable: l.RemovedAt == 0 && r.BouncedAt == 0}
+		if l.Scope == scopeAccount {
+			rk.Via = "account:" + l.ScopeKey
+		}
+		res.Contacts = append(res.Contacts, rk)
+	}
+	slices.SortStableFunc(res.Contacts, compareRanked)
+	return res, found, nil
 }
 
 // betterLink prefers active links, then better roles, then direct links.
