@@ -61,6 +61,8 @@ type options struct {
 	wikiName string // the second product's name ("wiki")
 	backup   bool   // capture, a repository and a restorer
 	stateDSN string // "" = SQLite in the folder
+	dir      string // an existing fixture to open again (a crash test's child)
+	owner    string // lease owner of both services; default "test:1"
 }
 
 // bundle is what a test needs: a demo SaaS, protected, with services.
@@ -84,9 +86,15 @@ func setup(t *testing.T, o options) *bundle {
 	if o.wikiName == "" {
 		o.wikiName = "wiki"
 	}
-	dir := t.TempDir()
-	if err := demo.Generate(ctx, dir, demo.Options{Tenants: o.tenants, Internal: o.internal, Seed: 7}); err != nil {
-		t.Fatal(err)
+	dir := o.dir
+	if dir == "" {
+		dir = t.TempDir()
+		if err := demo.Generate(ctx, dir, demo.Options{Tenants: o.tenants, Internal: o.internal, Seed: 7}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.owner == "" {
+		o.owner = "test:1"
 	}
 	c := &clock{}
 	dsn := o.stateDSN
@@ -99,7 +107,7 @@ func setup(t *testing.T, o options) *bundle {
 	}
 	t.Cleanup(func() { store.Close() })
 	b := &bundle{dir: dir, clock: c, store: store, raw: map[string]*sql.DB{}}
-	b.tenants = &tenant.Service{Store: store, Retention: 30 * 24 * time.Hour, Now: c.Now, Owner: "test:1"}
+	b.tenants = &tenant.Service{Store: store, Retention: 30 * 24 * time.Hour, Now: c.Now, Owner: o.owner}
 	for _, pr := range []struct{ name, file string }{{"tracker", "tracker.db"}, {o.wikiName, "wiki.db"}} {
 		db, err := productdb.Open(ctx, "sqlite:"+pr.file, dir)
 		if err != nil {
@@ -122,7 +130,7 @@ func setup(t *testing.T, o options) *bundle {
 		t.Cleanup(func() { raw.Close() })
 		b.raw[pr.name] = raw
 	}
-	b.plans = &Service{Tenants: b.tenants, Sleep: c.sleep, Owner: "test:1"}
+	b.plans = &Service{Tenants: b.tenants, Sleep: c.sleep, Owner: o.owner}
 	if o.backup {
 		b.openBackup(t)
 	}

@@ -194,6 +194,7 @@ type Step struct {
 	Finished    time.Time  `json:"finished,omitzero"`
 
 	digest string
+	runner string
 }
 
 // Service creates, approves and runs plans. Fill the fields, then call

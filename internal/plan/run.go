@@ -223,11 +223,11 @@ func (r *runner) control(ctx context.Context, p *Plan) (halt bool, err error) {
 	if err != nil {
 		return true, err
 	}
+	if err := r.fenced(cur); err != nil {
+		return true, err
+	}
 	if cur.Status != Running {
 		return true, nil
-	}
-	if r.lost.Load() || (cur.Runner != "" && cur.Runner != r.s.owner()) {
-		return true, fault.New(fault.Conflict, "`lifeline plan show "+r.id+"`", "plan %s: this runner lost its lease to %s", r.id, cur.Runner)
 	}
 	if f, err := r.s.frozen(ctx); err != nil {
 		return true, err
@@ -241,6 +241,26 @@ func (r *runner) control(ctx context.Context, p *Plan) (halt bool, err error) {
 		return true, r.s.transition(ctx, cur, "lifeline", "abort", Aborted, []Status{Running}, map[string]any{"note": note}, map[string]any{"why": "progress deadline"})
 	}
 	return false, nil
+}
+
+// fence fails when this runner no longer holds the plan's lease.
+func (r *runner) fence(ctx context.Context) error {
+	cur, err := r.s.get(ctx, r.id)
+	if err != nil {
+		return err
+	}
+	return r.fenced(cur)
+}
+
+func (r *runner) fenced(cur *Plan) error {
+	if !r.lost.Load() && cur.Runner == r.s.owner() {
+		return nil
+	}
+	by := cur.Runner
+	if by == "" {
+		by = "another runner, which has let it go since"
+	}
+	return fault.New(fault.Conflict, "`lifeline plan show "+r.id+"`", "plan %s: this runner lost its lease to %s", r.id, by)
 }
 
 // wave runs the current wave's remaining targets, restore-testing them in
@@ -382,6 +402,10 @@ func head(s []string, n int) []string {
 // ends whether the target is in the state the action promises.
 func (r *runner) step(ctx context.Context, p *Plan, st *Step) error {
 	if st.Status == StepRunning {
+		won, err := r.s.reclaimStep(ctx, p.ID, st)
+		if err != nil || !won {
+			return err
+		}
 		done, err := r.reconcile(ctx, p, st)
 		if done || err != nil {
 			return err
@@ -401,6 +425,12 @@ func (r *runner) step(ctx context.Context, p *Plan, st *Step) error {
 	}
 	if r.s.BeforeStep != nil {
 		r.s.BeforeStep(*st)
+	}
+	// Fencing: a runner that lost its lease since it claimed the step
+	// leaves it to the runner that took over. (A pause or a freeze lets
+	// the claimed tenant finish.)
+	if err := r.fence(ctx); err != nil {
+		return err
 	}
 	opID, err := r.apply(ctx, p, st)
 	st.OpID = opID
@@ -438,13 +468,17 @@ func (r *runner) record(ctx context.Context, p *Plan, st *Step, runErr error) er
 		st.Status, st.Error = StepDone, ""
 		st.Verify = r.verify(bg, p, st)
 	}
-	if err := r.s.updateStep(bg, p.ID, st); err != nil {
+	if held, err := r.s.finishStep(bg, p.ID, st); err != nil || !held {
 		return err
 	}
 	// A step that took longer than the deadline is no progress: the mark
 	// stays where it was, and control aborts the plan before the next.
-	_, err := r.s.exec(bg, "UPDATE plans SET last_progress = ? WHERE id = ? AND status = ? AND (last_progress >= ? OR ? = 0)",
-		micros(st.Finished), p.ID, string(Running), micros(st.Finished.Add(-p.Spec.Deadline.D())), int64(p.Spec.Deadline))
+	since := int64(0)
+	if dl := p.Spec.Deadline.D(); dl > 0 {
+		since = micros(st.Finished.Add(-dl))
+	}
+	_, err := r.s.exec(bg, "UPDATE plans SET last_progress = ? WHERE id = ? AND status = ? AND last_progress >= ?",
+		micros(st.Finished), p.ID, string(Running), since)
 	return err
 }
 

@@ -107,8 +107,8 @@ func (s *Service) saveReport(ctx context.Context, p *Plan, rep *Report, to Statu
 			return fmt.Errorf("plan: save targets: %w", err)
 		}
 		for i, t := range rep.Targets {
-			_, err := tx.ExecContext(ctx, s.store().Rebind(`INSERT INTO plan_targets (plan_id, pos, target, tenant, wave, status, op_id, undo_op_id,
-				restore_test, verify, digest, error, started, finished) VALUES (?, ?, ?, ?, ?, ?, '', '', '', '', '', '', 0, 0)`),
+			_, err := tx.ExecContext(ctx, s.store().Rebind(`INSERT INTO plan_targets (plan_id, pos, target, tenant, wave, status, runner, op_id, undo_op_id,
+				restore_test, verify, digest, error, started, finished) VALUES (?, ?, ?, ?, ?, ?, '', '', '', '', '', '', '', 0, 0)`),
 				p.ID, i, t.Target, t.Tenant, t.Wave, string(StepPending))
 			if err != nil {
 				return fmt.Errorf("plan: save targets: %w", err)
@@ -204,7 +204,7 @@ func scanPlans(rows *sql.Rows) ([]*Plan, error) {
 }
 
 func (s *Service) steps(ctx context.Context, id string) ([]Step, error) {
-	rows, err := s.store().DB().QueryContext(ctx, s.store().Rebind(`SELECT pos, target, tenant, wave, status, op_id, undo_op_id, restore_test,
+	rows, err := s.store().DB().QueryContext(ctx, s.store().Rebind(`SELECT pos, target, tenant, wave, status, runner, op_id, undo_op_id, restore_test,
 		verify, digest, error, started, finished FROM plan_targets WHERE plan_id = ? ORDER BY pos`), id)
 	if err != nil {
 		return nil, fmt.Errorf("plan: steps: %w", err)
@@ -215,7 +215,7 @@ func (s *Service) steps(ctx context.Context, id string) ([]Step, error) {
 		var st Step
 		var status string
 		var pos, wave, started, finished int64
-		if err := rows.Scan(&pos, &st.Target, &st.Tenant, &wave, &status, &st.OpID, &st.UndoOpID, &st.RestoreTest,
+		if err := rows.Scan(&pos, &st.Target, &st.Tenant, &wave, &status, &st.runner, &st.OpID, &st.UndoOpID, &st.RestoreTest,
 			&st.Verify, &st.digest, &st.Error, &started, &finished); err != nil {
 			return nil, fmt.Errorf("plan: steps: %w", err)
 		}
@@ -257,15 +257,40 @@ func (s *Service) updateStep(ctx context.Context, id string, st *Step) error {
 // runner can win it: the update is conditional on the old status.
 func (s *Service) claimStep(ctx context.Context, id string, st *Step) (bool, error) {
 	st.Started = s.now()
-	n, err := s.exec(ctx, "UPDATE plan_targets SET status = ?, started = ?, digest = ? WHERE plan_id = ? AND pos = ? AND status = ?",
-		string(StepRunning), micros(st.Started), st.digest, id, st.Pos, string(StepPending))
+	n, err := s.exec(ctx, "UPDATE plan_targets SET status = ?, runner = ?, started = ?, digest = ? WHERE plan_id = ? AND pos = ? AND status = ?",
+		string(StepRunning), s.owner(), micros(st.Started), st.digest, id, st.Pos, string(StepPending))
 	if err != nil {
 		return false, err
 	}
 	if n == 1 {
-		st.Status = StepRunning
+		st.Status, st.runner = StepRunning, s.owner()
 	}
 	return n == 1, nil
+}
+
+// reclaimStep takes over a running step from the runner that claimed it
+// (whose lease this runner took), conditional on that runner still holding
+// it: of two runners reconciling it, one wins.
+func (s *Service) reclaimStep(ctx context.Context, id string, st *Step) (bool, error) {
+	if st.runner == s.owner() {
+		return true, nil
+	}
+	n, err := s.exec(ctx, "UPDATE plan_targets SET runner = ? WHERE plan_id = ? AND pos = ? AND status = ? AND runner = ?",
+		s.owner(), id, st.Pos, string(StepRunning), st.runner)
+	if err == nil && n == 1 {
+		st.runner = s.owner()
+	}
+	return n == 1, err
+}
+
+// finishStep records the outcome of a step this runner holds. A runner
+// that lost the step (its lease was taken, and the step with it) records
+// nothing: the outcome is the new holder's to record.
+func (s *Service) finishStep(ctx context.Context, id string, st *Step) (bool, error) {
+	n, err := s.exec(ctx, `UPDATE plan_targets SET status = ?, op_id = ?, verify = ?, error = ?, finished = ?
+		WHERE plan_id = ? AND pos = ? AND status = ? AND runner = ?`,
+		string(st.Status), st.OpID, st.Verify, st.Error, micros(st.Finished), id, st.Pos, string(StepRunning), s.owner())
+	return n == 1, err
 }
 
 // GateCheck is one gate decision between waves.

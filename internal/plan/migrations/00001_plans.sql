@@ -38,6 +38,7 @@ CREATE TABLE plan_targets (
     tenant        TEXT NOT NULL,
     wave          BIGINT NOT NULL,
     status        TEXT NOT NULL,           -- pending, running, done, failed, skipped, rolled_back
+    runner        TEXT NOT NULL,           -- the runner that claimed it ("host:pid")
     op_id         TEXT NOT NULL,
     undo_op_id    TEXT NOT NULL,
     restore_test  TEXT NOT NULL,           -- "", passed, failed
