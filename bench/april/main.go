@@ -51,7 +51,9 @@ func main() {
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "lifeline")
 	run("go", "build", "-o", bin, "./cmd/lifeline")
-	lifeline := func(args ...string) []byte { return run(bin, append([]string{"--config", filepath.Join(dir, "lifeline.yaml")}, args...)...) }
+	lifeline := func(args ...string) []byte {
+		return run(bin, append([]string{"--config", filepath.Join(dir, "lifeline.yaml")}, args...)...)
+	}
 
 	start := time.Now()
 	check(demo.Generate(ctx, dir, demo.Options{Tenants: *tenants}))

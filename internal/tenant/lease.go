@@ -12,7 +12,9 @@ import (
 // them.
 
 // KeepLease renews operation id's lease until the returned stop is called.
-func (s *Service) KeepLease(ctx context.Context, id string) (stop func()) { return s.keepLease(ctx, id) }
+func (s *Service) KeepLease(ctx context.Context, id string) (stop func()) {
+	return s.keepLease(ctx, id)
+}
 
 // Claim takes a running operation's lease for this process. A lease held by
 // a process of this host that no longer exists is taken at once; a live
