@@ -134,14 +134,21 @@ func (r *runner) run(ctx context.Context) (*Plan, error) {
 	stop := r.keepLease(ctx)
 	defer stop()
 	for {
+		h, err := r.s.head(ctx, r.id)
+		if err != nil {
+			return r.finish(ctx, err)
+		}
+		if halt, err := r.control(ctx, h); halt || err != nil {
+			return r.finish(ctx, err)
+		}
+		if wait := h.GateUntil.Sub(r.s.now()); h.Phase == phaseGate && wait > 0 {
+			if err := r.s.sleep(ctx, min(wait, time.Second)); err != nil {
+				return r.finish(ctx, err)
+			}
+			continue
+		}
 		p, err := r.s.get(ctx, r.id)
 		if err != nil {
-			return nil, err
-		}
-		if p.Status != Running {
-			return p, nil
-		}
-		if halt, err := r.control(ctx, p); halt || err != nil {
 			return r.finish(ctx, err)
 		}
 		switch p.Phase {
@@ -154,12 +161,6 @@ func (r *runner) run(ctx context.Context) (*Plan, error) {
 				return r.finish(ctx, err)
 			}
 		case phaseGate:
-			if wait := p.GateUntil.Sub(r.s.now()); wait > 0 {
-				if err := r.s.sleep(ctx, min(wait, time.Second)); err != nil {
-					return r.finish(ctx, err)
-				}
-				continue
-			}
 			halt, err := r.gate(ctx, p)
 			if halt || err != nil {
 				return r.finish(ctx, err)
@@ -219,7 +220,7 @@ func (r *runner) control(ctx context.Context, p *Plan) (halt bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return true, err
 	}
-	cur, err := r.s.get(ctx, r.id)
+	cur, err := r.s.head(ctx, r.id)
 	if err != nil {
 		return true, err
 	}
@@ -245,7 +246,7 @@ func (r *runner) control(ctx context.Context, p *Plan) (halt bool, err error) {
 
 // fence fails when this runner no longer holds the plan's lease.
 func (r *runner) fence(ctx context.Context) error {
-	cur, err := r.s.get(ctx, r.id)
+	cur, err := r.s.head(ctx, r.id)
 	if err != nil {
 		return err
 	}

@@ -144,6 +144,24 @@ func (s *Service) get(ctx context.Context, id string) (*Plan, error) {
 	return p, nil
 }
 
+// head loads a plan's own columns only: no report, steps or gates. The
+// runner checks it before every tenant, so it stays cheap for big plans.
+func (s *Service) head(ctx context.Context, id string) (*Plan, error) {
+	cols := strings.Replace(planColumns, "status, report, ", "status, '' AS report, ", 1)
+	rows, err := s.store().DB().QueryContext(ctx, s.store().Rebind("SELECT "+cols+" FROM plans WHERE id = ?"), id)
+	if err != nil {
+		return nil, fmt.Errorf("plan: get: %w", err)
+	}
+	list, err := scanPlans(rows)
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 {
+		return nil, notFound(id)
+	}
+	return list[0], nil
+}
+
 // list returns plans newest first, without their steps.
 func (s *Service) list(ctx context.Context, limit int) ([]*Plan, error) {
 	if limit <= 0 {
