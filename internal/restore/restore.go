@@ -11,6 +11,7 @@ package restore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -608,18 +609,40 @@ func erased(list []state.Erasure, product, app string) bool {
 	return false
 }
 
-// checkDrift refuses a product whose schema changed since protect: its
-// trash and guards may not fit its tables.
+// checkDrift refuses a product whose protected tables changed since
+// protect: their trash and staging may not fit them any more. Only the
+// protected tables count: tables the restore never touches (a tool's own,
+// such as Litestream's _litestream_seq) are not drift for it.
 func checkDrift(ctx context.Context, store *state.Store, p *tenant.Product) error {
-	d, err := tenant.Drift(ctx, store, p)
+	rec, err := store.LoadSchema(ctx, p.Name)
 	if err != nil {
 		return err
 	}
+	var old productdb.Schema
+	if err := json.Unmarshal(rec.Schema, &old); err != nil {
+		return fault.Wrap(err, fault.Internal, "run `lifeline protect` again", "the recorded schema of %s is unreadable", p.Name)
+	}
+	live, err := p.DB.Inspect(ctx)
+	if err != nil {
+		return err
+	}
+	d := productdb.Diff(only(&old, p.Layout.Tables), only(live, p.Layout.Tables))
 	if len(d) > 0 {
 		return fault.New(fault.Refused, "review the change, then run `lifeline protect` to protect the new schema",
-			"the schema of %s drifted since `lifeline protect`: %s", p.Name, strings.Join(d, "; "))
+			"the protected tables of %s changed since `lifeline protect`: %s", p.Name, strings.Join(d, "; "))
 	}
 	return nil
+}
+
+// only is s restricted to the named tables.
+func only(s *productdb.Schema, names []string) *productdb.Schema {
+	out := &productdb.Schema{}
+	for _, t := range s.Tables {
+		if slices.Contains(names, t.Name) {
+			out.Tables = append(out.Tables, t)
+		}
+	}
+	return out
 }
 
 // advance records progress and reports it.

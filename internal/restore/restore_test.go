@@ -383,6 +383,15 @@ func TestRefusalsChangeNothing(t *testing.T) {
 		refuse(Request{Tenants: []string{"2"}, Before: "pos:999999"}, fault.Refused, "after the newest")
 		refuse(Request{Tenants: []string{"2"}, Before: "op_doesnotexist"}, fault.NotFound, "op_doesnotexist")
 
+		// A protected table changed since protect: refused. A table of
+		// another tool (Litestream adds _litestream_seq) is not drift.
+		b.exec(t, `CREATE TABLE _litestream_seq (id INTEGER, seq INTEGER)`)
+		b.exec(t, `ALTER TABLE insight ADD COLUMN note TEXT`)
+		before = b.dump(t)
+		refuse(Request{Tenants: []string{"2"}, To: T}, fault.Refused, "protected tables of tracker changed", "insight")
+		b.exec(t, `ALTER TABLE insight DROP COLUMN note`)
+		before = b.dump(t)
+
 		// A tenant with an operation running.
 		busy := &state.Operation{Action: "delete", Actor: "someone", Steps: []state.Step{{Product: "tracker", Tenant: "2"}}}
 		if err := b.store.CreateOperation(ctx, busy, "elsewhere:1", time.Hour); err != nil {
