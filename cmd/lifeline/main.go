@@ -53,6 +53,8 @@ var commands = []command{
 	{"backup", "run|status|verify|list the backup repository", backupCmd},
 	{"restore", "restore tenants as of a moment, in place or --into an empty database (--dry-run, --undo)", restoreCmd},
 	{"ops", "list|show|resume operations", opsCmd},
+	{"plan", "create|list|show|approve|run|pause|resume|promote|abort|rollback reviewed bulk operations", planCmd},
+	{"freeze", "on|off|status: stop every destructive plan and lifecycle command", freezeCmd},
 	{"audit", "verify the audit log's hash chain", auditCmd},
 	{"tokens", "create|list|revoke operator tokens", tokensCmd},
 	{"incident", "open|update|resolve|list status page incidents", incidentCmd},

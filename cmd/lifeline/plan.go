@@ -1,0 +1,450 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"lifeline/internal/backup"
+	"lifeline/internal/fault"
+	"lifeline/internal/plan"
+	"lifeline/internal/restore"
+	"lifeline/internal/state"
+	"lifeline/internal/tenant"
+)
+
+// planCmd is `lifeline plan`: reviewed bulk operations (docs/plans.md).
+func planCmd(e *env, args []string) error {
+	return subcommand(e, "plan", args, map[string]func(*env, []string) error{
+		"create": planCreate, "list": planList, "show": planShow, "approve": planApprove, "run": planRun,
+		"pause": planPause, "resume": planResume, "promote": planPromote, "abort": planAbort, "rollback": planRollback,
+	})
+}
+
+// planApp is an app with the plan service over it: the backup repository
+// for restore tests and restore plans, and progress on stderr.
+type planApp struct {
+	*app
+	plans *plan.Service
+}
+
+func openPlans(e *env) (*planApp, error) {
+	a, err := openApp(e)
+	if err != nil {
+		return nil, err
+	}
+	svc := &plan.Service{Tenants: a.tenants, Log: a.log}
+	if repo, err := openRepo(e, a); err == nil {
+		rs, err := restore.OpenService(e.ctx, &restore.Service{Tenants: a.tenants, Repo: repo, Log: a.log})
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		svc.Restorer = &plan.Backup{Service: rs, CatchUp: catchUp(e, a, repo)}
+	} else if fault.CodeOf(err) != fault.Invalid {
+		a.Close()
+		return nil, err
+	}
+	if _, err := plan.OpenService(e.ctx, svc); err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.tenants.Admit = svc.Admit
+	svc.OnChange = func(_ context.Context, p *plan.Plan) { progressLine(e.stderr, p) }
+	return &planApp{app: a, plans: svc}, nil
+}
+
+// catchUp makes "now" in the repository now before a restore test: if
+// serve is shipping (its shipper reported recently), it waits for the
+// shipper to pass this moment; otherwise it ships once, as `lifeline
+// backup run` does.
+func catchUp(e *env, a *app, repo *backup.Repo) func(context.Context) error {
+	return func(ctx context.Context) error {
+		start := time.Now()
+		interval := a.cfg.Shipping.Interval.D()
+		serving := true
+		for _, p := range a.tenants.Products {
+			st, err := repo.Status(ctx, p.Name, 0)
+			if err != nil {
+				return err
+			}
+			serving = serving && !st.Checked.IsZero() && time.Since(st.Checked) < 3*interval
+		}
+		if !serving {
+			ships, closeAll, err := shippers(e, a, repo)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			for _, s := range ships {
+				if _, err := s.Ship(ctx); err != nil {
+					return fault.Wrap(err, fault.CodeOf(err), fault.HintOf(err), "shipping %s before the restore test", s.Product)
+				}
+			}
+			return nil
+		}
+		deadline := time.Now().Add(max(10*time.Second, 5*interval))
+		for _, p := range a.tenants.Products {
+			for {
+				st, err := repo.Status(ctx, p.Name, 0)
+				if err != nil {
+					return err
+				}
+				if !st.Newest.Before(start) {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fault.New(fault.Unavailable, "check `lifeline backup status`", "serve's shipper has not caught up with %s", p.Name)
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(interval / 4):
+				}
+			}
+		}
+		return nil
+	}
+}
+
+// progressLine tells a person at the terminal where a plan is.
+func progressLine(w io.Writer, p *plan.Plan) {
+	line := fmt.Sprintf("plan %s: %s", p.ID, p.Status)
+	if p.Status == plan.Running {
+		line += fmt.Sprintf(", wave %d (%s)", p.Wave, p.Phase)
+		if p.Phase == "gate" && !p.GateUntil.IsZero() {
+			line += " baking until " + p.GateUntil.Local().Format("15:04:05")
+		}
+	}
+	line += fmt.Sprintf("; %d/%d done", p.Progress.Done, p.Progress.Total)
+	if p.Note != "" {
+		line += "; " + p.Note
+	}
+	fmt.Fprintln(w, line)
+}
+
+// who is the CLI's actor: a token's name and role when one is given
+// (--token or LIFELINE_TOKEN), else --actor / LIFELINE_ACTOR / user@host
+// with the admin role: whoever runs the CLI holds the config and the
+// database credentials (docs/plans.md, trust model).
+func who(e *env, a *app, name, token string) (plan.Actor, error) {
+	if token == "" {
+		token = e.getenv("LIFELINE_TOKEN")
+	}
+	if token == "" {
+		return plan.Actor{Name: actor(e, name), Role: state.RoleAdmin}, nil
+	}
+	tok, err := a.store.Authenticate(e.ctx, token)
+	if err != nil {
+		return plan.Actor{}, err
+	}
+	if name != "" && !strings.EqualFold(name, tok.Name) {
+		return plan.Actor{}, fault.New(fault.Invalid, "leave out --actor when you give a token", "--actor %s does not match the token's name %s", name, tok.Name)
+	}
+	return plan.Actor{Name: tok.Name, Role: tok.Role}, nil
+}
+
+// identity adds --actor and --token to a plan command.
+func identity(fs *flag.FlagSet) (name, token *string) {
+	return fs.String("actor", "", "who you are (default $LIFELINE_ACTOR or user@host)"),
+		fs.String("token", "", "act as this token's person and role (default $LIFELINE_TOKEN)")
+}
+
+func planCreate(e *env, args []string) error {
+	fs := flags(e, "plan create")
+	action := fs.String("action", "", "deactivate|reactivate|delete|undelete|purge|restore")
+	kind := fs.String("kind", "", "what the keys name: site|product|app")
+	targets := fs.String("targets", "", "keys of --kind (42, 42/tracker, 42/tracker/insight), comma-separated, or @FILE with one per line")
+	reason := fs.String("reason", "", "why (the approver reads it; recorded in the audit log)")
+	waves := fs.String("waves", "", "waves: internal, then cumulative shares or counts (default internal,1%,10%,100%)")
+	bake := fs.Duration("bake", -1, "how long each gate waits after its wave (default 10m)")
+	deadline := fs.Duration("deadline", 0, "abort when no step completes for this long (default 1h)")
+	manual := fs.Bool("manual", false, "every gate also waits for `lifeline plan promote`")
+	var checks listFlag
+	fs.Var(&checks, "check", "a webhook URL asked at every gate (pass, fail, inconclusive); repeatable")
+	to := fs.String("to", "", "restore plans: restore as of this moment, RFC 3339")
+	before := fs.String("before", "", "restore plans: restore as of just before this operation (op_…)")
+	name, token := identity(fs)
+	asJSON := jsonFlag(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageErr("lifeline plan create takes no positional arguments (got %q); use --targets", strings.Join(pos, " "))
+	}
+	keys, err := tenantList(*targets)
+	if err != nil {
+		return err
+	}
+	req := plan.CreateRequest{Action: *action, Kind: tenant.Kind(*kind), Targets: keys, Reason: *reason, Manual: *manual, Checks: checks, Before: *before}
+	if *waves != "" {
+		req.Waves = splitList(*waves)
+	}
+	if *bake >= 0 {
+		d := plan.Duration(*bake)
+		req.Bake = &d
+	}
+	if *deadline != 0 {
+		d := plan.Duration(*deadline)
+		req.Deadline = &d
+	}
+	if *to != "" {
+		t, err := time.Parse(time.RFC3339Nano, *to)
+		if err != nil {
+			return fault.New(fault.Invalid, "write it as RFC 3339, for example 2026-04-05T08:00:00Z", "bad --to %q", *to)
+		}
+		req.To = &t
+	}
+	pa, err := openPlans(e)
+	if err != nil {
+		return err
+	}
+	defer pa.Close()
+	who, err := who(e, pa.app, *name, *token)
+	if err != nil {
+		return err
+	}
+	req.Requester = who.Name
+	p, err := pa.plans.Create(e.ctx, req)
+	return showPlan(e, p, err, *asJSON, true)
+}
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// showPlan prints a plan (with its report when full) and passes err on.
+// With --json the plan is printed even when refused: the refusal is in it.
+func showPlan(e *env, p *plan.Plan, err error, asJSON, full bool) error {
+	if p == nil {
+		return err
+	}
+	if asJSON {
+		if perr := printJSON(e.stdout, p); perr != nil {
+			return perr
+		}
+		return err
+	}
+	if err != nil && p.Status == plan.Draft {
+		return err // the refusal and its hint go to stderr
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "plan %s: %s %s %s, requested by %s\n", p.ID, p.Status, p.Action, p.Kind, p.Requester)
+	if p.Approval != nil {
+		fmt.Fprintf(w, "approved by %s (%s) for report %s at %s\n", p.Approval.By, p.Approval.Role, shortHash(p.Approval.Hash), since(p.Approval.At))
+	}
+	if p.Note != "" {
+		fmt.Fprintf(w, "%s\n", p.Note)
+	}
+	pr := p.Progress
+	fmt.Fprintf(w, "progress: %d targets: %d done, %d pending, %d failed, %d skipped, %d rolled back\n",
+		pr.Total, pr.Done, pr.Pending, pr.Failed, pr.Skipped, pr.RolledBack)
+	for _, g := range p.Gates {
+		fmt.Fprintf(w, "gate after wave %d at %s: %s\n", g.Wave, since(g.At), g.Result)
+		for _, c := range g.Checks {
+			fmt.Fprintf(w, "  %-13s %-12s %s\n", c.Result, c.Name, c.Detail)
+		}
+	}
+	if full && p.Report != nil {
+		fmt.Fprintln(w)
+		p.Report.Text(w)
+	}
+	if full {
+		var problems []plan.Step
+		for _, st := range p.Steps {
+			if st.Error != "" || (st.Verify != "" && st.Verify != "passed" && st.Status != plan.StepRolledBack) {
+				problems = append(problems, st)
+			}
+		}
+		if len(problems) > 0 {
+			fmt.Fprintln(w, "\nsteps with problems:")
+			for _, st := range problems {
+				fmt.Fprintf(w, "  %s %s: %s %s\n", st.Target, st.Status, st.Error, strings.TrimPrefix(st.Verify, "passed"))
+			}
+		}
+	}
+	if p.Status == plan.Validated {
+		fmt.Fprintf(w, "\nnext: a second person runs `lifeline plan approve %s --hash %s`\n", p.ID, p.ReportHash)
+	}
+	return err
+}
+
+func shortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+func planList(e *env, args []string) error {
+	fs := flags(e, "plan list")
+	asJSON := jsonFlag(fs)
+	a, _, err := start(e, fs, args, openPlanStore)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	svc, err := plansOver(e, a)
+	if err != nil {
+		return err
+	}
+	list, err := svc.List(e.ctx, 100)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(e.stdout, map[string]any{"plans": list})
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATUS\tACTION\tKIND\tTARGETS\tDONE\tREQUESTER\tCREATED\tREASON")
+	for _, p := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", p.ID, p.Status, p.Action, p.Kind, p.Progress.Total, p.Progress.Done, p.Requester, since(p.Created), p.Reason)
+	}
+	return tw.Flush()
+}
+
+// plansOver is a plan service over the state store alone: enough to read
+// plans and to set the freeze, not to validate or run them.
+func plansOver(e *env, a *app) (*plan.Service, error) {
+	return plan.OpenService(e.ctx, &plan.Service{Tenants: &tenant.Service{Store: a.store}})
+}
+
+// openPlanStore opens only the state store: listing and showing plans
+// needs no product database.
+func openPlanStore(e *env) (*app, error) { return openStore(e) }
+
+func planShow(e *env, args []string) error {
+	fs := flags(e, "plan show")
+	asJSON := jsonFlag(fs)
+	a, pos, err := start(e, fs, args, openPlanStore)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if len(pos) != 1 {
+		return usageErr("usage: lifeline plan show ID")
+	}
+	svc, err := plansOver(e, a)
+	if err != nil {
+		return err
+	}
+	p, err := svc.Get(e.ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if !*asJSON && p.Status == plan.Draft && p.Note != "" {
+		fmt.Fprintf(e.stdout, "plan %s: draft, refused\n", p.ID)
+		if p.Report != nil {
+			p.Report.Text(e.stdout)
+		}
+		return nil
+	}
+	return showPlan(e, p, nil, *asJSON, true)
+}
+
+// planStep is the shape of the commands that act on one plan by ID.
+func planStep(e *env, name string, args []string, extra func(fs *flag.FlagSet) func(pa *planApp, id string, who plan.Actor) (*plan.Plan, error)) error {
+	fs := flags(e, "plan "+name)
+	nameFlag, token := identity(fs)
+	asJSON := jsonFlag(fs)
+	act := extra(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErr("usage: lifeline plan %s ID", name)
+	}
+	pa, err := openPlans(e)
+	if err != nil {
+		return err
+	}
+	defer pa.Close()
+	who, err := who(e, pa.app, *nameFlag, *token)
+	if err != nil {
+		return err
+	}
+	p, err := act(pa, pos[0], who)
+	if p == nil && err == nil {
+		p, err = pa.plans.Get(e.ctx, pos[0])
+	}
+	return showPlan(e, p, err, *asJSON, false)
+}
+
+func planApprove(e *env, args []string) error {
+	return planStep(e, "approve", args, func(fs *flag.FlagSet) func(*planApp, string, plan.Actor) (*plan.Plan, error) {
+		hash := fs.String("hash", "", "the report hash you reviewed (`lifeline plan show ID`); refused if it changed")
+		confirm := fs.Int("confirm", 0, "purge plans: the number of targets, typed")
+		return func(pa *planApp, id string, who plan.Actor) (*plan.Plan, error) {
+			return pa.plans.Approve(e.ctx, plan.ApproveRequest{ID: id, Actor: who, Hash: *hash, Confirm: *confirm})
+		}
+	})
+}
+
+func planRun(e *env, args []string) error {
+	return planStep(e, "run", args, func(fs *flag.FlagSet) func(*planApp, string, plan.Actor) (*plan.Plan, error) {
+		return func(pa *planApp, id string, who plan.Actor) (*plan.Plan, error) {
+			return pa.plans.Run(e.ctx, id, who)
+		}
+	})
+}
+
+func planPause(e *env, args []string) error {
+	return planStep(e, "pause", args, func(fs *flag.FlagSet) func(*planApp, string, plan.Actor) (*plan.Plan, error) {
+		reason := fs.String("reason", "", "why (shown on the plan)")
+		return func(pa *planApp, id string, who plan.Actor) (*plan.Plan, error) {
+			return pa.plans.Pause(e.ctx, id, who, *reason)
+		}
+	})
+}
+
+// planResume resumes a paused plan and runs it on.
+func planResume(e *env, args []string) error {
+	return planStep(e, "resume", args, func(fs *flag.FlagSet) func(*planApp, string, plan.Actor) (*plan.Plan, error) {
+		return func(pa *planApp, id string, who plan.Actor) (*plan.Plan, error) {
+			if _, err := pa.plans.Resume(e.ctx, id, who); err != nil {
+				return nil, err
+			}
+			return pa.plans.Run(e.ctx, id, who)
+		}
+	})
+}
+
+// planPromote passes the gate waiting for a person and runs the plan on.
+func planPromote(e *env, args []string) error {
+	return planStep(e, "promote", args, func(fs *flag.FlagSet) func(*planApp, string, plan.Actor) (*plan.Plan, error) {
+		return func(pa *planApp, id string, who plan.Actor) (*plan.Plan, error) {
+			if !who.Role.Allows(state.RoleApprover) {
+				return nil, fault.New(fault.Unauthorized, "ask an approver", "promoting a gate needs the approver role; %s has %s", who.Name, who.Role)
+			}
+			if _, err := pa.plans.Promote(e.ctx, id, who); err != nil {
+				return nil, err
+			}
+			return pa.plans.Run(e.ctx, id, who)
+		}
+	})
+}
+
+func planAbort(e *env, args []string) error {
+	return planStep(e, "abort", args, func(fs *flag.FlagSet) func(*planApp, string, plan.Actor) (*plan.Plan, error) {
+		reason := fs.String("reason", "", "why (shown on the plan)")
+		return func(pa *planApp, id string, who plan.Actor) (*plan.Plan, error) {
+			return pa.plans.Abort(e.ctx, id, who, *reason)
+		}
+	})
+}
+
+func planRollback(e *env, args []string) error {
+	return planStep(e, "rollback", args, func(fs *flag.FlagSet) func(*planApp, string, plan.Actor) (*plan.Plan, error) {
+		return func(pa *planApp, id string, who plan.Actor) (*plan.Plan, error) {
+			return pa.plans.Rollback(e.ctx, id, who)
+		}
+	})
+}
