@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
 	"lifeline/internal/fault"
 	"lifeline/internal/status"
@@ -185,12 +186,19 @@ func (s *Service) deliverMail(ctx context.Context, job *river.Job[mailJob]) erro
 	if err != nil || st == StateSent {
 		return err
 	}
+	return s.sendMail(ctx, job.JobRow, d, msg)
+}
+
+// sendMail is one attempt at a mail whose record is d: it waits for the
+// server's rate limit, sends with the sent record written at the commit
+// point, and records a failed attempt for River to retry or give up.
+func (s *Service) sendMail(ctx context.Context, job *rivertype.JobRow, d Delivery, msg Message) error {
 	if err := s.wait(ctx, d.Provider); err != nil {
-		return err
+		return err // a snooze, or the job's time is up: not an attempt
 	}
 	committed, err := s.send(ctx, s.email, msg, d, nil)
 	if err != nil {
-		_, jobErr := s.outcome(ctx, job.JobRow, d, committed, err)
+		_, jobErr := s.outcome(ctx, job, d, committed, err)
 		return jobErr
 	}
 	return nil

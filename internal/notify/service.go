@@ -48,6 +48,10 @@ type Config struct {
 	Email Sender
 	// Webhook sends webhooks; nil means a WebhookSender.
 	Webhook Sender
+	// Recipients finds the contacts of tenants an incident affects, for
+	// targeted notices; nil means no contacts vault: those notices wait,
+	// pending, like email ones without a mail server.
+	Recipients Recipients
 
 	// PageName names the status page in mail ("Example status").
 	PageName string
@@ -187,6 +191,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &noticeWorker{s: s})
 	river.AddWorker(workers, &mailWorker{s: s})
+	river.AddWorker(workers, &tenantNoticeWorker{s: s})
 	rc := &river.Config{
 		Logger:               slog.New(levelFloor{cfg.Log.Handler(), slog.LevelWarn}),
 		Workers:              workers,
@@ -271,10 +276,18 @@ func (s *Service) drainLoop(ctx context.Context, done chan struct{}) {
 
 // Drain moves every pending notice it can deliver onto the job queue and
 // returns how many it moved. Each notice becomes a unique job (one per
-// notice, channel and subscriber), so a notice moved twice, after a crash
-// between the insert and the marking or by two processes at once, is one
-// job.
+// notice, channel and subscriber; for a targeted notice, one per update,
+// tenant and contact), so a notice moved twice, after a crash between the
+// insert and the marking or by two processes at once, is one job. A
+// failure of one kind does not hold up the other.
 func (s *Service) Drain(ctx context.Context) (int, error) {
+	moved, err := s.drainSubscribers(ctx)
+	targeted, terr := s.drainTargeted(ctx)
+	return moved + targeted, errors.Join(err, terr)
+}
+
+// drainSubscribers queues the notices owed to subscribers.
+func (s *Service) drainSubscribers(ctx context.Context) (int, error) {
 	moved := 0
 	for {
 		ns, err := s.status.OwedNotices(ctx, s.channels(), s.cfg.DrainBatch)

@@ -235,15 +235,34 @@ func (s *Service) TenantNotices(ctx context.Context, status string, limit int) (
 	return out, storeErr(rows.Err())
 }
 
-// TenantNoticeDone records what the delivery side did with a pending
-// targeted notice: NoticeQueued with the number of messages queued, or
-// TenantNoticeUncontactable with why. A notice no longer pending is left
-// alone, so doing it twice, or from two processes, is harmless.
-func (s *Service) TenantNoticeDone(ctx context.Context, n TenantNotice) error {
-	_, err := s.db.st.DB().ExecContext(ctx, s.db.q(`UPDATE status_tenant_notices SET status = ?, contacts = ?, last_error = ?, queued_at = ?
-		WHERE update_id = ? AND tenant = ? AND status = ?`),
-		n.Status, n.Contacts, n.LastError, micros(s.stamp()), n.UpdateID, n.Tenant, NoticePending)
-	return storeErr(err)
+// TenantNoticesDone records what the delivery side did with pending
+// targeted notices, in one transaction: each one's Status becomes
+// NoticeQueued with the number of messages queued (Contacts), or
+// TenantNoticeUncontactable with why (LastError). Notices no longer
+// pending are left alone, so doing it twice, or from two processes, is
+// harmless.
+func (s *Service) TenantNoticesDone(ctx context.Context, ns []TenantNotice) error {
+	if len(ns) == 0 {
+		return nil
+	}
+	tx, err := s.db.st.DB().BeginTx(ctx, nil)
+	if err != nil {
+		return storeErr(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	stmt, err := tx.PrepareContext(ctx, s.db.q(`UPDATE status_tenant_notices SET status = ?, contacts = ?, last_error = ?, queued_at = ?
+		WHERE update_id = ? AND tenant = ? AND status = ?`))
+	if err != nil {
+		return storeErr(err)
+	}
+	defer stmt.Close()
+	now := micros(s.stamp())
+	for _, n := range ns {
+		if _, err := stmt.ExecContext(ctx, n.Status, n.Contacts, n.LastError, now, n.UpdateID, n.Tenant, NoticePending); err != nil {
+			return storeErr(err)
+		}
+	}
+	return storeErr(tx.Commit())
 }
 
 // The private page's link: PUBLIC_URL/tenant-status?t=TOKEN, where TOKEN is

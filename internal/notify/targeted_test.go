@@ -1,0 +1,192 @@
+package notify
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"lifeline/internal/fault"
+	"lifeline/internal/state"
+	"lifeline/internal/status"
+)
+
+// fakeVault stands in for the contacts vault: fixed contacts per tenant,
+// and an error to return while it is "down".
+type fakeVault struct {
+	mu       sync.Mutex
+	contacts map[string][]Recipient
+	err      error
+}
+
+func (v *fakeVault) Recipients(_ context.Context, tenants []string) (map[string][]Recipient, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.err != nil {
+		return nil, v.err
+	}
+	out := map[string][]Recipient{}
+	for _, k := range tenants {
+		out[k] = v.contacts[k]
+	}
+	return out, nil
+}
+
+func (v *fakeVault) down(err error) {
+	v.mu.Lock()
+	v.err = err
+	v.mu.Unlock()
+}
+
+// numberedVault gives tenant tNNN two contacts, a-tNNN@example.com (admin)
+// and b-tNNN@example.com (technical); the crash test's child uses it.
+type numberedVault struct{}
+
+func (numberedVault) Recipients(_ context.Context, tenants []string) (map[string][]Recipient, error) {
+	out := map[string][]Recipient{}
+	for _, k := range tenants {
+		out[k] = []Recipient{{ContactID: "a" + k, Email: "a-" + k + "@example.com", Role: "admin", Reachable: true},
+			{ContactID: "b" + k, Email: "b-" + k + "@example.com", Role: "technical", Reachable: true}}
+	}
+	return out, nil
+}
+
+var tenantLink = regexp.MustCompile(`https://status\.example\.test/tenant-status\?t=(\S+)`)
+
+// tenantDeliveries counts targeted notices recorded sent.
+func (b *bundle) tenantDeliveries(t *testing.T) int {
+	t.Helper()
+	ds, err := b.svc.Deliveries(b.ctx, StateSent, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range ds {
+		if d.Kind == "tenant_notice" {
+			n++
+		}
+	}
+	return n
+}
+
+func TestTargetedNoticesReachEachTenantsContacts(t *testing.T) {
+	engines(t, func(t *testing.T, dsn string) {
+		vault := &fakeVault{contacts: map[string][]Recipient{
+			// Site 883 was deleted in every product; the vault kept its people.
+			"883": {
+				{ContactID: "c1", Email: "zhang@example.com", Name: "张伟", Language: "zh-CN", Role: "admin", Reachable: true},
+				{ContactID: "c2", Email: "tech@example.com", Role: "technical", Reachable: true},
+				{ContactID: "c3", Email: "billing@example.com", Role: "billing", Reachable: true},
+				{ContactID: "c4", Email: "security@example.com", Role: "security", Reachable: true},
+				{ContactID: "c5", Email: "bounced@example.com", Role: "admin", Reachable: false},
+			},
+			"884": {{ContactID: "c6", Email: "ann@example.com", Name: "Ann", Role: "admin", Reachable: true}},
+			// 885 has nobody to tell.
+		}}
+		b := setup(t, dsn, true, func(c *Config) { c.Recipients = vault })
+		inc, err := b.status.OpenIncident(b.ctx, status.NewIncident{Name: status.Text{En: "Sites deleted", Zh: "站点被删除"}, Draft: status.Draft{
+			Impact: status.ImpactCritical, Body: fullBody(), Tenants: []string{"883", "site:884", "885"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "four targeted notices sent", func() bool { return b.tenantDeliveries(t) == 4 })
+
+		zh := b.mp.WaitFor(t, "zhang@example.com", 5*time.Second)
+		if !strings.Contains(zh.Subject, "您的站点 883") || !strings.Contains(zh.Text, "张伟，您好") || !strings.Contains(zh.Text, "管理员联系人") ||
+			!strings.Contains(zh.Text, "一个脚本删除了 883 个站点。") {
+			t.Errorf("the Chinese notice:\nSubject: %s\n%s", zh.Subject, zh.Text)
+		}
+		m := tenantLink.FindStringSubmatch(zh.Text)
+		if m == nil {
+			t.Fatalf("no private link in:\n%s", zh.Text)
+		}
+		token, err := url.QueryUnescape(m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := b.status.TenantView(b.ctx, token)
+		if err != nil || v.Tenant != "883" || v.Incident.ID != inc.ID || v.SupportNoLogin.En != "Call +1 555 0100." {
+			t.Fatalf("the link opens %+v, %v", v, err)
+		}
+		en := b.mp.WaitFor(t, "ann@example.com", 5*time.Second)
+		if !strings.Contains(en.Subject, "Sites deleted: your site 884") || !strings.Contains(en.Text, "the admin contact of site 884") ||
+			!strings.Contains(en.Text, "If you cannot sign in: Call +1 555 0100.") {
+			t.Errorf("the English notice:\nSubject: %s\n%s", en.Subject, en.Text)
+		}
+		ns, err := b.status.TenantNotices(b.ctx, "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, n := range ns {
+			got[n.Tenant] = fmt.Sprintf("%s/%d", n.Status, n.Contacts)
+		}
+		if got["883"] != "queued/3" || got["884"] != "queued/1" || got["885"] != "uncontactable/0" {
+			t.Fatalf("targeted notices: %v", got)
+		}
+
+		// The vault is down when the next update is published: its
+		// notices wait, and go out once it answers.
+		vault.down(fault.New(fault.Unavailable, "", "vault unreachable"))
+		b.update(t, inc.ID, "Restores are running.")
+		if _, err := b.svc.Drain(b.ctx); fault.CodeOf(err) != fault.Unavailable {
+			t.Fatalf("drain with the vault down: %v", err)
+		}
+		if pending, _ := b.status.TenantNotices(b.ctx, status.NoticePending, 0); len(pending) != 3 {
+			t.Fatalf("%d notices pending with the vault down, want 3", len(pending))
+		}
+		vault.down(nil)
+		eventually(t, 30*time.Second, "the second update's notices", func() bool { return b.tenantDeliveries(t) == 8 })
+		time.Sleep(200 * time.Millisecond) // a duplicate would show now
+		if n, err := b.svc.Drain(b.ctx); err != nil || n != 0 {
+			t.Fatalf("a drain after everything was queued moved %d, %v", n, err)
+		}
+		to := b.mp.To(t)
+		for addr, want := range map[string]int{"zhang@example.com": 2, "tech@example.com": 2, "billing@example.com": 2, "ann@example.com": 2,
+			"security@example.com": 0, "bounced@example.com": 0} {
+			if to[addr] != want {
+				t.Errorf("%s got %d mails, want %d", addr, to[addr], want)
+			}
+		}
+	})
+}
+
+// TestNoDuplicateTargetedMailAfterKill kills the delivering process in the
+// middle of an update's targeted notices: every contact still gets exactly
+// one.
+func TestNoDuplicateTargetedMailAfterKill(t *testing.T) {
+	t.Parallel()
+	const tenants = 200
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := state.Open(ctx, "sqlite:"+path, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	stat, err := status.New(ctx, status.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for i := range tenants {
+		keys = append(keys, fmt.Sprintf("t%03d", i))
+	}
+	mp := StartMailpit(t)
+	if _, err := stat.OpenIncident(ctx, status.NewIncident{Name: status.Text{En: "Sites deleted"}, Draft: status.Draft{
+		Impact: status.ImpactCritical, Body: fullBody(), Tenants: keys}}); err != nil {
+		t.Fatal(err)
+	}
+	killMidBatch(t, st, path, mp, 2*tenants, func() int {
+		var n int
+		if err := st.DB().QueryRowContext(ctx, "SELECT COUNT(*) FROM notify_deliveries WHERE kind = 'tenant_notice' AND state = 'sent'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	})
+}
