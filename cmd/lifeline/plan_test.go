@@ -1,0 +1,70 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// Plans end to end through the command line: the April mistake refused,
+// two people, a token's role against the caps, a run, a freeze, a
+// rollback.
+func TestPlansThroughTheCLI(t *testing.T) {
+	t.Parallel()
+	c := demoSaaS(t, 30)
+	c.must("backup", "run")
+	c.refused([]string{"plan", "create", "--action", "delete", "--kind", "app", "--targets", "1,2,3", "--reason", "remove insight"},
+		"`1` is a site, not an app: this plan would delete whole sites", "for an app removal give KEY/PRODUCT/APP keys")
+
+	var p struct {
+		ID         string `json:"id"`
+		Status     string `json:"status"`
+		ReportHash string `json:"report_hash"`
+		Note       string `json:"note"`
+		Progress   struct {
+			Done       int `json:"done"`
+			RolledBack int `json:"rolled_back"`
+		}
+		Report struct {
+			Waves []struct{ Size int }
+		}
+	}
+	decode := func(out string) {
+		t.Helper()
+		if err := json.Unmarshal([]byte(out), &p); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	decode(c.must("plan", "create", "--action", "deactivate", "--kind", "app", "--targets", "1/tracker/insight,2/tracker/insight,4/tracker/insight,5/tracker/insight",
+		"--reason", "remove insight", "--waves", "internal,50%,100%", "--bake", "0s", "--json"))
+	if p.Status != "validated" || len(p.Report.Waves) != 3 || p.Report.Waves[0].Size != 2 {
+		t.Fatalf("created: %+v", p)
+	}
+	c.refused([]string{"plan", "approve", p.ID}, "tester requested plan", "cannot also approve it")
+	secret := strings.TrimSpace(c.must("tokens", "create", "--name", "bob", "--role", "approver"))
+	c.refused([]string{"plan", "approve", p.ID, "--token", secret}, "needs approval by the admin role", "bob has the approver role")
+	c.refused([]string{"plan", "approve", p.ID, "--actor", "carol", "--hash", "ffff"}, "not the ffff you reviewed")
+	c.must("plan", "approve", p.ID, "--actor", "carol", "--hash", p.ReportHash)
+
+	c.must("freeze", "on", "--reason", "INC-1", "--actor", "ic")
+	c.refused([]string{"plan", "run", p.ID, "--actor", "carol"}, "frozen", "INC-1")
+	if out := c.must("freeze", "status"); !strings.Contains(out, "FROZEN") {
+		t.Fatalf("freeze status: %s", out)
+	}
+	c.must("freeze", "off", "--actor", "ic")
+
+	decode(c.must("plan", "run", p.ID, "--actor", "carol", "--json"))
+	if p.Status != "done" || p.Progress.Done != 4 {
+		t.Fatalf("run: %+v", p)
+	}
+	if out := c.must("plan", "show", p.ID); !strings.Contains(out, "gate after wave 0") || !strings.Contains(out, "Beta Robotics 1 (internal)") {
+		t.Fatalf("show:\n%s", out)
+	}
+	decode(c.must("plan", "rollback", p.ID, "--actor", "carol", "--json"))
+	if p.Status != "rolled_back" || p.Progress.RolledBack != 4 {
+		t.Fatalf("rollback: %+v", p)
+	}
+	if out := c.must("plan", "list"); !strings.Contains(out, p.ID) || !strings.Contains(out, "rolled_back") {
+		t.Fatalf("list:\n%s", out)
+	}
+}
