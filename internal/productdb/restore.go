@@ -750,6 +750,20 @@ func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 			if before.Equal(want, rt.Columns) {
 				unchanged[rt.Name] = true
 				out[rt.Name] = TableResult{Rows: before.Rows, Hash: before.Digest(rt.Columns, want)}
+				continue
+			}
+			// The restore stages only tables that differed when it looked; one
+			// that changed since has nothing staged to swap in.
+			var staged int
+			if want.Rows > 0 {
+				if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM "+rd.stage(rt.Name)+" s WHERE s.lifeline_tenant = $1 AND s.lifeline_op = $2 LIMIT 1) x",
+					sp.Tenant, sp.OpID).Scan(&staged); err != nil {
+					return db.internal(err, "read staging of "+rt.Name)
+				}
+				if staged == 0 {
+					return fault.New(fault.Conflict, "run the same restore command again: it stages the tenant afresh",
+						"tenant %s in %s: table %s changed while the restore was running", sp.Tenant, l.Product, rt.Name)
+				}
 			}
 		}
 	}

@@ -190,6 +190,17 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 			return err
 		}
 		r := newRebuilder(p.DB.Engine(), st.tables, pl.req.AllowDrift, s.chunkRows())
+		if pl.req.Policy == productdb.Replace {
+			// A table already as at the moment needs no staging; the swap
+			// checks it again inside its transaction.
+			r.unchanged = func(rt *productdb.RestoreTable, h *productdb.TableHash) bool {
+				if len(h.Partial()) > 0 {
+					return false
+				}
+				live, err := p.DB.HashLive(ctx, nil, rt, st.tenant)
+				return err == nil && live.Equal(h, rt.Columns)
+			}
+		}
 		lock := locks[p.Name]
 		want, err := r.run(ctx, pl.readings[p.Name], st.tenant, func(batches []productdb.Batch) error {
 			if p.DB.Engine() == productdb.SQLite {

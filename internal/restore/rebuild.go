@@ -40,6 +40,10 @@ type rebuilder struct {
 	maps       map[*change.Table]*mapping
 	skipped    map[string]int64 // rows of tables not restored, per table
 	dropped    map[string]bool  // "table.column" left out (AllowDrift)
+	// unchanged, if set, is asked about each table whose rows all fit in
+	// one batch, once they are all hashed: true drops them (the live table
+	// already holds exactly these rows, so there is nothing to stage).
+	unchanged func(rt *productdb.RestoreTable, h *productdb.TableHash) bool
 }
 
 func newRebuilder(engine string, tables []productdb.RestoreTable, allowDrift bool, chunk int) *rebuilder {
@@ -105,13 +109,28 @@ func (r *rebuilder) run(ctx context.Context, rd *backup.Reading, tenant string, 
 	var cur *mapping
 	var pending []productdb.Batch
 	var rows, size int
+	tableStart, tableSize := 0, 0 // where the current table's rows begin in pending
+	flushed := map[string]bool{}
 	flush := func() error {
 		if rows == 0 {
 			return nil
 		}
 		b := pending
-		pending, rows, size = nil, 0, 0
+		for _, x := range b {
+			flushed[x.Table.Name] = true
+		}
+		pending, rows, size, tableStart, tableSize = nil, 0, 0, 0, 0
 		return emit(b)
+	}
+	// endTable drops the finished table's rows if they need no staging.
+	endTable := func() {
+		if cur == nil || r.unchanged == nil || flushed[cur.rt.Name] || !r.unchanged(cur.rt, hashes[cur.rt.Name]) {
+			return
+		}
+		for _, b := range pending[tableStart:] {
+			rows -= len(b.Rows)
+		}
+		pending, size = pending[:tableStart], size-tableSize
 	}
 	key := []change.Value{}
 	err := rd.Tenant(ctx, tenant, func(t *change.Table, c *change.Change) error {
@@ -123,12 +142,16 @@ func (r *rebuilder) run(ctx context.Context, rd *backup.Reading, tenant string, 
 			r.skipped[t.Name]++
 			return nil
 		}
+		if cur != nil && cur.rt != m.rt {
+			endTable()
+			tableStart, tableSize = len(pending), 0
+		}
 		if rows >= r.chunk || size >= maxBatchBytes {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
-		if cur == nil || len(pending) == 0 || cur.rt != m.rt || cur.ref != m.ref {
+		if cur == nil || len(pending) == tableStart || cur.rt != m.rt || cur.ref != m.ref {
 			pending = append(pending, productdb.Batch{Table: m.rt, Cols: m.cols})
 		}
 		cur = m
@@ -138,10 +161,12 @@ func (r *rebuilder) run(ctx context.Context, rd *backup.Reading, tenant string, 
 			if v.Bytes != nil {
 				v.Bytes = bytes.Clone(v.Bytes)
 				size += len(v.Bytes)
+				tableSize += len(v.Bytes)
 			}
 			vals[i] = v
 		}
 		size += 24 * len(vals)
+		tableSize += 24 * len(vals)
 		key = key[:0]
 		for _, k := range m.key {
 			key = append(key, vals[k])
@@ -158,6 +183,7 @@ func (r *rebuilder) run(ctx context.Context, rd *backup.Reading, tenant string, 
 		return nil
 	})
 	if err == nil {
+		endTable()
 		err = flush()
 	}
 	return hashes, err
