@@ -52,6 +52,19 @@ func planReason(p *Plan) string { return "plan " + p.ID + ": " + p.Reason }
 // plans that delete or restore, and while another live runner holds the
 // plan (fault.Conflict).
 func (s *Service) Run(ctx context.Context, id string, actor Actor) (*Plan, error) {
+	run, err := s.Begin(ctx, id, actor)
+	if err != nil {
+		return nil, err
+	}
+	return run(ctx)
+}
+
+// Begin is Run in two halves, for callers that run plans in the
+// background (the API): it makes every check Run makes and takes the plan
+// (its run lease), then returns the rest, which runs the waves. A refusal
+// comes from Begin; the returned function must then be called, or the
+// lease left to expire.
+func (s *Service) Begin(ctx context.Context, id string, actor Actor) (func(context.Context) (*Plan, error), error) {
 	p, err := s.get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -88,7 +101,7 @@ func (s *Service) Run(ctx context.Context, id string, actor Actor) (*Plan, error
 		}
 	}
 	r := &runner{s: s, id: id, actor: actor}
-	return r.run(ctx)
+	return r.run, nil
 }
 
 // takeLease claims a running plan whose runner is gone. The update is

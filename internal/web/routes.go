@@ -22,6 +22,22 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/operations/{id}", s.requireRole(state.RoleViewer, s.showOperation))
 	mux.HandleFunc("POST /api/v1/operations", s.requireRole(state.RoleOperator, s.createOperation))
 
+	// Plans (plan.go): reviewed bulk operations and the freeze. Approving
+	// and promoting need the approver role (admin above a plan's caps,
+	// checked by the plan); lifting the freeze needs approver too.
+	mux.HandleFunc("GET /api/v1/plans", s.requireRole(state.RoleViewer, s.listPlans))
+	mux.HandleFunc("POST /api/v1/plans", s.requireRole(state.RoleOperator, s.createPlan))
+	mux.HandleFunc("GET /api/v1/plans/{id}", s.requireRole(state.RoleViewer, s.showPlan))
+	mux.HandleFunc("POST /api/v1/plans/{id}/approve", s.requireRole(state.RoleApprover, s.approvePlan))
+	mux.HandleFunc("POST /api/v1/plans/{id}/run", s.requireRole(state.RoleOperator, s.runPlan))
+	mux.HandleFunc("POST /api/v1/plans/{id}/pause", s.requireRole(state.RoleOperator, s.pausePlan))
+	mux.HandleFunc("POST /api/v1/plans/{id}/resume", s.requireRole(state.RoleOperator, s.resumePlan))
+	mux.HandleFunc("POST /api/v1/plans/{id}/promote", s.requireRole(state.RoleApprover, s.promotePlan))
+	mux.HandleFunc("POST /api/v1/plans/{id}/abort", s.requireRole(state.RoleOperator, s.abortPlan))
+	mux.HandleFunc("POST /api/v1/plans/{id}/rollback", s.requireRole(state.RoleOperator, s.rollbackPlan))
+	mux.HandleFunc("GET /api/v1/freeze", s.requireRole(state.RoleViewer, s.showFreeze))
+	mux.HandleFunc("POST /api/v1/freeze", s.requireRole(state.RoleOperator, s.setFreeze))
+
 	// Status page (status*.go): the public page, its feed, the Statuspage v2
 	// JSON, /api/v1/incidents and the /console/incidents form.
 	s.statusRoutes(mux)

@@ -45,6 +45,8 @@ type Server struct {
 	// Contacts is the contacts vault's API and verification page; nil
 	// serves neither.
 	Contacts *Contacts
+	// Plans is /api/v1/plans and /api/v1/freeze; nil answers 503.
+	Plans *Plans
 }
 
 // ListenAndServe serves h on addr until ctx ends. ready is called with the
