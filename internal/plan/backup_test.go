@@ -210,3 +210,44 @@ func TestPurgePlan(t *testing.T) {
 	_, err = b.plans.Rollback(ctx, p.ID, carol)
 	wantCode(t, err, fault.Refused, "cannot be rolled back")
 }
+
+// A restore plan puts tenants back as of a moment, one tenant per step, in
+// waves; its rollback undoes each restore, to the byte.
+func TestRestorePlan(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{backup: true, internal: 1})
+	good := b.digests(t, 10)
+	if err := b.ship(ctx); err != nil {
+		t.Fatal(err)
+	}
+	moment := b.clock.Now()
+	// A script garbles some tenants' issues (updates pass the guards).
+	if _, err := b.raw["tracker"].Exec("UPDATE issues SET title = 'garbled' WHERE site_id IN (1, 2, 3, 4)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ship(ctx); err != nil {
+		t.Fatal(err)
+	}
+	garbled := b.digests(t, 10)
+	_, err := b.plans.Create(ctx, CreateRequest{Action: "restore", Kind: tenant.KindSite, Targets: keys(1, 4, ""), Reason: "undo the script", Requester: "alice"})
+	wantCode(t, err, fault.Invalid, "moment")
+	p := b.create(t, CreateRequest{Action: "restore", Kind: tenant.KindSite, Targets: keys(1, 4, ""), Reason: "undo the script", To: &moment, Waves: []string{"internal", "100%"}})
+	p = b.approve(t, p, carol)
+	p = must[*Plan](t)(b.plans.Run(ctx, p.ID, carol))
+	if p.Status != Done || p.Progress.Done != 4 {
+		t.Fatalf("restore plan: %s %+v %s", p.Status, p.Progress, p.Note)
+	}
+	after := b.digests(t, 10)
+	for i := 1; i <= 10; i++ {
+		k := "tracker/" + itoa(i)
+		if after[k] != good[k] {
+			t.Fatalf("site %d after the restore plan: %s; before the script %s", i, after[k], good[k])
+		}
+	}
+	if p = must[*Plan](t)(b.plans.Rollback(ctx, p.ID, carol)); p.Status != RolledBack {
+		t.Fatalf("rollback: %s %s", p.Status, p.Note)
+	}
+	if !equalMaps(garbled, b.digests(t, 10)) {
+		t.Fatal("the rollback of a restore plan did not bring back exactly what the restores replaced")
+	}
+}
