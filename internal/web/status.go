@@ -261,8 +261,12 @@ func (s *Server) statusRoutes(mux *http.ServeMux) {
 		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) { p.serve(w, r, path) })
 	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { p.serve(w, r, "page:"+string(pageLang(w, r))) })
-	mux.HandleFunc("GET /history.atom", func(w http.ResponseWriter, r *http.Request) { p.serve(w, r, "feed:"+string(pageLang(w, r))) })
+	// ?component=ID narrows the feed to one component; an unknown one is 404.
+	mux.HandleFunc("GET /history.atom", func(w http.ResponseWriter, r *http.Request) {
+		p.serve(w, r, feedKey(pageLang(w, r), r.URL.Query().Get("component")))
+	})
 	mux.HandleFunc("GET /status-assets/{name}", p.serveAsset)
+	mux.HandleFunc("GET "+status.TenantPath, p.tenantPage)
 	s.statusAPIRoutes(mux)
 	s.consoleRoutes(mux)
 	s.subscribeRoutes(mux)

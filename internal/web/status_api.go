@@ -44,6 +44,22 @@ func (s *Server) showIncident(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, inc)
 }
 
+// incidentTenants lists the tenants an incident affects: those whose
+// contacts get targeted notices.
+func (s *Server) incidentTenants(w http.ResponseWriter, r *http.Request) {
+	svc, id := s.Status.Service, r.PathValue("id")
+	if _, err := svc.Incident(r.Context(), id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	list, err := svc.IncidentTenants(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tenants": list})
+}
+
 func (s *Server) createIncident(w http.ResponseWriter, r *http.Request) {
 	var q status.Request
 	if err := decode(r, &q); err != nil {
@@ -166,6 +182,7 @@ func (s *Server) putComponent(w http.ResponseWriter, r *http.Request) {
 func (s *Server) statusAPIRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/incidents", s.requireRole(state.RoleViewer, s.listIncidents))
 	mux.HandleFunc("GET /api/v1/incidents/{id}", s.requireRole(state.RoleViewer, s.showIncident))
+	mux.HandleFunc("GET /api/v1/incidents/{id}/tenants", s.requireRole(state.RoleViewer, s.incidentTenants))
 	mux.HandleFunc("POST /api/v1/incidents", s.requireRole(state.RoleOperator, s.createIncident))
 	mux.HandleFunc("POST /api/v1/incidents/{id}/updates", s.requireRole(state.RoleOperator, s.updateIncident(false)))
 	mux.HandleFunc("POST /api/v1/incidents/{id}/resolve", s.requireRole(state.RoleOperator, s.updateIncident(true)))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -181,13 +182,27 @@ func (p *StatusPage) render(snap *status.Snapshot) (*rendering, error) {
 			return nil, err
 		}
 		r.files["page:"+string(lang)] = newAsset(statusHTMLType, pageCacheControl, buf.Bytes())
-		feed, err := p.feed(snap, lang)
-		if err != nil {
-			return nil, err
+		// The feed of every incident, and one per component: a reader can
+		// follow only what they use, as email subscribers can.
+		feeds := append([]status.ComponentState{{}}, snap.Components...)
+		for _, c := range feeds {
+			feed, err := p.feed(snap, lang, c.Component)
+			if err != nil {
+				return nil, err
+			}
+			r.files[feedKey(lang, c.ID)] = newAsset(atomType, pageCacheControl, feed)
 		}
-		r.files["feed:"+string(lang)] = newAsset(atomType, pageCacheControl, feed)
 	}
 	return r, nil
+}
+
+// feedKey names a rendered feed: every incident (component "") or one
+// component's.
+func feedKey(lang status.Lang, component string) string {
+	if component == "" {
+		return "feed:" + string(lang)
+	}
+	return "feed:" + string(lang) + ":" + component
 }
 
 // serveAsset serves the embedded stylesheets.
@@ -243,11 +258,22 @@ type atomContent struct {
 	Body string `xml:",chardata"`
 }
 
-func (p *StatusPage) feed(snap *status.Snapshot, lang status.Lang) ([]byte, error) {
-	f := atomFeed{Lang: string(lang), ID: p.URL + "/history.atom", Title: p.Name + " · " + word(lang, "status"),
+// feed renders the Atom feed of every incident and maintenance, or with a
+// component (c.ID set) of those that affect it.
+func (p *StatusPage) feed(snap *status.Snapshot, lang status.Lang, c status.Component) ([]byte, error) {
+	self, title := p.URL+"/history.atom", p.Name+" · "+word(lang, "status")
+	if c.ID != "" {
+		self, title = self+"?component="+c.ID, title+" · "+c.Name.In(lang)
+	}
+	f := atomFeed{Lang: string(lang), ID: self, Title: title,
 		Updated: snap.At.UTC().Format(time.RFC3339), Author: atomAuthor{Name: p.Name},
-		Links: []atomLink{{Rel: "self", Href: p.URL + "/history.atom", Type: atomType}, {Rel: "alternate", Href: p.URL + "/", Type: "text/html"}}}
-	all := append(append([]status.Incident{}, snap.Incidents...), snap.Maintenances...)
+		Links: []atomLink{{Rel: "self", Href: self, Type: atomType}, {Rel: "alternate", Href: p.URL + "/", Type: "text/html"}}}
+	var all []status.Incident
+	for _, inc := range append(append([]status.Incident{}, snap.Incidents...), snap.Maintenances...) {
+		if c.ID == "" || slices.ContainsFunc(inc.Affected, func(a status.AffectedComponent) bool { return a.ComponentID == c.ID }) {
+			all = append(all, inc)
+		}
+	}
 	for _, inc := range all[:min(len(all), v2IncidentsLimit)] {
 		var body strings.Builder
 		for _, u := range inc.Updates {

@@ -56,6 +56,8 @@ var subscribeWords = map[status.Lang]map[string]string{
 		"unsub": "Unsubscribe", "unsubbody": "Stop sending status updates to this subscription?", "unsubbtn": "Unsubscribe",
 		"unsubbed": "Unsubscribed", "unsubbedbody": "%s will receive no more updates.",
 		"error": "Something is not right", "back": "Back to the status page", "again": "Subscribe again",
+		"feeds": "Or follow a feed", "feedsintro": "No address needed: add one of these Atom feeds to a feed reader. Each lists the incidents and maintenance with every update.",
+		"allincidents": "All incidents and maintenance",
 	},
 	status.Chinese: {
 		"title": "订阅状态更新", "intro": "每当发布或更新事件、维护时，我们都会通知您。",
@@ -67,6 +69,8 @@ var subscribeWords = map[status.Lang]map[string]string{
 		"unsub": "退订", "unsubbody": "不再向此订阅发送状态更新？", "unsubbtn": "退订",
 		"unsubbed": "已退订", "unsubbedbody": "%s 将不再收到状态更新。",
 		"error": "出现问题", "back": "返回状态页面", "again": "重新订阅",
+		"feeds": "或订阅 Atom 源", "feedsintro": "无需提供地址：将以下任一 Atom 源添加到阅读器即可。每个源列出事件和维护及其全部更新。",
+		"allincidents": "所有事件和维护",
 	},
 }
 
