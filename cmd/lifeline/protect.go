@@ -37,7 +37,11 @@ func protectCmd(e *env, args []string) error {
 		a.dbs = append(a.dbs, db)
 		r := result{Product: p.Name, Engine: db.Engine()}
 		if *check {
-			r.Drift, err = tenant.Drift(e.ctx, a.store, &tenant.Product{Name: p.Name, DB: db})
+			layout, err := tenant.Layout(e.ctx, a.store, spec(p))
+			if err != nil {
+				return err
+			}
+			r.Drift, err = tenant.Drift(e.ctx, a.store, &tenant.Product{Name: p.Name, DB: db, Layout: layout})
 			if err != nil {
 				return err
 			}

@@ -39,6 +39,11 @@ CREATE INDEX comments_site ON comments(site_id);
 CREATE TABLE attachments (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL REFERENCES sites(id), issue_id INTEGER NOT NULL REFERENCES issues(id), filename TEXT NOT NULL, content BLOB NOT NULL);
 CREATE TABLE insight_objects (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL REFERENCES sites(id), kind TEXT NOT NULL, data TEXT NOT NULL);
 CREATE TABLE insight_links (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL REFERENCES sites(id), from_id INTEGER NOT NULL REFERENCES insight_objects(id), to_id INTEGER NOT NULL REFERENCES insight_objects(id));
+CREATE INDEX site_admins_site ON site_admins(site_id);
+CREATE INDEX projects_site ON projects(site_id);
+CREATE INDEX attachments_site ON attachments(site_id);
+CREATE INDEX insight_objects_site ON insight_objects(site_id);
+CREATE INDEX insight_links_site ON insight_links(site_id);
 `
 
 const wikiSchema = `
@@ -48,6 +53,7 @@ CREATE TABLE pages (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL REFERENCES 
 CREATE INDEX pages_site ON pages(site_id);
 CREATE TABLE page_versions (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL REFERENCES sites(id), page_id INTEGER NOT NULL REFERENCES pages(id), version INTEGER NOT NULL, body TEXT NOT NULL, edited_at TEXT NOT NULL);
 CREATE INDEX page_versions_site ON page_versions(site_id);
+CREATE INDEX spaces_site ON spaces(site_id);
 `
 
 // Config is the lifeline.yaml the demo writes next to its databases.

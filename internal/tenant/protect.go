@@ -52,8 +52,10 @@ func Layout(ctx context.Context, store *state.Store, spec productdb.Spec) (*prod
 	return productdb.Resolve(spec, &schema)
 }
 
-// Drift lists what changed in a product's schema since protect; empty means
-// none.
+// Drift lists what changed in a product's protected schema since protect;
+// empty means none. Tables that neither carry the tenant column nor refer to
+// a table that does (another tool's bookkeeping, say Litestream's) are not
+// Lifeline's concern and do not count.
 func Drift(ctx context.Context, store *state.Store, p *Product) ([]string, error) {
 	rec, err := store.LoadSchema(ctx, p.Name)
 	if err != nil {
@@ -70,9 +72,39 @@ func Drift(ctx context.Context, store *state.Store, p *Product) ([]string, error
 	if err := json.Unmarshal(rec.Schema, &old); err != nil {
 		return nil, fault.Wrap(err, fault.Internal, "run `lifeline protect` again", "the recorded schema of %s is unreadable", p.Name)
 	}
-	d := productdb.Diff(&old, live)
+	oldRel, liveRel := relevant(&old, p.Layout), relevant(live, p.Layout)
+	if productdb.Fingerprint(oldRel) == productdb.Fingerprint(liveRel) {
+		return nil, nil
+	}
+	d := productdb.Diff(oldRel, liveRel)
 	if len(d) == 0 {
 		d = []string{"the schema fingerprint changed"}
 	}
 	return d, nil
+}
+
+// relevant keeps the tables protection depends on: the tenants table, every
+// table with the tenant column, and every table with a foreign key into one
+// of those. Without a layout it keeps everything.
+func relevant(s *productdb.Schema, l *productdb.Layout) *productdb.Schema {
+	if l == nil {
+		return s
+	}
+	owned := map[string]bool{l.TenantsTable: true}
+	for _, t := range s.Tables {
+		if t.Column(l.TenantColumn) != nil {
+			owned[t.Name] = true
+		}
+	}
+	out := &productdb.Schema{}
+	for _, t := range s.Tables {
+		keep := owned[t.Name]
+		for _, fk := range t.ForeignKeys {
+			keep = keep || owned[fk.RefTable]
+		}
+		if keep {
+			out.Tables = append(out.Tables, t)
+		}
+	}
+	return out
 }
