@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"lifeline/internal/backup"
+	"lifeline/internal/contacts"
 	"lifeline/internal/fault"
 	"lifeline/internal/plan"
 	"lifeline/internal/restore"
@@ -29,7 +30,8 @@ func planCmd(e *env, args []string) error {
 // for restore tests and restore plans, and progress on stderr.
 type planApp struct {
 	*app
-	plans *plan.Service
+	plans      *plan.Service
+	closeVault func()
 }
 
 func openPlans(e *env) (*planApp, error) {
@@ -49,13 +51,76 @@ func openPlans(e *env) (*planApp, error) {
 		a.Close()
 		return nil, err
 	}
+	var closeVault func()
+	if len(a.cfg.Contacts) > 0 {
+		svc.Contacts, closeVault = vaultCounter(e, a)
+	}
 	if _, err := plan.OpenService(e.ctx, svc); err != nil {
+		if closeVault != nil {
+			closeVault()
+		}
 		a.Close()
 		return nil, err
 	}
 	a.tenants.Admit = svc.Admit
 	svc.OnChange = func(_ context.Context, p *plan.Plan) { progressLine(e.stderr, p) }
-	return &planApp{app: a, plans: svc}, nil
+	return &planApp{app: a, plans: svc, closeVault: closeVault}, nil
+}
+
+func (pa *planApp) Close() {
+	if pa.closeVault != nil {
+		pa.closeVault()
+	}
+	pa.app.Close()
+}
+
+// contactCounter counts a plan's contacts in the contacts vault. Each
+// tenant's lookup is audited (contacts.for) under the actor: counting
+// who would be affected is a read of their contact details.
+type contactCounter struct {
+	vault *contacts.Service
+	actor string
+}
+
+func (c *contactCounter) CountContacts(ctx context.Context, tenants []string) (int, error) {
+	seen := map[string]bool{}
+	for _, t := range tenants {
+		res, err := c.vault.For(ctx, "site:"+t, c.actor, false)
+		if fault.CodeOf(err) == fault.NotFound {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		for _, r := range res.Contacts {
+			seen[strings.ToLower(r.Email)] = true
+		}
+	}
+	return len(seen), nil
+}
+
+// vaultCounter opens the contacts vault for the blast radius. A vault that
+// cannot be opened leaves the count out (with a note), rather than
+// blocking a plan on it.
+func vaultCounter(e *env, a *app) (plan.ContactCounter, func()) {
+	cfg, err := vaultConfig(e, a)
+	var store *contacts.Store
+	if err == nil {
+		store, err = contacts.OpenStore(e.ctx, a.cfg.Vault.Database, a.cfg.Dir)
+	}
+	var svc *contacts.Service
+	if err == nil {
+		cfg.Store = store
+		svc, err = contacts.New(cfg)
+		if err != nil {
+			store.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(e.stderr, "note: the contacts vault cannot be opened (%v); the report leaves contacts out\n", err)
+		return nil, nil
+	}
+	return &contactCounter{vault: svc, actor: actor(e, "")}, func() { _ = store.Close() }
 }
 
 // catchUp makes "now" in the repository now before a restore test: if
