@@ -11,9 +11,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
+	"lifeline/internal/contacts"
 	"lifeline/internal/fault"
 	"lifeline/internal/notify"
 	"lifeline/internal/state"
@@ -46,6 +48,7 @@ type updateFlags struct {
 	timelineConf, percentConf string
 	dataLossConf, fullerAt    string
 	percent, actor            string
+	tenants                   string
 	asJSON                    bool
 }
 
@@ -63,6 +66,7 @@ func newUpdateFlags(e *env, name string) (*flag.FlagSet, *updateFlags) {
 	fs.Var(&u.components, "component", "NAME=STATUS, e.g. tracker=major_outage (repeatable)")
 	fs.Var(&u.links, "link", "restore:ID or plan:ID whose verified progress fills the % restored (repeatable)")
 	fs.Var(&u.groups, "affected", `affected group "KIND NAME COUNT", e.g. "product tracker 883" (repeatable)`)
+	fs.StringVar(&u.tenants, "tenants", "", "affected tenants whose authorised contacts get a private notice of this and every later update: KEY[,KEY…] or @FILE (restore links add theirs)")
 	for _, f := range textFields {
 		v := &[2]string{}
 		u.text[f] = v
@@ -110,6 +114,11 @@ func (u *updateFlags) request(e *env) (status.Request, error) {
 	}
 	q.CarryOver = q.CarryOver || u.carryOver
 	q.Links = append(q.Links, u.links...)
+	tenants, err := tenantList(u.tenants)
+	if err != nil {
+		return q, err
+	}
+	q.Tenants = append(q.Tenants, tenants...)
 	for _, c := range u.components {
 		ch, err := status.ParseComponentChange(c)
 		if err != nil {
@@ -160,13 +169,22 @@ func (u *updateFlags) request(e *env) (status.Request, error) {
 	return q, nil
 }
 
+// statusConfig is the status service's config for lifeline.yaml: the
+// cadence, the life of targeted notices' links, and the restore records
+// that fill in progress and the tenants of restore: links.
+func statusConfig(a *app, log *slog.Logger) status.Config {
+	restores := &status.RestoreSource{Ops: a.store}
+	return status.Config{Store: a.store, Log: log, Cadence: a.cfg.Status.Cadence.D(), TenantLinkTTL: a.cfg.Status.TenantLinkTTL.D(),
+		Progress: restores, Targets: restores}
+}
+
 // openStatus opens the state store and the status service on it.
 func openStatus(e *env) (*app, *status.Service, error) {
 	a, err := openStore(e)
 	if err != nil {
 		return nil, nil, err
 	}
-	svc, err := status.New(e.ctx, status.Config{Store: a.store, Log: a.log})
+	svc, err := status.New(e.ctx, statusConfig(a, a.log))
 	if err == nil {
 		err = syncComponents(e, a, svc)
 	}
@@ -345,6 +363,9 @@ func printIncident(e *env, inc *status.Incident, asJSON bool, verb string) error
 	}
 	fmt.Fprintf(e.stdout, "%s\n", inc.ID)
 	fmt.Fprintf(e.stderr, "%s %s %q: %s, impact %s\n", verb, inc.Kind, inc.Name.In(status.English), inc.Status, inc.Impact)
+	if inc.Tenants > 0 {
+		fmt.Fprintf(e.stderr, "the contacts of %d affected tenants get a private notice (sent by lifeline serve)\n", inc.Tenants)
+	}
 	return nil
 }
 
@@ -352,7 +373,14 @@ func printIncident(e *env, inc *status.Incident, asJSON bool, verb string) error
 // state store, with the configured products as components. The caller sets
 // it as web.Server.Status and runs its Run loop while serving.
 func statusPage(e *env, a *app, log *slog.Logger) (*web.StatusPage, error) {
-	svc, err := status.New(e.ctx, status.Config{Store: a.store, Log: log})
+	cfg := statusConfig(a, log)
+	// The tenants' private pages show their lifecycle state from the
+	// vault, which serve's own vault service opens later; this reader
+	// opens it on first use and closes it when serve stops.
+	vault := &vaultReader{a: a, log: log}
+	context.AfterFunc(e.ctx, vault.Close)
+	cfg.States = vault
+	svc, err := status.New(e.ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -366,8 +394,9 @@ func statusPage(e *env, a *app, log *slog.Logger) (*web.StatusPage, error) {
 // mail server from smtp:, webhooks, River's workers on the state store, and
 // the public subscription pages on page. The returned function stops it.
 func startNotices(e *env, a *app, page *web.StatusPage, log *slog.Logger) (func(), error) {
+	vault := &vaultReader{a: a, log: log}
 	cfg := notify.Config{Store: a.store, Status: page.Service, PageName: a.cfg.Status.Name, PublicURL: a.cfg.Status.PublicURL,
-		WebhookRate: a.cfg.Notify.WebhookRate, DisableAfter: a.cfg.Notify.DisableAfter, Log: log}
+		WebhookRate: a.cfg.Notify.WebhookRate, DisableAfter: a.cfg.Notify.DisableAfter, Recipients: vault, Log: log}
 	if a.store.Engine() == state.EnginePostgres {
 		cfg.PostgresURL = a.cfg.State
 	}
@@ -388,9 +417,11 @@ func startNotices(e *env, a *app, page *web.StatusPage, log *slog.Logger) (func(
 	}
 	svc, err := notify.New(e.ctx, cfg)
 	if err != nil {
+		vault.Close()
 		return nil, err
 	}
 	if err := svc.Start(e.ctx); err != nil {
+		vault.Close()
 		return nil, err
 	}
 	page.Subscriptions = svc
@@ -403,5 +434,88 @@ func startNotices(e *env, a *app, page *web.StatusPage, log *slog.Logger) (func(
 		if mail != nil {
 			_ = mail.Close()
 		}
+		vault.Close()
 	}, nil
+}
+
+// vaultReader is the contacts vault as targeted notices and the tenants'
+// private pages read it: who to tell about a tenant, and the tenant's
+// lifecycle state. It opens the vault on first use, so a vault that cannot
+// be opened makes those notices wait (and the pages omit the state) without
+// stopping serve; a failed open is tried again on the next use.
+type vaultReader struct {
+	a   *app
+	log *slog.Logger
+
+	mu     sync.Mutex
+	store  *contacts.Store
+	svc    *contacts.Service
+	closed bool
+}
+
+// open returns the vault's service, opening it if needed.
+func (v *vaultReader) open(ctx context.Context) (*contacts.Service, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.svc != nil {
+		return v.svc, nil
+	}
+	if v.closed {
+		return nil, fault.New(fault.Unavailable, "", "the contacts vault reader is closed: serve is stopping")
+	}
+	store, err := contacts.OpenStore(ctx, v.a.cfg.Vault.Database, v.a.cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg := contacts.Config{Store: store, Ledger: v.a.store, StaleAfter: v.a.cfg.Vault.StaleAfter.D(), Log: v.log}
+	if v.a.tenants != nil {
+		cfg.Directory = v.a.tenants
+	}
+	svc, err := contacts.New(cfg)
+	if err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	v.store, v.svc = store, svc
+	return svc, nil
+}
+
+// Close closes the vault if it was opened; it is not opened again.
+func (v *vaultReader) Close() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.store != nil {
+		_ = v.store.Close()
+	}
+	v.store, v.svc, v.closed = nil, nil, true
+}
+
+// Recipients implements notify.Recipients with the vault's ranking of each
+// site's contacts (contacts for site:KEY), audited as one read.
+func (v *vaultReader) Recipients(ctx context.Context, tenants []string) (map[string][]notify.Recipient, error) {
+	svc, err := v.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := svc.ForSites(ctx, tenants, "lifeline serve", "targeted incident notice")
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]notify.Recipient, len(res))
+	for k, r := range res {
+		for _, c := range r.Contacts {
+			out[k] = append(out[k], notify.Recipient{ContactID: c.ID, Email: c.Email, Name: c.Name, Language: c.Language,
+				Role: string(c.Role), Reachable: c.Reachable})
+		}
+	}
+	return out, nil
+}
+
+// TenantStates implements status.TenantStates from the vault.
+func (v *vaultReader) TenantStates(ctx context.Context, tenant string) (map[string]string, time.Time, error) {
+	svc, err := v.open(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	return svc.TenantStates(ctx, tenant)
 }
