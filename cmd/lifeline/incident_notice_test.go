@@ -28,10 +28,11 @@ var majorFlags = []string{"--impact", "major", "--situation", "A script deleted 
 	"--support-no-login", "Call +1 555 0100", "--known", "Which sites", "--unknown", "Why"}
 
 // TestTargetedNoticeReachesTheContactsOfAPurgedSite runs the 2022 story to
-// its end: site 5 is deleted and purged for real, site 6 deleted; an
-// incident names them; serve's notice delivery finds their admins in the
-// contacts vault and mails each a private link, which opens the site's own
-// page on serve's status page.
+// its end: site 5 is deleted and purged for real, site 6 deleted and then
+// restored; an incident names site 5 (and 7) and links site 6's restore;
+// serve's notice delivery finds their contacts in the contacts vault and
+// mails each a private link, which opens the site's own page on serve's
+// status page, with the restore's verified progress for site 6.
 func TestTargetedNoticeReachesTheContactsOfAPurgedSite(t *testing.T) {
 	t.Parallel()
 	mp, err := mailpit.Start(t.TempDir())
@@ -48,23 +49,32 @@ func TestTargetedNoticeReachesTheContactsOfAPurgedSite(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.must("contacts", "sync")
-	var five forJSON
+	var five, six forJSON
 	c.jsonOf(&five, "contacts", "for", "site:5")
-	if len(five.Contacts) != 2 {
-		t.Fatalf("site 5's contacts: %+v", five)
+	c.jsonOf(&six, "contacts", "for", "site:6")
+	if len(five.Contacts) != 2 || len(six.Contacts) != 2 {
+		t.Fatalf("contacts: site 5 %+v, site 6 %+v", five, six)
 	}
+	c.must("backup", "run")
+	before := moment()
 	c.must("tenants", "deactivate", "site:5")
 	c.must("tenants", "delete", "site:5", "--reason", "script")
 	time.Sleep(5 * time.Millisecond) // retention.deleted is 1ms here
 	c.must("tenants", "purge", "site:5", "--reason", "retention passed")
 	c.must("tenants", "deactivate", "site:6")
 	c.must("tenants", "delete", "site:6", "--reason", "script")
+	c.must("backup", "run")
 	c.must("contacts", "sync")
+	// Site 6 is restored; the incident links that restore.
+	restored := c.restoreJSON("--tenants", "6", "--to", before)
+	if restored.Status != "done" || restored.Operation == "" {
+		t.Fatalf("restore of site 6: %+v", restored)
+	}
 
 	// Bad tenants are refused before anything is written.
 	c.refused(append([]string{"incident", "open", "--name", "Sites deleted", "--tenants", "product:5/tracker"}, majorFlags...), "not a tenant key")
 	list := filepath.Join(t.TempDir(), "tenants.txt")
-	if err := os.WriteFile(list, []byte("# deleted by the script\n6\n"), 0o644); err != nil {
+	if err := os.WriteFile(list, []byte("# also affected\n7\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var inc struct {
@@ -75,9 +85,9 @@ func TestTargetedNoticeReachesTheContactsOfAPurgedSite(t *testing.T) {
 	if inc.Tenants != 1 {
 		t.Fatalf("opened with %d tenants, want 1", inc.Tenants)
 	}
-	c.jsonOf(&inc, "incident", "update", inc.ID, "--carry-over", "--situation", "Restoring.", "--tenants", "@"+list)
-	if inc.Tenants != 2 {
-		t.Fatalf("updated with %d tenants, want 2", inc.Tenants)
+	c.jsonOf(&inc, "incident", "update", inc.ID, "--carry-over", "--situation", "Restoring.", "--tenants", "@"+list, "--link", "restore:"+restored.Operation)
+	if inc.Tenants != 3 {
+		t.Fatalf("updated with %d tenants, want 3 (5 and 7 listed, 6 from the restore)", inc.Tenants)
 	}
 
 	// serve's delivery, as serve wires it.
@@ -101,26 +111,31 @@ func TestTargetedNoticeReachesTheContactsOfAPurgedSite(t *testing.T) {
 	defer srv.Close()
 
 	// Site 5's two contacts: one notice for the opening (site 5 only)
-	// and one for the update; site 6's contacts one, for the update.
+	// and one for the update; sites 6 and 7's contacts one, for the update.
 	admin := five.Contacts[0].Email
+	want := map[string]int{admin: 2, five.Contacts[1].Email: 2, six.Contacts[0].Email: 1, six.Contacts[1].Email: 1}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		to, err := mp.To()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if to[admin] == 2 && to[five.Contacts[1].Email] == 2 {
+		got := 0
+		for addr, n := range want {
+			if to[addr] == n {
+				got++
+			}
+		}
+		if got == len(want) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("site 5's contacts did not get both notices: %v", to)
+			t.Fatalf("mail received %v; want at least %v", to, want)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	m, ok, err := mp.Newest(admin)
-	if err != nil || !ok {
-		t.Fatalf("no mail to %s: %v", admin, err)
-	}
+	// The update's notice: the two were delivered in parallel, in any order.
+	m := mailWith(t, mp, admin, "Restoring.")
 	if !strings.Contains(m.Subject, "your site 5") || !strings.Contains(m.Text, "admin contact of site 5") || !strings.Contains(m.Text, "Restoring.") {
 		t.Errorf("the notice:\nSubject: %s\n%s", m.Subject, m.Text)
 	}
@@ -139,6 +154,22 @@ func TestTargetedNoticeReachesTheContactsOfAPurgedSite(t *testing.T) {
 		!strings.Contains(html, "Restoring.") {
 		t.Fatalf("the private page: %d\n%s", resp.StatusCode, html)
 	}
+	// Site 6's page shows its restore, verified, from the restore records.
+	m6 := mailWith(t, mp, six.Contacts[0].Email, "Restoring.")
+	link6 := regexp.MustCompile(`https://status\.saas\.example(/tenant-status\?t=\S+)`).FindStringSubmatch(m6.Text)
+	if link6 == nil {
+		t.Fatalf("no private link in:\n%s", m6.Text)
+	}
+	if resp, err = http.Get(srv.URL + link6[1]); err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if page6 := string(body); resp.StatusCode != 200 || !strings.Contains(page6, "Site 6") || !strings.Contains(page6, "2 of 2 products restored and verified") ||
+		!strings.Contains(page6, "restored, awaiting validation") {
+		t.Fatalf("site 6's page: %d\n%s", resp.StatusCode, page6)
+	}
+
 	u, _ := url.Parse(link[1])
 	forged := strings.Replace(u.Query().Get("t"), ".", ".x", 1)
 	if resp, err := http.Get(srv.URL + status.TenantPath + "?t=" + url.QueryEscape(forged)); err != nil || resp.StatusCode != http.StatusBadRequest {
@@ -150,14 +181,39 @@ func TestTargetedNoticeReachesTheContactsOfAPurgedSite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ns) != 3 {
-		t.Errorf("%d targeted notices, want 3 (site 5 twice, site 6 once)", len(ns))
+	if len(ns) != 4 {
+		t.Errorf("%d targeted notices, want 4 (site 5 twice, sites 6 and 7 once)", len(ns))
 	}
 	for _, n := range ns {
 		if n.Status != status.NoticeQueued || n.Contacts != 2 {
 			t.Errorf("targeted notice %+v: want queued to 2 contacts", n)
 		}
 	}
+}
+
+// mailWith returns the message to addr whose text contains want.
+func mailWith(t *testing.T, mp *mailpit.Server, addr, want string) mailpit.Message {
+	t.Helper()
+	list, err := mp.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sum := range list {
+		for _, to := range sum.To {
+			if to.Address != addr {
+				continue
+			}
+			m, err := mp.Message(sum.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(m.Text, want) {
+				return m
+			}
+		}
+	}
+	t.Fatalf("no mail to %s says %q", addr, want)
+	return mailpit.Message{}
 }
 
 func TestCadenceComesFromTheConfig(t *testing.T) {
