@@ -178,18 +178,25 @@ func (p *StatusPage) subscribePage(w http.ResponseWriter, r *http.Request, code 
 	_, _ = w.Write(buf.Bytes())
 }
 
-// errorPage shows a domain error: the user's mistake with its hint, or a
-// plain "try later" for anything else (logged).
-func (p *StatusPage) errorPage(w http.ResponseWriter, r *http.Request, err error, v subscribeView) {
-	code := map[fault.Code]int{fault.Invalid: 400, fault.NotFound: 404, fault.Conflict: 409, fault.Refused: 410, fault.Unavailable: 503}[fault.CodeOf(err)]
-	msg := err.Error()
+// publicError is what a public page says of a domain error: the visitor's
+// mistake (a bad or used link; an expired one is 410) with its hint, or,
+// for anything else, a plain "try later" while the detail goes to the log.
+func (p *StatusPage) publicError(r *http.Request, err error) (code int, msg string) {
+	code = map[fault.Code]int{fault.Invalid: 400, fault.NotFound: 404, fault.Conflict: 409, fault.Refused: 410, fault.Unavailable: 503}[fault.CodeOf(err)]
+	msg = err.Error()
 	if h := fault.HintOf(err); h != "" {
 		msg += " (" + h + ")"
 	}
 	if code == 0 || code == 503 {
-		p.log().Error("subscription page", "path", r.URL.Path, "err", err)
+		p.log().Error("public page", "path", r.URL.Path, "err", err)
 		code, msg = max(code, 500), "the request could not be completed; please try again later"
 	}
+	return code, msg
+}
+
+// errorPage shows a domain error on the subscription pages.
+func (p *StatusPage) errorPage(w http.ResponseWriter, r *http.Request, err error, v subscribeView) {
+	code, msg := p.publicError(r, err)
 	if v.Mode == "" {
 		v.Mode = "error"
 	}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 
-	"lifeline/internal/fault"
 	"lifeline/internal/status"
 )
 
@@ -120,16 +119,7 @@ func (p *StatusPage) tenantPage(w http.ResponseWriter, r *http.Request) {
 	var view tenantPageView
 	code := http.StatusOK
 	if err != nil {
-		code = map[fault.Code]int{fault.Invalid: http.StatusBadRequest, fault.Refused: http.StatusGone, fault.NotFound: http.StatusNotFound}[fault.CodeOf(err)]
-		msg := err.Error()
-		if h := fault.HintOf(err); h != "" {
-			msg += " (" + h + ")"
-		}
-		if code == 0 {
-			p.log().Error("tenant status page", "err", err)
-			code, msg = http.StatusServiceUnavailable, "the page could not be read; please try again in a minute"
-		}
-		view.Error = msg
+		code, view.Error = p.publicError(r, err)
 	} else {
 		view = p.tenantView(v, lang)
 		view.Token = token
