@@ -41,7 +41,17 @@ func (s *Service) Rollback(ctx context.Context, id string, actor Actor) (*Plan, 
 	} else if s.Restorer == nil {
 		return nil, missingRestorer(p.Action)
 	}
+	// Hold the plan's lease while undoing: a runner still finishing its
+	// tenant, or a second rollback, is refused instead of racing this one.
+	if err := s.takeLease(ctx, p, actor); err != nil {
+		return nil, err
+	}
 	r := &runner{s: s, id: id, actor: actor}
+	stop := r.keepLease(ctx)
+	defer func() {
+		stop()
+		_, _ = s.exec(context.WithoutCancel(ctx), "UPDATE plans SET runner = '', lease_until = 0 WHERE id = ? AND runner = ?", id, s.owner())
+	}()
 	if inv != "" {
 		if err := r.canUndo(ctx, p, inv); err != nil {
 			return nil, err

@@ -104,9 +104,9 @@ func (s *Service) Begin(ctx context.Context, id string, actor Actor) (func(conte
 	return r.run, nil
 }
 
-// takeLease claims a running plan whose runner is gone. The update is
-// conditional on the lease seen, so of two processes taking over at once
-// only one wins.
+// takeLease claims a plan whose runner is gone (or that has none): to run
+// it on, or to roll it back. The update is conditional on the lease seen,
+// so of two processes taking over at once only one wins.
 func (s *Service) takeLease(ctx context.Context, p *Plan, actor Actor) error {
 	me, now := s.owner(), s.now()
 	live := p.Runner != "" && p.Runner != me && p.leaseUntil.After(now) && !tenant.OwnerGone(p.Runner)
@@ -117,7 +117,7 @@ func (s *Service) takeLease(ctx context.Context, p *Plan, actor Actor) error {
 	// Conditional on the lease seen: of two processes taking over at once,
 	// only one matches it.
 	n, err := s.exec(ctx, "UPDATE plans SET runner = ?, lease_until = ? WHERE id = ? AND status = ? AND runner = ? AND lease_until = ?",
-		me, micros(now.Add(s.ttl())), p.ID, string(Running), p.Runner, micros(p.leaseUntil))
+		me, micros(now.Add(s.ttl())), p.ID, string(p.Status), p.Runner, micros(p.leaseUntil))
 	if err != nil {
 		return err
 	}

@@ -234,6 +234,18 @@ func TestPauseResumeAbort(t *testing.T) {
 	if _, err := b.plans.Resume(ctx, p.ID, carol); fault.CodeOf(err) != fault.Conflict {
 		t.Fatalf("resuming an aborted plan: %v", err)
 	}
+	// A runner elsewhere still finishing its tenant holds the lease: the
+	// rollback waits for it instead of racing it.
+	if _, err := b.store.DB().ExecContext(ctx, "UPDATE plans SET runner = 'elsewhere:1', lease_until = ? WHERE id = ?",
+		b.clock.Now().Add(time.Minute).UnixMicro(), p.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.plans.Rollback(ctx, p.ID, carol)
+	wantCode(t, err, fault.Conflict, "being run by elsewhere:1")
+	b.clock.Advance(2 * time.Minute)
+	if p = must[*Plan](t)(b.plans.Rollback(ctx, p.ID, carol)); p.Status != RolledBack || p.Progress.RolledBack != 6 {
+		t.Fatalf("rollback after the lease expired: %s %+v", p.Status, p.Progress)
+	}
 }
 
 // A plan that makes no progress for longer than its deadline is aborted.
