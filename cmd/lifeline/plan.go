@@ -39,32 +39,43 @@ func openPlans(e *env) (*planApp, error) {
 	if err != nil {
 		return nil, err
 	}
+	svc, closePlans, err := newPlans(e, a)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	svc.OnChange = func(_ context.Context, p *plan.Plan) { progressLine(e.stderr, p) }
+	return &planApp{app: a, plans: svc, closeVault: closePlans}, nil
+}
+
+// newPlans builds the plan service over an open app: the backup repository
+// for restore tests and restore plans, the contacts vault for the blast
+// radius, and the admission hook on the app's tenant service. serve wires
+// it the same way; the returned func closes what it opened.
+func newPlans(e *env, a *app) (*plan.Service, func(), error) {
 	svc := &plan.Service{Tenants: a.tenants, Log: a.log}
 	if repo, err := openRepo(e, a); err == nil {
 		rs, err := restore.OpenService(e.ctx, &restore.Service{Tenants: a.tenants, Repo: repo, Log: a.log})
 		if err != nil {
-			a.Close()
-			return nil, err
+			return nil, nil, err
 		}
 		svc.Restorer = &plan.Backup{Service: rs, CatchUp: catchUp(e, a, repo)}
 	} else if fault.CodeOf(err) != fault.Invalid {
-		a.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	var closeVault func()
+	closeVault := func() {}
 	if len(a.cfg.Contacts) > 0 {
-		svc.Contacts, closeVault = vaultCounter(e, a)
+		var c func()
+		if svc.Contacts, c = vaultCounter(e, a); c != nil {
+			closeVault = c
+		}
 	}
 	if _, err := plan.OpenService(e.ctx, svc); err != nil {
-		if closeVault != nil {
-			closeVault()
-		}
-		a.Close()
-		return nil, err
+		closeVault()
+		return nil, nil, err
 	}
 	a.tenants.Admit = svc.Admit
-	svc.OnChange = func(_ context.Context, p *plan.Plan) { progressLine(e.stderr, p) }
-	return &planApp{app: a, plans: svc, closeVault: closeVault}, nil
+	return svc, closeVault, nil
 }
 
 func (pa *planApp) Close() {

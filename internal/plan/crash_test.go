@@ -54,6 +54,9 @@ func TestKillDashNineResumes(t *testing.T) {
 	if p.Status != Running || p.Runner == "test:1" || p.Wave != 1 || p.Progress.Done != 2 {
 		t.Fatalf("after the kill: %s runner %s wave %d %+v", p.Status, p.Runner, p.Wave, p.Progress)
 	}
+	if ids := must[[]string](t)(b.plans.Interrupted(ctx)); len(ids) != 1 || ids[0] != p.ID {
+		t.Fatalf("interrupted plans: %v", ids)
+	}
 	p = must[*Plan](t)(b.plans.Run(ctx, p.ID, carol))
 	if p.Status != Done || p.Progress.Done != 8 {
 		t.Fatalf("after taking over: %s %+v %s", p.Status, p.Progress, p.Note)

@@ -638,3 +638,29 @@ func (r *runner) nextWave(ctx context.Context, p *Plan) error {
 	}
 	return err
 }
+
+// Interrupted lists the running plans nobody is running: their runner's
+// lease expired or its process on this host exited (a crash, a restart).
+// serve runs them on; `lifeline plan run ID` does the same by hand. Plans
+// waiting for `plan promote` are left waiting.
+func (s *Service) Interrupted(ctx context.Context) ([]string, error) {
+	rows, err := s.store().DB().QueryContext(ctx, s.store().Rebind("SELECT id, runner, lease_until, phase FROM plans WHERE status = ? ORDER BY created"), string(Running))
+	if err != nil {
+		return nil, fmt.Errorf("plan: interrupted plans: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	now := s.now()
+	for rows.Next() {
+		var id, owner, phase string
+		var lease int64
+		if err := rows.Scan(&id, &owner, &lease, &phase); err != nil {
+			return nil, err
+		}
+		gone := owner == "" || !fromMicros(lease).After(now) || tenant.OwnerGone(owner)
+		if gone && phase != phasePromote {
+			out = append(out, id)
+		}
+	}
+	return out, rows.Err()
+}

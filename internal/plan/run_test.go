@@ -342,3 +342,41 @@ func TestHandfulOutsidePlans(t *testing.T) {
 		t.Fatalf("after the window: %v", err)
 	}
 }
+
+// Plan state changes reach webhook receivers, in order.
+func TestEventWebhooks(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 100)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev Event
+		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil || ev.Plan == nil {
+			w.WriteHeader(400)
+			return
+		}
+		got <- ev.Event + " " + ev.Plan.Phase
+	}))
+	defer srv.Close()
+	b := setup(t, options{internal: 1})
+	events := NewEvents([]string{srv.URL}, nil)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { events.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	b.plans.OnChange = events.OnChange
+	p := b.create(t, CreateRequest{Action: "deactivate", Kind: tenant.KindSite, Targets: keys(1, 3, ""), Waves: []string{"internal", "100%"}})
+	p = b.approve(t, p, carol)
+	must[*Plan](t)(b.plans.Run(ctx, p.ID, carol))
+	var seen []string
+	for len(seen) == 0 || seen[len(seen)-1] != "plan.done " {
+		select {
+		case s := <-got:
+			seen = append(seen, s)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("events so far: %v", seen)
+		}
+	}
+	want := []string{"plan.validated ", "plan.approved ", "plan.running steps", "plan.running gate", "plan.running steps", "plan.done "}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("events %v; want %v", seen, want)
+	}
+}
