@@ -11,6 +11,7 @@ import (
 
 	"lifeline/internal/backup"
 	"lifeline/internal/contacts"
+	"lifeline/internal/demo"
 	"lifeline/internal/fault"
 	"lifeline/internal/plan"
 	"lifeline/internal/restore"
@@ -139,52 +140,67 @@ func vaultCounter(e *env, a *app) (plan.ContactCounter, func()) {
 // shipper to pass this moment; otherwise it ships once, as `lifeline
 // backup run` does.
 func catchUp(e *env, a *app, repo *backup.Repo) func(context.Context) error {
+	decided, serving := false, true
 	return func(ctx context.Context) error {
 		start := time.Now()
 		interval := a.cfg.Shipping.Interval.D()
-		serving := true
+		// Decided once per process: after this process ships, the status
+		// looks recently checked too.
 		for _, p := range a.tenants.Products {
+			if decided {
+				break
+			}
 			st, err := repo.Status(ctx, p.Name, 0)
 			if err != nil {
 				return err
 			}
 			serving = serving && !st.Checked.IsZero() && time.Since(st.Checked) < 3*interval
 		}
-		if !serving {
-			ships, closeAll, err := shippers(e, a, repo)
-			if err != nil {
+		decided = true
+		if serving {
+			caught, err := waitShipped(ctx, a, repo, start, time.Now().Add(max(10*time.Second, 5*interval)))
+			if err != nil || caught {
 				return err
 			}
-			defer closeAll()
-			for _, s := range ships {
-				if _, err := s.Ship(ctx); err != nil {
-					return fault.Wrap(err, fault.CodeOf(err), fault.HintOf(err), "shipping %s before the restore test", s.Product)
-				}
-			}
-			return nil
+			serving = false // no shipper is keeping up after all: ship here
 		}
-		deadline := time.Now().Add(max(10*time.Second, 5*interval))
-		for _, p := range a.tenants.Products {
-			for {
-				st, err := repo.Status(ctx, p.Name, 0)
-				if err != nil {
-					return err
-				}
-				if !st.Newest.Before(start) {
-					break
-				}
-				if time.Now().After(deadline) {
-					return fault.New(fault.Unavailable, "check `lifeline backup status`", "serve's shipper has not caught up with %s", p.Name)
-				}
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(interval / 4):
-				}
+		ships, closeAll, err := shippers(e, a, repo)
+		if err != nil {
+			return err
+		}
+		defer closeAll()
+		for _, s := range ships {
+			if _, err := s.Ship(ctx); err != nil {
+				return fault.Wrap(err, fault.CodeOf(err), fault.HintOf(err), "shipping %s before the restore test", s.Product)
 			}
 		}
 		return nil
 	}
+}
+
+// waitShipped waits until every product's repository is known complete
+// past start, or deadline.
+func waitShipped(ctx context.Context, a *app, repo *backup.Repo, start, deadline time.Time) (bool, error) {
+	for _, p := range a.tenants.Products {
+		for {
+			st, err := repo.Status(ctx, p.Name, 0)
+			if err != nil {
+				return false, err
+			}
+			if !st.Newest.Before(start) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return false, nil
+			}
+			select {
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-time.After(a.cfg.Shipping.Interval.D() / 4):
+			}
+		}
+	}
+	return true, nil
 }
 
 // progressLine tells a person at the terminal where a plan is.
@@ -523,4 +539,74 @@ func planRollback(e *env, args []string) error {
 			return pa.plans.Rollback(e.ctx, id, who)
 		}
 	})
+}
+
+// demoPlans is the plan step of `lifeline demo`: the April mistake made as
+// a plan is refused; the right app removal runs in waves with restore
+// tests, and rolls back to the byte. demo.go calls it after the raw SQL
+// replay with the sites it used (the internal sites 1-3 are added).
+func demoPlans(e *env, a *app, sites []string, say func(string, ...any)) error {
+	ps, closePlans, err := newPlans(e, a)
+	if err != nil {
+		return err
+	}
+	defer closePlans()
+	ps.OnChange = func(_ context.Context, p *plan.Plan) { progressLine(e.stdout, p) }
+	targets := append([]string{"1", "2", "3"}, sites...)
+	say("$ lifeline plan create --action delete --kind app --targets %s --reason \"remove insight\"", strings.Join(targets, ","))
+	_, err = ps.Create(e.ctx, plan.CreateRequest{Action: "delete", Kind: tenant.KindApp, Targets: targets, Reason: "remove insight", Requester: "april-script"})
+	say("refused before anything ran: %v", err)
+
+	apps := make([]string, len(targets))
+	for i, k := range targets {
+		apps[i] = k + "/tracker/insight"
+	}
+	digests := map[string]string{}
+	tracker := a.tenants.Products[0]
+	for _, k := range targets {
+		if digests[k], _, err = demo.Digest(e.ctx, tracker.DB.SQL(), "tracker", k); err != nil {
+			return err
+		}
+	}
+	bake := plan.Duration(2 * time.Second)
+	requester, approver := plan.Actor{Name: "alice", Role: state.RoleOperator}, plan.Actor{Name: "bob", Role: state.RoleAdmin}
+	var done []*plan.Plan
+	for _, action := range []string{"deactivate", "delete"} {
+		say("\n$ lifeline plan create --action %s --kind app --targets 1/tracker/insight,… --waves internal,10%%,100%% --bake 2s", action)
+		p, err := ps.Create(e.ctx, plan.CreateRequest{Action: action, Kind: tenant.KindApp, Targets: apps, Reason: "remove the insight app",
+			Requester: requester.Name, Waves: []string{"internal", "10%", "100%"}, Bake: &bake})
+		if err != nil {
+			return err
+		}
+		say("%d app targets in %d waves, %d rows; approval needs %s. The requester cannot approve; bob (admin) does:", len(apps), len(p.Report.Waves), p.Report.Totals.RowsTotal, p.RequiredRole)
+		if _, err := ps.Approve(e.ctx, plan.ApproveRequest{ID: p.ID, Actor: requester, Hash: p.ReportHash}); err != nil {
+			say("  alice approving her own plan: %v", err)
+		}
+		if p, err = ps.Approve(e.ctx, plan.ApproveRequest{ID: p.ID, Actor: approver, Hash: p.ReportHash}); err != nil {
+			return err
+		}
+		if p, err = ps.Run(e.ctx, p.ID, approver); err != nil {
+			return err
+		}
+		done = append(done, p)
+	}
+	say("\nThe app is gone from %d sites; their other data is untouched. Now the tested way back:", len(targets))
+	for i := len(done) - 1; i >= 0; i-- {
+		say("$ lifeline plan rollback %s", done[i].ID)
+		if _, err := ps.Rollback(e.ctx, done[i].ID, approver); err != nil {
+			return err
+		}
+	}
+	same := 0
+	for _, k := range targets {
+		d, _, err := demo.Digest(e.ctx, tracker.DB.SQL(), "tracker", k)
+		if err != nil {
+			return err
+		}
+		if d == digests[k] {
+			same++
+		}
+	}
+	say("%d of %d sites are back byte for byte.", same, len(targets))
+	return nil
 }

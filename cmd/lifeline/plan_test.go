@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -66,5 +68,28 @@ func TestPlansThroughTheCLI(t *testing.T) {
 	}
 	if out := c.must("plan", "list"); !strings.Contains(out, p.ID) || !strings.Contains(out, "rolled_back") {
 		t.Fatalf("list:\n%s", out)
+	}
+}
+
+// The plan step of `lifeline demo` runs through on the demo SaaS.
+func TestDemoPlanStep(t *testing.T) {
+	t.Parallel()
+	c := demoSaaS(t, 60)
+	c.must("backup", "run")
+	var out, errb syncBuffer
+	e := &env{ctx: context.Background(), getenv: func(string) string { return "" }, stdout: &out, stderr: &errb, configPath: c.config}
+	a, err := openApp(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	say := func(f string, args ...any) { fmt.Fprintf(&out, f+"\n", args...) }
+	if err := demoPlans(e, a, []string{"15", "30", "45", "60"}, say); err != nil {
+		t.Fatalf("%v\n%s\n%s", err, out.String(), errb.String())
+	}
+	for _, want := range []string{"`1` is a site, not an app: this plan would delete whole sites", "cannot also approve", "7 of 7 sites are back byte for byte"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the demo does not say %q:\n%s", want, out.String())
+		}
 	}
 }
