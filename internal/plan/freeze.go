@@ -52,7 +52,10 @@ func (s *Service) SetFreeze(ctx context.Context, on bool, actor, reason string) 
 	} else if _, err := s.exec(ctx, "DELETE FROM plan_freeze WHERE id = 1"); err != nil {
 		return Freeze{}, err
 	}
-	action := map[bool]string{true: "freeze.on", false: "freeze.off"}[on]
+	action := "freeze.off"
+	if on {
+		action = "freeze.on"
+	}
 	if _, err := s.store().AppendAudit(ctx, state.AuditEntry{Actor: actor, Action: action, Detail: map[string]any{"reason": reason}}); err != nil {
 		return Freeze{}, err
 	}

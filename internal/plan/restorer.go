@@ -214,8 +214,12 @@ func (b *Backup) Undo(ctx context.Context, opID, actor, reason string) (string, 
 var errNoRestorer = errors.New("no backup repository")
 
 func missingRestorer(action string) error {
+	why := "every tenant is restore-tested before it is " + action + "d"
+	if action == ActionRestore {
+		why = "it restores from it"
+	}
 	return fault.Wrap(errNoRestorer, fault.Refused, "configure `backups:` in lifeline.yaml and run `lifeline backup run`",
-		"a %s plan needs the backup repository: every tenant is restore-tested before it is %s", action, map[bool]string{true: "restored", false: action + "d"}[action == ActionRestore])
+		"a %s plan needs the backup repository: %s", action, why)
 }
 
 // productsOf is the products of a typed target's scope ("" for every one).

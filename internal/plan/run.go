@@ -366,8 +366,8 @@ func (r *runner) restoreTest(ctx context.Context, p *Plan, chunk []Step) (halt b
 	if len(failed) == 0 {
 		return false, nil
 	}
-	note := fmt.Sprintf("paused: the backup cannot reproduce %s, so %s skipped (see its step); fix the backup or leave them out, then `lifeline plan resume %s`",
-		strings.Join(head(failed, 5), ", "), map[bool]string{true: "it was", false: "they were"}[len(failed) == 1], p.ID)
+	note := fmt.Sprintf("paused: the backup cannot reproduce %s, so their steps were skipped (see each step's error); fix the backup, then `lifeline plan resume %s` goes on without them",
+		strings.Join(head(failed, 5), ", "), p.ID)
 	cur, err := r.s.get(ctx, p.ID)
 	if err != nil {
 		return true, err
