@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -40,6 +41,20 @@ func openRepo(e *env, a *app) (*backup.Repo, error) {
 	return backup.OpenRepo(e.ctx, r)
 }
 
+// startRepo is start for the backup commands: it also opens the repository.
+func startRepo(e *env, fs *flag.FlagSet, args []string, open func(*env) (*app, error)) (*app, *backup.Repo, error) {
+	a, _, err := start(e, fs, args, open)
+	if err != nil {
+		return nil, nil, err
+	}
+	repo, err := openRepo(e, a)
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, repo, nil
+}
+
 // shippers builds one shipper per product, each with its capture source.
 func shippers(e *env, a *app, repo *backup.Repo) ([]*backup.Shipper, func(), error) {
 	var out []*backup.Shipper
@@ -63,15 +78,11 @@ func shippers(e *env, a *app, repo *backup.Repo) ([]*backup.Shipper, func(), err
 func backupRun(e *env, args []string) error {
 	fs := flags(e, "backup run")
 	asJSON := jsonFlag(fs)
-	a, _, err := start(e, fs, args, openApp)
+	a, repo, err := startRepo(e, fs, args, openApp)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	repo, err := openRepo(e, a)
-	if err != nil {
-		return err
-	}
 	ships, closeAll, err := shippers(e, a, repo)
 	if err != nil {
 		return err
@@ -114,15 +125,11 @@ func backupRun(e *env, args []string) error {
 func backupStatus(e *env, args []string) error {
 	fs := flags(e, "backup status")
 	asJSON := jsonFlag(fs)
-	a, _, err := start(e, fs, args, openStore)
+	a, repo, err := startRepo(e, fs, args, openStore)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	repo, err := openRepo(e, a)
-	if err != nil {
-		return err
-	}
 	var all []backup.Status
 	red := 0
 	for _, p := range a.cfg.Products {
@@ -162,15 +169,11 @@ func backupList(e *env, args []string) error {
 	fs := flags(e, "backup list")
 	asJSON := jsonFlag(fs)
 	product := fs.String("product", "", "only this product")
-	a, _, err := start(e, fs, args, openStore)
+	a, repo, err := startRepo(e, fs, args, openStore)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	repo, err := openRepo(e, a)
-	if err != nil {
-		return err
-	}
 	var objs []backup.Object
 	for _, p := range a.cfg.Products {
 		if *product != "" && p.Name != *product {
@@ -200,15 +203,11 @@ func backupList(e *env, args []string) error {
 func backupVerify(e *env, args []string) error {
 	fs := flags(e, "backup verify")
 	asJSON := jsonFlag(fs)
-	a, _, err := start(e, fs, args, openStore)
+	a, repo, err := startRepo(e, fs, args, openStore)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	repo, err := openRepo(e, a)
-	if err != nil {
-		return err
-	}
 	type result struct {
 		Product  string           `json:"product"`
 		Checked  int              `json:"checked"`
