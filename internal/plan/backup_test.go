@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"lifeline/internal/backup/format"
 	"lifeline/internal/fault"
@@ -220,7 +221,9 @@ func TestRestorePlan(t *testing.T) {
 	if err := b.ship(ctx); err != nil {
 		t.Fatal(err)
 	}
-	moment := b.clock.Now()
+	// Capture stamps commits to the millisecond: a moment a whole
+	// millisecond before the script, after everything before it.
+	moment := b.clock.Now().Truncate(time.Millisecond).Add(-time.Millisecond)
 	// A script garbles some tenants' issues (updates pass the guards).
 	if _, err := b.raw["tracker"].Exec("UPDATE issues SET title = 'garbled' WHERE site_id IN (1, 2, 3, 4)"); err != nil {
 		t.Fatal(err)

@@ -109,7 +109,9 @@ func (s *Service) Begin(ctx context.Context, id string, actor Actor) (func(conte
 // so of two processes taking over at once only one wins.
 func (s *Service) takeLease(ctx context.Context, p *Plan, actor Actor) error {
 	me, now := s.owner(), s.now()
-	live := p.Runner != "" && p.Runner != me && p.leaseUntil.After(now) && !tenant.OwnerGone(p.Runner)
+	// A live lease is refused even when it is this process's own: another
+	// goroutine here (a second API request) is running the plan.
+	live := p.Runner != "" && p.leaseUntil.After(now) && !tenant.OwnerGone(p.Runner)
 	if live {
 		return fault.New(fault.Conflict, "wait for it (`lifeline plan show "+p.ID+"`), or pause it with `lifeline plan pause "+p.ID+"`",
 			"plan %s is being run by %s (lease until %s)", p.ID, p.Runner, p.leaseUntil.Format(time.RFC3339))

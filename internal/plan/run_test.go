@@ -380,3 +380,21 @@ func TestEventWebhooks(t *testing.T) {
 		t.Fatalf("events %v; want %v", seen, want)
 	}
 }
+
+// A second run of a plan this very process is running (two API requests)
+// is refused: the live lease is refused even when it is its own.
+func TestSecondRunInOneProcessIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{})
+	p := b.create(t, CreateRequest{Action: "deactivate", Kind: tenant.KindSite, Targets: keys(1, 3, ""), Waves: []string{"100%"}})
+	p = b.approve(t, p, carol)
+	run, err := b.plans.Begin(ctx, p.ID, carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.plans.Begin(ctx, p.ID, carol)
+	wantCode(t, err, fault.Conflict, "is being run by test:1")
+	if p = must[*Plan](t)(run(ctx)); p.Status != Done {
+		t.Fatalf("%s %s", p.Status, p.Note)
+	}
+}
