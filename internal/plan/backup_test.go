@@ -125,6 +125,20 @@ func TestRestoreTestNeedsEveryChangeShipped(t *testing.T) {
 	if res["2"] == nil || !strings.Contains(res["2"].Error(), "tracker.issues") || fault.CodeOf(res["2"]) != fault.Refused {
 		t.Fatalf("tenant 2 with an unshipped change: %v", res["2"])
 	}
+	// For an app removal only the app's tables count: its users may go on
+	// writing elsewhere.
+	app := map[string][]string{"2": {"tracker.insight_objects", "tracker.insight_links"}}
+	res, err = noShip.TestRestore(ctx, RestoreTest{Tenants: []string{"2"}, Products: []string{"tracker"}, Tables: app, Actor: "t"})
+	if err != nil || res["2"] != nil {
+		t.Fatalf("tenant 2's app, with a change elsewhere: %v %v", res["2"], err)
+	}
+	if _, err := b.raw["tracker"].Exec("UPDATE insight_objects SET kind = 'edited' WHERE site_id = 2"); err != nil {
+		t.Fatal(err)
+	}
+	res, err = noShip.TestRestore(ctx, RestoreTest{Tenants: []string{"2"}, Products: []string{"tracker"}, Tables: app, Actor: "t"})
+	if err != nil || res["2"] == nil || !strings.Contains(res["2"].Error(), "tracker.insight_objects") {
+		t.Fatalf("tenant 2's app with an unshipped change: %v %v", res["2"], err)
+	}
 }
 
 // Rollback undoes every executed step, newest first, and the rows come

@@ -321,7 +321,7 @@ func (r *runner) wave(ctx context.Context, p *Plan) (halt bool, err error) {
 // chunk before it is deleted or purged. A tenant it cannot is skipped and
 // reported, and the plan pauses: no deletion without a proven way back.
 func (r *runner) restoreTest(ctx context.Context, p *Plan, chunk []Step) (halt bool, err error) {
-	t := RestoreTest{DeletedBy: map[string]string{}, Trash: map[string]map[string]map[string]int64{}, Actor: r.actor.Name}
+	t := RestoreTest{DeletedBy: map[string]string{}, Trash: map[string]map[string]map[string]int64{}, Tables: map[string][]string{}, Actor: r.actor.Name}
 	products := map[string]bool{}
 	for _, st := range chunk {
 		if st.Status != StepPending {
@@ -331,6 +331,7 @@ func (r *runner) restoreTest(ctx context.Context, p *Plan, chunk []Step) (halt b
 		for _, prod := range productsOf(st.Target) {
 			products[prod] = true
 		}
+		t.Tables[st.Tenant] = append(t.Tables[st.Tenant], r.appTables(st.Target)...)
 		if p.Action == "purge" {
 			by, trash, err := r.deletedBy(ctx, st)
 			if err != nil {
@@ -376,6 +377,24 @@ func (r *runner) restoreTest(ctx context.Context, p *Plan, chunk []Step) (halt b
 	}
 	return true, r.s.transition(ctx, cur, "lifeline", "pause", Paused, []Status{Running}, map[string]any{"note": note},
 		map[string]any{"why": "restore test", "tenants": failed})
+}
+
+// appTables are an app target's tables as "product.table"; nil for other
+// targets.
+func (r *runner) appTables(target string) []string {
+	t, err := tenant.ParseTarget(target)
+	if err != nil || t.App == "" {
+		return nil
+	}
+	var out []string
+	for _, p := range r.s.Tenants.Products {
+		if p.Name == t.Product {
+			for _, table := range p.Layout.AppTables(t.App, false) {
+				out = append(out, p.Name+"."+table)
+			}
+		}
+	}
+	return out
 }
 
 // deletedBy finds, for a purge, the operation that deleted the tenant and
