@@ -47,7 +47,7 @@ func deliveryHelper() int {
 	cfg := testConfig()
 	// Slow enough that a kill lands mid-batch; a job left running by the
 	// dead process is rescued 3s after it started.
-	cfg.Store, cfg.Status, cfg.Email, cfg.EmailRate, cfg.EmailWorkers = st, stat, email, 200, 8
+	cfg.Store, cfg.Status, cfg.Email, cfg.EmailRate, cfg.EmailWorkers = st, stat, email, 200, helperWorkers
 	cfg.Recipients = numberedVault{}
 	cfg.JobTimeout, cfg.RescueAfter = 2*time.Second, 3*time.Second
 	svc, err := New(ctx, cfg)
@@ -60,6 +60,9 @@ func deliveryHelper() int {
 	fmt.Println("delivering")
 	select {}
 }
+
+// helperWorkers is how many mails the helper process sends at once.
+const helperWorkers = 8
 
 func startHelper(t *testing.T, statePath string, smtpPort int) *exec.Cmd {
 	t.Helper()
@@ -144,16 +147,20 @@ func killMidBatch(t *testing.T, st *state.Store, path string, mp *Mailpit, want 
 	}
 	eventually(t, 90*time.Second, "every mail sent", func() bool { return sent() >= want && unfinished() == 0 })
 	time.Sleep(time.Second) // anything late would show now
+	// Delivery is at most once: the sent record is committed before the
+	// message's last byte, so a kill in that instant loses the message
+	// (the server discards the unfinished DATA) rather than sending it
+	// twice. At most one message per worker can be caught that way.
 	to := mp.To(t)
-	if len(to) != want {
-		t.Errorf("%d recipients got mail, want %d", len(to), want)
+	if lost := want - len(to); lost < 0 || lost > helperWorkers {
+		t.Errorf("%d recipients got mail, want %d (at most %d lost to the kill)", len(to), want, helperWorkers)
 	}
 	for addr, n := range to {
 		if n != 1 {
 			t.Errorf("%s got %d copies", addr, n)
 		}
 	}
-	if total := mp.Count(t); total != want {
-		t.Errorf("mailpit holds %d mails for %d recipients", total, want)
+	if total := mp.Count(t); total != len(to) {
+		t.Errorf("mailpit holds %d mails for %d recipients: a duplicate", total, len(to))
 	}
 }
