@@ -320,7 +320,8 @@ func TestContactsVerifyThroughMailpit(t *testing.T) {
 	if ver.Contacts[0].VerifiedAt == "" {
 		t.Error("following the link did not set verified_at")
 	}
-	if c.jsonOf(&exports, "contacts", "restore", "--list"); len(exports.Exports) != n+1 {
+	// At least one export after the verification (a scheduled one may come too).
+	if c.jsonOf(&exports, "contacts", "restore", "--list"); len(exports.Exports) < n+1 {
 		t.Errorf("serve did not export the verification: %d exports, had %d", len(exports.Exports), n)
 	}
 }

@@ -80,6 +80,17 @@ func demoCmd(e *env, args []string) error {
 	_, err = a.tenants.Run(e.ctx, tenant.Request{Action: productdb.Deactivate, Target: "app:" + victims[0], Actor: "april-script", Reason: "remove insight"})
 	say("  lifeline tenants deactivate app:%s\n  refused: %v", victims[0], err)
 
+	step("3b. The same app removal as a reviewed plan")
+	var customers []string // the plan adds the company's own sites itself
+	for _, v := range victims {
+		if atoi(v) > 3 {
+			customers = append(customers, v)
+		}
+	}
+	if err := demoPlans(e, a, customers, say); err != nil {
+		return err
+	}
+
 	step("4. The proper way: deactivate → delete → undelete")
 	key := victims[1]
 	before, rows, err := demo.Digest(e.ctx, tracker.DB.SQL(), "tracker", key)

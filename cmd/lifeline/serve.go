@@ -80,7 +80,15 @@ func serve(e *env, a *app, listen string) error {
 		return err
 	}
 	defer stopContacts()
-	srv := &web.Server{Tenants: a.tenants, Ops: a.store, Auth: a.store, Registry: reg, Log: log, Status: page, Contacts: contactsWeb}
+	// Plans: /api/v1/plans and /api/v1/freeze, and the freeze and the
+	// handful limit on lifecycle actions outside plans.
+	plans, closePlans, err := newPlans(e, a)
+	if err != nil {
+		return err
+	}
+	defer closePlans()
+	srv := &web.Server{Tenants: a.tenants, Ops: a.store, Auth: a.store, Registry: reg, Log: log, Status: page, Contacts: contactsWeb,
+		Plans: &web.Plans{Service: plans, Background: e.ctx}}
 	return web.ListenAndServe(e.ctx, listen, srv.Handler(), func(addr net.Addr) {
 		fmt.Fprintf(e.stdout, "lifeline serving on http://%s/\n", addr)
 	})

@@ -139,6 +139,13 @@ func tenantsAction(e *env, act productdb.Action, args []string) error {
 		return err
 	}
 	defer a.Close()
+	// The plan service admits actions outside plans: none during a freeze,
+	// and only a handful per hour.
+	_, closePlans, err := newPlans(e, a)
+	if err != nil {
+		return err
+	}
+	defer closePlans()
 	op, err := a.tenants.Run(e.ctx, tenant.Request{Action: act, Target: pos[0], Actor: actor(e, *who), Reason: *reason})
 	if err != nil {
 		return err
