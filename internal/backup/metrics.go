@@ -15,6 +15,7 @@ type Metrics struct {
 	failures *prometheus.CounterVec
 	backlog  *prometheus.GaugeVec
 	alert    *prometheus.GaugeVec
+	slotLag  *prometheus.GaugeVec
 }
 
 // NewMetrics registers the shipper metrics on reg.
@@ -32,8 +33,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Changes waiting in the product database to be shipped."}, []string{"product"}),
 		alert: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lifeline_ship_backlog_alert",
 			Help: "1 when the backlog is over its limit: shipping is failing and the product database is holding the changes."}, []string{"product"}),
+		slotLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lifeline_capture_slot_lag_bytes",
+			Help: "WAL the PostgreSQL replication slot holds beyond what was acknowledged (the server cannot recycle it)."}, []string{"product"}),
 	}
-	reg.MustRegister(m.lag, m.changes, m.bytes, m.failures, m.backlog, m.alert)
+	reg.MustRegister(m.lag, m.changes, m.bytes, m.failures, m.backlog, m.alert, m.slotLag)
 	return m
 }
 
@@ -57,4 +60,8 @@ func (m *Metrics) health(product string, backlog int64, oldest, now time.Time, f
 		alert = 1
 	}
 	m.alert.WithLabelValues(product).Set(alert)
+}
+
+func (m *Metrics) slot(product string, bytes int64) {
+	m.slotLag.WithLabelValues(product).Set(float64(bytes))
 }

@@ -272,6 +272,11 @@ func (s *Shipper) report(ctx context.Context, shipErr error) {
 	}
 	if s.Metrics != nil {
 		s.Metrics.health(s.Product, backlog, oldest, s.Repo.Now(), shipErr != nil, backlog > s.backlogLimit())
+		if l, ok := s.Source.(capture.Lagger); ok {
+			if n, err := l.LagBytes(ctx); err == nil {
+				s.Metrics.slot(s.Product, n)
+			}
+		}
 	}
 	if err := s.Repo.recordShipper(ctx, s.Product, backlog, oldest, msg); err != nil && s.Log != nil {
 		s.Log.Warn("recording shipper status failed", "product", s.Product, "err", errors.Join(err, shipErr))
