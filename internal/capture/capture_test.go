@@ -98,7 +98,7 @@ func TestReplay(t *testing.T) {
 		}
 		x := setup(t, e, sites)
 		stop := make(chan struct{})
-		rng := rand.New(rand.NewPCG(1, uint64(len(e.name))))
+		rng := rand.New(rand.NewPCG(1, uint64(len(e.Name))))
 
 		var wg sync.WaitGroup
 		errs := make(chan error, writers)
@@ -153,7 +153,7 @@ func TestReplay(t *testing.T) {
 			quiet = 0
 			checkBatch(t, cur, b)
 			last := b.Changes[len(b.Changes)-1]
-			if e.name == "postgres" && !last.TxEnd {
+			if e.Name == "postgres" && !last.TxEnd {
 				t.Fatalf("batch ends inside transaction %d", last.Tx)
 			}
 			if !last.TxEnd && len(b.Changes) < max {
@@ -378,7 +378,7 @@ func TestKillWriter(t *testing.T) {
 		x.exec(t, "INSERT INTO notes (id, site_id, body) VALUES (1, 's001', 'before')")
 
 		childDSN := x.dsn
-		if e.name == "sqlite" {
+		if e.Name == "sqlite" {
 			childDSN = "file:" + x.base + "/product.db?_pragma=busy_timeout(20000)&_txlock=immediate"
 		}
 		cmd := exec.Command(os.Args[0], "-test.run=^TestChildWriter$", "-test.v")

@@ -39,7 +39,7 @@ func TestDrift(t *testing.T) {
 		x.exec(t, "INSERT INTO items (site_id, id, title, prio) VALUES ('s001', 2, 'b', 7)")
 		x.exec(t, "UPDATE items SET prio = 9 WHERE id = 1")
 		b, err := x.src.Read(x.ctx, cur, 100)
-		if e.name == "sqlite" {
+		if e.Name == "sqlite" {
 			if !isDrift(err) || fault.CodeOf(err) != fault.Refused {
 				t.Fatalf("read after ADD COLUMN: %v, want ErrDrift", err)
 			}
@@ -91,7 +91,7 @@ func TestDrift(t *testing.T) {
 		// A new table with the tenant column is protected by the spec, so
 		// capture must not go on without it.
 		x.exec(t, "CREATE TABLE labels (id {int} PRIMARY KEY, site_id TEXT NOT NULL, label TEXT)")
-		if e.name == "sqlite" {
+		if e.Name == "sqlite" {
 			x.exec(t, "INSERT INTO labels VALUES (1, 's000', 'made before protect')")
 		}
 		x.src.Close() // one reader per slot
@@ -107,7 +107,7 @@ func TestDrift(t *testing.T) {
 		cur = x.drain(t, src, m, cur)
 		x.same(t, m)
 
-		if e.name == "postgres" {
+		if e.Name == "postgres" {
 			// A dropped column cannot be described by the recorded shape.
 			x.exec(t, "ALTER TABLE notes DROP COLUMN data")
 			x.exec(t, "INSERT INTO notes (id, site_id, body) VALUES (1, 's000', 'x')")
@@ -139,7 +139,7 @@ func TestUnprotect(t *testing.T) {
 			}
 			return n
 		}
-		if e.name == "sqlite" {
+		if e.Name == "sqlite" {
 			if n := count(`SELECT count(*) FROM sqlite_master WHERE type = 'trigger' OR name IN ('lifeline_changes', 'lifeline_capture_shapes', 'lifeline_capture_ends')`); n != 0 {
 				t.Fatalf("%d capture objects left", n)
 			}
@@ -188,14 +188,14 @@ func TestAckBacklog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if e.name == "sqlite" && (n != 3 || time.Since(oldest) > time.Minute) || e.name == "postgres" && (n != -1 || oldest.IsZero()) {
+		if e.Name == "sqlite" && (n != 3 || time.Since(oldest) > time.Minute) || e.Name == "postgres" && (n != -1 || oldest.IsZero()) {
 			t.Fatalf("backlog %d, oldest %v", n, oldest)
 		}
 		b, err := x.src.Read(x.ctx, cur, 100)
 		if err != nil || len(b.Changes) != 3 {
 			t.Fatalf("read %d changes, %v", len(b.Changes), err)
 		}
-		if n, oldest, _ := x.src.Backlog(x.ctx, b.End); e.name == "postgres" && (n != -1 || oldest != b.Changes[0].Time) {
+		if n, oldest, _ := x.src.Backlog(x.ctx, b.End); e.Name == "postgres" && (n != -1 || oldest != b.Changes[0].Time) {
 			t.Fatalf("read but not acknowledged: backlog %d, oldest %v", n, oldest)
 		}
 		if err := x.src.Ack(x.ctx, b.End); err != nil {
@@ -207,7 +207,7 @@ func TestAckBacklog(t *testing.T) {
 		if n, oldest, err := x.src.Backlog(x.ctx, b.End); n != 0 || !oldest.IsZero() || err != nil {
 			t.Fatalf("backlog when caught up: %d, %v, %v", n, oldest, err)
 		}
-		if e.name == "sqlite" {
+		if e.Name == "sqlite" {
 			var left int
 			if err := x.raw.QueryRow("SELECT count(*) FROM lifeline_changes").Scan(&left); err != nil || left != 1 {
 				t.Fatalf("%d log rows left after Ack, %v; the newest stays", left, err)
@@ -241,7 +241,7 @@ func TestAckBacklog(t *testing.T) {
 		// acknowledged position from one confirmed because nothing was
 		// pending before it, so a new process trusts the cursor (the
 		// repository's, never behind an Ack).
-		if e.name == "sqlite" {
+		if e.Name == "sqlite" {
 			if _, err := x.open(t).Read(x.ctx, cur, 100); fault.CodeOf(err) != fault.Refused {
 				t.Fatalf("new source, read behind the acknowledgement: %v", err)
 			}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -17,60 +16,18 @@ import (
 	"lifeline/internal/change"
 	"lifeline/internal/pgtest"
 	"lifeline/internal/productdb"
+	"lifeline/internal/productdb/productdbtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// engine is what the conformance suite needs to know about one engine.
-type engine struct {
-	name string
-	// newDB creates an empty product database: its Lifeline DSN, base
-	// folder, and a plain connection the "application" writes through.
-	newDB func(t *testing.T) (dsn, base string, raw *sql.DB)
-	// types fills the {placeholders} of the shared DDL.
-	types *strings.Replacer
-}
+// engine and engines are the two real engines of every suite here.
+type engine = productdbtest.Engine
 
-var engines = []engine{
-	{
-		name: "sqlite",
-		newDB: func(t *testing.T) (string, string, *sql.DB) {
-			dir := t.TempDir()
-			path := filepath.Join(dir, "product.db")
-			raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(1)&_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_txlock=immediate")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { raw.Close() })
-			return "sqlite:product.db", dir, raw
-		},
-		types: strings.NewReplacer("{int}", "INTEGER", "{blob}", "BLOB"),
-	},
-	{
-		name: "postgres",
-		newDB: func(t *testing.T) (string, string, *sql.DB) {
-			dsn := pgtest.NewDB(t)
-			raw, err := sql.Open("pgx", dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { raw.Close() })
-			return dsn, "", raw
-		},
-		types: strings.NewReplacer("{int}", "bigint", "{blob}", "bytea"),
-	},
-}
+var engines = productdbtest.Engines
 
 // each runs fn against every engine, in parallel subtests.
-func each(t *testing.T, fn func(t *testing.T, e engine)) {
-	t.Parallel()
-	for _, e := range engines {
-		t.Run(e.name, func(t *testing.T) {
-			t.Parallel()
-			fn(t, e)
-		})
-	}
-}
+func each(t *testing.T, fn func(t *testing.T, e engine)) { productdbtest.Each(t, fn) }
 
 // env is a protected product with a Source.
 type env struct {
@@ -101,9 +58,9 @@ var productSeq atomic.Int64
 // cluster-wide.
 func setup(t *testing.T, e engine, nSites int) *env {
 	t.Helper()
-	dsn, base, raw := e.newDB(t)
+	dsn, base, raw := e.NewDB(t)
 	x := &env{e: e, ctx: context.Background(), raw: raw, dsn: dsn, base: base,
-		product: fmt.Sprintf("p%d_%s", productSeq.Add(1), e.name)}
+		product: fmt.Sprintf("p%d_%s", productSeq.Add(1), e.Name)}
 	x.exec(t, sampleDDL)
 	for i := range nSites {
 		x.exec(t, "INSERT INTO sites (id, name) VALUES ($1, $2)", siteKey(i), fmt.Sprintf("Site %d ✓", i))
@@ -155,7 +112,7 @@ func (x *env) open(t *testing.T) Source {
 // exec runs ;-separated statements (type placeholders filled).
 func (x *env) exec(t *testing.T, script string, args ...any) {
 	t.Helper()
-	for _, stmt := range strings.Split(x.e.types.Replace(script), ";\n") {
+	for _, stmt := range strings.Split(x.e.Types.Replace(script), ";\n") {
 		if strings.TrimSpace(stmt) == "" {
 			continue
 		}
@@ -256,7 +213,7 @@ func (x *env) live(t *testing.T, tab *change.Table) map[string][]change.Value {
 	}
 	defer tx.Rollback()
 	st := &stream{t: tab, conv: sqliteValue}
-	if x.e.name == "postgres" {
+	if x.e.Name == "postgres" {
 		st.conv = pgValue
 		for k, v := range pgTextSettings {
 			if _, err := tx.Exec("SET LOCAL " + k + " = '" + v + "'"); err != nil {

@@ -69,7 +69,7 @@ func TestDrift(t *testing.T) {
 		}
 		x.exec(t, "ALTER TABLE issues ADD COLUMN priority {int}")
 		x.exec(t, "CREATE TABLE audit_log (id {id}, site_id {int}, what TEXT)")
-		if e.name == "postgres" {
+		if e.Name == "postgres" {
 			x.exec(t, "ALTER TABLE pages DROP CONSTRAINT pages_pkey;\nALTER TABLE pages ADD PRIMARY KEY (id, rev)")
 		} else {
 			x.exec(t, "CREATE TABLE pages2 (id INTEGER NOT NULL, rev INTEGER NOT NULL, body TEXT, PRIMARY KEY (id, rev));\nDROP TABLE pages;\nALTER TABLE pages2 RENAME TO pages")
@@ -102,7 +102,7 @@ func TestProtectIdempotent(t *testing.T) {
 		x := setup(t, e)
 		objects := func() []string {
 			q := `SELECT type || ' ' || name || ' ' || coalesce(sql, '') FROM sqlite_master WHERE name LIKE 'lifeline%' ORDER BY name`
-			if e.name == "postgres" {
+			if e.Name == "postgres" {
 				q = `SELECT c.relname || ' ' || pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname LIKE 'lifeline%'
 				UNION ALL SELECT p.proname || ' ' || p.prosrc FROM pg_proc p WHERE p.pronamespace = 'lifeline'::regnamespace
 				UNION ALL SELECT 'table ' || c.relname FROM pg_class c WHERE c.relnamespace = 'lifeline'::regnamespace
@@ -140,7 +140,7 @@ func TestProtectIdempotent(t *testing.T) {
 		if n := x.count(t, "SELECT count(*) FROM comments WHERE site_id = 4"); n != 18 {
 			t.Fatalf("tenant 4 has %d comments after undelete, want 18", n)
 		}
-		if on, err := x.db.DropGuard(x.ctx); err != nil || on != (e.name == "postgres") {
+		if on, err := x.db.DropGuard(x.ctx); err != nil || on != (e.Name == "postgres") {
 			t.Errorf("DropGuard = %v, %v", on, err)
 		}
 	})
@@ -286,7 +286,7 @@ func TestAppDelete(t *testing.T) {
 func TestUndeleteExact(t *testing.T) {
 	each(t, func(t *testing.T, e engine) {
 		x := setup(t, e)
-		if e.name == "postgres" {
+		if e.Name == "postgres" {
 			x.exec(t, `CREATE TABLE kitchen (id bigint PRIMARY KEY, site_id bigint NOT NULL REFERENCES sites(id),
 				i8 bigint, i4 integer, i2 smallint, f8 double precision, f4 real, b bytea, t text, vc varchar(20), ch char(5),
 				j json, jb jsonb, ts timestamptz, tsn timestamp, d date, tm time, num numeric(38,10), numu numeric,
@@ -333,7 +333,7 @@ func TestUndeleteExact(t *testing.T) {
 		}
 		x.l = x.protect(t, sampleSpec())
 		tables := append([]string{"kitchen"}, x.l.Tables...)
-		if e.name == "sqlite" {
+		if e.Name == "sqlite" {
 			tables = append(tables, "strictk")
 		}
 		before := map[string][]string{}
@@ -353,7 +353,7 @@ func TestUndeleteExact(t *testing.T) {
 				t.Errorf("table %s not restored exactly:\nbefore %q\nafter  %q", table, before[table], got)
 			}
 		}
-		if e.name == "postgres" {
+		if e.Name == "postgres" {
 			// The identity sequence was not disturbed by inserting stored values.
 			if _, err := x.raw.Exec(`INSERT INTO kitchen (id, site_id) VALUES (6, 1)`); err != nil {
 				t.Fatal(err)
@@ -364,7 +364,7 @@ func TestUndeleteExact(t *testing.T) {
 
 func TestTextKeys(t *testing.T) {
 	each(t, func(t *testing.T, e engine) {
-		dsn, base, raw := e.newDB(t)
+		dsn, base, raw := e.NewDB(t)
 		x := &env{e: e, ctx: t.Context(), raw: raw}
 		x.exec(t, `CREATE TABLE orgs (slug TEXT PRIMARY KEY, title TEXT);
 CREATE TABLE docs (id {id}, org TEXT NOT NULL REFERENCES orgs(slug), body TEXT);
@@ -422,7 +422,7 @@ func TestGuards(t *testing.T) {
 		// The root row cannot go, through this pool or a new plain connection.
 		_, err := x.raw.Exec("DELETE FROM sites WHERE id = 1")
 		refused(t, err, "root row", "lifeline tenants delete site:", "sites")
-		if e.name == "postgres" {
+		if e.Name == "postgres" {
 			refused(t, err, "tenant 1", "site:1")
 		}
 		_, err = x.raw.Exec("UPDATE sites SET id = 77 WHERE id = 1")
@@ -533,7 +533,7 @@ INSERT INTO comments (id, site_id, issue_id, parent_id, body) SELECT 900000 + n,
 			t.Fatalf("%d comments of tenant 9 after undelete", n)
 		}
 		sameDump(t, "uninvolved tenants", other, x.dumpAll(t, "site_id NOT IN (9, 1)"))
-		t.Logf("%s: delete+undelete of %d rows took %v while other tenants ran %d queries", e.name, big+18+35, took, ops.Load())
+		t.Logf("%s: delete+undelete of %d rows took %v while other tenants ran %d queries", e.Name, big+18+35, took, ops.Load())
 		if ops.Load() == 0 {
 			t.Error("other tenants made no progress")
 		}

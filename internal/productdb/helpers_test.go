@@ -15,60 +15,18 @@ import (
 
 	"lifeline/internal/fault"
 	"lifeline/internal/pgtest"
+	"lifeline/internal/productdb/productdbtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// engine is what the conformance suite needs to know about one engine.
-type engine struct {
-	name string
-	// newDB creates an empty product database and returns its Lifeline
-	// DSN, the base folder and a plain connection to it.
-	newDB func(t *testing.T) (dsn, base string, raw *sql.DB)
-	// types fills the {placeholders} of the shared DDL.
-	types *strings.Replacer
-}
+// engine and engines are the two real engines of every suite here.
+type engine = productdbtest.Engine
 
-var engines = []engine{
-	{
-		name: "sqlite",
-		newDB: func(t *testing.T) (string, string, *sql.DB) {
-			dir := t.TempDir()
-			path := filepath.Join(dir, "product.db")
-			raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { raw.Close() })
-			return "sqlite:product.db", dir, raw
-		},
-		types: strings.NewReplacer("{id}", "INTEGER PRIMARY KEY", "{int}", "INTEGER", "{blob}", "BLOB"),
-	},
-	{
-		name: "postgres",
-		newDB: func(t *testing.T) (string, string, *sql.DB) {
-			dsn := pgtest.NewDB(t)
-			raw, err := sql.Open("pgx", dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { raw.Close() })
-			return dsn, "", raw
-		},
-		types: strings.NewReplacer("{id}", "bigint PRIMARY KEY", "{int}", "bigint", "{blob}", "bytea"),
-	},
-}
+var engines = productdbtest.Engines
 
 // each runs fn against every engine, in parallel subtests.
-func each(t *testing.T, fn func(t *testing.T, e engine)) {
-	t.Parallel()
-	for _, e := range engines {
-		t.Run(e.name, func(t *testing.T) {
-			t.Parallel()
-			fn(t, e)
-		})
-	}
-}
+func each(t *testing.T, fn func(t *testing.T, e engine)) { productdbtest.Each(t, fn) }
 
 // env is a protected sample product.
 type env struct {
@@ -120,7 +78,7 @@ func sampleSpec() Spec {
 // setup builds the sample product with tenants 1..5, opens and protects it.
 func setup(t *testing.T, e engine) *env {
 	t.Helper()
-	dsn, base, raw := e.newDB(t)
+	dsn, base, raw := e.NewDB(t)
 	x := &env{e: e, ctx: context.Background(), raw: raw, dsn: dsn, base: base}
 	x.exec(t, sampleDDL)
 	x.seed(t, 1, 2, 3, 4, 5)
@@ -137,7 +95,7 @@ func setup(t *testing.T, e engine) *env {
 // exec runs ;-separated DDL/DML (with the type placeholders filled).
 func (x *env) exec(t *testing.T, script string, args ...any) {
 	t.Helper()
-	for _, stmt := range strings.Split(x.e.types.Replace(script), ";\n") {
+	for _, stmt := range strings.Split(x.e.Types.Replace(script), ";\n") {
 		if strings.TrimSpace(stmt) == "" {
 			continue
 		}
@@ -238,7 +196,7 @@ func (x *env) dump(t *testing.T, table, where string) []string {
 	if where == "" {
 		where = "1=1"
 	}
-	if x.e.name == "postgres" {
+	if x.e.Name == "postgres" {
 		out, err := queryStrings(x.ctx, x.raw, "SELECT r::text FROM "+qi(table)+" r WHERE "+where+" ORDER BY 1")
 		if err != nil {
 			t.Fatal(err)
@@ -369,7 +327,7 @@ func (x *env) freshConn(t *testing.T) *sql.DB {
 	t.Helper()
 	dsn := x.dsn
 	driver := "pgx"
-	if x.e.name == "sqlite" {
+	if x.e.Name == "sqlite" {
 		driver, dsn = "sqlite", filepath.Join(x.base, strings.TrimPrefix(x.dsn, "sqlite:"))
 	}
 	db, err := sql.Open(driver, dsn)

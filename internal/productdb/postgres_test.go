@@ -86,7 +86,7 @@ func TestPostgresGuards(t *testing.T) {
 func TestPostgresWithoutSuperuser(t *testing.T) {
 	t.Parallel()
 	e := engines[1]
-	e.newDB = func(t *testing.T) (string, string, *sql.DB) {
+	e.NewDB = func(t *testing.T) (string, string, *sql.DB) {
 		admin := pgtest.NewDB(t)
 		u, err := url.Parse(admin)
 		if err != nil {

@@ -193,7 +193,7 @@ func TestRestoreMismatchRollsBack(t *testing.T) {
 		forged := image{"comments": append([][]change.Value(nil), img["comments"]...)}
 		row := append([]change.Value(nil), forged["comments"][0]...)
 		row[4] = change.Value{Kind: change.Text, Bytes: []byte("forged")}
-		if e.name == "postgres" {
+		if e.Name == "postgres" {
 			row[4].Kind = change.PG
 		}
 		forged["comments"][0] = row
