@@ -44,7 +44,7 @@ func (r *runner) gate(ctx context.Context, p *Plan) (halt bool, err error) {
 	switch g.Result {
 	case Fail:
 		note := fmt.Sprintf("aborted: the gate after wave %d failed (%s); `lifeline plan rollback %s` undoes what ran", p.Wave, failing(g, Fail), p.ID)
-		return true, r.s.transition(ctx, p, "lifeline", "abort", Aborted, []Status{Running}, map[string]any{"note": note}, detail)
+		return true, r.s.transition(ctx, p, "lifeline", "abort", Aborted, []Status{Running}, released(map[string]any{"note": note}), detail)
 	case Inconclusive:
 		note := fmt.Sprintf("paused: the gate after wave %d is inconclusive (%s); `lifeline plan promote %s` passes it, `lifeline plan abort %s` ends the plan",
 			p.Wave, failing(g, Inconclusive), p.ID, p.ID)

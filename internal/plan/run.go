@@ -193,6 +193,14 @@ func (r *runner) run(ctx context.Context) (*Plan, error) {
 	}
 }
 
+// released adds the lease's release to a runner's own transition out of
+// Running, so nobody sees the plan stopped while its lease still holds it
+// (a rollback right after "done" would otherwise be refused as running).
+func released(set map[string]any) map[string]any {
+	set["runner"], set["lease_until"] = "", int64(0)
+	return set
+}
+
 // finish releases the lease and returns the plan as it is.
 func (r *runner) finish(ctx context.Context, err error) (*Plan, error) {
 	bg := context.WithoutCancel(ctx)
@@ -239,22 +247,24 @@ func (r *runner) control(ctx context.Context, p *Plan) (halt bool, err error) {
 	if err != nil {
 		return true, err
 	}
-	if err := r.fenced(cur); err != nil {
-		return true, err
-	}
+	// A plan no longer running has stopped for a reason its status gives
+	// (this runner's own last transition released the lease with it).
 	if cur.Status != Running {
 		return true, nil
+	}
+	if err := r.fenced(cur); err != nil {
+		return true, err
 	}
 	if f, err := r.s.frozen(ctx); err != nil {
 		return true, err
 	} else if f != nil {
 		note := fmt.Sprintf("paused by the freeze of %s (%s): `lifeline freeze off`, then `lifeline plan resume %s`", f.Actor, f.Reason, r.id)
-		return true, r.s.transition(ctx, cur, "lifeline", "pause", Paused, []Status{Running}, map[string]any{"note": note}, map[string]any{"why": "freeze"})
+		return true, r.s.transition(ctx, cur, "lifeline", "pause", Paused, []Status{Running}, released(map[string]any{"note": note}), map[string]any{"why": "freeze"})
 	}
 	waiting := cur.Phase == phaseGate || cur.Phase == phasePromote
 	if dl := cur.Spec.Deadline.D(); dl > 0 && !waiting && r.s.now().Sub(cur.lastProgress) > dl {
 		note := fmt.Sprintf("aborted: no progress for more than its deadline of %s; `lifeline plan rollback %s` undoes what ran", dl, r.id)
-		return true, r.s.transition(ctx, cur, "lifeline", "abort", Aborted, []Status{Running}, map[string]any{"note": note}, map[string]any{"why": "progress deadline"})
+		return true, r.s.transition(ctx, cur, "lifeline", "abort", Aborted, []Status{Running}, released(map[string]any{"note": note}), map[string]any{"why": "progress deadline"})
 	}
 	return false, nil
 }
@@ -638,7 +648,7 @@ func (r *runner) waveDone(ctx context.Context, p *Plan) error {
 		}
 		pr := cur.Progress
 		note := fmt.Sprintf("%d done, %d failed, %d skipped", pr.Done, pr.Failed, pr.Skipped)
-		return r.s.transition(ctx, cur, r.actor.Name, "done", Done, []Status{Running}, map[string]any{"note": note, "phase": ""}, nil)
+		return r.s.transition(ctx, cur, r.actor.Name, "done", Done, []Status{Running}, released(map[string]any{"note": note, "phase": ""}), nil)
 	}
 	if size == 0 {
 		return r.nextWave(ctx, p)
