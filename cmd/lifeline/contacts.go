@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -177,27 +178,58 @@ func backupVault(e *env, v *vault) {
 	}
 }
 
-func contactsSync(e *env, args []string) error {
-	fs := flags(e, "contacts sync")
-	asJSON := jsonFlag(fs)
-	confirm := fs.Bool("confirm", false, "allow removing more than vault.max_removal of a source's contacts")
-	dry := fs.Bool("dry-run", false, "report what would change, change nothing")
-	actorFlag := fs.String("actor", "", "who is syncing (default $LIFELINE_ACTOR or user@host)")
-	if pos, err := parse(fs, args); err != nil {
-		return err
-	} else if len(pos) > 0 {
-		return usageErr("usage: lifeline contacts sync [--confirm] [--dry-run] [--json]")
+// vaultCommand is what every contacts subcommand shares: its flags with
+// --json and --actor, and the vault it opens once its arguments check out.
+type vaultCommand struct {
+	*flag.FlagSet
+	json  *bool
+	actor *string
+}
+
+func newVaultCommand(e *env, name, actorDoc string) *vaultCommand {
+	fs := flags(e, "contacts "+name)
+	return &vaultCommand{FlagSet: fs, json: jsonFlag(fs), actor: fs.String("actor", "", actorDoc)}
+}
+
+// open parses args, refuses them with usage unless valid accepts the
+// positionals, and opens the vault (with the product databases when
+// products is set). The caller closes the vault.
+func (c *vaultCommand) open(e *env, args []string, products bool, usage string, valid func(pos []string) bool) (*vault, []string, error) {
+	pos, err := parse(c.FlagSet, args)
+	if err != nil {
+		return nil, nil, err
 	}
-	v, err := openVault(e, true)
+	if !valid(pos) {
+		return nil, nil, usageErr("%s", usage)
+	}
+	v, err := openVault(e, products)
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, pos, nil
+}
+
+// who is the actor recorded for this command.
+func (c *vaultCommand) who(e *env) string { return actor(e, *c.actor) }
+
+func noArgs(pos []string) bool   { return len(pos) == 0 }
+func oneArg(pos []string) bool   { return len(pos) == 1 }
+func someArgs(pos []string) bool { return len(pos) > 0 }
+
+func contactsSync(e *env, args []string) error {
+	c := newVaultCommand(e, "sync", "who is syncing (default $LIFELINE_ACTOR or user@host)")
+	confirm := c.Bool("confirm", false, "allow removing more than vault.max_removal of a source's contacts")
+	dry := c.Bool("dry-run", false, "report what would change, change nothing")
+	v, _, err := c.open(e, args, true, "usage: lifeline contacts sync [--confirm] [--dry-run] [--json]", noArgs)
 	if err != nil {
 		return err
 	}
 	defer v.Close()
-	res, syncErr := v.svc.Sync(e.ctx, contactSources(v.app), contacts.SyncOptions{Actor: actor(e, *actorFlag), Confirm: *confirm, DryRun: *dry})
+	res, syncErr := v.svc.Sync(e.ctx, contactSources(v.app), contacts.SyncOptions{Actor: c.who(e), Confirm: *confirm, DryRun: *dry})
 	if !*dry {
 		backupVault(e, v)
 	}
-	if *asJSON {
+	if *c.json {
 		if err := printJSON(e.stdout, map[string]any{"sources": res}); err != nil {
 			return err
 		}
@@ -225,35 +257,26 @@ func printChanges(e *env, list []*contacts.Changes) {
 }
 
 func contactsImport(e *env, args []string) error {
-	fs := flags(e, "contacts import")
-	asJSON := jsonFlag(fs)
-	dry := fs.Bool("dry-run", false, "check the file and report what would change, change nothing")
-	actorFlag := fs.String("actor", "", "who is importing (default $LIFELINE_ACTOR or user@host)")
-	pos, err := parse(fs, args)
+	c := newVaultCommand(e, "import", "who is importing (default $LIFELINE_ACTOR or user@host)")
+	dry := c.Bool("dry-run", false, "check the file and report what would change, change nothing")
+	v, pos, err := c.open(e, args, false, "usage: lifeline contacts import FILE.csv [--dry-run] [--json]; the header may name "+strings.Join(contacts.ImportColumns, ","), oneArg)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return usageErr("usage: lifeline contacts import FILE.csv [--dry-run] [--json]; the header may name %s", strings.Join(contacts.ImportColumns, ","))
-	}
+	defer v.Close()
 	f, err := os.Open(pos[0])
 	if err != nil {
 		return fault.Wrap(err, fault.Invalid, "give the path of a CSV file", "cannot read %s", pos[0])
 	}
 	defer f.Close()
-	v, err := openVault(e, false)
-	if err != nil {
-		return err
-	}
-	defer v.Close()
-	ch, err := v.svc.ImportCSV(e.ctx, f, contacts.ImportOptions{Actor: actor(e, *actorFlag), Source: "import:" + filepath.Base(pos[0]), DryRun: *dry})
+	ch, err := v.svc.ImportCSV(e.ctx, f, contacts.ImportOptions{Actor: c.who(e), Source: "import:" + filepath.Base(pos[0]), DryRun: *dry})
 	if err != nil {
 		return err
 	}
 	if !*dry {
 		backupVault(e, v)
 	}
-	if *asJSON {
+	if *c.json {
 		return printJSON(e.stdout, ch)
 	}
 	printChanges(e, []*contacts.Changes{ch})
@@ -261,26 +284,17 @@ func contactsImport(e *env, args []string) error {
 }
 
 func contactsLookup(e *env, args []string) error {
-	fs := flags(e, "contacts lookup")
-	asJSON := jsonFlag(fs)
-	actorFlag := fs.String("actor", "", "who is looking (recorded in the audit log)")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageErr("usage: lifeline contacts lookup EMAIL|@DOMAIN [--json]")
-	}
-	v, err := openVault(e, false)
+	c := newVaultCommand(e, "lookup", "who is looking (recorded in the audit log)")
+	v, pos, err := c.open(e, args, false, "usage: lifeline contacts lookup EMAIL|@DOMAIN [--json]", oneArg)
 	if err != nil {
 		return err
 	}
 	defer v.Close()
-	res, err := v.svc.Lookup(e.ctx, pos[0], actor(e, *actorFlag))
+	res, err := v.svc.Lookup(e.ctx, pos[0], c.who(e))
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if *c.json {
 		return printJSON(e.stdout, res)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -340,27 +354,18 @@ func tenantStates(t contacts.Tenant) string {
 }
 
 func contactsFor(e *env, args []string) error {
-	fs := flags(e, "contacts for")
-	asJSON := jsonFlag(fs)
-	all := fs.Bool("all", false, "include contacts whose links were removed")
-	actorFlag := fs.String("actor", "", "who is asking (recorded in the audit log)")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageErr("usage: lifeline contacts for site:KEY [--all] [--json]")
-	}
-	v, err := openVault(e, false)
+	c := newVaultCommand(e, "for", "who is asking (recorded in the audit log)")
+	all := c.Bool("all", false, "include contacts whose links were removed")
+	v, pos, err := c.open(e, args, false, "usage: lifeline contacts for site:KEY [--all] [--json]", oneArg)
 	if err != nil {
 		return err
 	}
 	defer v.Close()
-	res, err := v.svc.For(e.ctx, pos[0], actor(e, *actorFlag), *all)
+	res, err := v.svc.For(e.ctx, pos[0], c.who(e), *all)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if *c.json {
 		return printJSON(e.stdout, res)
 	}
 	fmt.Fprintf(e.stdout, "site:%s  %s  %s\n", res.Tenant.Key, orDash(res.Tenant.Name), tenantStates(res.Tenant))
@@ -373,19 +378,11 @@ func contactsFor(e *env, args []string) error {
 }
 
 func contactsVerify(e *env, args []string) error {
-	fs := flags(e, "contacts verify")
-	asJSON := jsonFlag(fs)
-	staleOnly := fs.Bool("stale", false, "write to every contact not verified within vault.stale_after")
-	dry := fs.Bool("dry-run", false, "list whom it would write to, send nothing")
-	actorFlag := fs.String("actor", "", "who is sending (default $LIFELINE_ACTOR or user@host)")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if !*staleOnly && len(pos) == 0 {
-		return usageErr("usage: lifeline contacts verify --stale | EMAIL… [--dry-run] [--json]")
-	}
-	v, err := openVault(e, false)
+	c := newVaultCommand(e, "verify", "who is sending (default $LIFELINE_ACTOR or user@host)")
+	staleOnly := c.Bool("stale", false, "write to every contact not verified within vault.stale_after")
+	dry := c.Bool("dry-run", false, "list whom it would write to, send nothing")
+	v, pos, err := c.open(e, args, false, "usage: lifeline contacts verify --stale | EMAIL… [--dry-run] [--json]",
+		func(pos []string) bool { return *staleOnly || someArgs(pos) })
 	if err != nil {
 		return err
 	}
@@ -394,14 +391,14 @@ func contactsVerify(e *env, args []string) error {
 		return fault.New(fault.Refused, "configure smtp: in lifeline.yaml (the mail server notices use), or try --dry-run",
 			"no mail server is configured, so no verification email can be sent")
 	}
-	res, err := v.svc.SendVerifications(e.ctx, contacts.VerifyOptions{Actor: actor(e, *actorFlag), Stale: *staleOnly, Emails: pos, DryRun: *dry})
+	res, err := v.svc.SendVerifications(e.ctx, contacts.VerifyOptions{Actor: c.who(e), Stale: *staleOnly, Emails: pos, DryRun: *dry})
 	if err != nil {
 		return err
 	}
 	if !*dry {
 		backupVault(e, v)
 	}
-	if *asJSON {
+	if *c.json {
 		return printJSON(e.stdout, res)
 	}
 	verb := "sent"
@@ -419,22 +416,17 @@ func contactsVerify(e *env, args []string) error {
 }
 
 func contactsReport(e *env, args []string) error {
-	fs := flags(e, "contacts report")
-	asJSON := jsonFlag(fs)
-	actorFlag := fs.String("actor", "", "who is asking (recorded in the audit log)")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	v, err := openVault(e, false)
+	c := newVaultCommand(e, "report", "who is asking (recorded in the audit log)")
+	v, _, err := c.open(e, args, false, "usage: lifeline contacts report [--json]", noArgs)
 	if err != nil {
 		return err
 	}
 	defer v.Close()
-	rep, err := v.svc.Report(e.ctx, actor(e, *actorFlag))
+	rep, err := v.svc.Report(e.ctx, c.who(e))
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if *c.json {
 		return printJSON(e.stdout, rep)
 	}
 	fmt.Fprintf(e.stdout, "tenants reachable: %d of %d (%.1f%%)\n", rep.Reachable, rep.Tenants, 100*rep.ReachableShare)
@@ -454,28 +446,19 @@ func contactsReport(e *env, args []string) error {
 }
 
 func contactsErase(e *env, args []string) error {
-	fs := flags(e, "contacts erase")
-	asJSON := jsonFlag(fs)
-	reason := fs.String("reason", "", "why (the request's reference); required, goes into the erasure ledger")
-	actorFlag := fs.String("actor", "", "who is erasing (default $LIFELINE_ACTOR or user@host)")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageErr(`usage: lifeline contacts erase EMAIL --reason "why"`)
-	}
-	v, err := openVault(e, false)
+	c := newVaultCommand(e, "erase", "who is erasing (default $LIFELINE_ACTOR or user@host)")
+	reason := c.String("reason", "", "why (the request's reference); required, goes into the erasure ledger")
+	v, pos, err := c.open(e, args, false, `usage: lifeline contacts erase EMAIL --reason "why"`, oneArg)
 	if err != nil {
 		return err
 	}
 	defer v.Close()
-	res, err := v.svc.Erase(e.ctx, pos[0], *reason, actor(e, *actorFlag))
+	res, err := v.svc.Erase(e.ctx, pos[0], *reason, c.who(e))
 	if err != nil {
 		return err
 	}
 	backupVault(e, v)
-	if *asJSON {
+	if *c.json {
 		return printJSON(e.stdout, res)
 	}
 	where := "was not in the vault; the erasure is recorded so that it stays out"
@@ -487,19 +470,12 @@ func contactsErase(e *env, args []string) error {
 }
 
 func contactsRestore(e *env, args []string) error {
-	fs := flags(e, "contacts restore")
-	asJSON := jsonFlag(fs)
-	from := fs.String("from", "", "the export to restore (default: the newest); see --list")
-	list := fs.Bool("list", false, "list the exports in the backup repository")
-	dry := fs.Bool("dry-run", false, "read and check the export, change nothing")
-	fresh := fs.Bool("fresh", false, "restore nothing: start an empty vault although older exports exist")
-	actorFlag := fs.String("actor", "", "who is restoring (default $LIFELINE_ACTOR or user@host)")
-	if pos, err := parse(fs, args); err != nil {
-		return err
-	} else if len(pos) > 0 {
-		return usageErr("usage: lifeline contacts restore [--from KEY] [--list] [--dry-run] [--fresh] [--json]")
-	}
-	v, err := openVault(e, false)
+	c := newVaultCommand(e, "restore", "who is restoring (default $LIFELINE_ACTOR or user@host)")
+	from := c.String("from", "", "the export to restore (default: the newest); see --list")
+	list := c.Bool("list", false, "list the exports in the backup repository")
+	dry := c.Bool("dry-run", false, "read and check the export, change nothing")
+	fresh := c.Bool("fresh", false, "restore nothing: start an empty vault although older exports exist")
+	v, _, err := c.open(e, args, false, "usage: lifeline contacts restore [--from KEY] [--list] [--dry-run] [--fresh] [--json]", noArgs)
 	if err != nil {
 		return err
 	}
@@ -509,7 +485,7 @@ func contactsRestore(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		if *asJSON {
+		if *c.json {
 			return printJSON(e.stdout, map[string]any{"exports": exports})
 		}
 		for _, x := range exports {
@@ -517,14 +493,14 @@ func contactsRestore(e *env, args []string) error {
 		}
 		return nil
 	}
-	res, err := v.svc.Restore(e.ctx, contacts.RestoreOptions{Actor: actor(e, *actorFlag), From: *from, DryRun: *dry, Fresh: *fresh})
+	res, err := v.svc.Restore(e.ctx, contacts.RestoreOptions{Actor: c.who(e), From: *from, DryRun: *dry, Fresh: *fresh})
 	if err != nil {
 		return err
 	}
 	if !*dry {
 		backupVault(e, v)
 	}
-	if *asJSON {
+	if *c.json {
 		return printJSON(e.stdout, res)
 	}
 	switch {
