@@ -25,7 +25,7 @@ type CreateRequest struct {
 	Targets   []string `json:"targets"`
 	Reason    string   `json:"reason"`
 	Requester string   `json:"-"` // from the token or --actor, never from the body
-	// Waves, Bake and Deadline default to the config's.
+	// Waves, Bake, Deadline and MaxFailedShare (when 0) default to the config's.
 	Waves          []string   `json:"waves,omitempty"`
 	Bake           *Duration  `json:"bake,omitempty"`
 	Deadline       *Duration  `json:"deadline,omitempty"`
@@ -206,6 +206,9 @@ func (s *Service) checkRequest(req *CreateRequest) (Spec, error) {
 		Bake: Duration(cfg.Bake), Deadline: Duration(cfg.Deadline)}
 	if len(spec.Waves) == 0 {
 		spec.Waves = cfg.Waves
+	}
+	if spec.MaxFailedShare == 0 {
+		spec.MaxFailedShare = cfg.MaxFailedShare
 	}
 	if _, err := parseWaves(spec.Waves); err != nil {
 		return Spec{}, err
