@@ -245,9 +245,11 @@ type Config struct {
 	Handful       int
 	HandfulWindow time.Duration
 	// Internal finds the company's own tenants, which run first (wave 0).
-	// Default: in every product whose tenants table has an integer column
-	// named "internal", the tenants where it is not 0.
-	Internal []InternalQuery
+	// Without queries: in every product whose tenants table has the
+	// integer column InternalColumn (default "internal"), the tenants where
+	// it is not 0.
+	Internal       []InternalQuery
+	InternalColumn string
 	// Waves, Bake and Deadline are the defaults of `plan create`
 	// (internal,1%,10%,100%; 10m; 1h).
 	Waves    []string
@@ -298,6 +300,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Deadline <= 0 {
 		c.Deadline = time.Hour
+	}
+	if c.InternalColumn == "" {
+		c.InternalColumn = "internal"
 	}
 	if c.CheckTimeout <= 0 {
 		c.CheckTimeout = 10 * time.Second

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"lifeline/internal/fault"
+	"lifeline/internal/plan/waves"
 	"lifeline/internal/productdb"
 	"lifeline/internal/state"
 	"lifeline/internal/tenant"
@@ -210,7 +211,7 @@ func (s *Service) checkRequest(req *CreateRequest) (Spec, error) {
 	if spec.MaxFailedShare == 0 {
 		spec.MaxFailedShare = cfg.MaxFailedShare
 	}
-	if _, err := parseWaves(spec.Waves); err != nil {
+	if _, err := waves.Parse(spec.Waves); err != nil {
 		return Spec{}, err
 	}
 	if req.Bake != nil {
