@@ -82,9 +82,10 @@ func (s *Service) insert(ctx context.Context, p *Plan) error {
 }
 
 // saveReport records a validation: the report, its hash, the role it
-// needs, and the targets with their waves, replacing earlier ones. It only
-// succeeds while the plan has status from (no step has run).
-func (s *Service) saveReport(ctx context.Context, p *Plan, rep *Report, to Status, from ...Status) error {
+// needs, and the targets with their waves, replacing earlier ones, with
+// its audit entry and events in the same transaction. It only succeeds
+// while the plan has status from (no step has run).
+func (s *Service) saveReport(ctx context.Context, p *Plan, rep *Report, audit state.AuditEntry, to Status, from ...Status) error {
 	raw, err := json.Marshal(rep)
 	if err != nil {
 		return err
@@ -114,7 +115,11 @@ func (s *Service) saveReport(ctx context.Context, p *Plan, rep *Report, to Statu
 				return fmt.Errorf("plan: save targets: %w", err)
 			}
 		}
-		return nil
+		if err := s.recordEvent(ctx, tx, p.ID); err != nil {
+			return err
+		}
+		_, err = s.store().AppendAuditTx(ctx, tx, audit)
+		return err
 	})
 }
 
