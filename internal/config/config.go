@@ -353,12 +353,8 @@ func (c *Config) validate() error {
 		return err
 	}
 	for i, ct := range c.Contacts {
-		at := fmt.Sprintf("contacts[%d]", i)
-		if !seen[ct.Product] {
-			return bad(at+".product", ct.Product, "name one of the products listed under products:")
-		}
-		if strings.TrimSpace(ct.Query) == "" {
-			return bad(at+".query", "", "give a query that returns tenant, email, name and role columns")
+		if err := checkQuery(fmt.Sprintf("contacts[%d]", i), seen, ct.Product, ct.Query, "give a query that returns tenant, email, name and role columns"); err != nil {
+			return err
 		}
 	}
 	return c.Vault.validate()

@@ -81,16 +81,11 @@ func (s *FailShare) UnmarshalYAML(n *yaml.Node) error {
 }
 
 func parseFailShare(text string) (float64, error) {
-	t := strings.TrimSpace(text)
-	div := 1.0
-	if p, ok := strings.CutSuffix(t, "%"); ok {
-		t, div = strings.TrimSpace(p), 100
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v < 0 || v/div >= 1 {
+	v, err := parseFraction(text)
+	if err != nil || v < 0 || v >= 1 {
 		return 0, fault.New(fault.Invalid, `write a share below 100% like "5%" or 0.05, or 0 for none`, "%q is not a share from 0 to below 1", text)
 	}
-	return v / div, nil
+	return v, nil
 }
 
 func (p Plans) validate(products map[string]bool) error {
@@ -108,12 +103,9 @@ func (p Plans) validate(products map[string]bool) error {
 		return bad("plans.internal.column", in.Column, "name a column of the tenants tables (letters, digits and _), such as internal")
 	}
 	for i, q := range in.Queries {
-		at := fmt.Sprintf("plans.internal.queries[%d]", i)
-		if !products[q.Product] {
-			return bad(at+".product", q.Product, "name one of the products listed under products:")
-		}
-		if strings.TrimSpace(q.Query) == "" {
-			return bad(at+".query", "", "give a query whose first column is the keys of the product's internal tenants")
+		if err := checkQuery(fmt.Sprintf("plans.internal.queries[%d]", i), products, q.Product, q.Query,
+			"give a query whose first column is the keys of the product's internal tenants"); err != nil {
+			return err
 		}
 	}
 	if len(p.Waves) > 0 {
@@ -130,6 +122,18 @@ func (p Plans) validate(products map[string]bool) error {
 		if err := checkURL(fmt.Sprintf("plans.events[%d]", i), u); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkQuery checks a {product, query} entry: a listed product and a
+// query; fix says what the query must return.
+func checkQuery(at string, products map[string]bool, product, query, fix string) error {
+	if !products[product] {
+		return bad(at+".product", product, "name one of the products listed under products:")
+	}
+	if strings.TrimSpace(query) == "" {
+		return bad(at+".query", "", fix)
 	}
 	return nil
 }

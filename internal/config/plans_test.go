@@ -2,11 +2,8 @@ package config
 
 import (
 	"slices"
-	"strings"
 	"testing"
 	"time"
-
-	"lifeline/internal/fault"
 )
 
 func TestPlansSection(t *testing.T) {
@@ -64,19 +61,7 @@ func TestPlansErrorsNameKeyValueAndFix(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(good+tc.yaml), "/tmp")
-			if err == nil {
-				t.Fatal("accepted a bad config")
-			}
-			if fault.CodeOf(err) != fault.Invalid || fault.ExitStatus(err) != 2 {
-				t.Errorf("code %v, exit %d; want invalid, 2", fault.CodeOf(err), fault.ExitStatus(err))
-			}
-			text := err.Error() + " | " + fault.HintOf(err)
-			for _, w := range tc.want {
-				if !strings.Contains(text, w) {
-					t.Errorf("error %q lacks %q", text, w)
-				}
-			}
+			wantRefused(t, good+tc.yaml, tc.want...)
 		})
 	}
 }
