@@ -74,14 +74,20 @@ func (s *Service) recordEvent(ctx context.Context, tx *sql.Tx, id string) error 
 }
 
 // DeliverEvents posts pending plan events to their webhooks until ctx
-// ends, oldest first, polling every second. A delivery that fails (no
+// ends, oldest first, polling every second, and once an hour deletes the
+// events delivered more than a week ago. A delivery that fails (no
 // answer within 10s, or not 2xx) is tried again after EventBackoff,
 // doubling up to an hour, 20 times in all, then given up and logged. Any
 // number of processes may run it: each event is claimed by one at a time.
 func (s *Service) DeliverEvents(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	for round := 0; ; round++ {
+		if round%3600 == 0 {
+			if err := s.pruneEvents(ctx); err != nil && ctx.Err() == nil && s.Log != nil {
+				s.Log.Warn("plan events: pruning delivered events failed", "err", err)
+			}
+		}
 		for {
 			n, err := s.deliverDue(ctx)
 			if err != nil && ctx.Err() == nil && s.Log != nil {
@@ -97,6 +103,16 @@ func (s *Service) DeliverEvents(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// keepSent is how long a delivered event stays in plan_events (for a look
+// at what was sent); given-up ones stay until a person deletes them.
+const keepSent = 7 * 24 * time.Hour
+
+// pruneEvents deletes events delivered more than keepSent ago.
+func (s *Service) pruneEvents(ctx context.Context) error {
+	_, err := s.exec(ctx, "DELETE FROM plan_events WHERE state = ? AND created < ?", eventSent, micros(s.now().Add(-keepSent)))
+	return err
 }
 
 type dueEvent struct {

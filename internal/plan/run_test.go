@@ -404,6 +404,14 @@ func TestEventWebhooksAreDurableAndRetried(t *testing.T) {
 			t.Errorf("event %s was tried %d times; want 2 (a failure, then the retry)", id, n)
 		}
 	}
+	// A week later, the delivered events are pruned.
+	next.clock.Advance(8 * 24 * time.Hour)
+	if err := next.plans.pruneEvents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := countRows(t, next.store, "SELECT COUNT(*) FROM plan_events"); n != 0 {
+		t.Errorf("%d events left a week after delivery", n)
+	}
 }
 
 func countRows(t *testing.T, s *state.Store, q string) int {
