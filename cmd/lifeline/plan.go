@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"lifeline/internal/backup"
+	"lifeline/internal/config"
 	"lifeline/internal/contacts"
 	"lifeline/internal/demo"
 	"lifeline/internal/fault"
@@ -54,7 +55,7 @@ func openPlans(e *env) (*planApp, error) {
 // radius, and the admission hook on the app's tenant service. serve wires
 // it the same way; the returned func closes what it opened.
 func newPlans(e *env, a *app) (*plan.Service, func(), error) {
-	svc := &plan.Service{Tenants: a.tenants, Log: a.log}
+	svc := &plan.Service{Tenants: a.tenants, Config: planConfig(a.cfg.Plans), Log: a.log}
 	if repo, err := openRepo(e, a); err == nil {
 		rs, err := restore.OpenService(e.ctx, &restore.Service{Tenants: a.tenants, Repo: repo, Log: a.log})
 		if err != nil {
@@ -405,7 +406,19 @@ func planList(e *env, args []string) error {
 // plansOver is a plan service over the state store alone: enough to read
 // plans and to set the freeze, not to validate or run them.
 func plansOver(e *env, a *app) (*plan.Service, error) {
-	return plan.OpenService(e.ctx, &plan.Service{Tenants: &tenant.Service{Store: a.store}})
+	return plan.OpenService(e.ctx, &plan.Service{Tenants: &tenant.Service{Store: a.store}, Config: planConfig(a.cfg.Plans)})
+}
+
+// planConfig is lifeline.yaml's plans: section as the plan engine takes it
+// (config has validated it; zero values take the engine's defaults).
+func planConfig(c config.Plans) plan.Config {
+	out := plan.Config{MaxTenants: c.Caps.Tenants, MaxShare: float64(c.Caps.Share), Handful: c.Handful, HandfulWindow: c.HandfulWindow.D(),
+		InternalColumn: c.Internal.Column, Waves: c.Waves, Bake: c.Bake.D(), Deadline: c.Deadline.D(),
+		MaxFailedShare: float64(c.Checks.MaxFailedShare), Checks: c.Checks.Webhooks, CheckTimeout: c.Checks.Timeout.D(), Events: c.Events}
+	for _, q := range c.Internal.Queries {
+		out.Internal = append(out.Internal, plan.InternalQuery{Product: q.Product, Query: q.Query})
+	}
+	return out
 }
 
 // openPlanStore opens only the state store: listing and showing plans

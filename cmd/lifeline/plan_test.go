@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -92,4 +93,47 @@ func TestDemoPlanStep(t *testing.T) {
 			t.Errorf("the demo does not say %q:\n%s", want, out.String())
 		}
 	}
+}
+
+// lifeline.yaml's plans: section takes effect in every command: a lower
+// cap raises a plan's approval to admin, a smaller handful refuses the
+// next lifecycle command outside plans, and a bad value stops every
+// command with the key named.
+func TestPlansConfigTakesEffect(t *testing.T) {
+	t.Parallel()
+	c := demoSaaS(t, 10)
+	base, err := os.ReadFile(c.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	configure := func(plans string) {
+		t.Helper()
+		if err := os.WriteFile(c.config, append(append([]byte{}, base...), plans...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	role := func() string {
+		t.Helper()
+		var p struct {
+			RequiredRole string `json:"required_role"`
+		}
+		out := c.must("plan", "create", "--action", "deactivate", "--kind", "site", "--targets", "4,5,6", "--reason", "caps", "--json")
+		if err := json.Unmarshal([]byte(out), &p); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return p.RequiredRole
+	}
+	configure("plans: {caps: {share: 100%}}\n")
+	if r := role(); r != "approver" {
+		t.Fatalf("3 of 10 tenants under a 100%% share cap and the default 50-tenant cap need %s; want approver", r)
+	}
+	configure("plans: {caps: {share: 100%, tenants: 2}, handful: 1}\n")
+	if r := role(); r != "admin" {
+		t.Fatalf("3 tenants over a 2-tenant cap need %s; want admin", r)
+	}
+	c.must("tenants", "deactivate", "site:7", "--reason", "one")
+	c.refused([]string{"tenants", "deactivate", "site:8", "--reason", "two"}, "more than the 1 allowed", "lifeline plan create")
+
+	configure("plans: {waves: [internal, 50%]}\n")
+	c.refused([]string{"plan", "list"}, "config key plans.waves", "internal,50%", "last wave must be 100%")
 }

@@ -12,14 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"lifeline/internal/backup"
+	"lifeline/internal/plan"
 	"lifeline/internal/state"
 	"lifeline/internal/tenant"
 	"lifeline/internal/web"
 )
 
 // serveCmd runs the long-lived process: the HTTP API, metrics and health,
-// continuous shipping of every product's changes, and the resumption of
-// operations interrupted by a crash.
+// continuous shipping of every product's changes, the resumption of
+// operations and plans interrupted by a crash, and plan event delivery.
 func serveCmd(e *env, args []string) error {
 	fs := flags(e, "serve")
 	listen := fs.String("listen", "", "address to listen on (default: listen: in the config, else 127.0.0.1:8080)")
@@ -87,6 +88,11 @@ func serve(e *env, a *app, listen string) error {
 		return err
 	}
 	defer closePlans()
+	plans.Log = log
+	// Plan events to their webhooks, and plans whose runner died (a crash,
+	// a kill -9, a restart) run on here.
+	wg.Go(func() { plans.DeliverEvents(e.ctx) })
+	wg.Go(func() { plans.ResumeInterrupted(e.ctx, plan.Actor{Name: "lifeline serve", Role: state.RoleAdmin}, 0) })
 	srv := &web.Server{Tenants: a.tenants, Ops: a.store, Auth: a.store, Registry: reg, Log: log, Status: page, Contacts: contactsWeb,
 		Plans: &web.Plans{Service: plans, Background: e.ctx}}
 	return web.ListenAndServe(e.ctx, listen, srv.Handler(), func(addr net.Addr) {

@@ -41,6 +41,7 @@ type Config struct {
 	Products   []Product  `yaml:"products"`
 	Contacts   []Contact  `yaml:"contacts"`
 	Vault      Vault      `yaml:"vault"`
+	Plans      Plans      `yaml:"plans"`
 }
 
 // Retention says how long deleted tenants and backups are kept.
@@ -348,13 +349,12 @@ func (c *Config) validate() error {
 			return err
 		}
 	}
+	if err := c.Plans.validate(seen); err != nil {
+		return err
+	}
 	for i, ct := range c.Contacts {
-		at := fmt.Sprintf("contacts[%d]", i)
-		if !seen[ct.Product] {
-			return bad(at+".product", ct.Product, "name one of the products listed under products:")
-		}
-		if strings.TrimSpace(ct.Query) == "" {
-			return bad(at+".query", "", "give a query that returns tenant, email, name and role columns")
+		if err := checkQuery(fmt.Sprintf("contacts[%d]", i), seen, ct.Product, ct.Query, "give a query that returns tenant, email, name and role columns"); err != nil {
+			return err
 		}
 	}
 	return c.Vault.validate()
@@ -473,6 +473,20 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
 		if _, err := ParseDuration(n.Value); err != nil {
 			return fault.New(fault.Invalid, `write a number of days like "30d", or a Go duration like "36h"`,
 				"config key %s (line %d) has a bad value %q: not a duration", path, n.Line, n.Value)
+		}
+		return nil
+	}
+	// Shares are checked here too, so their errors name the key.
+	shares := map[reflect.Type]struct {
+		parse func(string) (float64, error)
+		fix   string
+	}{
+		reflect.TypeOf(Share(0)):     {ParseShare, `write a share above 0 and up to 100%, like "10%" or 0.1`},
+		reflect.TypeOf(FailShare(0)): {parseFailShare, `write a share below 100%, like "5%" or 0.05, or 0 for none`},
+	}
+	if sh, ok := shares[t]; ok {
+		if _, err := sh.parse(n.Value); err != nil {
+			return fault.New(fault.Invalid, sh.fix, "config key %s (line %d) has a bad value %q: not a share in range", path, n.Line, n.Value)
 		}
 		return nil
 	}

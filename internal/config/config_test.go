@@ -73,20 +73,27 @@ func TestParseErrorsNameKeyValueAndFix(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(tc.yaml), "/tmp")
-			if err == nil {
-				t.Fatal("accepted a bad config")
-			}
-			if fault.CodeOf(err) != fault.Invalid || fault.ExitStatus(err) != 2 {
-				t.Errorf("code %v, exit %d; want invalid, 2", fault.CodeOf(err), fault.ExitStatus(err))
-			}
-			text := err.Error() + " | " + fault.HintOf(err)
-			for _, w := range tc.want {
-				if !strings.Contains(text, w) {
-					t.Errorf("error %q lacks %q", text, w)
-				}
-			}
+			wantRefused(t, tc.yaml, tc.want...)
 		})
+	}
+}
+
+// wantRefused parses yaml and wants an Invalid error (exit 2) whose
+// message or hint says each of want.
+func wantRefused(t *testing.T, yaml string, want ...string) {
+	t.Helper()
+	_, err := Parse([]byte(yaml), "/tmp")
+	if err == nil {
+		t.Fatal("accepted a bad config")
+	}
+	if fault.CodeOf(err) != fault.Invalid || fault.ExitStatus(err) != 2 {
+		t.Errorf("code %v, exit %d; want invalid, 2", fault.CodeOf(err), fault.ExitStatus(err))
+	}
+	text := err.Error() + " | " + fault.HintOf(err)
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			t.Errorf("error %q lacks %q", text, w)
+		}
 	}
 }
 

@@ -136,14 +136,21 @@ func (s *Share) UnmarshalYAML(n *yaml.Node) error {
 
 // ParseShare parses "10%" or "0.1" into a fraction in (0, 1].
 func ParseShare(text string) (float64, error) {
+	v, err := parseFraction(text)
+	if err != nil || v <= 0 || v > 1 {
+		return 0, fault.New(fault.Invalid, "", "%q is not a share between 0 and 1", text)
+	}
+	return v, nil
+}
+
+// parseFraction reads "10%" as 0.1 and "0.1" as itself; the callers check
+// the range.
+func parseFraction(text string) (float64, error) {
 	t := strings.TrimSpace(text)
 	div := 1.0
 	if p, ok := strings.CutSuffix(t, "%"); ok {
 		t, div = strings.TrimSpace(p), 100
 	}
 	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v/div <= 0 || v/div > 1 {
-		return 0, fault.New(fault.Invalid, "", "%q is not a share between 0 and 1", text)
-	}
-	return v / div, nil
+	return v / div, err
 }

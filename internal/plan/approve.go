@@ -112,18 +112,16 @@ func (s *Service) revalidate(ctx context.Context, p *Plan) (*Report, error) {
 		return rep, nil
 	}
 	from := p.Status
-	if err := s.saveReport(ctx, p, rep, Validated, from); err != nil {
-		return nil, err
-	}
 	event := "report_changed"
 	if from == Approved {
 		event = "approval_voided"
 	}
-	if _, err := s.store().AppendAudit(ctx, state.AuditEntry{Actor: "lifeline", Action: "plan." + event, Detail: map[string]any{
-		"plan": p.ID, "from": string(from), "to": string(Validated), "old_hash": p.ReportHash, "new_hash": rep.Hash}}); err != nil {
+	audit := state.AuditEntry{Actor: "lifeline", Action: "plan." + event, Detail: map[string]any{
+		"plan": p.ID, "from": string(from), "to": string(Validated), "old_hash": p.ReportHash, "new_hash": rep.Hash}}
+	if err := s.saveReport(ctx, p, rep, audit, Validated, from); err != nil {
 		return nil, err
 	}
-	s.changed(ctx, p.ID)
+	s.tell(ctx, p.ID)
 	what := diffReports(p.Report, rep)
 	if from == Approved {
 		return nil, fault.New(fault.Conflict, "review `lifeline plan show "+p.ID+"` and ask for approval again",

@@ -2,10 +2,13 @@ package plan
 
 import (
 	"bytes"
+	"database/sql"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"lifeline/internal/demo"
 	"lifeline/internal/fault"
 	"lifeline/internal/productdb"
 	"lifeline/internal/state"
@@ -222,5 +225,37 @@ func TestApprovalBindsToTheReport(t *testing.T) {
 	wantCode(t, err, fault.Refused, "site:5 is deactivated")
 	if p = must[*Plan](t)(b.plans.Get(ctx, p.ID)); p.Status != Draft {
 		t.Fatalf("a plan whose target no longer validates is %s", p.Status)
+	}
+}
+
+// Wave 0 follows the configured tag column (plans.internal.column): the
+// tenants whose root row has it set, not those of the default "internal".
+func TestInternalTagColumn(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := demo.Generate(ctx, dir, demo.Options{Tenants: 20, Internal: 3, Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "tracker.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"ALTER TABLE sites ADD COLUMN staff INTEGER NOT NULL DEFAULT 0", "UPDATE sites SET staff = 1 WHERE id IN (7, 8)"} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	b := setup(t, options{dir: dir})
+	b.plans.Config.InternalColumn = "staff"
+	p := b.create(t, CreateRequest{Action: "deactivate", Kind: tenant.KindSite, Targets: keys(1, 10, ""), Waves: []string{"internal", "100%"}})
+	var wave0 []string
+	for _, tr := range p.Report.Targets {
+		if tr.Wave == 0 {
+			wave0 = append(wave0, tr.Target)
+		}
+	}
+	if !slices.Equal(wave0, []string{"site:7", "site:8"}) || p.Report.Totals.Internal != 2 {
+		t.Fatalf("wave 0 is %v (%d internal); want the sites tagged staff, site:7 and site:8", wave0, p.Report.Totals.Internal)
 	}
 }

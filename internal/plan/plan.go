@@ -219,6 +219,9 @@ type Service struct {
 	Owner string
 	// LeaseTTL is how long a run lease lasts without renewal (default 30s).
 	LeaseTTL time.Duration
+	// EventBackoff is the wait before an event webhook's first retry,
+	// doubling after each failure (default 1s).
+	EventBackoff time.Duration
 	// OnChange, if set, is called after every status change (webhook
 	// events for the status page and chat).
 	OnChange func(ctx context.Context, p *Plan)
@@ -242,9 +245,11 @@ type Config struct {
 	Handful       int
 	HandfulWindow time.Duration
 	// Internal finds the company's own tenants, which run first (wave 0).
-	// Default: in every product whose tenants table has an integer column
-	// named "internal", the tenants where it is not 0.
-	Internal []InternalQuery
+	// Without queries: in every product whose tenants table has the
+	// integer column InternalColumn (default "internal"), the tenants where
+	// it is not 0.
+	Internal       []InternalQuery
+	InternalColumn string
 	// Waves, Bake and Deadline are the defaults of `plan create`
 	// (internal,1%,10%,100%; 10m; 1h).
 	Waves    []string
@@ -255,6 +260,13 @@ type Config struct {
 	// inconclusive).
 	Checks       []string
 	CheckTimeout time.Duration
+	// MaxFailedShare is the default share of a wave's steps that may fail
+	// before its gate fails (0: any failed step fails it); a plan created
+	// with a share of its own keeps that.
+	MaxFailedShare float64
+	// Events are webhook URLs told of every change of every plan: status,
+	// wave or phase (plan.<status>, see Event). serve delivers them.
+	Events []string
 	// RestoreTestBatch is how many tenants one restore test rebuilds at
 	// once (default 25).
 	RestoreTestBatch int
@@ -288,6 +300,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Deadline <= 0 {
 		c.Deadline = time.Hour
+	}
+	if c.InternalColumn == "" {
+		c.InternalColumn = "internal"
 	}
 	if c.CheckTimeout <= 0 {
 		c.CheckTimeout = 10 * time.Second

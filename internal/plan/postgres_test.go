@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"strings"
 	"sync"
 	"testing"
 
@@ -99,5 +100,57 @@ func checkOnce(t *testing.T, b *bundle, id string, sites []string) {
 		if per["site:"+k] != 1 {
 			t.Errorf("site %s ran %d times", k, per["site:"+k])
 		}
+	}
+}
+
+// A status transition, its audit entry and its event commit together: when
+// the audit append fails (here the database refuses it), the plan keeps
+// its status and no event is recorded. On both engines.
+func TestTransitionFailsWithItsAuditEntry(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, dsn   string
+		down, ready []string
+	}{
+		{"sqlite", "", []string{`CREATE TRIGGER audit_down BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit is down'); END`},
+			[]string{`DROP TRIGGER audit_down`}},
+		{"postgres", pgtest.NewDB(t), []string{
+			`CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit is down'; END $$`,
+			`CREATE TRIGGER audit_down BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_down()`},
+			[]string{`DROP TRIGGER audit_down ON audit_log`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, options{tenants: 5, stateDSN: tc.dsn})
+			b.plans.Config.Events = []string{"http://127.0.0.1:1/events"}
+			p := b.create(t, CreateRequest{Action: "deactivate", Kind: tenant.KindSite, Targets: keys(1, 2, ""), Waves: []string{"100%"}})
+			p = b.approve(t, p, carol)
+			events := countRows(t, b.store, "SELECT COUNT(*) FROM plan_events")
+			for _, q := range tc.down {
+				if _, err := b.store.DB().ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := b.plans.Pause(ctx, p.ID, carol, "audit down"); err == nil || !strings.Contains(err.Error(), "audit is down") {
+				t.Fatalf("pause with the audit log refusing: %v", err)
+			}
+			if got := must[*Plan](t)(b.plans.Get(ctx, p.ID)); got.Status != Approved || got.Note != "" {
+				t.Fatalf("after a failed audit append the plan is %s (%q); want it still approved", got.Status, got.Note)
+			}
+			if n := countRows(t, b.store, "SELECT COUNT(*) FROM plan_events"); n != events {
+				t.Fatalf("%d events after the failed transition; want %d", n, events)
+			}
+			for _, q := range tc.ready {
+				if _, err := b.store.DB().ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := must[*Plan](t)(b.plans.Pause(ctx, p.ID, carol, "audit back")); got.Status != Paused {
+				t.Fatalf("pause with the audit log back: %s", got.Status)
+			}
+			if n := countRows(t, b.store, "SELECT COUNT(*) FROM plan_events"); n != events+1 {
+				t.Fatalf("%d events after the transition; want %d", n, events+1)
+			}
+		})
 	}
 }

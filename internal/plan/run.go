@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -668,6 +669,51 @@ func (r *runner) nextWave(ctx context.Context, p *Plan) error {
 		r.s.changed(ctx, p.ID)
 	}
 	return err
+}
+
+// ResumeInterrupted runs on every interrupted plan (see Interrupted) until
+// ctx ends: at once, then every interval (default the lease TTL, after
+// which a dead runner on another host has lost its lease). Each plan runs
+// in its own goroutine as actor; the run lease keeps two processes, or two
+// rounds here, from running one plan at once. It returns when ctx has
+// ended and every plan it started has stopped.
+func (s *Service) ResumeInterrupted(ctx context.Context, actor Actor, interval time.Duration) {
+	if interval <= 0 {
+		interval = s.ttl()
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		ids, err := s.Interrupted(ctx)
+		if err != nil && ctx.Err() == nil && s.Log != nil {
+			s.Log.Warn("plans: listing interrupted plans failed", "err", err)
+		}
+		for _, id := range ids {
+			run, err := s.Begin(ctx, id, actor)
+			if err != nil {
+				// Taken by another process meanwhile, frozen, or refused:
+				// the plan's own state says why; the next round looks again.
+				s.logf("interrupted plan not resumed", "plan", id, "err", err)
+				continue
+			}
+			s.logf("resuming interrupted plan", "plan", id)
+			wg.Go(func() {
+				p, err := run(ctx)
+				if err != nil && ctx.Err() == nil && s.Log != nil {
+					s.Log.Warn("resumed plan stopped", "plan", id, "err", err)
+				} else if p != nil {
+					s.logf("resumed plan stopped", "plan", id, "status", p.Status, "note", p.Note)
+				}
+			})
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Interrupted lists the running plans nobody is running: their runner's

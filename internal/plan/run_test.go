@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -343,42 +344,83 @@ func TestHandfulOutsidePlans(t *testing.T) {
 	}
 }
 
-// Plan state changes reach webhook receivers, in order.
-func TestEventWebhooks(t *testing.T) {
+// Plan state changes are recorded as events with the change and survive
+// the process: a plan runs while nothing delivers; a new process over the
+// same state store delivers every event, in order, retrying a receiver
+// that fails each event's first attempt, with the same id on every attempt.
+func TestEventWebhooksAreDurableAndRetried(t *testing.T) {
 	t.Parallel()
-	got := make(chan string, 100)
+	var mu sync.Mutex
+	tries := map[string]int{}
+	var delivered []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var ev Event
-		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil || ev.Plan == nil {
+		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil || ev.Plan == nil || r.Header.Get("webhook-id") != ev.ID {
 			w.WriteHeader(400)
 			return
 		}
-		got <- ev.Event + " " + ev.Plan.Phase
+		mu.Lock()
+		defer mu.Unlock()
+		if tries[ev.ID]++; tries[ev.ID] == 1 {
+			w.WriteHeader(503)
+			return
+		}
+		delivered = append(delivered, ev.Event+" "+ev.Plan.Phase)
 	}))
 	defer srv.Close()
 	b := setup(t, options{internal: 1})
-	events := NewEvents([]string{srv.URL}, nil)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { events.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-	b.plans.OnChange = events.OnChange
-	p := b.create(t, CreateRequest{Action: "deactivate", Kind: tenant.KindSite, Targets: keys(1, 3, ""), Waves: []string{"internal", "100%"}})
+	b.plans.Config.Events = []string{srv.URL}
+	// No bake: the fake clock must not run ahead of the next process's.
+	p := b.create(t, CreateRequest{Action: "deactivate", Kind: tenant.KindSite, Targets: keys(1, 3, ""), Waves: []string{"internal", "100%"},
+		Bake: ptr(Duration(0))})
 	p = b.approve(t, p, carol)
 	must[*Plan](t)(b.plans.Run(ctx, p.ID, carol))
-	var seen []string
-	for len(seen) == 0 || seen[len(seen)-1] != "plan.done " {
-		select {
-		case s := <-got:
-			seen = append(seen, s)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("events so far: %v", seen)
+	want := []string{"plan.validated ", "plan.approved ", "plan.running steps", "plan.running gate", "plan.running steps", "plan.done "}
+	if n := countRows(t, b.store, "SELECT COUNT(*) FROM plan_events WHERE state = 'pending'"); n != len(want) {
+		t.Fatalf("%d pending events recorded; want %d", n, len(want))
+	}
+
+	// Another process: the same state store, opened again.
+	next := setup(t, options{dir: b.dir, owner: "test:2"})
+	next.plans.EventBackoff = 10 * time.Millisecond
+	dctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { next.plans.DeliverEvents(dctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for countRows(t, next.store, "SELECT COUNT(*) FROM plan_events WHERE state = 'sent'") < len(want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("events not all delivered: %v", delivered)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(delivered, want) {
+		t.Fatalf("events %v; want %v", delivered, want)
+	}
+	for id, n := range tries {
+		if n != 2 {
+			t.Errorf("event %s was tried %d times; want 2 (a failure, then the retry)", id, n)
 		}
 	}
-	want := []string{"plan.validated ", "plan.approved ", "plan.running steps", "plan.running gate", "plan.running steps", "plan.done "}
-	if !slices.Equal(seen, want) {
-		t.Fatalf("events %v; want %v", seen, want)
+	// A week later, the delivered events are pruned.
+	next.clock.Advance(8 * 24 * time.Hour)
+	if err := next.plans.pruneEvents(ctx); err != nil {
+		t.Fatal(err)
 	}
+	if n := countRows(t, next.store, "SELECT COUNT(*) FROM plan_events"); n != 0 {
+		t.Errorf("%d events left a week after delivery", n)
+	}
+}
+
+func countRows(t *testing.T, s *state.Store, q string) int {
+	t.Helper()
+	var n int
+	if err := s.DB().QueryRowContext(ctx, q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // A second run of a plan this very process is running (two API requests)

@@ -82,9 +82,10 @@ func (s *Service) insert(ctx context.Context, p *Plan) error {
 }
 
 // saveReport records a validation: the report, its hash, the role it
-// needs, and the targets with their waves, replacing earlier ones. It only
-// succeeds while the plan has status from (no step has run).
-func (s *Service) saveReport(ctx context.Context, p *Plan, rep *Report, to Status, from ...Status) error {
+// needs, and the targets with their waves, replacing earlier ones, with
+// its audit entry and events in the same transaction. It only succeeds
+// while the plan has status from (no step has run).
+func (s *Service) saveReport(ctx context.Context, p *Plan, rep *Report, audit state.AuditEntry, to Status, from ...Status) error {
 	raw, err := json.Marshal(rep)
 	if err != nil {
 		return err
@@ -114,7 +115,11 @@ func (s *Service) saveReport(ctx context.Context, p *Plan, rep *Report, to Statu
 				return fmt.Errorf("plan: save targets: %w", err)
 			}
 		}
-		return nil
+		if err := s.recordEvent(ctx, tx, p.ID); err != nil {
+			return err
+		}
+		_, err = s.store().AppendAuditTx(ctx, tx, audit)
+		return err
 	})
 }
 
@@ -144,11 +149,21 @@ func (s *Service) get(ctx context.Context, id string) (*Plan, error) {
 	return p, nil
 }
 
+// querier is a database or a transaction: reads inside a transition see
+// the transition's own writes.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
 // head loads a plan's own columns only: no report, steps or gates. The
 // runner checks it before every tenant, so it stays cheap for big plans.
 func (s *Service) head(ctx context.Context, id string) (*Plan, error) {
+	return s.headIn(ctx, s.store().DB(), id)
+}
+
+func (s *Service) headIn(ctx context.Context, q querier, id string) (*Plan, error) {
 	cols := strings.Replace(planColumns, "status, report, ", "status, '' AS report, ", 1)
-	rows, err := s.store().DB().QueryContext(ctx, s.store().Rebind("SELECT "+cols+" FROM plans WHERE id = ?"), id)
+	rows, err := q.QueryContext(ctx, s.store().Rebind("SELECT "+cols+" FROM plans WHERE id = ?"), id)
 	if err != nil {
 		return nil, fmt.Errorf("plan: get: %w", err)
 	}
@@ -222,7 +237,11 @@ func scanPlans(rows *sql.Rows) ([]*Plan, error) {
 }
 
 func (s *Service) steps(ctx context.Context, id string) ([]Step, error) {
-	rows, err := s.store().DB().QueryContext(ctx, s.store().Rebind(`SELECT pos, target, tenant, wave, status, runner, op_id, undo_op_id, restore_test,
+	return s.stepsIn(ctx, s.store().DB(), id)
+}
+
+func (s *Service) stepsIn(ctx context.Context, q querier, id string) ([]Step, error) {
+	rows, err := q.QueryContext(ctx, s.store().Rebind(`SELECT pos, target, tenant, wave, status, runner, op_id, undo_op_id, restore_test,
 		verify, digest, error, started, finished FROM plan_targets WHERE plan_id = ? ORDER BY pos`), id)
 	if err != nil {
 		return nil, fmt.Errorf("plan: steps: %w", err)
@@ -360,8 +379,10 @@ func (s *Service) saveGate(ctx context.Context, id string, g GateCheck) error {
 
 // transition moves a plan from one of from to to, conditionally, so two
 // people or processes racing cannot both move it; set adds column updates
-// ("col = ?" with its argument). It audits the change as plan.<event> and
-// tells OnChange. A plan no longer in from is fault.Conflict.
+// ("col = ?" with its argument). The change, its audit entry plan.<event>
+// and its webhook events commit in one transaction: a failed audit append
+// leaves the plan where it was. Then it tells OnChange. A plan no longer in
+// from is fault.Conflict.
 func (s *Service) transition(ctx context.Context, p *Plan, actor, event string, to Status, from []Status, set map[string]any, detail map[string]any) error {
 	now := s.now()
 	cols := []string{"status = ?", "updated = ?"}
@@ -374,31 +395,53 @@ func (s *Service) transition(ctx context.Context, p *Plan, actor, event string, 
 	for _, f := range from {
 		args = append(args, string(f))
 	}
-	n, err := s.exec(ctx, "UPDATE plans SET "+strings.Join(cols, ", ")+" WHERE id = ? AND status IN ("+marks(len(from))+")", args...)
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	detail["plan"], detail["from"], detail["to"] = p.ID, string(p.Status), string(to)
+	moved := false
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.store().Rebind("UPDATE plans SET "+strings.Join(cols, ", ")+" WHERE id = ? AND status IN ("+marks(len(from))+")"), args...)
+		if err != nil {
+			return fmt.Errorf("plan: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return nil
+		}
+		moved = true
+		if err := s.recordEvent(ctx, tx, p.ID); err != nil {
+			return err
+		}
+		// Last: the audit append lock is the last lock the transaction takes.
+		_, err = s.store().AppendAuditTx(ctx, tx, state.AuditEntry{Actor: actor, Action: "plan." + event, Detail: detail})
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	if n != 1 {
+	if !moved {
 		cur, err := s.get(ctx, p.ID)
 		if err != nil {
 			return err
 		}
 		return wrongStatus(cur, event, from...)
 	}
-	if detail == nil {
-		detail = map[string]any{}
-	}
-	detail["plan"], detail["from"], detail["to"] = p.ID, string(p.Status), string(to)
-	if _, err := s.store().AppendAudit(ctx, state.AuditEntry{Actor: actor, Action: "plan." + event, Detail: detail}); err != nil {
-		return err
-	}
 	p.Status, p.Updated = to, now
-	s.changed(ctx, p.ID)
+	s.tell(ctx, p.ID)
 	return nil
 }
 
-// changed tells OnChange about a plan's new state.
+// changed records a change that is not a status transition (a new wave or
+// phase, a new report) as a webhook event, and tells OnChange.
 func (s *Service) changed(ctx context.Context, id string) {
+	if err := s.tx(context.WithoutCancel(ctx), func(tx *sql.Tx) error { return s.recordEvent(ctx, tx, id) }); err != nil && s.Log != nil {
+		s.Log.Warn("plan event not recorded", "plan", id, "err", err)
+	}
+	s.tell(ctx, id)
+}
+
+// tell calls OnChange with a plan's new state.
+func (s *Service) tell(ctx context.Context, id string) {
 	if s.OnChange == nil {
 		return
 	}

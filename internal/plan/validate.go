@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"lifeline/internal/fault"
+	"lifeline/internal/plan/waves"
 	"lifeline/internal/productdb"
 	"lifeline/internal/state"
 	"lifeline/internal/tenant"
@@ -25,7 +26,7 @@ type CreateRequest struct {
 	Targets   []string `json:"targets"`
 	Reason    string   `json:"reason"`
 	Requester string   `json:"-"` // from the token or --actor, never from the body
-	// Waves, Bake and Deadline default to the config's.
+	// Waves, Bake, Deadline and MaxFailedShare (when 0) default to the config's.
 	Waves          []string   `json:"waves,omitempty"`
 	Bake           *Duration  `json:"bake,omitempty"`
 	Deadline       *Duration  `json:"deadline,omitempty"`
@@ -136,15 +137,13 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Plan, error) 
 	if verr != nil {
 		return s.refuse(ctx, p, rep, verr)
 	}
-	if err := s.saveReport(ctx, p, rep, Validated, Draft); err != nil {
-		return nil, err
-	}
-	if _, err := s.store().AppendAudit(ctx, state.AuditEntry{Actor: p.Requester, Action: "plan.validate", Detail: map[string]any{
+	audit := state.AuditEntry{Actor: p.Requester, Action: "plan.validate", Detail: map[string]any{
 		"plan": p.ID, "from": string(Draft), "to": string(Validated), "hash": rep.Hash, "tenants": rep.Totals.Tenants,
-		"rows": rep.Totals.RowsTotal, "required_role": string(rep.RequiredRole)}}); err != nil {
+		"rows": rep.Totals.RowsTotal, "required_role": string(rep.RequiredRole)}}
+	if err := s.saveReport(ctx, p, rep, audit, Validated, Draft); err != nil {
 		return nil, err
 	}
-	s.changed(ctx, p.ID)
+	s.tell(ctx, p.ID)
 	return s.get(ctx, p.ID)
 }
 
@@ -207,7 +206,10 @@ func (s *Service) checkRequest(req *CreateRequest) (Spec, error) {
 	if len(spec.Waves) == 0 {
 		spec.Waves = cfg.Waves
 	}
-	if _, err := parseWaves(spec.Waves); err != nil {
+	if spec.MaxFailedShare == 0 {
+		spec.MaxFailedShare = cfg.MaxFailedShare
+	}
+	if _, err := waves.Parse(spec.Waves); err != nil {
 		return Spec{}, err
 	}
 	if req.Bake != nil {
@@ -255,6 +257,7 @@ type resolved struct {
 // validate resolves every target and builds the dry-run report. The error
 // lists every problem; the report then carries them too.
 func (s *Service) validate(ctx context.Context, p *Plan, raws []string) (*Report, error) {
+	ctx = tenant.CheckSchemaOnce(ctx) // one schema inspection per product, not per target
 	rep := &Report{Action: p.Action, Kind: p.Kind, Reason: p.Reason, Requester: p.Requester, Spec: p.Spec, Generated: s.now(),
 		Targets: []TargetReport{}, Totals: Totals{Rows: map[string]int64{}}}
 	var good []resolved
@@ -321,10 +324,15 @@ func (s *Service) resolve(ctx context.Context, action string, kind tenant.Kind, 
 	if len(parts) == 3 {
 		t.App = parts[2]
 	}
+	// Only a key that is also a product or app name can be ambiguous: only
+	// then is it worth reading whether it is a tenant too.
 	clash, _ := s.Tenants.Ambiguous(t.Tenant)
-	exists, err := s.exists(ctx, t.Tenant)
-	if err != nil {
-		return invalid(err.Error())
+	exists := false
+	if clash != "" {
+		var err error
+		if exists, err = s.exists(ctx, t.Tenant); err != nil {
+			return invalid(err.Error())
+		}
 	}
 	switch {
 	case clash != "" && exists:

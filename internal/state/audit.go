@@ -84,6 +84,14 @@ func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, erro
 	return out, err
 }
 
+// AppendAuditTx appends e inside the caller's transaction on this store's
+// database, so a change and its audit entry commit together or not at all
+// (a plan's status transition). Append last in the transaction, as
+// appendAudit explains.
+func (s *Store) AppendAuditTx(ctx context.Context, tx *sql.Tx, e AuditEntry) (AuditEntry, error) {
+	return s.appendAudit(ctx, tx, e)
+}
+
 // appendAudit appends e inside tx. Callers append last in their
 // transaction: the append lock is then the last lock taken, so transactions
 // that wait for each other cannot deadlock.

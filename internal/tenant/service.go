@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"lifeline/internal/fault"
@@ -315,8 +316,23 @@ func fixFor(a productdb.Action, cur productdb.State, t Target) string {
 }
 
 // checkDrift refuses to act on a product whose schema changed since protect:
-// the guards and trash tables would no longer match the tables.
+// the guards and trash tables would no longer match the tables. Under
+// CheckSchemaOnce, the first check of a product stands for the rest.
 func (s *Service) checkDrift(ctx context.Context, p *Product) error {
+	if once, ok := ctx.Value(schemaOnceKey{}).(*schemaOnce); ok {
+		once.mu.Lock()
+		defer once.mu.Unlock()
+		if err, done := once.checked[p.Name]; done {
+			return err
+		}
+		err := s.driftRefusal(ctx, p)
+		once.checked[p.Name] = err
+		return err
+	}
+	return s.driftRefusal(ctx, p)
+}
+
+func (s *Service) driftRefusal(ctx context.Context, p *Product) error {
 	drift, err := Drift(ctx, s.Store, p)
 	if err != nil {
 		return err
@@ -326,6 +342,23 @@ func (s *Service) checkDrift(ctx context.Context, p *Product) error {
 			"the schema of %s drifted since `lifeline protect`: %s", p.Name, strings.Join(drift, "; "))
 	}
 	return nil
+}
+
+type schemaOnceKey struct{}
+
+type schemaOnce struct {
+	mu      sync.Mutex
+	checked map[string]error
+}
+
+// CheckSchemaOnce returns a context under which Check (and Run) compare
+// each product's live schema with the one protect recorded only the first
+// time: a bulk check of many targets (a plan's validation) inspects each
+// product once instead of once per target. Use it for one pass over many
+// targets, not for long: a drift after the first check goes unseen under
+// it (each plan step runs without it, and checks again).
+func CheckSchemaOnce(ctx context.Context) context.Context {
+	return context.WithValue(ctx, schemaOnceKey{}, &schemaOnce{checked: map[string]error{}})
 }
 
 // execute applies the pending steps of a claimed operation, renewing its

@@ -184,3 +184,28 @@ func TestDriftIgnoresTablesProtectionDoesNotDependOn(t *testing.T) {
 		t.Fatalf("a new column in a protected table: %v %v", d, err)
 	}
 }
+
+// Under CheckSchemaOnce a product's schema is compared with the recorded
+// one once: a drift that exists at the first check refuses, and a drift
+// after it is seen again only outside that context (each operation a plan
+// runs checks on its own).
+func TestCheckSchemaOnce(t *testing.T) {
+	t.Parallel()
+	svc, raws := setup(t)
+	req := Request{Action: productdb.Deactivate, Target: "site:acme"}
+	once := CheckSchemaOnce(ctx)
+	if _, _, err := svc.Check(once, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raws["tracker"].Exec("ALTER TABLE docs ADD COLUMN extra TEXT"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svc.Check(once, req); err != nil {
+		t.Fatalf("the second check in one pass inspected the schema again: %v", err)
+	}
+	for name, c := range map[string]context.Context{"plain": ctx, "a new pass": CheckSchemaOnce(ctx)} {
+		if _, _, err := svc.Check(c, req); fault.CodeOf(err) != fault.Refused || !strings.Contains(err.Error(), "drifted") {
+			t.Errorf("%s: a drifted schema: %v; want refused", name, err)
+		}
+	}
+}
