@@ -23,8 +23,8 @@ import (
 // deleted or purged) and delivers.
 
 // Targets says which tenants a link affects and how far a restore is for
-// one of them. The restore engine's records implement it (RestoreSource);
-// the plan runner will, for plan: links.
+// one of them. LinkSource implements it from the restore engine's and the
+// plan runner's records.
 type Targets interface {
 	// AffectedTenants returns the tenant keys one link ("restore:ID",
 	// "plan:ID") affects. It returns an error with code fault.NotFound if
