@@ -73,22 +73,24 @@ const TargetFromList = "list"
 
 // NormalizeTenants checks tenant keys given for targeting: plain keys, or
 // site:KEY (targeted notices go to whole sites). Duplicates are dropped;
-// the order is kept. A product: or app: target, or an empty key, is
-// fault.Invalid.
+// the order is kept. A product: or app: target, a blank key, or any other
+// with ':', '/' or a space, is fault.Invalid, and the error names every
+// such key, so a pasted list is fixed in one go.
 func NormalizeTenants(keys []string) ([]string, error) {
-	var out []string
-	for _, k := range keys {
-		k = strings.TrimSpace(k)
-		if rest, ok := strings.CutPrefix(k, "site:"); ok {
-			k = rest
-		}
-		if k == "" || strings.ContainsAny(k, ":/") {
-			return nil, fault.New(fault.Invalid, "give plain tenant keys (or site:KEY): notices go to a whole site's contacts",
-				"%q is not a tenant key", k)
+	var out, bad []string
+	for _, raw := range keys {
+		k := strings.TrimPrefix(strings.TrimSpace(raw), "site:")
+		if k == "" || strings.ContainsAny(k, ":/ \t") {
+			bad = append(bad, strconv.Quote(strings.TrimSpace(raw)))
+			continue
 		}
 		if !slices.Contains(out, k) {
 			out = append(out, k)
 		}
+	}
+	if len(bad) > 0 {
+		return nil, fault.New(fault.Invalid, "give plain tenant keys (or site:KEY), separated by commas or new lines: notices go to a whole site's contacts",
+			"not tenant keys: %s", strings.Join(bad, ", "))
 	}
 	return out, nil
 }
@@ -231,6 +233,30 @@ func (s *Service) TenantNotices(ctx context.Context, status string, limit int) (
 		}
 		n.Created, n.Queued = fromMicros(cr), fromMicros(qd)
 		out = append(out, n)
+	}
+	return out, storeErr(rows.Err())
+}
+
+// TenantNoticeCounts counts targeted notices per incident and status
+// (NoticePending, NoticeQueued, TenantNoticeUncontactable), for the
+// operator console: one row per update and affected tenant.
+func (s *Service) TenantNoticeCounts(ctx context.Context) (map[string]map[string]int, error) {
+	rows, err := s.db.st.DB().QueryContext(ctx, "SELECT incident_id, status, COUNT(*) FROM status_tenant_notices GROUP BY incident_id, status")
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	defer rows.Close()
+	out := map[string]map[string]int{}
+	for rows.Next() {
+		var inc, st string
+		var n int
+		if err := rows.Scan(&inc, &st, &n); err != nil {
+			return nil, storeErr(err)
+		}
+		if out[inc] == nil {
+			out[inc] = map[string]int{}
+		}
+		out[inc][st] = n
 	}
 	return out, storeErr(rows.Err())
 }
