@@ -455,7 +455,7 @@ func statusPage(e *env, a *app, log *slog.Logger) (*web.StatusPage, error) {
 func startNotices(e *env, a *app, page *web.StatusPage, log *slog.Logger) (func(), error) {
 	vault := &vaultReader{a: a, log: log}
 	cfg := notify.Config{Store: a.store, Status: page.Service, PageName: a.cfg.Status.Name, PublicURL: a.cfg.Status.PublicURL,
-		WebhookRate: a.cfg.Notify.WebhookRate, DisableAfter: a.cfg.Notify.DisableAfter, Recipients: vault, Log: log}
+		WebhookRate: a.cfg.Notify.WebhookRate, DisableAfter: a.cfg.Notify.DisableAfter, Recipients: vault, Bounces: vault, Log: log}
 	if a.store.Engine() == state.EnginePostgres {
 		cfg.PostgresURL = a.cfg.State
 	}
@@ -563,11 +563,26 @@ func (v *vaultReader) Recipients(ctx context.Context, tenants []string) (map[str
 	out := make(map[string][]notify.Recipient, len(res))
 	for k, r := range res {
 		for _, c := range r.Contacts {
-			out[k] = append(out[k], notify.Recipient{ContactID: c.ID, Email: c.Email, Name: c.Name, Language: c.Language,
-				Role: string(c.Role), Reachable: c.Reachable})
+			rc := notify.Recipient{ContactID: c.ID, Email: c.Email, Name: c.Name, Language: c.Language, Role: string(c.Role), Reachable: c.Reachable}
+			if !c.BouncedAt.IsZero() {
+				rc.Bounced = c.BouncedAt.UTC().Format("2006-01-02 15:04 UTC") + ", " + c.BounceReason
+			}
+			out[k] = append(out[k], rc)
 		}
 	}
 	return out, nil
+}
+
+// Bounced implements notify.Bounces: the vault records the bounce as a
+// versioned change of the contact (action "bounce", source "notify"), and
+// ranks the address unreachable from then on, until a verification clears
+// it.
+func (v *vaultReader) Bounced(ctx context.Context, email, reason string) error {
+	svc, err := v.open(ctx)
+	if err != nil {
+		return err
+	}
+	return svc.MarkBounced(ctx, email, reason, "notify", "lifeline serve")
 }
 
 // TenantStates implements status.TenantStates from the vault.

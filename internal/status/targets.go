@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"database/sql"
 	"encoding/base64"
+	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -197,14 +198,17 @@ const (
 
 // TenantNotice is one update owed to one tenant's contacts.
 type TenantNotice struct {
-	UpdateID   string    `json:"update_id"`
-	IncidentID string    `json:"incident_id"`
-	Tenant     string    `json:"tenant"`
-	Status     string    `json:"status"`   // NoticePending, NoticeQueued, TenantNoticeUncontactable
-	Contacts   int       `json:"contacts"` // messages queued
-	LastError  string    `json:"last_error,omitempty"`
-	Created    time.Time `json:"created_at"`
-	Queued     time.Time `json:"queued_at,omitzero"`
+	UpdateID   string `json:"update_id"`
+	IncidentID string `json:"incident_id"`
+	Tenant     string `json:"tenant"`
+	Status     string `json:"status"`   // NoticePending, NoticeQueued, TenantNoticeUncontactable
+	Contacts   int    `json:"contacts"` // messages queued
+	// Skipped are the contacts not written to, each with why (an address
+	// that bounced), so the delivery report says who did not get it.
+	Skipped   []string  `json:"skipped,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	Created   time.Time `json:"created_at"`
+	Queued    time.Time `json:"queued_at,omitzero"`
 }
 
 // TenantNotices lists targeted notices in a status ("" for all), oldest
@@ -213,13 +217,25 @@ func (s *Service) TenantNotices(ctx context.Context, status string, limit int) (
 	if limit <= 0 {
 		limit = 1000
 	}
-	q, args := "SELECT update_id, incident_id, tenant, status, contacts, last_error, created_at, queued_at FROM status_tenant_notices", []any{}
+	where, args := "", []any{}
 	if status != "" {
-		q, args = q+" WHERE status = ?", append(args, status)
+		where, args = " WHERE status = ?", append(args, status)
 	}
 	// Oldest first by the (status, created_at) index alone, as for
 	// subscriber notices: the drainer calls this with NoticePending.
-	rows, err := s.db.st.DB().QueryContext(ctx, s.db.q(q+" ORDER BY created_at LIMIT "+strconv.Itoa(limit)), args...)
+	return s.tenantNotices(ctx, where+" ORDER BY created_at LIMIT "+strconv.Itoa(limit), args...)
+}
+
+// IncidentNotices is an incident's delivery report: every targeted notice
+// its updates owe, by update and tenant, with how many contacts each went
+// to and which were skipped and why.
+func (s *Service) IncidentNotices(ctx context.Context, incidentID string) ([]TenantNotice, error) {
+	return s.tenantNotices(ctx, " WHERE incident_id = ? ORDER BY created_at, tenant", incidentID)
+}
+
+func (s *Service) tenantNotices(ctx context.Context, rest string, args ...any) ([]TenantNotice, error) {
+	rows, err := s.db.st.DB().QueryContext(ctx, s.db.q(`SELECT update_id, incident_id, tenant, status, contacts, skipped, last_error, created_at, queued_at
+		FROM status_tenant_notices`+rest), args...)
 	if err != nil {
 		return nil, storeErr(err)
 	}
@@ -227,9 +243,15 @@ func (s *Service) TenantNotices(ctx context.Context, status string, limit int) (
 	out := []TenantNotice{}
 	for rows.Next() {
 		var n TenantNotice
+		var skipped string
 		var cr, qd int64
-		if err := rows.Scan(&n.UpdateID, &n.IncidentID, &n.Tenant, &n.Status, &n.Contacts, &n.LastError, &cr, &qd); err != nil {
+		if err := rows.Scan(&n.UpdateID, &n.IncidentID, &n.Tenant, &n.Status, &n.Contacts, &skipped, &n.LastError, &cr, &qd); err != nil {
 			return nil, storeErr(err)
+		}
+		if skipped != "" {
+			if err := json.Unmarshal([]byte(skipped), &n.Skipped); err != nil {
+				return nil, storeErr(err)
+			}
 		}
 		n.Created, n.Queued = fromMicros(cr), fromMicros(qd)
 		out = append(out, n)
@@ -264,7 +286,7 @@ func (s *Service) TenantNoticeCounts(ctx context.Context) (map[string]map[string
 // TenantNoticesDone records what the delivery side did with pending
 // targeted notices, in one transaction: each one's Status becomes
 // NoticeQueued with the number of messages queued (Contacts), or
-// TenantNoticeUncontactable with why (LastError). Notices no longer
+// TenantNoticeUncontactable with why (LastError), and the contacts skipped. Notices no longer
 // pending are left alone, so doing it twice, or from two processes, is
 // harmless.
 func (s *Service) TenantNoticesDone(ctx context.Context, ns []TenantNotice) error {
@@ -276,7 +298,7 @@ func (s *Service) TenantNoticesDone(ctx context.Context, ns []TenantNotice) erro
 		return storeErr(err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	stmt, err := tx.PrepareContext(ctx, s.db.q(`UPDATE status_tenant_notices SET status = ?, contacts = ?, last_error = ?, queued_at = ?
+	stmt, err := tx.PrepareContext(ctx, s.db.q(`UPDATE status_tenant_notices SET status = ?, contacts = ?, skipped = ?, last_error = ?, queued_at = ?
 		WHERE update_id = ? AND tenant = ? AND status = ?`))
 	if err != nil {
 		return storeErr(err)
@@ -284,7 +306,12 @@ func (s *Service) TenantNoticesDone(ctx context.Context, ns []TenantNotice) erro
 	defer stmt.Close()
 	now := micros(s.stamp())
 	for _, n := range ns {
-		if _, err := stmt.ExecContext(ctx, n.Status, n.Contacts, n.LastError, now, n.UpdateID, n.Tenant, NoticePending); err != nil {
+		skipped := ""
+		if len(n.Skipped) > 0 {
+			b, _ := json.Marshal(n.Skipped) // a list of strings always marshals
+			skipped = string(b)
+		}
+		if _, err := stmt.ExecContext(ctx, n.Status, n.Contacts, skipped, n.LastError, now, n.UpdateID, n.Tenant, NoticePending); err != nil {
 			return storeErr(err)
 		}
 	}
