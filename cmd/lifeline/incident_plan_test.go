@@ -64,3 +64,53 @@ func TestPlanLinkedIncidentFollowsThePlan(t *testing.T) {
 		t.Fatalf("after the rollback: tenants %d, percent %v", inc.Tenants, b.Percent)
 	}
 }
+
+// TestRunningRestorePlanFillsProgress: an incident linked to a restore plan
+// that is still running (its manual gate waits after the first wave) shows
+// the share its first wave restored and verified; once the plan is
+// promoted and done, the next update says 100%.
+func TestRunningRestorePlanFillsProgress(t *testing.T) {
+	t.Parallel()
+	c := demoSaaS(t, 12)
+	c.must("backup", "run")
+	before := moment()
+	for _, k := range []string{"site:7", "site:8"} {
+		c.must("tenants", "deactivate", k)
+		c.must("tenants", "delete", k, "--reason", "script")
+	}
+	c.must("backup", "run")
+	var p struct {
+		ID         string `json:"id"`
+		Status     string `json:"status"`
+		Phase      string `json:"phase"`
+		ReportHash string `json:"report_hash"`
+	}
+	c.jsonOf(&p, "plan", "create", "--action", "restore", "--kind", "site", "--targets", "7,8", "--to", before, "--reason", "INC-9 restore",
+		"--waves", "1,100%", "--bake", "0s", "--manual")
+	c.must("plan", "approve", p.ID, "--actor", "carol", "--hash", p.ReportHash)
+	if c.jsonOf(&p, "plan", "run", p.ID, "--actor", "carol"); p.Status != "running" || p.Phase != "promote" {
+		t.Fatalf("plan after its first wave: %+v", p)
+	}
+
+	var inc struct {
+		ID      string `json:"id"`
+		Tenants int    `json:"tenants"`
+		Updates []struct {
+			Body struct {
+				Percent *float64 `json:"percent_restored"`
+			} `json:"body"`
+		} `json:"incident_updates"`
+	}
+	c.jsonOf(&inc, append([]string{"incident", "open", "--name", "Sites deleted", "--link", "plan:" + p.ID}, majorFlags...)...)
+	if pc := inc.Updates[0].Body.Percent; inc.Tenants != 2 || pc == nil || *pc != 50 {
+		t.Fatalf("while the plan runs: %d tenants, %v%% restored; want 2 and 50", inc.Tenants, pc)
+	}
+	// Promoting runs the rest.
+	if c.jsonOf(&p, "plan", "promote", p.ID, "--actor", "carol"); p.Status != "done" {
+		t.Fatalf("plan after promotion: %+v", p)
+	}
+	c.jsonOf(&inc, "incident", "update", inc.ID, "--carry-over", "--situation", "Both sites restored.")
+	if pc := inc.Updates[0].Body.Percent; pc == nil || *pc != 100 {
+		t.Fatalf("after the plan: %v%% restored; want 100", pc)
+	}
+}
