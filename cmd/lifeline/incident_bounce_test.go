@@ -21,18 +21,7 @@ import (
 // while site 3's contacts get both notices.
 func TestBouncedContactIsMarkedAndSkipped(t *testing.T) {
 	t.Parallel()
-	mp, err := mailpit.Start(t.TempDir(), "--smtp-allowed-recipients", `@site-[13-9]\.example\.test$`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mp.Close)
-	c := demoSaaS(t, 6)
-	b, _ := os.ReadFile(c.config)
-	cfg := string(b) + "smtp: {host: 127.0.0.1, port: " + strconv.Itoa(mp.SMTPPort) + ", from: status@saas.example, tls: none, rate: 100}\n"
-	if err := os.WriteFile(c.config, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c.must("contacts", "sync")
+	c, mp := mailedSaaS(t, 6, "--smtp-allowed-recipients", `@site-[13-9]\.example\.test$`)
 	viewer := strings.TrimSpace(c.must("tokens", "create", "--role", "viewer", "--name", "vera"))
 	var two, three forJSON
 	c.jsonOf(&two, "contacts", "for", "site:2")
@@ -140,4 +129,23 @@ func TestBouncedContactIsMarkedAndSkipped(t *testing.T) {
 			t.Fatalf("site 3's contacts got %v; want both notices each", to)
 		}
 	}
+}
+
+// mailedSaaS is the demo SaaS with n tenants, its contacts synced into the
+// vault, and its mail going to a fresh mailpit started with flags.
+func mailedSaaS(t *testing.T, n int, flags ...string) (*cli, *mailpit.Server) {
+	t.Helper()
+	mp, err := mailpit.Start(t.TempDir(), flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mp.Close)
+	c := demoSaaS(t, n)
+	b, _ := os.ReadFile(c.config)
+	cfg := string(b) + "smtp: {host: 127.0.0.1, port: " + strconv.Itoa(mp.SMTPPort) + ", from: status@saas.example, tls: none, rate: 100}\n"
+	if err := os.WriteFile(c.config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.must("contacts", "sync")
+	return c, mp
 }

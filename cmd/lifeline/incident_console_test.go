@@ -1,8 +1,6 @@
 package main
 
 import (
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +8,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"lifeline/internal/browsertest"
-	"lifeline/internal/notify/mailpit"
 )
 
 // TestConsoleFormNamesAffectedTenants opens an incident from the operator
@@ -20,36 +17,12 @@ import (
 // by serve's delivery (contacts from the vault, mail to mailpit).
 func TestConsoleFormNamesAffectedTenants(t *testing.T) {
 	t.Parallel()
-	mp, err := mailpit.Start(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mp.Close)
-	c := demoSaaS(t, 6)
-	b, _ := os.ReadFile(c.config)
-	cfg := string(b) + "smtp: {host: 127.0.0.1, port: " + strconv.Itoa(mp.SMTPPort) + ", from: status@saas.example, tls: none, rate: 100}\n"
-	if err := os.WriteFile(c.config, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c.must("contacts", "sync")
+	c, _ := mailedSaaS(t, 6)
 	token := strings.TrimSpace(c.must("tokens", "create", "--role", "operator", "--name", "otto"))
 	base := startServe(t, c)
 
-	ctx := browsertest.New(t, 90*time.Second)
-	do := func(steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			t.Fatalf("browser: %v", err)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return v
-	}
+	br := browsertest.New(t, 90*time.Second)
+	ctx, do, text := br.Ctx, br.Do, br.Text
 	do(chromedp.Navigate(base+"/console/incidents/login"), chromedp.SetValue(chromedp.CSS(`input[name=token]`), token),
 		chromedp.Submit(chromedp.CSS(`input[name=token]`)), chromedp.WaitVisible(chromedp.CSS("#new-incident")))
 

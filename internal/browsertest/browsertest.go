@@ -12,9 +12,16 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// New starts a browser with a fresh profile and returns its context, which
-// ends after timeout or with the test.
-func New(t testing.TB, timeout time.Duration) context.Context {
+// Browser is one headless Chromium for one test.
+type Browser struct {
+	// Ctx is the browser's context, for chromedp calls of the test's own.
+	Ctx context.Context
+	t   testing.TB
+}
+
+// New starts a browser with a fresh profile; its context ends after
+// timeout or with the test.
+func New(t testing.TB, timeout time.Duration) *Browser {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromium(t)),
@@ -37,7 +44,26 @@ func New(t testing.TB, timeout time.Duration) context.Context {
 		cancelBrowser()
 		cancelAlloc()
 	})
-	return ctx
+	return &Browser{Ctx: ctx, t: t}
+}
+
+// Do runs steps, failing the test if one fails.
+func (b *Browser) Do(steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.Ctx, steps...); err != nil {
+		b.t.Fatalf("browser: %v", err)
+	}
+}
+
+// Text returns the text of the first element sel matches, failing the
+// test if there is none.
+func (b *Browser) Text(sel string) string {
+	b.t.Helper()
+	v, err := chromedp.Run(b.Ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		b.t.Fatalf("text of %s: %v", sel, err)
+	}
+	return v
 }
 
 // chromium finds Debian's Chromium.

@@ -23,7 +23,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	b := setupStatus(t)
 	inc := b.openCritical(t)
 
-	ctx := browsertest.New(t, 60*time.Second)
+	br := browsertest.New(t, 60*time.Second)
+	ctx, do, text := br.Ctx, br.Do, br.Text
 
 	// Collect every console message, exception and browser log entry of
 	// warning level or worse while the page is used.
@@ -44,14 +45,6 @@ func TestStatusPageInBrowser(t *testing.T) {
 		}
 	}()
 
-	text := func(sel string) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return v
-	}
 	attr := func(sel, name string) string {
 		t.Helper()
 		v, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(sel), name))
@@ -67,12 +60,6 @@ func TestStatusPageInBrowser(t *testing.T) {
 			t.Fatalf("screenshot: %v", err)
 		}
 		return b
-	}
-	do := func(steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			t.Fatalf("browser: %v", err)
-		}
 	}
 
 	_, err := chromedp.Call(ctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Accept-Language": "en-US,en;q=0.9"}})
