@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -18,8 +19,10 @@ import (
 	"lifeline/internal/contacts"
 	"lifeline/internal/fault"
 	"lifeline/internal/notify"
+	"lifeline/internal/plan"
 	"lifeline/internal/state"
 	"lifeline/internal/status"
+	"lifeline/internal/tenant"
 	"lifeline/internal/web"
 )
 
@@ -172,10 +175,59 @@ func (u *updateFlags) request(e *env) (status.Request, error) {
 // statusConfig is the status service's config for lifeline.yaml: the
 // cadence, the life of targeted notices' links, and the restore records
 // that fill in progress and the tenants of restore: links.
-func statusConfig(a *app, log *slog.Logger) status.Config {
-	restores := &status.RestoreSource{Ops: a.store}
+func statusConfig(e *env, a *app, log *slog.Logger) (status.Config, error) {
+	// Plans are only read here, but their tables must exist for a plan:
+	// link to be found or refused.
+	plans, err := plan.OpenService(e.ctx, &plan.Service{Tenants: &tenant.Service{Store: a.store}})
+	if err != nil {
+		return status.Config{}, err
+	}
+	products := make([]string, 0, len(a.cfg.Products))
+	for _, p := range a.cfg.Products {
+		products = append(products, p.Name)
+	}
+	links := &status.LinkSource{Ops: a.store, Plans: planRuns{plans: plans, products: products}}
 	return status.Config{Store: a.store, Log: log, Cadence: a.cfg.Status.Cadence.D(), TenantLinkTTL: a.cfg.Status.TenantLinkTTL.D(),
-		Progress: restores, Targets: restores}
+		Progress: links, Targets: links}, nil
+}
+
+// planRuns reads the plans behind incidents' plan: links (status.Plans)
+// from the plan runner's records, so the status package needs nothing of
+// the plan package.
+type planRuns struct {
+	plans *plan.Service
+	// products are every configured product: where a site target is when
+	// its plan has no report to say.
+	products []string
+}
+
+// PlanRun gives a plan's action and, per step, the tenant, the products
+// its target covers, the step's status and whether its check passed: a
+// done step's verification, or a rollback, which is only recorded once the
+// tenant's rows are those it had before the plan.
+func (r planRuns) PlanRun(ctx context.Context, id string) (status.PlanRun, error) {
+	p, err := r.plans.Get(ctx, id)
+	if err != nil {
+		return status.PlanRun{}, err
+	}
+	in := map[string][]string{}
+	if p.Report != nil {
+		for _, t := range p.Report.Targets {
+			in[t.Target] = slices.Sorted(maps.Keys(t.States))
+		}
+	}
+	out := status.PlanRun{Action: p.Action}
+	for _, st := range p.Steps {
+		products := in[st.Target]
+		if t, err := tenant.ParseTarget(st.Target); err == nil && t.Product != "" {
+			products = []string{t.Product}
+		} else if len(products) == 0 {
+			products = r.products
+		}
+		out.Steps = append(out.Steps, status.PlanStep{Tenant: st.Tenant, Products: products, Status: string(st.Status),
+			Verified: st.Status == plan.StepRolledBack || (st.Status == plan.StepDone && st.Verify == "passed"), Finished: st.Finished})
+	}
+	return out, nil
 }
 
 // openStatus opens the state store and the status service on it.
@@ -184,7 +236,11 @@ func openStatus(e *env) (*app, *status.Service, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	svc, err := status.New(e.ctx, statusConfig(a, a.log))
+	cfg, err := statusConfig(e, a, a.log)
+	var svc *status.Service
+	if err == nil {
+		svc, err = status.New(e.ctx, cfg)
+	}
 	if err == nil {
 		err = syncComponents(e, a, svc)
 	}
@@ -373,7 +429,10 @@ func printIncident(e *env, inc *status.Incident, asJSON bool, verb string) error
 // state store, with the configured products as components. The caller sets
 // it as web.Server.Status and runs its Run loop while serving.
 func statusPage(e *env, a *app, log *slog.Logger) (*web.StatusPage, error) {
-	cfg := statusConfig(a, log)
+	cfg, err := statusConfig(e, a, log)
+	if err != nil {
+		return nil, err
+	}
 	// The tenants' private pages show their lifecycle state from the
 	// vault, which serve's own vault service opens later; this reader
 	// opens it on first use and closes it when serve stops.
@@ -396,7 +455,7 @@ func statusPage(e *env, a *app, log *slog.Logger) (*web.StatusPage, error) {
 func startNotices(e *env, a *app, page *web.StatusPage, log *slog.Logger) (func(), error) {
 	vault := &vaultReader{a: a, log: log}
 	cfg := notify.Config{Store: a.store, Status: page.Service, PageName: a.cfg.Status.Name, PublicURL: a.cfg.Status.PublicURL,
-		WebhookRate: a.cfg.Notify.WebhookRate, DisableAfter: a.cfg.Notify.DisableAfter, Recipients: vault, Log: log}
+		WebhookRate: a.cfg.Notify.WebhookRate, DisableAfter: a.cfg.Notify.DisableAfter, Recipients: vault, Bounces: vault, Log: log}
 	if a.store.Engine() == state.EnginePostgres {
 		cfg.PostgresURL = a.cfg.State
 	}
@@ -504,11 +563,26 @@ func (v *vaultReader) Recipients(ctx context.Context, tenants []string) (map[str
 	out := make(map[string][]notify.Recipient, len(res))
 	for k, r := range res {
 		for _, c := range r.Contacts {
-			out[k] = append(out[k], notify.Recipient{ContactID: c.ID, Email: c.Email, Name: c.Name, Language: c.Language,
-				Role: string(c.Role), Reachable: c.Reachable})
+			rc := notify.Recipient{ContactID: c.ID, Email: c.Email, Name: c.Name, Language: c.Language, Role: string(c.Role), Reachable: c.Reachable}
+			if !c.BouncedAt.IsZero() {
+				rc.Bounced = c.BouncedAt.UTC().Format("2006-01-02 15:04 UTC") + ", " + c.BounceReason
+			}
+			out[k] = append(out[k], rc)
 		}
 	}
 	return out, nil
+}
+
+// Bounced implements notify.Bounces: the vault records the bounce as a
+// versioned change of the contact (action "bounce", source "notify"), and
+// ranks the address unreachable from then on, until a verification clears
+// it.
+func (v *vaultReader) Bounced(ctx context.Context, email, reason string) error {
+	svc, err := v.open(ctx)
+	if err != nil {
+		return err
+	}
+	return svc.MarkBounced(ctx, email, reason, "notify", "lifeline serve")
 }
 
 // TenantStates implements status.TenantStates from the vault.

@@ -72,7 +72,7 @@ func TestTargetedNoticeReachesTheContactsOfAPurgedSite(t *testing.T) {
 	}
 
 	// Bad tenants are refused before anything is written.
-	c.refused(append([]string{"incident", "open", "--name", "Sites deleted", "--tenants", "product:5/tracker"}, majorFlags...), "not a tenant key")
+	c.refused(append([]string{"incident", "open", "--name", "Sites deleted", "--tenants", "product:5/tracker"}, majorFlags...), "not tenant keys", "product:5/tracker")
 	list := filepath.Join(t.TempDir(), "tenants.txt")
 	if err := os.WriteFile(list, []byte("# also affected\n7\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -83,4 +84,37 @@ func jsonHas(t *testing.T, s, key string, n int) bool {
 		t.Fatal(err)
 	}
 	return len(m[key]) == n
+}
+
+// TestPageURLIsWhereServeListens: the Statuspage JSON's page.url is the
+// address serve bound (--listen, here with a port the OS picks), not the
+// config's listen: default; a configured status.public_url wins over both.
+func TestPageURLIsWhereServeListens(t *testing.T) {
+	t.Parallel()
+	c := demoSaaS(t, 3)
+	pageURL := func(base string) string {
+		t.Helper()
+		resp, err := http.Get(base + "/api/v2/summary.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var sum struct {
+			Page struct {
+				URL string `json:"url"`
+			} `json:"page"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&sum); err != nil {
+			t.Fatal(err)
+		}
+		return sum.Page.URL
+	}
+	base := startServe(t, c)
+	if got := pageURL(base); got != base {
+		t.Errorf("page.url = %q, want the address serve listens on, %q", got, base)
+	}
+	c.editConfig("products:", "status: {public_url: 'https://status.saas.example/'}\nproducts:")
+	if got := pageURL(startServe(t, c)); got != "https://status.saas.example" {
+		t.Errorf("page.url = %q, want the configured public_url", got)
+	}
 }

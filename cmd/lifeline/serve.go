@@ -36,6 +36,14 @@ func serve(e *env, a *app, listen string) error {
 	if listen == "" {
 		listen = a.cfg.Listen
 	}
+	// Listen first: the status page and its notices link to the address
+	// actually bound, unless status.public_url says where readers find it.
+	ln, err := web.Listen(listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	servedAt(a, ln.Addr())
 	log := slog.New(slog.NewTextHandler(e.stderr, nil))
 	a.tenants.Log = log
 	resumeInterrupted(e, a, log)
@@ -95,9 +103,23 @@ func serve(e *env, a *app, listen string) error {
 	wg.Go(func() { plans.ResumeInterrupted(e.ctx, plan.Actor{Name: "lifeline serve", Role: state.RoleAdmin}, 0) })
 	srv := &web.Server{Tenants: a.tenants, Ops: a.store, Auth: a.store, Registry: reg, Log: log, Status: page, Contacts: contactsWeb,
 		Plans: &web.Plans{Service: plans, Background: e.ctx}}
-	return web.ListenAndServe(e.ctx, listen, srv.Handler(), func(addr net.Addr) {
-		fmt.Fprintf(e.stdout, "lifeline serving on http://%s/\n", addr)
-	})
+	fmt.Fprintf(e.stdout, "lifeline serving on http://%s/\n", ln.Addr())
+	return web.Serve(e.ctx, ln, srv.Handler())
+}
+
+// servedAt points the public URLs that default to the configured listen
+// address (status.public_url, and vault.public_url after it) at the address
+// serve bound, which --listen or a ":0" port may have changed. URLs set in
+// lifeline.yaml are kept: readers reach serve through them.
+func servedAt(a *app, addr net.Addr) {
+	def, at := "http://"+a.cfg.Listen, "http://"+addr.String()
+	if a.cfg.Status.PublicURL != def {
+		return
+	}
+	a.cfg.Status.PublicURL = at
+	if a.cfg.Vault.PublicURL == def {
+		a.cfg.Vault.PublicURL = at
+	}
 }
 
 // resumeInterrupted finishes operations whose runner died, so a crash never

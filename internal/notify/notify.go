@@ -68,7 +68,12 @@ type DeliveryError struct {
 	// Permanent is set when retrying cannot help: SMTP 5xx replies, HTTP
 	// 410 Gone, a malformed address.
 	Permanent bool
-	Err       error
+	// Bounce is set when the refusal is about the recipient's address (a
+	// 5xx answer to RCPT TO, or an address that is not one): mail to it
+	// will not arrive, whatever it says. A 5xx to MAIL FROM or DATA is about
+	// the sender or the message, and is not a bounce.
+	Bounce bool
+	Err    error
 }
 
 func (e *DeliveryError) Error() string {
@@ -86,6 +91,13 @@ func (e *DeliveryError) Unwrap() error { return e.Err }
 func IsPermanent(err error) bool {
 	var d *DeliveryError
 	return errors.As(err, &d) && d.Permanent
+}
+
+// IsBounce reports whether err is a permanent refusal of the recipient's
+// address.
+func IsBounce(err error) bool {
+	var d *DeliveryError
+	return errors.As(err, &d) && d.Permanent && d.Bounce
 }
 
 // ErrWithdrawn wraps the commit error of a delivery that Send withdrew.

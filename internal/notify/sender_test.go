@@ -1,11 +1,13 @@
 package notify
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -278,5 +280,70 @@ func TestSMTPPasswordIsNeverShown(t *testing.T) {
 		if _, err := NewSMTPSender(bad); fault.CodeOf(err) != fault.Invalid {
 			t.Errorf("%+v accepted: %v", bad, err)
 		}
+	}
+}
+
+// TestOnlyARefusedRecipientIsABounce: mailpit's 550 to RCPT TO is a bounce
+// (the vault will mark the address), with the server's reply as the reason
+// and no address in it; a 550 to MAIL FROM, from a local listener that
+// refuses every sender, is permanent but says nothing of the recipient.
+func TestOnlyARefusedRecipientIsABounce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	send := func(port int, to string) error {
+		s, err := NewSMTPSender(SMTPConfig{Host: "127.0.0.1", Port: port, From: "status@lifeline.test", TLS: TLSNone, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		return s.Send(ctx, Message{ID: "b@lifeline.test", To: to, Subject: "s", Text: "t\n"}, func(context.Context) error { return nil })
+	}
+	mp := StartMailpit(t, "--smtp-allowed-recipients", `@example\.com$`)
+	err := send(mp.SMTPPort, "gone@refused.test")
+	if !IsBounce(err) || !strings.HasPrefix(bounceReason(err), "550") || strings.Contains(bounceReason(err), "gone@") {
+		t.Fatalf("RCPT TO refused: %v (bounce %v, reason %q); want a bounce with the reply as its reason", err, IsBounce(err), bounceReason(err))
+	}
+	if err := send(mp.SMTPPort, "ok@example.com"); err != nil || IsBounce(err) {
+		t.Fatalf("an accepted address: %v", err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				fmt.Fprint(c, "220 refuser ready\r\n")
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					switch cmd := strings.ToUpper(strings.Fields(line + " x")[0]); cmd {
+					case "EHLO", "HELO", "RSET", "NOOP":
+						fmt.Fprint(c, "250 ok\r\n")
+					case "MAIL":
+						fmt.Fprint(c, "550 5.7.1 sender refused\r\n")
+					case "QUIT":
+						fmt.Fprint(c, "221 bye\r\n")
+						return
+					default:
+						fmt.Fprint(c, "503 bad sequence\r\n")
+					}
+				}
+			}()
+		}
+	}()
+	err = send(ln.Addr().(*net.TCPAddr).Port, "someone@example.com")
+	if !IsPermanent(err) || IsBounce(err) {
+		t.Fatalf("MAIL FROM refused: %v (permanent %v, bounce %v); want permanent, not a bounce", err, IsPermanent(err), IsBounce(err))
 	}
 }

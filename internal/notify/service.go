@@ -52,6 +52,9 @@ type Config struct {
 	// targeted notices; nil means no contacts vault: those notices wait,
 	// pending, like email ones without a mail server.
 	Recipients Recipients
+	// Bounces, if set, is told of every contact whose address refuses a
+	// targeted notice for good, so the next notices skip it.
+	Bounces Bounces
 
 	// PageName names the status page in mail ("Example status").
 	PageName string

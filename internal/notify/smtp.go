@@ -153,13 +153,32 @@ func (s *SMTPSender) replyErr(stage string, err error) error {
 	return s.fail(permanent, fmt.Errorf("%s: %w", stage, err))
 }
 
+// bounce marks a refusal of the recipient as a bounce if it is permanent.
+func (s *SMTPSender) bounce(err error) error {
+	var d *DeliveryError
+	if errors.As(err, &d) {
+		d.Bounce = d.Permanent
+	}
+	return err
+}
+
+// bounceReason is what the vault records of a bounce: the server's reply
+// ("550 5.1.1 no such user"), without the address, which the vault has.
+func bounceReason(err error) string {
+	var tp *textproto.Error
+	if errors.As(err, &tp) {
+		return truncate(fmt.Sprintf("%d %s", tp.Code, tp.Msg), 300)
+	}
+	return "not a valid address"
+}
+
 // Send runs one SMTP transaction. commit is called after the message body
 // has been written and before the final "." that completes it; without
 // that dot the server discards the message.
 func (s *SMTPSender) Send(ctx context.Context, m Message, commit func(context.Context) error) error {
 	to, err := mailAddress(m.To)
 	if err != nil {
-		return s.fail(true, fmt.Errorf("recipient %q: %w", m.To, err))
+		return s.bounce(s.fail(true, fmt.Errorf("recipient %q: %w", m.To, err)))
 	}
 	msg, err := s.compose(m)
 	if err != nil {
@@ -188,7 +207,7 @@ func (s *SMTPSender) Send(ctx context.Context, m Message, commit func(context.Co
 	}
 	if err := c.Rcpt("<" + to + ">"); err != nil {
 		keep = c.Reset() == nil
-		return s.replyErr("RCPT TO "+to, err)
+		return s.bounce(s.replyErr("RCPT TO "+to, err))
 	}
 	w, err := c.Data()
 	if err != nil {

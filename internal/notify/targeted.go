@@ -38,6 +38,9 @@ type Recipient struct {
 	// Reachable is false for a contact whose address bounced or whose link
 	// was removed; they are not written to.
 	Reachable bool
+	// Bounced says when and why the address bounced ("" if it has not);
+	// the delivery report names the contacts skipped for it.
+	Bounced string
 }
 
 // Recipients finds who to tell about tenants. The contacts vault
@@ -49,6 +52,13 @@ type Recipients interface {
 	// know maps to none. An error means the vault cannot answer now: the
 	// notices stay pending and the next drain asks again.
 	Recipients(ctx context.Context, tenants []string) (map[string][]Recipient, error)
+}
+
+// Bounces records an address that refused a notice for good, so later
+// notices skip it. The contacts vault implements it (wired in
+// cmd/lifeline) as a versioned change of the contact.
+type Bounces interface {
+	Bounced(ctx context.Context, email, reason string) error
 }
 
 // NoticeRoles are the roles a targeted notice goes to, in the order the
@@ -119,7 +129,13 @@ func (s *Service) drainTargeted(ctx context.Context) (int, error) {
 		for i := range ns {
 			n := &ns[i]
 			for _, r := range who[n.Tenant] {
-				if !r.Reachable || !slices.Contains(NoticeRoles, r.Role) {
+				if !slices.Contains(NoticeRoles, r.Role) {
+					continue
+				}
+				if !r.Reachable {
+					if r.Bounced != "" {
+						n.Skipped = append(n.Skipped, fmt.Sprintf("contact %s (%s): not written to, the address bounced: %s", r.ContactID, r.Role, r.Bounced))
+					}
 					continue
 				}
 				params = append(params, river.InsertManyParams{Args: tenantNoticeJob{UpdateID: n.UpdateID, Tenant: n.Tenant, ContactID: r.ContactID,
@@ -130,6 +146,9 @@ func (s *Service) drainTargeted(ctx context.Context) (int, error) {
 			if n.Contacts == 0 {
 				n.Status = status.TenantNoticeUncontactable
 				n.LastError = "the contacts vault has no reachable admin, technical or billing contact for this tenant"
+				if len(n.Skipped) > 0 {
+					n.LastError += ": every address it has bounced"
+				}
 				s.log.Warn("notify: a tenant affected by an incident has nobody to tell; add a contact and post another update",
 					"tenant", n.Tenant, "incident", n.IncidentID)
 			}
@@ -178,7 +197,16 @@ func (s *Service) deliverTenantNotice(ctx context.Context, job *river.Job[tenant
 		return err
 	}
 	d := Delivery{Key: key, Kind: "tenant_notice", Channel: string(status.ChannelEmail), Recipient: a.Email, Provider: s.email.Provider(a.Email), MessageID: msg.ID}
-	return s.sendMail(ctx, job.JobRow, d, msg)
+	err = s.sendMail(ctx, job.JobRow, d, msg)
+	if IsBounce(err) && s.cfg.Bounces != nil {
+		// Marked before the job ends: if the vault cannot record it now,
+		// the job is retried, refused again, and marks it then.
+		if merr := s.cfg.Bounces.Bounced(context.WithoutCancel(ctx), a.Email, bounceReason(err)); merr != nil {
+			s.log.Warn("notify: could not mark a bounced contact in the vault; retrying", "contact", a.ContactID, "err", merr)
+			return merr
+		}
+	}
+	return err
 }
 
 // tenantWords are the targeted notice's own sentences, per language.

@@ -162,3 +162,51 @@ func TestNoticesAreRecordedWithTheUpdate(t *testing.T) {
 		}
 	})
 }
+
+// TestRateBucketsAreShared: two services on one store (two serve processes)
+// draw from the same bucket; the refusal says when the next token comes;
+// a full bucket is pruned, and another client's bucket is its own.
+func TestRateBucketsAreShared(t *testing.T) {
+	engines(t, func(t *testing.T, b *bundle) {
+		other, err := New(b.ctx, Config{Store: b.svc.db.st, Now: b.clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := Rate{Every: 6 * time.Second, Burst: 3}
+		take := func(s *Service, bucket string) (bool, time.Duration) {
+			t.Helper()
+			ok, wait, err := s.Take(b.ctx, bucket, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ok, wait
+		}
+		for i, s := range []*Service{b.svc, other, b.svc} {
+			if ok, _ := take(s, "form:192.0.2.1"); !ok {
+				t.Fatalf("take %d within the burst refused", i)
+			}
+		}
+		if ok, wait := take(other, "form:192.0.2.1"); ok || wait != 6*time.Second {
+			t.Fatalf("fourth take: %v, wait %s; want refused for 6s", ok, wait)
+		}
+		if ok, _ := take(other, "form:192.0.2.2"); !ok {
+			t.Fatal("another address was refused")
+		}
+		b.clock.Add(4 * time.Second)
+		if ok, wait := take(b.svc, "form:192.0.2.1"); ok || wait != 2*time.Second {
+			t.Fatalf("after 4s: %v, wait %s; want refused for 2s more", ok, wait)
+		}
+		b.clock.Add(2 * time.Second)
+		if ok, _ := take(other, "form:192.0.2.1"); !ok {
+			t.Fatal("a token that came back was refused")
+		}
+		b.clock.Add(time.Minute)
+		if err := b.svc.PruneRates(b.ctx); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := b.svc.db.st.DB().QueryRowContext(b.ctx, "SELECT COUNT(*) FROM status_rate_buckets").Scan(&n); err != nil || n != 0 {
+			t.Fatalf("%d buckets after pruning full ones (%v)", n, err)
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"database/sql"
 	"encoding/base64"
+	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,8 +24,8 @@ import (
 // deleted or purged) and delivers.
 
 // Targets says which tenants a link affects and how far a restore is for
-// one of them. The restore engine's records implement it (RestoreSource);
-// the plan runner will, for plan: links.
+// one of them. LinkSource implements it from the restore engine's and the
+// plan runner's records.
 type Targets interface {
 	// AffectedTenants returns the tenant keys one link ("restore:ID",
 	// "plan:ID") affects. It returns an error with code fault.NotFound if
@@ -73,22 +74,24 @@ const TargetFromList = "list"
 
 // NormalizeTenants checks tenant keys given for targeting: plain keys, or
 // site:KEY (targeted notices go to whole sites). Duplicates are dropped;
-// the order is kept. A product: or app: target, or an empty key, is
-// fault.Invalid.
+// the order is kept. A product: or app: target, a blank key, or any other
+// with ':', '/' or a space, is fault.Invalid, and the error names every
+// such key, so a pasted list is fixed in one go.
 func NormalizeTenants(keys []string) ([]string, error) {
-	var out []string
-	for _, k := range keys {
-		k = strings.TrimSpace(k)
-		if rest, ok := strings.CutPrefix(k, "site:"); ok {
-			k = rest
-		}
-		if k == "" || strings.ContainsAny(k, ":/") {
-			return nil, fault.New(fault.Invalid, "give plain tenant keys (or site:KEY): notices go to a whole site's contacts",
-				"%q is not a tenant key", k)
+	var out, bad []string
+	for _, raw := range keys {
+		k := strings.TrimPrefix(strings.TrimSpace(raw), "site:")
+		if k == "" || strings.ContainsAny(k, ":/ \t") {
+			bad = append(bad, strconv.Quote(strings.TrimSpace(raw)))
+			continue
 		}
 		if !slices.Contains(out, k) {
 			out = append(out, k)
 		}
+	}
+	if len(bad) > 0 {
+		return nil, fault.New(fault.Invalid, "give plain tenant keys (or site:KEY), separated by commas or new lines: notices go to a whole site's contacts",
+			"not tenant keys: %s", strings.Join(bad, ", "))
 	}
 	return out, nil
 }
@@ -195,14 +198,17 @@ const (
 
 // TenantNotice is one update owed to one tenant's contacts.
 type TenantNotice struct {
-	UpdateID   string    `json:"update_id"`
-	IncidentID string    `json:"incident_id"`
-	Tenant     string    `json:"tenant"`
-	Status     string    `json:"status"`   // NoticePending, NoticeQueued, TenantNoticeUncontactable
-	Contacts   int       `json:"contacts"` // messages queued
-	LastError  string    `json:"last_error,omitempty"`
-	Created    time.Time `json:"created_at"`
-	Queued     time.Time `json:"queued_at,omitzero"`
+	UpdateID   string `json:"update_id"`
+	IncidentID string `json:"incident_id"`
+	Tenant     string `json:"tenant"`
+	Status     string `json:"status"`   // NoticePending, NoticeQueued, TenantNoticeUncontactable
+	Contacts   int    `json:"contacts"` // messages queued
+	// Skipped are the contacts not written to, each with why (an address
+	// that bounced), so the delivery report says who did not get it.
+	Skipped   []string  `json:"skipped,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	Created   time.Time `json:"created_at"`
+	Queued    time.Time `json:"queued_at,omitzero"`
 }
 
 // TenantNotices lists targeted notices in a status ("" for all), oldest
@@ -211,13 +217,25 @@ func (s *Service) TenantNotices(ctx context.Context, status string, limit int) (
 	if limit <= 0 {
 		limit = 1000
 	}
-	q, args := "SELECT update_id, incident_id, tenant, status, contacts, last_error, created_at, queued_at FROM status_tenant_notices", []any{}
+	where, args := "", []any{}
 	if status != "" {
-		q, args = q+" WHERE status = ?", append(args, status)
+		where, args = " WHERE status = ?", append(args, status)
 	}
 	// Oldest first by the (status, created_at) index alone, as for
 	// subscriber notices: the drainer calls this with NoticePending.
-	rows, err := s.db.st.DB().QueryContext(ctx, s.db.q(q+" ORDER BY created_at LIMIT "+strconv.Itoa(limit)), args...)
+	return s.tenantNotices(ctx, where+" ORDER BY created_at LIMIT "+strconv.Itoa(limit), args...)
+}
+
+// IncidentNotices is an incident's delivery report: every targeted notice
+// its updates owe, by update and tenant, with how many contacts each went
+// to and which were skipped and why.
+func (s *Service) IncidentNotices(ctx context.Context, incidentID string) ([]TenantNotice, error) {
+	return s.tenantNotices(ctx, " WHERE incident_id = ? ORDER BY created_at, tenant", incidentID)
+}
+
+func (s *Service) tenantNotices(ctx context.Context, rest string, args ...any) ([]TenantNotice, error) {
+	rows, err := s.db.st.DB().QueryContext(ctx, s.db.q(`SELECT update_id, incident_id, tenant, status, contacts, skipped, last_error, created_at, queued_at
+		FROM status_tenant_notices`+rest), args...)
 	if err != nil {
 		return nil, storeErr(err)
 	}
@@ -225,9 +243,15 @@ func (s *Service) TenantNotices(ctx context.Context, status string, limit int) (
 	out := []TenantNotice{}
 	for rows.Next() {
 		var n TenantNotice
+		var skipped string
 		var cr, qd int64
-		if err := rows.Scan(&n.UpdateID, &n.IncidentID, &n.Tenant, &n.Status, &n.Contacts, &n.LastError, &cr, &qd); err != nil {
+		if err := rows.Scan(&n.UpdateID, &n.IncidentID, &n.Tenant, &n.Status, &n.Contacts, &skipped, &n.LastError, &cr, &qd); err != nil {
 			return nil, storeErr(err)
+		}
+		if skipped != "" {
+			if err := json.Unmarshal([]byte(skipped), &n.Skipped); err != nil {
+				return nil, storeErr(err)
+			}
 		}
 		n.Created, n.Queued = fromMicros(cr), fromMicros(qd)
 		out = append(out, n)
@@ -235,10 +259,34 @@ func (s *Service) TenantNotices(ctx context.Context, status string, limit int) (
 	return out, storeErr(rows.Err())
 }
 
+// TenantNoticeCounts counts targeted notices per incident and status
+// (NoticePending, NoticeQueued, TenantNoticeUncontactable), for the
+// operator console: one row per update and affected tenant.
+func (s *Service) TenantNoticeCounts(ctx context.Context) (map[string]map[string]int, error) {
+	rows, err := s.db.st.DB().QueryContext(ctx, "SELECT incident_id, status, COUNT(*) FROM status_tenant_notices GROUP BY incident_id, status")
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	defer rows.Close()
+	out := map[string]map[string]int{}
+	for rows.Next() {
+		var inc, st string
+		var n int
+		if err := rows.Scan(&inc, &st, &n); err != nil {
+			return nil, storeErr(err)
+		}
+		if out[inc] == nil {
+			out[inc] = map[string]int{}
+		}
+		out[inc][st] = n
+	}
+	return out, storeErr(rows.Err())
+}
+
 // TenantNoticesDone records what the delivery side did with pending
 // targeted notices, in one transaction: each one's Status becomes
 // NoticeQueued with the number of messages queued (Contacts), or
-// TenantNoticeUncontactable with why (LastError). Notices no longer
+// TenantNoticeUncontactable with why (LastError), and the contacts skipped. Notices no longer
 // pending are left alone, so doing it twice, or from two processes, is
 // harmless.
 func (s *Service) TenantNoticesDone(ctx context.Context, ns []TenantNotice) error {
@@ -250,7 +298,7 @@ func (s *Service) TenantNoticesDone(ctx context.Context, ns []TenantNotice) erro
 		return storeErr(err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	stmt, err := tx.PrepareContext(ctx, s.db.q(`UPDATE status_tenant_notices SET status = ?, contacts = ?, last_error = ?, queued_at = ?
+	stmt, err := tx.PrepareContext(ctx, s.db.q(`UPDATE status_tenant_notices SET status = ?, contacts = ?, skipped = ?, last_error = ?, queued_at = ?
 		WHERE update_id = ? AND tenant = ? AND status = ?`))
 	if err != nil {
 		return storeErr(err)
@@ -258,7 +306,12 @@ func (s *Service) TenantNoticesDone(ctx context.Context, ns []TenantNotice) erro
 	defer stmt.Close()
 	now := micros(s.stamp())
 	for _, n := range ns {
-		if _, err := stmt.ExecContext(ctx, n.Status, n.Contacts, n.LastError, now, n.UpdateID, n.Tenant, NoticePending); err != nil {
+		skipped := ""
+		if len(n.Skipped) > 0 {
+			b, _ := json.Marshal(n.Skipped) // a list of strings always marshals
+			skipped = string(b)
+		}
+		if _, err := stmt.ExecContext(ctx, n.Status, n.Contacts, skipped, n.LastError, now, n.UpdateID, n.Tenant, NoticePending); err != nil {
 			return storeErr(err)
 		}
 	}

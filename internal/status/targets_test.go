@@ -247,7 +247,7 @@ func flip(s string) string {
 	return string(c) + s[1:]
 }
 
-// fakeOps is the state store's operations for RestoreSource.
+// fakeOps is the state store's operations for LinkSource.
 type fakeOps map[string]*state.Operation
 
 func (f fakeOps) GetOperation(_ context.Context, id string) (*state.Operation, error) {
@@ -257,7 +257,7 @@ func (f fakeOps) GetOperation(_ context.Context, id string) (*state.Operation, e
 	return nil, fault.New(fault.NotFound, "", "operation %q not found", id)
 }
 
-func TestRestoreSourceCountsVerifiedSites(t *testing.T) {
+func TestLinkSourceCountsVerifiedSites(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	step := func(p, k string, s state.StepStatus) state.Step { return state.Step{Product: p, Tenant: k, Status: s} }
@@ -274,7 +274,7 @@ func TestRestoreSourceCountsVerifiedSites(t *testing.T) {
 			Steps: []state.Step{step("tracker", "1", state.StepDone)}},
 	}
 	now := time.Date(2026, 4, 5, 12, 0, 0, 0, time.UTC)
-	src := &RestoreSource{Ops: ops, Now: func() time.Time { return now }}
+	src := &LinkSource{Ops: ops, Now: func() time.Time { return now }}
 
 	c, err := src.Progress(ctx, []string{"restore:op_a"})
 	if err != nil {
@@ -311,5 +311,61 @@ func TestRestoreSourceCountsVerifiedSites(t *testing.T) {
 		if _, err := src.Progress(ctx, []string{"restore:op_a", link}); fault.CodeOf(err) != code {
 			t.Errorf("progress with %s: %v, want %s", link, err, code)
 		}
+	}
+}
+
+// fakePlans is the plan runner's records for LinkSource.
+type fakePlans map[string]PlanRun
+
+func (f fakePlans) PlanRun(_ context.Context, id string) (PlanRun, error) {
+	if p, ok := f[id]; ok {
+		return p, nil
+	}
+	return PlanRun{}, fault.New(fault.NotFound, "", "no plan %q", id)
+}
+
+func TestLinkSourceFollowsPlans(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	step := func(k, status string, verified bool, products ...string) PlanStep {
+		return PlanStep{Tenant: k, Status: status, Verified: verified, Products: products}
+	}
+	src := &LinkSource{Ops: fakeOps{}, Plans: fakePlans{
+		// A delete plan stopped after two sites: 3 was never reached, 1 is
+		// rolled back, 2 is not yet.
+		"p_del": {Action: "delete", Steps: []PlanStep{step("1", "rolled_back", true, "tracker", "wiki"), step("2", "done", true, "tracker", "wiki"),
+			step("3", "pending", false, "tracker")}},
+		// A restore plan: 4 verified, 5 waiting, 6 skipped by a failed restore test.
+		"p_res": {Action: "restore", Steps: []PlanStep{step("4", "done", true, "tracker"), step("5", "running", false, "tracker"),
+			step("6", "skipped", false, "tracker")}},
+		"p_purge": {Action: "purge", Steps: []PlanStep{step("7", "done", true, "tracker")}},
+	}}
+	for _, tc := range []struct {
+		link            string
+		tenants         []string
+		sites, verified int
+	}{
+		{"plan:p_del", []string{"1", "2"}, 2, 1},
+		{"plan:p_res", []string{"4", "5", "6"}, 3, 1},
+		{"plan:p_purge", []string{"7"}, 1, 0},
+	} {
+		keys, err := src.AffectedTenants(ctx, tc.link)
+		if err != nil || !slices.Equal(keys, tc.tenants) {
+			t.Errorf("%s: tenants %v, %v; want %v", tc.link, keys, err, tc.tenants)
+		}
+		c, err := src.Progress(ctx, []string{tc.link})
+		if err != nil || c.Sites != tc.sites || c.Verified != tc.verified {
+			t.Errorf("%s: counts %+v, %v; want %d of %d", tc.link, c, err, tc.verified, tc.sites)
+		}
+	}
+	steps, err := src.TenantProgress(ctx, []string{"plan:p_del", "plan:p_res"}, "1")
+	if err != nil || len(steps) != 2 || steps[0].State != StepRestored || steps[1].Product != "wiki" {
+		t.Fatalf("site 1: %+v, %v", steps, err)
+	}
+	if steps, _ := src.TenantProgress(ctx, []string{"plan:p_res"}, "6"); len(steps) != 1 || steps[0].State != StepNotRestored {
+		t.Fatalf("site 6: %+v", steps)
+	}
+	if _, err := src.Progress(ctx, []string{"plan:p_nope"}); fault.CodeOf(err) != fault.NotFound {
+		t.Fatalf("unknown plan: %v", err)
 	}
 }

@@ -49,17 +49,21 @@ type Server struct {
 	Plans *Plans
 }
 
-// ListenAndServe serves h on addr until ctx ends. ready is called with the
-// bound address once the listener is open (so ":0" can be used in tests).
-func ListenAndServe(ctx context.Context, addr string, h http.Handler, ready func(net.Addr)) error {
+// Listen opens the listener serve serves on. It is separate from Serve so
+// the caller knows the bound address (":0" picks a port) before it builds
+// what links to itself, such as the status page's URL.
+func Listen(addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fault.Wrap(err, fault.Invalid, "choose a free address with --listen or listen: in lifeline.yaml", "cannot listen on %s", addr)
+		return nil, fault.Wrap(err, fault.Invalid, "choose a free address with --listen or listen: in lifeline.yaml", "cannot listen on %s", addr)
 	}
+	return ln, nil
+}
+
+// Serve serves h on ln until ctx ends, then shuts down gracefully. It
+// closes ln.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	if ready != nil {
-		ready(ln.Addr())
-	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -41,10 +41,10 @@ type StatusPage struct {
 	// pages (status_subscribe.go); nil serves none of them.
 	Subscriptions Subscriptions
 	// FormEvery and FormBurst are the per-address token bucket of those
-	// forms: a post every FormEvery, FormBurst at once (0: 6s and 5).
+	// forms: a post every FormEvery, FormBurst at once (0: 6s and 5). The
+	// buckets are in the state store, shared by every serve process.
 	FormEvery time.Duration
 	FormBurst int
-	forms     formLimiter
 
 	cur     atomic.Pointer[rendering]
 	buildMu sync.Mutex // one render at a time
@@ -117,6 +117,10 @@ func (p *StatusPage) Run(ctx context.Context) {
 	last := time.Time{}
 	for {
 		if cur := p.cur.Load(); cur == nil || time.Since(last) >= every || p.changed(ctx, cur.snap.Revision) {
+			// Full rate buckets are dropped as time refills them.
+			if err := p.Service.PruneRates(ctx); err != nil && ctx.Err() == nil {
+				p.log().Warn("status page: pruning the forms' rate buckets", "err", err)
+			}
 			if err := p.Refresh(ctx); err != nil {
 				if ctx.Err() != nil {
 					return

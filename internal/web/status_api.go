@@ -44,20 +44,24 @@ func (s *Server) showIncident(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, inc)
 }
 
-// incidentTenants lists the tenants an incident affects: those whose
-// contacts get targeted notices.
-func (s *Server) incidentTenants(w http.ResponseWriter, r *http.Request) {
-	svc, id := s.Status.Service, r.PathValue("id")
-	if _, err := svc.Incident(r.Context(), id); err != nil {
-		s.writeError(w, r, err)
-		return
+// incidentPart answers with one part of a known incident under key: its
+// tenants (those whose contacts get targeted notices), or its delivery
+// report (each update's notice to each tenant: contacts written to, and
+// those skipped with why).
+func incidentPart[T any](s *Server, key string, part func(*status.Service, context.Context, string) ([]T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		svc, id := s.Status.Service, r.PathValue("id")
+		if _, err := svc.Incident(r.Context(), id); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		list, err := part(svc, r.Context(), id)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{key: list})
 	}
-	list, err := svc.IncidentTenants(r.Context(), id)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"tenants": list})
 }
 
 func (s *Server) createIncident(w http.ResponseWriter, r *http.Request) {
@@ -182,7 +186,8 @@ func (s *Server) putComponent(w http.ResponseWriter, r *http.Request) {
 func (s *Server) statusAPIRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/incidents", s.requireRole(state.RoleViewer, s.listIncidents))
 	mux.HandleFunc("GET /api/v1/incidents/{id}", s.requireRole(state.RoleViewer, s.showIncident))
-	mux.HandleFunc("GET /api/v1/incidents/{id}/tenants", s.requireRole(state.RoleViewer, s.incidentTenants))
+	mux.HandleFunc("GET /api/v1/incidents/{id}/tenants", s.requireRole(state.RoleViewer, incidentPart(s, "tenants", (*status.Service).IncidentTenants)))
+	mux.HandleFunc("GET /api/v1/incidents/{id}/notices", s.requireRole(state.RoleViewer, incidentPart(s, "notices", (*status.Service).IncidentNotices)))
 	mux.HandleFunc("POST /api/v1/incidents", s.requireRole(state.RoleOperator, s.createIncident))
 	mux.HandleFunc("POST /api/v1/incidents/{id}/updates", s.requireRole(state.RoleOperator, s.updateIncident(false)))
 	mux.HandleFunc("POST /api/v1/incidents/{id}/resolve", s.requireRole(state.RoleOperator, s.updateIncident(true)))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,20 +11,9 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
-)
 
-// chromiumPath finds Debian's Chromium. The test never skips: a machine
-// without it fails with the way to get it.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Fatal("chromium not found: run .ci/run, which installs the Debian packages chromium and chromium-driver")
-	return ""
-}
+	"lifeline/internal/browsertest"
+)
 
 // TestStatusPageInBrowser loads the public page in headless Chromium with an
 // active incident, switches the language on the page, checks the browser
@@ -35,23 +23,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	b := setupStatus(t)
 	inc := b.openCritical(t)
 
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath(t)),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.WindowSize(1200, 1600),
-	}
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
+	br := browsertest.New(t, 60*time.Second)
+	ctx, do, text := br.Ctx, br.Do, br.Text
 
 	// Collect every console message, exception and browser log entry of
 	// warning level or worse while the page is used.
@@ -72,19 +45,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 		}
 	}()
 
-	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	text := func(sel string) string {
-		t.Helper()
-		v, err := chromedp.Run(tctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return v
-	}
 	attr := func(sel, name string) string {
 		t.Helper()
-		v, err := chromedp.Run(tctx, chromedp.AttributeValue(chromedp.CSS(sel), name))
+		v, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(sel), name))
 		if err != nil {
 			t.Fatalf("%s[%s]: %v", sel, name, err)
 		}
@@ -92,20 +55,14 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	shot := func() []byte {
 		t.Helper()
-		b, err := chromedp.Run(tctx, chromedp.FullScreenshot(100))
+		b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatalf("screenshot: %v", err)
 		}
 		return b
 	}
-	do := func(steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(tctx, steps...); err != nil {
-			t.Fatalf("browser: %v", err)
-		}
-	}
 
-	_, err := chromedp.Call(tctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Accept-Language": "en-US,en;q=0.9"}})
+	_, err := chromedp.Call(ctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Accept-Language": "en-US,en;q=0.9"}})
 	if err != nil {
 		t.Fatalf("set Accept-Language: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"lifeline/internal/fault"
 	"lifeline/internal/state"
@@ -42,13 +43,15 @@ func csrfToken(secret string) string {
 }
 
 type consoleView struct {
-	Error      string
-	Who        string
-	Role       string
-	CSRF       string
-	Now        time.Time
-	Open       []status.Incident
-	Overdue    map[string]bool
+	Error   string
+	Who     string
+	Role    string
+	CSRF    string
+	Now     time.Time
+	Open    []status.Incident
+	Overdue map[string]bool
+	// Notices counts each open incident's targeted notices by status.
+	Notices    map[string]map[string]int
 	Cadence    time.Duration
 	Components []status.Component
 	Templates  []status.Template
@@ -129,6 +132,10 @@ func (s *Server) consoleRender(w http.ResponseWriter, r *http.Request, code int,
 			if !i.Status.Closed() {
 				v.Open = append(v.Open, i)
 			}
+		}
+		if v.Notices, err = svc.TenantNoticeCounts(r.Context()); err != nil {
+			s.writeError(w, r, err)
+			return
 		}
 		v.Cadence = svc.Cadence()
 		v.Overdue = map[string]bool{}
@@ -282,6 +289,9 @@ func requestFromForm(f url.Values) (status.Request, error) {
 	for l := range strings.FieldsSeq(f.Get("links")) {
 		q.Links = append(q.Links, l)
 	}
+	// Affected tenants, separated by commas or white space; the domain
+	// checks them (status.NormalizeTenants) and names every bad one.
+	q.Tenants = strings.FieldsFunc(f.Get("tenants"), func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 	if v := strings.TrimSpace(f.Get("percent_restored")); v != "" {
 		p, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
 		if err != nil {

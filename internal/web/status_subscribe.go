@@ -13,10 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"lifeline/internal/fault"
 	"lifeline/internal/status"
@@ -103,53 +100,25 @@ type componentChoice struct {
 	Checked  bool
 }
 
-// formLimiter is a token bucket per client address for the public forms,
-// which send mail and write to the state store. Buckets that have filled
-// up again are dropped when the map grows, so memory stays bounded.
-type formLimiter struct {
-	mu    sync.Mutex
-	every time.Duration
-	burst int
-	m     map[string]*rate.Limiter
-}
-
-const formLimiterMax = 10000
-
-// allow takes a token for ip; when there is none it says how long until
-// there is.
-func (l *formLimiter) allow(ip string, now time.Time) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.m == nil {
-		l.m = map[string]*rate.Limiter{}
-	}
-	lim := l.m[ip]
-	if lim == nil {
-		if len(l.m) >= formLimiterMax {
-			for k, v := range l.m {
-				if v.TokensAt(now) >= float64(l.burst) {
-					delete(l.m, k)
-				}
-			}
-		}
-		lim = rate.NewLimiter(rate.Every(l.every), l.burst)
-		l.m[ip] = lim
-	}
-	r := lim.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d
-	}
-	return true, 0
-}
-
 // limited answers 429 with Retry-After when ip has posted too often.
 func (p *StatusPage) limited(w http.ResponseWriter, r *http.Request) bool {
 	ip, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		ip = r.RemoteAddr
 	}
-	ok, wait := p.forms.allow(ip, time.Now())
+	every, burst := p.FormEvery, p.FormBurst
+	if every <= 0 {
+		every = 6 * time.Second
+	}
+	if burst <= 0 {
+		burst = 5
+	}
+	ok, wait, err := p.Service.Take(r.Context(), "form:"+ip, status.Rate{Every: every, Burst: burst})
+	if err != nil {
+		p.log().Error("subscribe: the forms' rate limit cannot be read", "err", err)
+		p.subscribePage(w, r, http.StatusServiceUnavailable, subscribeView{Mode: "error", Error: "the form is unavailable; try again in a minute"})
+		return true
+	}
 	if ok {
 		return false
 	}
@@ -323,15 +292,6 @@ func (s *Server) subscribeRoutes(mux *http.ServeMux) {
 	p := s.Status
 	if p == nil || p.Subscriptions == nil {
 		return
-	}
-	if p.forms.every == 0 {
-		p.forms.every, p.forms.burst = p.FormEvery, p.FormBurst
-		if p.forms.every <= 0 {
-			p.forms.every = 6 * time.Second
-		}
-		if p.forms.burst <= 0 {
-			p.forms.burst = 5
-		}
 	}
 	mux.HandleFunc("GET /subscribe", p.subscribeForm)
 	mux.HandleFunc("POST /subscribe", p.subscribePost)

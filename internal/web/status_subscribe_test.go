@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"lifeline/internal/state"
 	"lifeline/internal/status"
 )
 
@@ -247,5 +248,45 @@ func TestConfirmAndUnsubscribeTakeAPost(t *testing.T) {
 	_, _, home := fetch(t, c, "GET", b.url+"/", nil, nil)
 	if !strings.Contains(home, `id="subscribe-link"`) {
 		t.Fatal("the status page does not link to /subscribe")
+	}
+}
+
+// TestFormRateLimitIsSharedByServers runs two servers, each with its own
+// connection to one state store, as two serve processes would: the
+// address's burst is spent across both, and the second server refuses
+// once the first has taken the rest.
+func TestFormRateLimitIsSharedByServers(t *testing.T) {
+	t.Parallel()
+	a := setupSubscribe(t, 3)
+	st, err := state.Open(a.ctx, a.dsn, "", a.clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	svc, err := status.New(a.ctx, status.Config{Store: st, Now: a.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := &StatusPage{Service: svc, Name: "Example Status", URL: "https://status.example.test", Subscriptions: &domainSubscriptions{Service: svc},
+		FormBurst: 3, FormEvery: time.Hour}
+	b := httptest.NewServer((&Server{Auth: fakeAuth{}, Registry: prometheus.NewRegistry(), Log: slog.New(slog.DiscardHandler), Status: page}).Handler())
+	t.Cleanup(b.Close)
+
+	post := func(base string, i int) (int, http.Header) {
+		t.Helper()
+		c := browser(t)
+		_, _, form := fetch(t, c, "GET", base+"/subscribe", nil, nil)
+		v := url.Values{"csrf": {csrfField.FindStringSubmatch(form)[1]}, "channel": {"email"}, "address": {"user" + strconv.Itoa(i) + "@example.com"}}
+		code, h, _ := fetch(t, c, "POST", base+"/subscribe", v, nil)
+		return code, h
+	}
+	for i, base := range []string{a.url, b.URL, a.url} {
+		if code, _ := post(base, i); code != 200 {
+			t.Fatalf("post %d within the shared burst: %d", i, code)
+		}
+	}
+	code, h := post(b.URL, 3)
+	if code != http.StatusTooManyRequests || h.Get("Retry-After") != "3600" {
+		t.Fatalf("fourth post, on the other server: %d, Retry-After %q; want 429 after 3600s", code, h.Get("Retry-After"))
 	}
 }

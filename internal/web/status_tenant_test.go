@@ -111,7 +111,7 @@ func TestIncidentAPITakesTenants(t *testing.T) {
 	open := status.Request{Name: "Sites deleted", Impact: status.ImpactCritical, Body: criticalBody(), Tenants: []string{"site:1", "2"}}
 	bad := open
 	bad.Tenants = []string{"app:1/tracker/insight"}
-	if code, e := apiCall(t, "POST", api, "operator-secret", bad); code != http.StatusBadRequest || !strings.Contains(e["error"].(string), "not a tenant key") {
+	if code, e := apiCall(t, "POST", api, "operator-secret", bad); code != http.StatusBadRequest || !strings.Contains(e["error"].(string), `not tenant keys: "app:1/tracker/insight"`) {
 		t.Fatalf("an app target as a tenant: %d %v", code, e)
 	}
 	code, inc := apiCall(t, "POST", api, "operator-secret", open)

@@ -52,6 +52,7 @@ type statusBundle struct {
 	page    *StatusPage
 	srv     *httptest.Server
 	store   *state.Store
+	dsn     string // the state store's, for a second process on it
 	clock   *testClock
 	reg     *prometheus.Registry
 	tracker status.Component
@@ -64,7 +65,8 @@ func setupStatus(t *testing.T, tweaks ...func(*status.Config)) *statusBundle {
 	t.Helper()
 	ctx := context.Background()
 	clk := &testClock{t: time.Now().UTC().Truncate(time.Second)}
-	st, err := state.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "state.db"), "", clk.Now)
+	dsn := "sqlite:" + filepath.Join(t.TempDir(), "state.db")
+	st, err := state.Open(ctx, dsn, "", clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +98,7 @@ func setupStatus(t *testing.T, tweaks ...func(*status.Config)) *statusBundle {
 	}, Registry: reg, Log: slog.New(slog.DiscardHandler), Status: page}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &statusBundle{ctx: ctx, svc: svc, page: page, srv: srv, store: st, clock: clk, reg: reg, tracker: tracker}
+	return &statusBundle{ctx: ctx, svc: svc, page: page, srv: srv, store: st, dsn: dsn, clock: clk, reg: reg, tracker: tracker}
 }
 
 func pct(v float64) *float64 { return &v }
