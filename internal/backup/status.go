@@ -36,6 +36,9 @@ type Status struct {
 	Error      string    `json:"error,omitempty"`
 	ErrorSince time.Time `json:"error_since,omitzero"`
 	Checked    time.Time `json:"checked,omitzero"` // when the shipper last reported
+	// Shipper is the process ("host:pid") holding the product's shipping
+	// lease, when one does.
+	Shipper string `json:"shipper,omitempty"`
 	// Red is true when shipping is failing or the backlog is over its limit.
 	Red bool `json:"red"`
 }
@@ -78,6 +81,13 @@ func (r *Repo) Status(ctx context.Context, product string, backlogLimit int64) (
 		return st, fmt.Errorf("backup shipper status: %w", err)
 	}
 	st.Checked, st.ErrorSince = fromMicros(updated), fromMicros(since)
+	lease, err := r.Lease(ctx, product)
+	if err != nil {
+		return st, err
+	}
+	if lease.Until.After(r.Now()) {
+		st.Shipper = lease.Owner
+	}
 	if st.Backlog > 0 && oldest != 0 {
 		st.Lag = st.Checked.Sub(fromMicros(oldest))
 	}
