@@ -88,7 +88,7 @@ func serve(e *env, a *app, listen string) error {
 	}
 	defer closePlans()
 	srv := &web.Server{Tenants: a.tenants, Ops: a.store, Auth: a.store, Registry: reg, Log: log, Status: page, Contacts: contactsWeb,
-		Plans: &web.Plans{Service: plans, Background: e.ctx}}
+		Plans: &web.Plans{Service: plans, Background: e.ctx}, Backups: backups(a, repo)}
 	return web.ListenAndServe(e.ctx, listen, srv.Handler(), func(addr net.Addr) {
 		fmt.Fprintf(e.stdout, "lifeline serving on http://%s/\n", addr)
 	})
@@ -109,6 +109,15 @@ func resumeInterrupted(e *env, a *app, log *slog.Logger) {
 			log.Info("resumed interrupted operation", "op", op.ID)
 		}
 	}
+}
+
+// backups is the console's backup page over every product.
+func backups(a *app, repo *backup.Repo) *web.Backups {
+	b := &web.Backups{Repo: repo, BacklogLimit: a.cfg.Shipping.BacklogLimit}
+	for _, p := range a.cfg.Products {
+		b.Products = append(b.Products, p.Name)
+	}
+	return b
 }
 
 // maintain compacts and prunes one product's repository every minute.
