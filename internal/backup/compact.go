@@ -166,8 +166,9 @@ func (r *Repo) Unpin(ctx context.Context, holder string) error {
 // Prune deletes the objects of product that no restorable moment inside
 // the window needs: every snapshot older than the newest snapshot taken at
 // or before now-window (the base of the oldest restorable moment), and the
-// segments that end at or before that base. Pinned objects, and objects
-// whose retention date (Object Lock) has not passed, stay.
+// segments that end at or before that base; and the segments a merge holds
+// (Merge). Pinned objects, and objects whose retention date (Object Lock)
+// has not passed, stay.
 func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) (deleted []string, err error) {
 	objs, err := r.Objects(ctx, product)
 	if err != nil {
@@ -181,7 +182,8 @@ func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) 
 			base = o
 		}
 	}
-	if base == nil {
+	redundant := contained(objs)
+	if base == nil && len(redundant) == 0 {
 		return nil, nil
 	}
 	pinned := map[string]bool{}
@@ -199,8 +201,8 @@ func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) 
 	}
 	rows.Close()
 	for _, o := range objs {
-		old := (o.Kind == format.Snapshot && o.Last < base.Last) || (o.Kind == format.Segment && o.Last <= base.Last)
-		if !old || pinned[o.Key] {
+		old := base != nil && ((o.Kind == format.Snapshot && o.Last < base.Last) || (o.Kind == format.Segment && o.Last <= base.Last))
+		if !(old || redundant[o.Key]) || pinned[o.Key] {
 			continue
 		}
 		if err := r.Blobs.Delete(ctx, o.Key); err != nil {
@@ -222,10 +224,14 @@ func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) 
 // more than this many objects on top of its snapshot.
 const CompactAfter = 64
 
-// Maintain compacts product's repository when enough segments have piled up
-// and prunes what the window no longer needs. serve runs it every minute and
+// Maintain merges runs of small segments, compacts product's repository
+// when enough segments have piled up, and prunes what the window no longer
+// needs (and the segments a merge holds). serve runs it every minute and
 // `lifeline backup run` after shipping.
 func (r *Repo) Maintain(ctx context.Context, product string, window time.Duration) (compacted *Object, pruned []string, err error) {
+	if _, err = r.Merge(ctx, product); err != nil {
+		return nil, nil, err
+	}
 	if compacted, err = r.Compact(ctx, product, CompactAfter); err != nil {
 		return nil, nil, err
 	}

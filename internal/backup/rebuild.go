@@ -102,13 +102,18 @@ func (r *Repo) OpenAt(ctx context.Context, product string, upto Upto) (*Reading,
 	}
 	rd := &Reading{repo: r, product: product, upto: upto, objects: []Object{*base}}
 	for _, o := range objs {
-		if o.Kind == format.Segment && o.Last > base.Last && (upto.Pos == 0 || o.First <= upto.Pos) && (upto.Time.IsZero() || !o.FirstTime.After(upto.Time)) {
+		if o.Kind == format.Segment && o.First > base.Last && (upto.Pos == 0 || o.First <= upto.Pos) && (upto.Time.IsZero() || !o.FirstTime.After(upto.Time)) {
 			segs = append(segs, o)
 		}
 	}
-	slices.SortFunc(segs, func(a, b Object) int { return int(a.First) - int(b.First) })
+	// At each position the longest segment: a merge rather than the small
+	// segments it holds.
+	slices.SortFunc(segs, byFirstLongest)
 	next := base.Last + 1
 	for _, s := range segs {
+		if s.First < next {
+			continue
+		}
 		if s.First != next {
 			return nil, fault.New(fault.Refused, "run `lifeline backup verify` to list the damage; a restore to before the gap or after a newer snapshot still works",
 				"%s cannot be rebuilt as of %s: positions %d..%d are missing from the repository", product, upto, next, s.First-1)

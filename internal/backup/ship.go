@@ -306,31 +306,33 @@ func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 		}
 	}()
 	wait := interval
-	for {
+	var took [8]time.Duration // the last rounds' durations
+	for round := 0; ; round++ {
 		// A change committed just after a round read the source waits for
 		// the next round and for that round's read and upload: starting
-		// rounds earlier by the last round's duration keeps that within
-		// about one interval.
+		// rounds earlier by the longest of the last rounds' durations keeps
+		// that within about one interval.
 		started := time.Now()
 		_, err := s.Ship(ctx)
-		took := time.Since(started)
+		took[round%len(took)] = time.Since(started)
+		early := slices.Max(took[:])
 		switch {
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, ErrLeased):
-			wait, took = interval, 0 // standing by
+			wait, early = interval, 0 // standing by
 		case err != nil:
 			if s.Log != nil {
 				s.Log.Error("shipping failed; changes stay in the product database until it works", "product", s.Product, "err", err)
 			}
-			wait, took = min(wait*2, time.Minute), 0
+			wait, early = min(wait*2, time.Minute), 0
 		default:
 			wait = interval
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Until(started.Add(max(wait-took, wait/10)))):
+		case <-time.After(time.Until(started.Add(max(wait-early, wait/10)))):
 		}
 	}
 }

@@ -185,8 +185,16 @@ func chain(objs []span) []Problem {
 	var problems []Problem
 	var segs []span
 	var base *span
+	var all []Object
+	for _, o := range objs {
+		all = append(all, Object{Key: o.key, Kind: o.kind, First: o.first, Last: o.last})
+	}
+	merged := contained(all)
 	for i := range objs {
 		o := &objs[i]
+		if merged[o.key] {
+			continue // a merge holds the same changes
+		}
 		if o.kind == format.Snapshot {
 			if base == nil || o.last < base.last {
 				base = o
