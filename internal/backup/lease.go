@@ -28,12 +28,22 @@ type Lease struct {
 func (r *Repo) claimLease(ctx context.Context, product, owner string, ttl time.Duration) error {
 	db, now := r.State.DB(), r.Now()
 	until := micros(now.Add(ttl))
-	if _, err := db.ExecContext(ctx, r.State.Rebind(`INSERT INTO backup_leases (product, owner, lease_until) VALUES (?, ?, 0)
-		ON CONFLICT (product) DO NOTHING`), product, owner); err != nil {
-		return fmt.Errorf("backup lease: %w", err)
+	// Renewing is one statement; the row is created on the first claim.
+	renew := func() (bool, error) {
+		res, err := db.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET owner = ?, lease_until = ?
+			WHERE product = ? AND (owner = ? OR lease_until <= ?)`), owner, until, product, owner, micros(now))
+		if err != nil {
+			return false, fmt.Errorf("backup lease: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		return n == 1, nil
 	}
-	res, err := db.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET owner = ?, lease_until = ?
-		WHERE product = ? AND (owner = ? OR lease_until <= ?)`), owner, until, product, owner, micros(now))
+	ok, err := renew()
+	if err != nil || ok {
+		return err
+	}
+	res, err := db.ExecContext(ctx, r.State.Rebind(`INSERT INTO backup_leases (product, owner, lease_until) VALUES (?, ?, ?)
+		ON CONFLICT (product) DO NOTHING`), product, owner, until)
 	if err != nil {
 		return fmt.Errorf("backup lease: %w", err)
 	}

@@ -43,9 +43,10 @@ type Shipper struct {
 	// is taken over at once). Default 30 s.
 	LeaseTTL time.Duration
 
-	cur   capture.Cursor
-	ready bool
-	held  bool // this shipper held the lease at its last claim
+	cur     capture.Cursor
+	ready   bool
+	held    bool      // this shipper held the lease at its last claim
+	claimed time.Time // when
 }
 
 // ErrLeased is wrapped by the fault.Conflict a round returns when another
@@ -77,6 +78,7 @@ func (s *Shipper) claim(ctx context.Context) error {
 		}
 		return err
 	}
+	s.claimed = time.Now()
 	if !s.held {
 		s.held, s.ready = true, false
 		if s.Log != nil {
@@ -189,10 +191,13 @@ func (s *Shipper) segment(ctx context.Context, b capture.Batch) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	// Renewed right before the upload: the lease cannot pass to another
-	// process during it unless the upload outlasts the lease.
-	if err := s.claim(ctx); err != nil {
-		return 0, err
+	// Renewed before an upload when the round has taken a third of the
+	// lease already: the lease cannot pass to another process during the
+	// upload unless the upload outlasts two thirds of it.
+	if time.Since(s.claimed) > s.leaseTTL()/3 {
+		if err := s.claim(ctx); err != nil {
+			return 0, err
+		}
 	}
 	if err := s.Repo.put(ctx, segmentKey(s.Product, first, last), buf.Bytes(), sum); err != nil {
 		return 0, err
