@@ -25,9 +25,23 @@ const (
 	mergeAtMost = 32 << 20 // nor is a merge made bigger than this
 )
 
-// Merge merges runs of small segments of product and returns the merged
-// segments it wrote.
+// Merge merges runs of small segments of product, and runs of merged
+// segments that are still small in turn, until no run is left; it returns
+// the merged segments it wrote. Each change is rewritten once per level, and
+// a level holds MergeRun times the one below.
 func (r *Repo) Merge(ctx context.Context, product string) ([]Object, error) {
+	var all []Object
+	for {
+		merged, err := r.mergePass(ctx, product)
+		all = append(all, merged...)
+		if err != nil || len(merged) == 0 {
+			return all, err
+		}
+	}
+}
+
+// mergePass merges each run of MergeRun small segments once.
+func (r *Repo) mergePass(ctx context.Context, product string) ([]Object, error) {
 	objs, err := r.Objects(ctx, product)
 	if err != nil {
 		return nil, err
