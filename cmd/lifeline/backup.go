@@ -98,9 +98,9 @@ func backupRun(e *env, args []string) error {
 			fmt.Fprintf(e.stderr, "%v\n", err)
 			continue
 		}
-		if err == nil {
-			err = s.Release(e.ctx)
-		}
+		// Released at once, shipped or not, so a serve takes over without
+		// waiting for the lease to expire.
+		err = errors.Join(err, s.Release(e.ctx))
 		if err == nil {
 			res.Compacted, res.Pruned, err = repo.Maintain(e.ctx, s.Product, a.cfg.Retention.Backups.D())
 		}

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -56,9 +54,8 @@ func serve(e *env, a *app, listen string) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for _, s := range ships {
-		s.Metrics, s.Log = metrics, log
+		s.Metrics, s.Log, s.Window = metrics, log, a.cfg.Retention.Backups.D()
 		wg.Go(func() { s.Run(e.ctx, a.cfg.Shipping.Interval.D()) })
-		wg.Go(func() { maintain(e.ctx, repo, s.Product, a.cfg.Retention.Backups.D(), log) })
 	}
 	page, err := statusPage(e, a, log)
 	if err != nil {
@@ -118,20 +115,4 @@ func backups(a *app, repo *backup.Repo) *web.Backups {
 		b.Products = append(b.Products, p.Name)
 	}
 	return b
-}
-
-// maintain compacts and prunes one product's repository every minute.
-func maintain(ctx context.Context, repo *backup.Repo, product string, window time.Duration, log *slog.Logger) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, _, err := repo.Maintain(ctx, product, window); err != nil && ctx.Err() == nil {
-				log.Warn("backup maintenance failed", "product", product, "err", err)
-			}
-		}
-	}
 }

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"lifeline/internal/backup/format"
 	"lifeline/internal/fault"
 )
 
@@ -89,4 +91,37 @@ func TestOneShipperHoldsTheLease(t *testing.T) {
 	if cur, _, _ := b.repo.Cursor(ctx, "tracker"); cur.Pos != uint64(len(b.src.log)) {
 		t.Fatalf("repository at %d, %d changes committed", cur.Pos, len(b.src.log))
 	}
+}
+
+// Run maintains the repository while it holds the lease: the small
+// segments shipped so far get merged.
+func TestRunMaintainsWhileHoldingTheLease(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.src.write("acme", 1)
+	b.mustShip(t)
+	for i := 0; i < MergeRun; i++ {
+		b.src.write("acme", 1)
+		b.mustShip(t)
+	}
+	run, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.ship.MaintainEvery = time.Millisecond
+		b.ship.Run(run, 5*time.Millisecond)
+	}()
+	defer func() { stop(); <-done }()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		objs, err := b.repo.Objects(ctx, "tracker")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if o.Kind == format.Segment && o.Last-o.First+1 == MergeRun {
+				return
+			}
+		}
+	}
+	t.Fatal("Run never merged the small segments")
 }

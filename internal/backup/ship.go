@@ -2,6 +2,7 @@ package backup
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,12 @@ type Shipper struct {
 	// dead holder on another host delays the take-over (one on this host
 	// is taken over at once). Default 30 s.
 	LeaseTTL time.Duration
+	// Window is the point-in-time window Run's maintenance keeps
+	// restorable (retention.backups).
+	Window time.Duration
+	// MaintainEvery is how often Run maintains the repository while it
+	// holds the lease. Default a minute.
+	MaintainEvery time.Duration
 
 	cur     capture.Cursor
 	ready   bool
@@ -297,8 +304,9 @@ func (r *Repo) options() format.Options {
 	return format.Options{Key: r.Key, KeyID: r.KeyID}
 }
 
-// Run ships every interval until ctx ends, while this process holds the
-// product's lease; otherwise it stands by and claims the lease every
+// Run ships every interval until ctx ends, and maintains the repository
+// every minute (Repo.Maintain), while this process holds the product's
+// lease; otherwise it stands by and claims the lease every
 // interval, taking over when the holder stops, dies or stops renewing.
 // Errors are recorded for status and retried with backoff; they never stop
 // the loop. It releases the lease when ctx ends.
@@ -312,6 +320,7 @@ func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 	}()
 	wait := interval
 	var took [8]time.Duration // the last rounds' durations
+	maintained := time.Now()
 	for round := 0; ; round++ {
 		// A change committed just after a round read the source waits for
 		// the next round and for that round's read and upload: starting
@@ -333,12 +342,25 @@ func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 			wait, early = min(wait*2, time.Minute), 0
 		default:
 			wait = interval
+			if time.Since(maintained) >= cmp.Or(s.MaintainEvery, time.Minute) {
+				s.maintain(ctx)
+				maintained = time.Now()
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Until(started.Add(max(wait-early, wait/10)))):
 		}
+	}
+}
+
+// maintain merges, compacts and prunes the product's repository. Run calls
+// it every MaintainEvery while it holds the lease, so one process at a time
+// maintains a product, as one ships it.
+func (s *Shipper) maintain(ctx context.Context) {
+	if _, _, err := s.Repo.Maintain(ctx, s.Product, s.Window); err != nil && ctx.Err() == nil && s.Log != nil {
+		s.Log.Warn("backup maintenance failed", "product", s.Product, "err", err)
 	}
 }
 
