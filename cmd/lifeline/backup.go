@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -92,6 +93,14 @@ func backupRun(e *env, args []string) error {
 	var failed error
 	for _, s := range ships {
 		res, err := s.Ship(e.ctx)
+		if errors.Is(err, backup.ErrLeased) {
+			// A serve process ships this product: nothing to do here.
+			fmt.Fprintf(e.stderr, "%v\n", err)
+			continue
+		}
+		// Released at once, shipped or not, so a serve takes over without
+		// waiting for the lease to expire.
+		err = errors.Join(err, s.Release(e.ctx))
 		if err == nil {
 			res.Compacted, res.Pruned, err = repo.Maintain(e.ctx, s.Product, a.cfg.Retention.Backups.D())
 		}
@@ -154,6 +163,9 @@ func backupStatus(e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "  last shipped   position %d at %s\n", st.LastPos, since(st.LastShipped))
 		fmt.Fprintf(e.stdout, "  lag (RPO now)  %d changes waiting, oldest %s old\n", st.Backlog, st.Lag.Round(time.Millisecond))
 		fmt.Fprintf(e.stdout, "  restorable     %s .. %s\n", since(st.Oldest), since(st.Newest))
+		if st.Shipper != "" {
+			fmt.Fprintf(e.stdout, "  shipped by     %s\n", st.Shipper)
+		}
 		fmt.Fprintf(e.stdout, "  objects        %d snapshots, %d segments, %s (compression %.1fx)\n", st.Snapshots, st.Segments, bytesText(st.Bytes), st.Ratio)
 		if st.Snapshots == 0 {
 			fmt.Fprintln(e.stdout, "  no snapshot yet: run `lifeline backup run` or `lifeline serve`")

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -65,9 +63,8 @@ func serve(e *env, a *app, listen string) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for _, s := range ships {
-		s.Metrics, s.Log = metrics, log
+		s.Metrics, s.Log, s.Window = metrics, log, a.cfg.Retention.Backups.D()
 		wg.Go(func() { s.Run(e.ctx, a.cfg.Shipping.Interval.D()) })
-		wg.Go(func() { maintain(e.ctx, repo, s.Product, a.cfg.Retention.Backups.D(), log) })
 	}
 	page, err := statusPage(e, a, log)
 	if err != nil {
@@ -102,7 +99,7 @@ func serve(e *env, a *app, listen string) error {
 	wg.Go(func() { plans.DeliverEvents(e.ctx) })
 	wg.Go(func() { plans.ResumeInterrupted(e.ctx, plan.Actor{Name: "lifeline serve", Role: state.RoleAdmin}, 0) })
 	srv := &web.Server{Tenants: a.tenants, Ops: a.store, Auth: a.store, Registry: reg, Log: log, Status: page, Contacts: contactsWeb,
-		Plans: &web.Plans{Service: plans, Background: e.ctx}}
+		Plans: &web.Plans{Service: plans, Background: e.ctx}, Backups: backups(a, repo)}
 	fmt.Fprintf(e.stdout, "lifeline serving on http://%s/\n", ln.Addr())
 	return web.Serve(e.ctx, ln, srv.Handler())
 }
@@ -139,18 +136,11 @@ func resumeInterrupted(e *env, a *app, log *slog.Logger) {
 	}
 }
 
-// maintain compacts and prunes one product's repository every minute.
-func maintain(ctx context.Context, repo *backup.Repo, product string, window time.Duration, log *slog.Logger) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, _, err := repo.Maintain(ctx, product, window); err != nil && ctx.Err() == nil {
-				log.Warn("backup maintenance failed", "product", product, "err", err)
-			}
-		}
+// backups is the console's backup page over every product.
+func backups(a *app, repo *backup.Repo) *web.Backups {
+	b := &web.Backups{Repo: repo, BacklogLimit: a.cfg.Shipping.BacklogLimit}
+	for _, p := range a.cfg.Products {
+		b.Products = append(b.Products, p.Name)
 	}
+	return b
 }

@@ -36,35 +36,7 @@ func TestShippingSurvivesKill9WithConcurrentWriters(t *testing.T) {
 	}
 	defer db.Close()
 
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for w := 0; w < 4; w++ {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(w), 7))
-			for i := 0; ctx.Err() == nil && i < 400; i++ {
-				site := 1 + rng.IntN(30)
-				tx, err := db.Begin()
-				if err != nil {
-					errs <- err
-					return
-				}
-				// A multi-statement transaction: never shipped in halves.
-				_, err1 := tx.Exec("UPDATE issues SET priority = ?, estimate = ? WHERE site_id = ? AND id % 3 = ?", rng.IntN(5), rng.Float64()*100, site, i%3)
-				_, err2 := tx.Exec("INSERT INTO comments (site_id, issue_id, author, body) SELECT site_id, id, 'w', ? FROM issues WHERE site_id = ? LIMIT 1", fmt.Sprint("c", w, "-", i), site)
-				_, err3 := tx.Exec("DELETE FROM comments WHERE id = (SELECT min(id) FROM comments WHERE site_id = ? AND parent_id IS NOT NULL)", site)
-				if err := firstErr(err1, err2, err3); err != nil {
-					tx.Rollback()
-					errs <- err
-					return
-				}
-				if err := tx.Commit(); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
+	stopWriters := startWriters(t, db, 4, 30, 400)
 
 	ship := func(env ...string) (killed bool) {
 		cmd := exec.Command(bin, "--config", c.config, "backup", "run")
@@ -99,12 +71,7 @@ func TestShippingSurvivesKill9WithConcurrentWriters(t *testing.T) {
 		}
 		_ = cmd.Wait()
 	}
-	wg.Wait()
-	stop()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("writer: %v", err)
-	}
+	stopWriters()
 	if ship() {
 		t.Fatal("the final backup run died")
 	}
@@ -113,7 +80,58 @@ func TestShippingSurvivesKill9WithConcurrentWriters(t *testing.T) {
 	}
 	c.must("backup", "verify")
 
-	// Rebuild every tenant from the repository and compare with the live rows.
+	repositoryEqualsLive(t, c, db, 30)
+}
+
+// startWriters runs n writers that commit multi-statement transactions on
+// random sites 1..sites of the demo tracker, each at most txs times, until
+// the returned stop is called; stop fails the test on a writer's error.
+func startWriters(t *testing.T, db *sql.DB, n, sites, txs int) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for w := 0; w < n; w++ {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := 0; ctx.Err() == nil && i < txs; i++ {
+				site := 1 + rng.IntN(sites)
+				tx, err := db.Begin()
+				if err != nil {
+					errs <- err
+					return
+				}
+				// A multi-statement transaction: never shipped in halves.
+				_, err1 := tx.Exec("UPDATE issues SET priority = ?, estimate = ? WHERE site_id = ? AND id % 3 = ?", rng.IntN(5), rng.Float64()*100, site, i%3)
+				_, err2 := tx.Exec("INSERT INTO comments (site_id, issue_id, author, body) SELECT site_id, id, 'w', ? FROM issues WHERE site_id = ? LIMIT 1", fmt.Sprint("c", w, "-", i), site)
+				_, err3 := tx.Exec("DELETE FROM comments WHERE id = (SELECT min(id) FROM comments WHERE site_id = ? AND parent_id IS NOT NULL)", site)
+				if err := firstErr(err1, err2, err3); err != nil {
+					tx.Rollback()
+					errs <- err
+					return
+				}
+				if err := tx.Commit(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	return func() {
+		t.Helper()
+		cancel()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("writer: %v", err)
+		}
+	}
+}
+
+// repositoryEqualsLive rebuilds sites 1..sites of the demo tracker from the
+// repository at its newest position and compares them with the live rows.
+func repositoryEqualsLive(t *testing.T, c *cli, db *sql.DB, sites int) {
+	t.Helper()
 	cfg, err := config.Load(c.config)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +157,7 @@ func TestShippingSurvivesKill9WithConcurrentWriters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for site := 1; site <= 30; site++ {
+	for site := 1; site <= sites; site++ {
 		got := map[string][]string{}
 		err := rd.Tenant(context.Background(), fmt.Sprint(site), func(tb *change.Table, ch *change.Change) error {
 			got[tb.Name] = append(got[tb.Name], rowText(ch.Row))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"lifeline/internal/backup/format"
@@ -16,10 +17,16 @@ import (
 // Compact merges the newest snapshot of product with the segments after it
 // into a new snapshot at the last shipped position, without reading the
 // live database. It does nothing (nil, nil) when fewer than minSegments
-// segments follow the snapshot, or when a table's shape changed among them
-// (the shipper takes a fresh snapshot from the database after a schema
-// change instead). The segments stay: they hold the versions the
-// point-in-time window needs; Prune removes them once they are older.
+// segments follow the snapshot — unless a table's shape changed among them:
+// a new schema version gets its snapshot at once, so a restore after the
+// change never reads the history before it. The new snapshot holds every
+// row in the newest shape; a column added after a row was captured is
+// Absent in it (format version 2), which a restore leaves to its default
+// exactly as when reading the original segment. A change no shape can
+// describe both sides of (a column dropped or renamed, a key or tenant
+// column changed) stops compaction at the older snapshot, as before.
+// The segments stay: they hold the versions the point-in-time window
+// needs; Prune removes them once they are older.
 func (r *Repo) Compact(ctx context.Context, product string, minSegments int) (*Object, error) {
 	cur, ok, err := r.Cursor(ctx, product)
 	if err != nil || !ok {
@@ -30,25 +37,34 @@ func (r *Repo) Compact(ctx context.Context, product string, minSegments int) (*O
 		return nil, err
 	}
 	segs := len(rd.objects) - 1
-	if segs < max(1, minSegments) {
+	target := rd.Tables()
+	if segs == 0 || (segs < minSegments && sameShapes(rd.readers[0].Header().Tables, target)) {
 		return nil, nil
-	}
-	shape, _ := json.Marshal(rd.readers[0].Header().Tables)
-	for _, fr := range rd.readers[1:] {
-		if s, _ := json.Marshal(fr.Header().Tables); !bytes.Equal(s, shape) {
-			return nil, nil
-		}
 	}
 	last := rd.objects[len(rd.objects)-1]
 	h := format.Header{Product: product, First: last.Last, Last: last.Last, Source: last.Source,
-		Tables: rd.Tables(), FirstTime: last.LastTime, LastTime: last.LastTime, Created: r.Now()}
+		Tables: target, FirstTime: last.LastTime, LastTime: last.LastTime, Created: r.Now()}
 	var buf bytes.Buffer
 	w, err := format.NewSnapshotWriter(&buf, h, r.options())
 	if err != nil {
 		return nil, err
 	}
+	conv := converter{target: map[string]*change.Table{}, maps: map[*change.Table][]int{}}
+	for i := range target {
+		conv.target[target[i].Name] = &target[i]
+	}
 	for _, tenant := range rd.Tenants() {
-		err := rd.Tenant(ctx, tenant, func(_ *change.Table, c *change.Change) error { return w.Add(c) })
+		err := rd.Tenant(ctx, tenant, func(t *change.Table, c *change.Change) error {
+			row, ok := conv.row(t, c.Row)
+			if !ok {
+				return errNoCommonShape
+			}
+			c.Row = row
+			return w.Add(c)
+		})
+		if errors.Is(err, errNoCommonShape) {
+			return nil, nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -63,6 +79,69 @@ func (r *Repo) Compact(ctx context.Context, product string, minSegments int) (*O
 	}
 	o := objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants))
 	return &o, nil
+}
+
+func sameShapes(a, b []change.Table) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return bytes.Equal(x, y)
+}
+
+// errNoCommonShape stops a compaction whose rows the newest shapes cannot
+// hold.
+var errNoCommonShape = errors.New("no common shape")
+
+// converter maps rows of older shapes onto the newest shape of their table,
+// by column name.
+type converter struct {
+	target map[string]*change.Table
+	maps   map[*change.Table][]int // per target column: the source column, or -1
+}
+
+// row returns the row in its table's newest shape, with Absent for the
+// columns its shape lacked; ok is false when a column of the row's shape,
+// or its key or tenant column, is not in the newest shape under its name.
+func (cv *converter) row(t *change.Table, row []change.Value) (out []change.Value, ok bool) {
+	m, ok := cv.maps[t]
+	if !ok {
+		m = cv.mapping(t)
+		cv.maps[t] = m
+	}
+	if m == nil {
+		return nil, false
+	}
+	out = make([]change.Value, len(m))
+	for j, i := range m {
+		out[j] = change.Value{Kind: change.Absent}
+		if i >= 0 {
+			out[j] = row[i]
+		}
+	}
+	return out, true
+}
+
+func (cv *converter) mapping(t *change.Table) []int {
+	u := cv.target[t.Name]
+	if u == nil {
+		return nil
+	}
+	m := make([]int, len(u.Columns))
+	found := 0
+	for j, col := range u.Columns {
+		m[j] = slices.IndexFunc(t.Columns, func(c change.Column) bool { return c.Name == col.Name })
+		if m[j] >= 0 {
+			found++
+		}
+	}
+	if found != len(t.Columns) || m[u.Tenant] != t.Tenant || len(u.PrimaryKey) != len(t.PrimaryKey) {
+		return nil
+	}
+	for k, j := range u.PrimaryKey {
+		if m[j] != t.PrimaryKey[k] {
+			return nil
+		}
+	}
+	return m
 }
 
 // Pin keeps keys from retention until the holder unpins them or until
@@ -87,8 +166,9 @@ func (r *Repo) Unpin(ctx context.Context, holder string) error {
 // Prune deletes the objects of product that no restorable moment inside
 // the window needs: every snapshot older than the newest snapshot taken at
 // or before now-window (the base of the oldest restorable moment), and the
-// segments that end at or before that base. Pinned objects, and objects
-// whose retention date (Object Lock) has not passed, stay.
+// segments that end at or before that base; and the segments a merge holds
+// (Merge). Pinned objects, and objects whose retention date (Object Lock)
+// has not passed, stay.
 func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) (deleted []string, err error) {
 	objs, err := r.Objects(ctx, product)
 	if err != nil {
@@ -102,7 +182,8 @@ func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) 
 			base = o
 		}
 	}
-	if base == nil {
+	redundant := contained(objs)
+	if base == nil && len(redundant) == 0 {
 		return nil, nil
 	}
 	pinned := map[string]bool{}
@@ -120,8 +201,8 @@ func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) 
 	}
 	rows.Close()
 	for _, o := range objs {
-		old := (o.Kind == format.Snapshot && o.Last < base.Last) || (o.Kind == format.Segment && o.Last <= base.Last)
-		if !old || pinned[o.Key] {
+		old := base != nil && ((o.Kind == format.Snapshot && o.Last < base.Last) || (o.Kind == format.Segment && o.Last <= base.Last))
+		if !(old || redundant[o.Key]) || pinned[o.Key] {
 			continue
 		}
 		if err := r.Blobs.Delete(ctx, o.Key); err != nil {
@@ -143,10 +224,14 @@ func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) 
 // more than this many objects on top of its snapshot.
 const CompactAfter = 64
 
-// Maintain compacts product's repository when enough segments have piled up
-// and prunes what the window no longer needs. serve runs it every minute and
+// Maintain merges runs of small segments, compacts product's repository
+// when enough segments have piled up, and prunes what the window no longer
+// needs (and the segments a merge holds). serve runs it every minute and
 // `lifeline backup run` after shipping.
 func (r *Repo) Maintain(ctx context.Context, product string, window time.Duration) (compacted *Object, pruned []string, err error) {
+	if _, err = r.Merge(ctx, product); err != nil {
+		return nil, nil, err
+	}
 	if compacted, err = r.Compact(ctx, product, CompactAfter); err != nil {
 		return nil, nil, err
 	}

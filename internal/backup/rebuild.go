@@ -49,6 +49,14 @@ type Reading struct {
 	upto    Upto
 	objects []Object
 	readers []*format.Reader // readers[0] is the snapshot
+	// present caches the shapes rows with Absent values are handed over
+	// under, by shape and absent columns, so each is one pointer.
+	present map[presentKey]*change.Table
+}
+
+type presentKey struct {
+	t      *change.Table
+	absent string
 }
 
 // OpenAt chooses and opens the objects that rebuild product as of upto. It
@@ -94,13 +102,18 @@ func (r *Repo) OpenAt(ctx context.Context, product string, upto Upto) (*Reading,
 	}
 	rd := &Reading{repo: r, product: product, upto: upto, objects: []Object{*base}}
 	for _, o := range objs {
-		if o.Kind == format.Segment && o.Last > base.Last && (upto.Pos == 0 || o.First <= upto.Pos) && (upto.Time.IsZero() || !o.FirstTime.After(upto.Time)) {
+		if o.Kind == format.Segment && o.First > base.Last && (upto.Pos == 0 || o.First <= upto.Pos) && (upto.Time.IsZero() || !o.FirstTime.After(upto.Time)) {
 			segs = append(segs, o)
 		}
 	}
-	slices.SortFunc(segs, func(a, b Object) int { return int(a.First) - int(b.First) })
+	// At each position the longest segment: a merge rather than the small
+	// segments it holds.
+	slices.SortFunc(segs, byFirstLongest)
 	next := base.Last + 1
 	for _, s := range segs {
+		if s.First < next {
+			continue
+		}
 		if s.First != next {
 			return nil, fault.New(fault.Refused, "run `lifeline backup verify` to list the damage; a restore to before the gap or after a newer snapshot still works",
 				"%s cannot be rebuilt as of %s: positions %d..%d are missing from the repository", product, upto, next, s.First-1)
@@ -184,7 +197,8 @@ func (rd *Reading) Tenant(ctx context.Context, tenant string, fn func(t *change.
 		}
 		out := *best
 		out.Op = change.Snapshot
-		return fn(bestTable, &out)
+		t := rd.withoutAbsent(bestTable, &out)
+		return fn(t, &out)
 	}
 	for h.Len() > 0 {
 		cur := (*h)[0]
@@ -219,6 +233,52 @@ func (rd *Reading) Tenant(ctx context.Context, tenant string, fn func(t *change.
 		}
 	}
 	return emit()
+}
+
+// withoutAbsent hands a row of a snapshot compacted across a schema change
+// over as it was captured: its Absent columns (added after it was written)
+// left out of the row and of its shape, so a restore leaves them to their
+// default, exactly as a row read from the original segment.
+func (rd *Reading) withoutAbsent(t *change.Table, c *change.Change) *change.Table {
+	var absent []byte
+	for i, v := range c.Row {
+		if v.Kind == change.Absent {
+			absent = append(absent, byte(i), byte(i>>8))
+		}
+	}
+	if absent == nil {
+		return t
+	}
+	k := presentKey{t, string(absent)}
+	shape, ok := rd.present[k]
+	if !ok {
+		shape = &change.Table{Name: t.Name}
+		for i, col := range t.Columns {
+			if c.Row[i].Kind == change.Absent {
+				continue
+			}
+			if i == t.Tenant {
+				shape.Tenant = len(shape.Columns)
+			}
+			shape.Columns = append(shape.Columns, col)
+		}
+		// Key columns are never absent (the format refuses it).
+		for _, i := range t.PrimaryKey {
+			shape.PrimaryKey = append(shape.PrimaryKey, slices.IndexFunc(shape.Columns, func(col change.Column) bool { return col.Name == t.Columns[i].Name }))
+		}
+		if rd.present == nil {
+			rd.present = map[presentKey]*change.Table{}
+		}
+		rd.present[k] = shape
+	}
+	row := make([]change.Value, 0, len(shape.Columns))
+	for _, v := range c.Row {
+		if v.Kind != change.Absent {
+			row = append(row, v)
+		}
+	}
+	c.Row = row
+	return shape
 }
 
 func (rd *Reading) wrap(obj int, err error) error {

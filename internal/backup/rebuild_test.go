@@ -21,7 +21,7 @@ func (f *fakeSource) mutate(tenant string, op change.Op, ids ...int64) {
 		if op == change.Delete {
 			delete(f.rows, key)
 		} else {
-			row = []change.Value{row[0], row[1], {Kind: change.Text, Bytes: f.text(fmt.Sprint("edited at ", len(f.log)+1))}}
+			row = f.widen([]change.Value{row[0], row[1], {Kind: change.Text, Bytes: f.text(fmt.Sprint("edited at ", len(f.log)+1))}})
 			f.rows[key] = row
 		}
 		f.log = append(f.log, change.Change{Pos: uint64(len(f.log) + 1), Tx: tx, TxEnd: i == len(ids)-1, Time: f.clock(),

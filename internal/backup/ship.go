@@ -2,6 +2,7 @@ package backup
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,13 +14,15 @@ import (
 	"lifeline/internal/capture"
 	"lifeline/internal/change"
 	"lifeline/internal/fault"
+	"lifeline/internal/tenant"
 )
 
 // Shipper moves one product's captured changes into the repository. Exactly
-// one shipper runs per product (serve holds a lease for it). It starts from
-// a snapshot, then ships batches of whole transactions as segments. Changes
-// are acknowledged to the source — and only then forgotten by it — after
-// their segment is durable in the blob store.
+// one shipper ships a product at a time, across every process sharing the
+// state store: each round claims the product's lease first (lease.go). It
+// starts from a snapshot, then ships batches of whole transactions as
+// segments. Changes are acknowledged to the source — and only then
+// forgotten by it — after their segment is durable in the blob store.
 type Shipper struct {
 	Repo    *Repo
 	Product string
@@ -33,9 +36,70 @@ type Shipper struct {
 	BacklogLimit int64
 	Log          *slog.Logger
 	Metrics      *Metrics
+	// Owner names this process in the product's lease; default
+	// tenant.DefaultOwner() ("host:pid"), the identity of operation leases.
+	Owner string
+	// LeaseTTL is how long the lease lasts without renewal, so how long a
+	// dead holder on another host delays the take-over (one on this host
+	// is taken over at once). Default 30 s.
+	LeaseTTL time.Duration
+	// Window is the point-in-time window Run's maintenance keeps
+	// restorable (retention.backups).
+	Window time.Duration
+	// MaintainEvery is how often Run maintains the repository while it
+	// holds the lease. Default a minute.
+	MaintainEvery time.Duration
 
-	cur   capture.Cursor
-	ready bool
+	cur     capture.Cursor
+	ready   bool
+	held    bool      // this shipper held the lease at its last claim
+	claimed time.Time // when
+}
+
+// ErrLeased is wrapped by the fault.Conflict a round returns when another
+// process holds the product's lease: that process ships it.
+var ErrLeased = errors.New("shipped by another process")
+
+func (s *Shipper) owner() string {
+	if s.Owner == "" {
+		s.Owner = tenant.DefaultOwner()
+	}
+	return s.Owner
+}
+
+func (s *Shipper) leaseTTL() time.Duration {
+	if s.LeaseTTL > 0 {
+		return s.LeaseTTL
+	}
+	return 30 * time.Second
+}
+
+// claim takes or renews the lease. A shipper that did not hold it forgets
+// its cursor: the previous holder moved the repository on.
+func (s *Shipper) claim(ctx context.Context) error {
+	err := s.Repo.claimLease(ctx, s.Product, s.owner(), s.leaseTTL())
+	if err != nil {
+		s.held, s.ready = false, false
+		if fault.CodeOf(err) == fault.Conflict {
+			return fault.Wrap(ErrLeased, fault.Conflict, fault.HintOf(err), "%s", err.Error())
+		}
+		return err
+	}
+	s.claimed = time.Now()
+	if !s.held {
+		s.held, s.ready = true, false
+		if s.Log != nil {
+			s.Log.Info("shipping as the product's lease holder", "product", s.Product, "owner", s.owner())
+		}
+	}
+	return nil
+}
+
+// Release gives the product's lease up, so a standby process takes over at
+// once. Run releases it when it stops.
+func (s *Shipper) Release(ctx context.Context) error {
+	s.held, s.ready = false, false
+	return s.Repo.releaseLease(ctx, s.Product, s.owner())
 }
 
 // Shipped is what one Ship call did.
@@ -76,16 +140,24 @@ func (s *Shipper) start(ctx context.Context) error {
 }
 
 // Ship takes the first snapshot if the repository has none, then ships
-// everything pending, and returns. `lifeline backup run` is one call.
+// everything pending, and returns. `lifeline backup run` is one call. When
+// another process holds the product's lease it ships nothing and returns a
+// fault.Conflict wrapping ErrLeased.
 func (s *Shipper) Ship(ctx context.Context) (Shipped, error) {
 	res := Shipped{Product: s.Product}
 	err := s.ship(ctx, &res)
+	if errors.Is(err, ErrLeased) {
+		return res, err // the holder reports the product's health
+	}
 	s.report(ctx, err)
 	res.Cursor = s.cur
 	return res, err
 }
 
 func (s *Shipper) ship(ctx context.Context, res *Shipped) error {
+	if err := s.claim(ctx); err != nil {
+		return err
+	}
 	if err := s.start(ctx); err != nil {
 		return err
 	}
@@ -125,6 +197,14 @@ func (s *Shipper) segment(ctx context.Context, b capture.Batch) (int64, error) {
 	sum, err := format.WriteSegment(&buf, h, b.Changes, s.Repo.options())
 	if err != nil {
 		return 0, err
+	}
+	// Renewed before an upload when the round has taken a third of the
+	// lease already: the lease cannot pass to another process during the
+	// upload unless the upload outlasts two thirds of it.
+	if time.Since(s.claimed) > s.leaseTTL()/3 {
+		if err := s.claim(ctx); err != nil {
+			return 0, err
+		}
 	}
 	if err := s.Repo.put(ctx, segmentKey(s.Product, first, last), buf.Bytes(), sum); err != nil {
 		return 0, err
@@ -224,31 +304,63 @@ func (r *Repo) options() format.Options {
 	return format.Options{Key: r.Key, KeyID: r.KeyID}
 }
 
-// Run ships every interval until ctx ends. Errors are recorded for status
-// and retried with backoff; they never stop the loop.
+// Run ships every interval until ctx ends, and maintains the repository
+// every minute (Repo.Maintain), while this process holds the product's
+// lease; otherwise it stands by and claims the lease every
+// interval, taking over when the holder stops, dies or stops renewing.
+// Errors are recorded for status and retried with backoff; they never stop
+// the loop. It releases the lease when ctx ends.
 func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := s.Release(ctx); err != nil && s.Log != nil {
+			s.Log.Warn("releasing the shipping lease failed; another process takes over when it expires", "product", s.Product, "err", err)
+		}
+	}()
 	wait := interval
-	for {
-		// Rounds start every interval, not interval after the last one
-		// ended, so a change waits at most about one interval.
+	var took [8]time.Duration // the last rounds' durations
+	maintained := time.Now()
+	for round := 0; ; round++ {
+		// A change committed just after a round read the source waits for
+		// the next round and for that round's read and upload: starting
+		// rounds earlier by the longest of the last rounds' durations keeps
+		// that within about one interval.
 		started := time.Now()
 		_, err := s.Ship(ctx)
+		took[round%len(took)] = time.Since(started)
+		early := slices.Max(took[:])
 		switch {
 		case ctx.Err() != nil:
 			return
+		case errors.Is(err, ErrLeased):
+			wait, early = interval, 0 // standing by
 		case err != nil:
 			if s.Log != nil {
 				s.Log.Error("shipping failed; changes stay in the product database until it works", "product", s.Product, "err", err)
 			}
-			wait = min(wait*2, time.Minute)
+			wait, early = min(wait*2, time.Minute), 0
 		default:
 			wait = interval
+			if time.Since(maintained) >= cmp.Or(s.MaintainEvery, time.Minute) {
+				s.maintain(ctx)
+				maintained = time.Now()
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Until(started.Add(wait))):
+		case <-time.After(time.Until(started.Add(max(wait-early, wait/10)))):
 		}
+	}
+}
+
+// maintain merges, compacts and prunes the product's repository. Run calls
+// it every MaintainEvery while it holds the lease, so one process at a time
+// maintains a product, as one ships it.
+func (s *Shipper) maintain(ctx context.Context) {
+	if _, _, err := s.Repo.Maintain(ctx, s.Product, s.Window); err != nil && ctx.Err() == nil && s.Log != nil {
+		s.Log.Warn("backup maintenance failed", "product", s.Product, "err", err)
 	}
 }
 

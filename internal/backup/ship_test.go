@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +34,9 @@ type fakeSource struct {
 	// second per change from the time the source was made.
 	clock func() time.Time
 	body  int // extra bytes per row body
+	// shape is the table's current shape: docs, or docs with a column
+	// added (addColumn).
+	shape change.Table
 }
 
 var docs = change.Table{Name: "docs", Columns: []change.Column{{Name: "id", Type: "INTEGER"}, {Name: "site", Type: "TEXT"}, {Name: "body", Type: "TEXT"}},
@@ -41,7 +45,7 @@ var docs = change.Table{Name: "docs", Columns: []change.Column{{Name: "id", Type
 func newFakeSource() *fakeSource {
 	start := time.Now().UTC().Truncate(time.Second)
 	ticks := 0
-	return &fakeSource{rows: map[string][]change.Value{}, clock: func() time.Time {
+	return &fakeSource{rows: map[string][]change.Value{}, shape: docs, clock: func() time.Time {
 		ticks++
 		return start.Add(time.Duration(ticks) * time.Second)
 	}}
@@ -66,11 +70,27 @@ func (f *fakeSource) write(tenant string, n int) {
 	tx := uint64(len(f.log) + 1)
 	for i := 0; i < n; i++ {
 		id := int64(len(f.rows) + 1)
-		row := []change.Value{{Kind: change.Int, Int: id}, {Kind: change.Text, Bytes: []byte(tenant)}, {Kind: change.Text, Bytes: f.text(fmt.Sprint("body ", id))}}
+		row := f.widen([]change.Value{{Kind: change.Int, Int: id}, {Kind: change.Text, Bytes: []byte(tenant)}, {Kind: change.Text, Bytes: f.text(fmt.Sprint("body ", id))}})
 		f.rows[fmt.Sprint(tenant, "/", id)] = row
 		f.log = append(f.log, change.Change{Pos: uint64(len(f.log) + 1), Tx: tx, TxEnd: i == n-1, Time: f.clock(),
 			Tenant: tenant, Table: "docs", Op: change.Insert, Row: row})
 	}
+}
+
+// addColumn adds the column tags to the table, as a migration would: rows
+// written from now on carry it; rows already there are not rewritten.
+func (f *fakeSource) addColumn() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.shape.Columns = append(slices.Clone(docs.Columns), change.Column{Name: "tags", Type: "TEXT"})
+}
+
+// widen gives a row written now the current shape's width.
+func (f *fakeSource) widen(row []change.Value) []change.Value {
+	if len(f.shape.Columns) > len(row) {
+		row = append(row, change.Value{Kind: change.Text, Bytes: fmt.Appendf(nil, "tag %d", len(f.log))})
+	}
+	return row
 }
 
 func (f *fakeSource) Read(_ context.Context, cur capture.Cursor, max int) (capture.Batch, error) {
@@ -90,7 +110,7 @@ func (f *fakeSource) Read(_ context.Context, cur capture.Cursor, max int) (captu
 		return capture.Batch{}, nil
 	}
 	end := out[len(out)-1].Pos
-	return capture.Batch{Changes: out, Tables: []change.Table{docs}, End: capture.Cursor{Pos: end, Src: end}}, nil
+	return capture.Batch{Changes: out, Tables: []change.Table{f.shape}, End: capture.Cursor{Pos: end, Src: end}}, nil
 }
 
 func (f *fakeSource) Ack(_ context.Context, cur capture.Cursor) error {
@@ -109,7 +129,7 @@ func (f *fakeSource) Snapshot(context.Context) (capture.Snapshot, error) {
 		rows = append(rows, change.Change{Pos: f.base, Tenant: string(r[1].Bytes), Table: "docs", Op: change.Snapshot, Row: r})
 	}
 	// Deliberately unsorted within tenants' groups: the shipper sorts.
-	return &fakeSnap{cur: capture.Cursor{Pos: f.base, Src: f.base}, rows: groupByTenant(rows)}, nil
+	return &fakeSnap{cur: capture.Cursor{Pos: f.base, Src: f.base}, rows: groupByTenant(rows), shape: f.shape}, nil
 }
 
 func groupByTenant(rows []change.Change) []change.Change {
@@ -150,12 +170,13 @@ func (f *fakeSource) Backlog(_ context.Context, cur capture.Cursor) (int64, time
 func (f *fakeSource) Close() error { return nil }
 
 type fakeSnap struct {
-	cur  capture.Cursor
-	rows []change.Change
+	cur   capture.Cursor
+	rows  []change.Change
+	shape change.Table
 }
 
 func (s *fakeSnap) Cursor() capture.Cursor { return s.cur }
-func (s *fakeSnap) Tables() []change.Table { return []change.Table{docs} }
+func (s *fakeSnap) Tables() []change.Table { return []change.Table{s.shape} }
 func (s *fakeSnap) Rows(_ context.Context, fn func(*change.Change) error) error {
 	for i := range s.rows {
 		if err := fn(&s.rows[i]); err != nil {

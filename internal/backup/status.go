@@ -25,19 +25,27 @@ type Status struct {
 	Backlog int64         `json:"backlog"`
 	Lag     time.Duration `json:"lag_ns"`
 	// Oldest and Newest bound the moments a restore can go back to.
-	Oldest     time.Time `json:"oldest_restorable,omitzero"`
-	Newest     time.Time `json:"newest_restorable,omitzero"`
-	Snapshots  int       `json:"snapshots"`
-	Segments   int       `json:"segments"`
-	Bytes      int64     `json:"bytes"`
-	PlainBytes int64     `json:"plain_bytes"`
+	Oldest time.Time `json:"oldest_restorable,omitzero"`
+	Newest time.Time `json:"newest_restorable,omitzero"`
+	// LastSnapshot is the newest snapshot's position and commit time.
+	LastSnapshotPos uint64    `json:"last_snapshot_pos"`
+	LastSnapshot    time.Time `json:"last_snapshot,omitzero"`
+	Snapshots       int       `json:"snapshots"`
+	Segments        int       `json:"segments"`
+	Bytes           int64     `json:"bytes"`
+	PlainBytes      int64     `json:"plain_bytes"`
 	// Ratio is plaintext bytes per stored byte (compression).
 	Ratio      float64   `json:"compression_ratio"`
 	Error      string    `json:"error,omitempty"`
 	ErrorSince time.Time `json:"error_since,omitzero"`
 	Checked    time.Time `json:"checked,omitzero"` // when the shipper last reported
-	// Red is true when shipping is failing or the backlog is over its limit.
-	Red bool `json:"red"`
+	// Shipper is the process ("host:pid") holding the product's shipping
+	// lease, when one does.
+	Shipper string `json:"shipper,omitempty"`
+	// Red is true when shipping is failing, the backlog is over its limit,
+	// or there is no snapshot yet; Why says which, in words.
+	Red bool     `json:"red"`
+	Why []string `json:"why,omitempty"`
 }
 
 // Status summarises product's repository and its shipper's last report.
@@ -54,6 +62,9 @@ func (r *Repo) Status(ctx context.Context, product string, backlogLimit int64) (
 			st.Snapshots++
 			if st.Oldest.IsZero() || o.LastTime.Before(st.Oldest) {
 				st.Oldest = o.LastTime
+			}
+			if o.Last >= st.LastSnapshotPos {
+				st.LastSnapshotPos, st.LastSnapshot = o.Last, o.LastTime
 			}
 		} else {
 			st.Segments++
@@ -78,7 +89,14 @@ func (r *Repo) Status(ctx context.Context, product string, backlogLimit int64) (
 		return st, fmt.Errorf("backup shipper status: %w", err)
 	}
 	st.Checked, st.ErrorSince = fromMicros(updated), fromMicros(since)
-	if st.Backlog > 0 && oldest != 0 {
+	lease, err := r.Lease(ctx, product)
+	if err != nil {
+		return st, err
+	}
+	if lease.Until.After(r.Now()) {
+		st.Shipper = lease.Owner
+	}
+	if st.Backlog != 0 && oldest != 0 {
 		st.Lag = st.Checked.Sub(fromMicros(oldest))
 	}
 	if st.Backlog == 0 && !st.Checked.IsZero() && st.Checked.After(st.Newest) && st.Snapshots > 0 {
@@ -86,7 +104,16 @@ func (r *Repo) Status(ctx context.Context, product string, backlogLimit int64) (
 		// was complete up to then.
 		st.Newest = st.Checked
 	}
-	st.Red = st.Error != "" || (backlogLimit > 0 && st.Backlog > backlogLimit) || st.Snapshots == 0
+	if st.Error != "" {
+		st.Why = append(st.Why, fmt.Sprintf("shipping fails since %s: %s", st.ErrorSince.Format(time.RFC3339), st.Error))
+	}
+	if backlogLimit > 0 && st.Backlog > backlogLimit {
+		st.Why = append(st.Why, fmt.Sprintf("%d changes wait in the product database, over the limit of %d", st.Backlog, backlogLimit))
+	}
+	if st.Snapshots == 0 {
+		st.Why = append(st.Why, "no snapshot yet: nothing can be restored")
+	}
+	st.Red = len(st.Why) > 0
 	return st, nil
 }
 
@@ -158,8 +185,16 @@ func chain(objs []span) []Problem {
 	var problems []Problem
 	var segs []span
 	var base *span
+	var all []Object
+	for _, o := range objs {
+		all = append(all, Object{Key: o.key, Kind: o.kind, First: o.first, Last: o.last})
+	}
+	merged := contained(all)
 	for i := range objs {
 		o := &objs[i]
+		if merged[o.key] {
+			continue // a merge holds the same changes
+		}
 		if o.kind == format.Snapshot {
 			if base == nil || o.last < base.last {
 				base = o

@@ -307,29 +307,49 @@ const ackChunk = 1000
 func (s *sqliteSource) Ack(ctx context.Context, cur Cursor) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sdb := s.db.SQL()
-	// The newest row stays: the next seq is the largest plus one.
+	// One write transaction per chunk; the last chunk also forgets the
+	// shapes and transaction ends, so steady shipping takes the product's
+	// write lock once per Ack, not once per statement.
 	for {
-		res, err := sdb.ExecContext(ctx, "DELETE FROM "+productdb.ChangeLog+" WHERE seq IN (SELECT seq FROM "+productdb.ChangeLog+
-			" WHERE seq <= $1 AND seq < (SELECT max(seq) FROM "+productdb.ChangeLog+") ORDER BY seq LIMIT $2)", int64(cur.Src), ackChunk)
+		done, err := s.ackChunk(ctx, cur)
 		if err != nil {
 			return s.unavailable(err)
 		}
-		if n, _ := res.RowsAffected(); n < ackChunk {
+		if done {
 			break
 		}
 	}
-	// A shape superseded by one in force since cur.Src+1 describes no
-	// pending row any more.
-	if _, err := sdb.ExecContext(ctx, `DELETE FROM lifeline_capture_shapes WHERE EXISTS (SELECT 1 FROM lifeline_capture_shapes n
-		WHERE n.tbl = lifeline_capture_shapes.tbl AND n.from_seq > lifeline_capture_shapes.from_seq AND n.from_seq <= $1)`, int64(cur.Src)+1); err != nil {
-		return s.unavailable(err)
-	}
-	if _, err := sdb.ExecContext(ctx, "DELETE FROM "+productdb.CaptureEnds+" WHERE seq <= $1", int64(cur.Src)); err != nil {
-		return s.unavailable(err)
-	}
 	s.acked = max(s.acked, cur.Src)
 	return nil
+}
+
+// ackChunk deletes up to ackChunk acknowledged log rows in one transaction;
+// when fewer were left (done) it also deletes what they made obsolete.
+func (s *sqliteSource) ackChunk(ctx context.Context, cur Cursor) (done bool, err error) {
+	tx, err := s.db.SQL().BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
+	// The newest row stays: the next seq is the largest plus one.
+	res, err := tx.ExecContext(ctx, "DELETE FROM "+productdb.ChangeLog+" WHERE seq IN (SELECT seq FROM "+productdb.ChangeLog+
+		" WHERE seq <= $1 AND seq < (SELECT max(seq) FROM "+productdb.ChangeLog+") ORDER BY seq LIMIT $2)", int64(cur.Src), ackChunk)
+	if err != nil {
+		return false, err
+	}
+	if n, _ := res.RowsAffected(); n < ackChunk {
+		done = true
+		// A shape superseded by one in force since cur.Src+1 describes no
+		// pending row any more.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM lifeline_capture_shapes WHERE EXISTS (SELECT 1 FROM lifeline_capture_shapes n
+			WHERE n.tbl = lifeline_capture_shapes.tbl AND n.from_seq > lifeline_capture_shapes.from_seq AND n.from_seq <= $1)`, int64(cur.Src)+1); err != nil {
+			return false, err
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM "+productdb.CaptureEnds+" WHERE seq <= $1", int64(cur.Src)); err != nil {
+			return false, err
+		}
+	}
+	return done, tx.Commit()
 }
 
 func (s *sqliteSource) Backlog(ctx context.Context, cur Cursor) (int64, time.Time, error) {

@@ -49,6 +49,11 @@ const (
 	// timestamptz, jsonb, arrays…), written back through the type's input
 	// function, which round-trips exactly.
 	PG Kind = 5
+	// Absent marks a column the table did not have when the row was
+	// captured: a restore leaves it to the column's default, as the
+	// database filled it when the column was added. Only backup snapshots
+	// compacted across a schema change hold it (format version 2).
+	Absent Kind = 6
 )
 
 // Value is one column value.

@@ -38,6 +38,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/freeze", s.requireRole(state.RoleViewer, s.showFreeze))
 	mux.HandleFunc("POST /api/v1/freeze", s.requireRole(state.RoleOperator, s.setFreeze))
 
+	// Backups (backup.go): the console's live backup page and its JSON.
+	s.backupRoutes(mux)
+
 	// Status page (status*.go): the public page, its feed, the Statuspage v2
 	// JSON, /api/v1/incidents and the /console/incidents form.
 	s.statusRoutes(mux)

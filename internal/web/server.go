@@ -47,6 +47,9 @@ type Server struct {
 	Contacts *Contacts
 	// Plans is /api/v1/plans and /api/v1/freeze; nil answers 503.
 	Plans *Plans
+	// Backups is the console's backup page and /api/v1/backups; nil
+	// serves neither.
+	Backups *Backups
 }
 
 // Listen opens the listener serve serves on. It is separate from Serve so

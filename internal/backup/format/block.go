@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"lifeline/internal/change"
@@ -96,8 +97,14 @@ func validateChange(h *Header, c *change.Change, t *change.Table) error {
 		return fmt.Errorf("position %d: table %q row has %d values for %d columns", c.Pos, t.Name, len(c.Row), len(t.Columns))
 	}
 	for i, v := range c.Row {
-		if v.Kind > change.PG {
-			return fmt.Errorf("position %d: table %q column %d: unknown value kind %d", c.Pos, t.Name, i, v.Kind)
+		switch {
+		case v.Kind <= change.PG:
+		case v.Kind == change.Absent && h.Kind == Snapshot && h.Version >= 2:
+			if i == t.Tenant || slices.Contains(t.PrimaryKey, i) {
+				return fmt.Errorf("position %d: table %q column %d: the tenant and primary key columns cannot be absent", c.Pos, t.Name, i)
+			}
+		default:
+			return fmt.Errorf("position %d: table %q column %d: value kind %d unknown in a version %d %s", c.Pos, t.Name, i, v.Kind, h.Version, h.Kind)
 		}
 	}
 	return nil

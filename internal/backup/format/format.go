@@ -25,8 +25,12 @@ import (
 )
 
 // Version is the format version this package writes. It reads every version
-// listed in docs/backup-format.md (today only 1).
-const Version = 1
+// listed in docs/backup-format.md: 1, and 2, which adds the Absent value
+// kind to snapshots (a column added after the row was captured).
+const Version = 2
+
+// readable reports whether this build reads format version v.
+func readable(v uint16) bool { return v >= 1 && v <= Version }
 
 // Kind says which object kind a header describes.
 type Kind byte

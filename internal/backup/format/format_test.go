@@ -373,9 +373,9 @@ func TestVersionErrors(t *testing.T) {
 	obj, _ := writeSegment(t, genChanges(1, 1, 50, 2), Options{})
 	// A future footer.
 	f := bytes.Clone(obj)
-	binary.LittleEndian.PutUint16(f[len(f)-7:], 2)
+	binary.LittleEndian.PutUint16(f[len(f)-7:], Version+1)
 	if _, err := Open(ctx, memReader(f), int64(len(f)), nil); !errors.Is(err, ErrVersion) {
-		t.Fatalf("footer version 2: %v", err)
+		t.Fatalf("footer version %d: %v", Version+1, err)
 	}
 	// A future header behind a current footer.
 	h := bytes.Clone(obj)

@@ -234,7 +234,7 @@ func segmentSeeds(t testing.TB) []objectSeed {
 func snapshotSeeds(t testing.TB) []objectSeed {
 	var seeds []objectSeed
 	for i, n := range []int{0, 3, 40} {
-		rows := genSnapshot(uint64(200+i), 199, n, 1+n/10)
+		rows := withAbsent(genSnapshot(uint64(200+i), 199, n, 1+n/10))
 		obj, _ := writeSnapshot(t, 199, rows, Options{BlockSize: minBlockSize})
 		_, _, block, _, _ := parts(t, obj)
 		seeds = append(seeds, objectSeed{obj, block})
@@ -279,7 +279,8 @@ func TestWriteFuzzCorpus(t *testing.T) {
 				s += fmt.Sprintf("int64(%d)\n", v)
 			}
 		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(s), 0o644); err != nil {
+		// Seeds of older versions stay: they are the old readers' fixtures.
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-v%d-%02d", Version, i)), []byte(s), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -305,11 +306,13 @@ func TestRepairFramingIdentity(t *testing.T) {
 	}
 }
 
-// The committed seed objects are valid objects of the current format, so a
-// format change that forgets to rebuild the corpus is noticed.
+// The committed seed objects are valid objects, of the current format and of
+// every older one (the old readers' fixtures), so a format change that
+// forgets to rebuild the corpus, or breaks reading older objects, is noticed.
 func TestFuzzCorpusCurrent(t *testing.T) {
 	t.Parallel()
 	for _, fuzzer := range []string{"FuzzSegment", "FuzzSnapshot"} {
+		versions := map[uint16]bool{}
 		files, err := filepath.Glob(filepath.Join("testdata", "fuzz", fuzzer, "seed-*"))
 		if err != nil || len(files) == 0 {
 			t.Fatalf("%s: no seed corpus (%v)", fuzzer, err)
@@ -325,7 +328,13 @@ func TestFuzzCorpusCurrent(t *testing.T) {
 				t.Fatalf("%s: %v", f, err)
 			}
 			if err := Verify(context.Background(), memReader([]byte(obj)), int64(len(obj)), testKey); err != nil {
-				t.Fatalf("%s is not a valid object of the current format (rebuild the corpus: LIFELINE_FUZZ_CORPUS=1 go test -run TestWriteFuzzCorpus): %v", f, err)
+				t.Fatalf("%s is not a valid object (rebuild the corpus: LIFELINE_FUZZ_CORPUS=1 go test -run TestWriteFuzzCorpus): %v", f, err)
+			}
+			versions[binary.LittleEndian.Uint16([]byte(obj)[5:7])] = true
+		}
+		for v := uint16(1); v <= Version; v++ {
+			if !versions[v] {
+				t.Errorf("%s: no seed object of format version %d", fuzzer, v)
 			}
 		}
 	}

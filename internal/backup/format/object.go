@@ -202,8 +202,9 @@ func decodeHeader(b []byte, k Kind) (Header, *sealing, error) {
 	if string(b[:5]) != k.magic() {
 		return Header{}, nil, corruptf("%s: magic %q, want %q", where, b[:5], k.magic())
 	}
-	if v := binary.LittleEndian.Uint16(b[5:7]); v != Version {
-		return Header{}, nil, versionf("%s: format version %d, this build reads version %d (or the header is corrupt)", where, v, Version)
+	v := binary.LittleEndian.Uint16(b[5:7])
+	if !readable(v) {
+		return Header{}, nil, versionf("%s: format version %d, this build reads versions 1 to %d (or the header is corrupt)", where, v, Version)
 	}
 	if n := binary.LittleEndian.Uint32(b[7:11]); uint64(n) != uint64(len(b)-headerFixed) {
 		return Header{}, nil, corruptf("%s: body length %d does not match the header length %d the footer gives", where, n, len(b))
@@ -212,7 +213,7 @@ func decodeHeader(b []byte, k Kind) (Header, *sealing, error) {
 	if got, want := checksum(b[:len(b)-4]), binary.LittleEndian.Uint32(b[len(b)-4:]); got != want {
 		return Header{}, nil, corruptf("%s: checksum mismatch (stored %08x, computed %08x)", where, want, got)
 	}
-	h := Header{Kind: k, Version: Version}
+	h := Header{Kind: k, Version: v}
 	d := &decoder{b: body}
 	h.Product = d.str()
 	h.First = d.uvarint()
@@ -290,8 +291,8 @@ func decodeFooter(b []byte, size int64) (footer, Kind, error) {
 		return f, 0, corruptf("footer: magic %q is neither %q nor %q: not a Lifeline backup object", b[43:48], Segment.magic(), Snapshot.magic())
 	}
 	where := k.String() + " footer"
-	if v := binary.LittleEndian.Uint16(b[41:43]); v != Version {
-		return f, k, versionf("%s: format version %d, this build reads version %d (or the footer is corrupt)", where, v, Version)
+	if v := binary.LittleEndian.Uint16(b[41:43]); !readable(v) {
+		return f, k, versionf("%s: format version %d, this build reads versions 1 to %d (or the footer is corrupt)", where, v, Version)
 	}
 	if got, want := checksum(b[:37]), binary.LittleEndian.Uint32(b[37:41]); got != want {
 		return f, k, corruptf("%s: checksum mismatch (stored %08x, computed %08x)", where, want, got)

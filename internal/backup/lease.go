@@ -1,0 +1,98 @@
+package backup
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"lifeline/internal/fault"
+	"lifeline/internal/tenant"
+)
+
+// Lease is who ships a product: one shipper per product, however many
+// `lifeline serve` processes share the state store.
+type Lease struct {
+	Owner string    `json:"owner"`
+	Until time.Time `json:"until"`
+}
+
+// claimLease takes or renews product's shipping lease for owner until
+// now+ttl. It succeeds when owner holds it, when nobody does, when it
+// expired, or when its holder is a process of this host that is gone
+// (kill -9), with the same take-over rules as operation and plan leases
+// (tenant.OwnerGone). Otherwise it is a fault.Conflict naming the holder.
+// Each update is conditional on what was read, so of two processes
+// claiming at once only one wins.
+func (r *Repo) claimLease(ctx context.Context, product, owner string, ttl time.Duration) error {
+	db, now := r.State.DB(), r.Now()
+	until := micros(now.Add(ttl))
+	// Renewing is one statement; the row is created on the first claim.
+	renew := func() (bool, error) {
+		res, err := db.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET owner = ?, lease_until = ?
+			WHERE product = ? AND (owner = ? OR lease_until <= ?)`), owner, until, product, owner, micros(now))
+		if err != nil {
+			return false, fmt.Errorf("backup lease: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		return n == 1, nil
+	}
+	ok, err := renew()
+	if err != nil || ok {
+		return err
+	}
+	res, err := db.ExecContext(ctx, r.State.Rebind(`INSERT INTO backup_leases (product, owner, lease_until) VALUES (?, ?, ?)
+		ON CONFLICT (product) DO NOTHING`), product, owner, until)
+	if err != nil {
+		return fmt.Errorf("backup lease: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	held, err := r.Lease(ctx, product)
+	if err != nil {
+		return err
+	}
+	if tenant.OwnerGone(held.Owner) {
+		res, err := db.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET owner = ?, lease_until = ?
+			WHERE product = ? AND owner = ? AND lease_until = ?`), owner, until, product, held.Owner, micros(held.Until))
+		if err != nil {
+			return fmt.Errorf("backup lease: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return nil
+		}
+		if held, err = r.Lease(ctx, product); err != nil {
+			return err
+		}
+	}
+	return fault.New(fault.Conflict, "nothing to do: that process ships it; stop it first to ship from here",
+		"%s is shipped by %s (lease until %s)", product, held.Owner, held.Until.Format(time.RFC3339))
+}
+
+// releaseLease gives product's lease up if owner holds it, so another
+// process takes over at once instead of waiting for it to expire.
+func (r *Repo) releaseLease(ctx context.Context, product, owner string) error {
+	_, err := r.State.DB().ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET lease_until = 0 WHERE product = ? AND owner = ?`), product, owner)
+	if err != nil {
+		return fmt.Errorf("backup lease: %w", err)
+	}
+	return nil
+}
+
+// Lease returns who holds product's shipping lease and until when (the
+// zero Lease when nobody ever shipped it).
+func (r *Repo) Lease(ctx context.Context, product string) (Lease, error) {
+	var l Lease
+	var until int64
+	err := r.State.DB().QueryRowContext(ctx, r.State.Rebind(`SELECT owner, lease_until FROM backup_leases WHERE product = ?`), product).Scan(&l.Owner, &until)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Lease{}, nil
+	}
+	if err != nil {
+		return Lease{}, fmt.Errorf("backup lease: %w", err)
+	}
+	l.Until = fromMicros(until)
+	return l, nil
+}

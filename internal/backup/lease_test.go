@@ -1,0 +1,127 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"lifeline/internal/backup/format"
+	"lifeline/internal/fault"
+)
+
+// Two shippers of one product, in different processes as far as the lease
+// knows: only the holder ships; the other takes over when the holder
+// releases, when its lease expires, or at once when its process is gone,
+// and continues the repository exactly where the holder left it.
+func TestOneShipperHoldsTheLease(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	now := time.Now()
+	b.repo.Now = func() time.Time { return now }
+	a := &Shipper{Repo: b.repo, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: "host-a:1", LeaseTTL: time.Minute}
+	other := &Shipper{Repo: b.repo, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: "host-b:2", LeaseTTL: time.Minute}
+	b.src.write("acme", 3)
+	if _, err := a.Ship(ctx); err != nil {
+		t.Fatal(err)
+	}
+	standby := func(what string) {
+		t.Helper()
+		b.src.write("acme", 2)
+		before, _, _ := b.repo.Cursor(ctx, "tracker")
+		_, err := other.Ship(ctx)
+		if !errors.Is(err, ErrLeased) || fault.CodeOf(err) != fault.Conflict {
+			t.Fatalf("%s: the standby's round returned %v; want a conflict naming the holder", what, err)
+		}
+		if after, _, _ := b.repo.Cursor(ctx, "tracker"); after != before {
+			t.Fatalf("%s: the standby shipped (%v -> %v) while another process held the lease", what, before, after)
+		}
+	}
+	standby("while the holder is live")
+	if st, _ := b.repo.Status(ctx, "tracker", 0); st.Shipper != "host-a:1" {
+		t.Errorf("status names shipper %q, want host-a:1", st.Shipper)
+	}
+
+	// The holder releases (serve stopping): the standby takes over at once.
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Ship(ctx); err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	// The old holder is now the standby, even though it shipped before.
+	if _, err := a.Ship(ctx); !errors.Is(err, ErrLeased) {
+		t.Fatalf("the former holder shipped while the lease was taken: %v", err)
+	}
+
+	// The holder stops renewing (a dead process on another host): its lease
+	// expires and the standby takes over.
+	now = now.Add(2 * time.Minute)
+	b.src.write("zed", 4)
+	if _, err := a.Ship(ctx); err != nil {
+		t.Fatalf("after the lease expired: %v", err)
+	}
+
+	// A holder on this host whose process is gone (kill -9) is taken over
+	// without waiting for its lease.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	gone := &Shipper{Repo: b.repo, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: fmt.Sprintf("%s:%d", host, dead.Process.Pid), LeaseTTL: time.Minute}
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gone.Ship(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.src.write("zed", 1)
+	if _, err := a.Ship(ctx); err != nil {
+		t.Fatalf("the lease of a process that is gone was not taken over: %v", err)
+	}
+
+	// Nothing lost, nothing shipped twice.
+	if _, problems, err := b.repo.Verify(ctx, "tracker"); err != nil || len(problems) != 0 {
+		t.Fatalf("verify: %v %v", problems, err)
+	}
+	if cur, _, _ := b.repo.Cursor(ctx, "tracker"); cur.Pos != uint64(len(b.src.log)) {
+		t.Fatalf("repository at %d, %d changes committed", cur.Pos, len(b.src.log))
+	}
+}
+
+// Run maintains the repository while it holds the lease: the small
+// segments shipped so far get merged.
+func TestRunMaintainsWhileHoldingTheLease(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.src.write("acme", 1)
+	b.mustShip(t)
+	for i := 0; i < MergeRun; i++ {
+		b.src.write("acme", 1)
+		b.mustShip(t)
+	}
+	run, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.ship.MaintainEvery = time.Millisecond
+		b.ship.Run(run, 5*time.Millisecond)
+	}()
+	defer func() { stop(); <-done }()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		objs, err := b.repo.Objects(ctx, "tracker")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if o.Kind == format.Segment && o.Last-o.First+1 == MergeRun {
+				return
+			}
+		}
+	}
+	t.Fatal("Run never merged the small segments")
+}
