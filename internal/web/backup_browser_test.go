@@ -19,6 +19,7 @@ import (
 
 	"lifeline/internal/backup"
 	"lifeline/internal/blob"
+	"lifeline/internal/browsertest"
 	"lifeline/internal/capture"
 	"lifeline/internal/demo"
 	"lifeline/internal/productdb"
@@ -102,14 +103,9 @@ func TestBackupPageRefreshesLive(t *testing.T) {
 		t.Fatalf("GET /api/v1/backups: %+v, %v", api, err)
 	}
 
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(chromiumPath(t)), chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true), chromedp.Flag("no-sandbox", true), chromedp.Flag("disable-gpu", true), chromedp.Flag("no-first-run", true),
-		chromedp.WindowSize(1200, 800))
-	defer cancel()
-	bctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
+	br := browsertest.New(t, 60*time.Second)
 	// Script errors and exceptions on the page fail the test.
-	cctx, stopConsole := context.WithCancel(bctx)
+	cctx, stopConsole := context.WithCancel(br.Ctx)
 	var logged []string
 	listened := make(chan struct{})
 	go func() {
@@ -123,23 +119,14 @@ func TestBackupPageRefreshesLive(t *testing.T) {
 			}
 		}
 	}()
-	tctx, cancel := context.WithTimeout(bctx, 60*time.Second)
-	defer cancel()
 	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
-		if err := chromedp.Do(tctx, actions...); err != nil {
+		if err := chromedp.Do(br.Ctx, actions...); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
-	rowText := func() string {
-		t.Helper()
-		v, err := chromedp.Run(tctx, chromedp.Text(chromedp.CSS("#product-tracker")))
-		if err != nil {
-			t.Fatalf("row text: %v", err)
-		}
-		return v
-	}
-	_, err = chromedp.Call(tctx, network.SetCookie, network.SetCookieParams{Name: consoleCookie, Value: secret, URL: srv.URL + "/console/"})
+	rowText := func() string { return br.Text("#product-tracker") }
+	_, err = chromedp.Call(br.Ctx, network.SetCookie, network.SetCookieParams{Name: consoleCookie, Value: secret, URL: srv.URL + "/console/"})
 	if err != nil {
 		t.Fatalf("sign in: %v", err)
 	}
@@ -166,7 +153,7 @@ func TestBackupPageRefreshesLive(t *testing.T) {
 	if !strings.Contains(red, "RED") || !strings.Contains(red, "shipping fails since") || !strings.Contains(red, "store unavailable") || !strings.Contains(red, "\t24\t") {
 		t.Errorf("red row does not say why: %q", red)
 	}
-	shot, err := chromedp.Run(tctx, chromedp.FullScreenshot(100))
+	shot, err := chromedp.Run(br.Ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
 	}
