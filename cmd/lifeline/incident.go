@@ -573,6 +573,15 @@ func (v *vaultReader) Recipients(ctx context.Context, tenants []string) (map[str
 	return out, nil
 }
 
+// Revision implements notify.Recipients: the vault's change counter.
+func (v *vaultReader) Revision(ctx context.Context) (int64, error) {
+	svc, err := v.open(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return svc.Revision(ctx)
+}
+
 // Bounced implements notify.Bounces: the vault records the bounce as a
 // versioned change of the contact (action "bounce", source "notify"), and
 // ranks the address unreachable from then on, until a verification clears

@@ -116,6 +116,11 @@ type Service struct {
 
 	rendered renderCache
 
+	// retriedAt is the vault revision the last retry of uncontactable
+	// notices saw (nil: none yet in this process).
+	retryMu   sync.Mutex
+	retriedAt *int64
+
 	runMu  sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -286,7 +291,8 @@ func (s *Service) drainLoop(ctx context.Context, done chan struct{}) {
 func (s *Service) Drain(ctx context.Context) (int, error) {
 	moved, err := s.drainSubscribers(ctx)
 	targeted, terr := s.drainTargeted(ctx)
-	return moved + targeted, errors.Join(err, terr)
+	retried, rerr := s.retryUncontactable(ctx)
+	return moved + targeted + retried, errors.Join(err, terr, rerr)
 }
 
 // drainSubscribers queues the notices owed to subscribers.

@@ -283,13 +283,26 @@ func (s *Service) TenantNoticeCounts(ctx context.Context) (map[string]map[string
 	return out, storeErr(rows.Err())
 }
 
-// TenantNoticesDone records what the delivery side did with pending
-// targeted notices, in one transaction: each one's Status becomes
-// NoticeQueued with the number of messages queued (Contacts), or
-// TenantNoticeUncontactable with why (LastError), and the contacts skipped. Notices no longer
-// pending are left alone, so doing it twice, or from two processes, is
-// harmless.
-func (s *Service) TenantNoticesDone(ctx context.Context, ns []TenantNotice) error {
+// RetryableTenantNotices lists the targeted notices worth another look
+// when the contacts vault changes: those left uncontactable that are the
+// newest notice of their tenant in an incident still open. Older ones are
+// covered by the newest (it carries the link to the tenant's page with
+// every update); a resolved incident's are left as they are.
+func (s *Service) RetryableTenantNotices(ctx context.Context, limit int) ([]TenantNotice, error) {
+	return s.tenantNotices(ctx, ` n WHERE n.status = ?
+		AND EXISTS (SELECT 1 FROM status_incidents i WHERE i.id = n.incident_id AND i.resolved_at = 0)
+		AND NOT EXISTS (SELECT 1 FROM status_tenant_notices m WHERE m.incident_id = n.incident_id AND m.tenant = n.tenant AND m.created_at > n.created_at)
+		ORDER BY n.created_at LIMIT `+strconv.Itoa(max(limit, 1)), TenantNoticeUncontactable)
+}
+
+// TenantNoticesDone records what the delivery side did with targeted
+// notices in status from (NoticePending, or TenantNoticeUncontactable for
+// a retry), in one transaction: each one's Status becomes NoticeQueued
+// with the number of messages queued (Contacts), or
+// TenantNoticeUncontactable with why (LastError), and the contacts
+// skipped. Notices no longer in from are left alone, so doing it twice, or
+// from two processes, is harmless.
+func (s *Service) TenantNoticesDone(ctx context.Context, from string, ns []TenantNotice) error {
 	if len(ns) == 0 {
 		return nil
 	}
@@ -311,7 +324,7 @@ func (s *Service) TenantNoticesDone(ctx context.Context, ns []TenantNotice) erro
 			b, _ := json.Marshal(n.Skipped) // a list of strings always marshals
 			skipped = string(b)
 		}
-		if _, err := stmt.ExecContext(ctx, n.Status, n.Contacts, skipped, n.LastError, now, n.UpdateID, n.Tenant, NoticePending); err != nil {
+		if _, err := stmt.ExecContext(ctx, n.Status, n.Contacts, skipped, n.LastError, now, n.UpdateID, n.Tenant, from); err != nil {
 			return storeErr(err)
 		}
 	}

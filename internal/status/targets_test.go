@@ -140,11 +140,11 @@ func TestTargetedNoticesAreOwedWithEachUpdate(t *testing.T) {
 
 		// The delivery side marks a notice once; a second mark changes nothing.
 		n := TenantNotice{UpdateID: first.ID, Tenant: "7", Status: NoticeQueued, Contacts: 2}
-		if err := svc.TenantNoticesDone(ctx, []TenantNotice{n}); err != nil {
+		if err := svc.TenantNoticesDone(ctx, NoticePending, []TenantNotice{n}); err != nil {
 			t.Fatal(err)
 		}
 		n.Status, n.Contacts = TenantNoticeUncontactable, 0
-		if err := svc.TenantNoticesDone(ctx, []TenantNotice{n}); err != nil {
+		if err := svc.TenantNoticesDone(ctx, NoticePending, []TenantNotice{n}); err != nil {
 			t.Fatal(err)
 		}
 		queued, err := svc.TenantNotices(ctx, NoticeQueued, 0)
