@@ -62,6 +62,9 @@ type consoleView struct {
 	FormFor    string     // "new" or an incident id
 	Login      bool
 	CanOperate bool
+	// Stopped are the subscribers delivery disabled, with why; their
+	// addresses are shown to operators only.
+	Stopped []status.Subscriber
 }
 
 // formCtx is one form on the console page: which incident it is for ("new"
@@ -134,6 +137,10 @@ func (s *Server) consoleRender(w http.ResponseWriter, r *http.Request, code int,
 			}
 		}
 		if v.Notices, err = svc.TenantNoticeCounts(r.Context()); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if v.Stopped, err = svc.StoppedSubscribers(r.Context()); err != nil {
 			s.writeError(w, r, err)
 			return
 		}

@@ -614,3 +614,52 @@ func TestConsoleFormCSRF(t *testing.T) {
 		t.Fatalf("viewer post: %d", r.StatusCode)
 	}
 }
+
+// TestStoppedSubscribersAreShown: a subscriber delivery disabled (a
+// mailbox that refused for good) is listed with why by the API, to
+// operators, and on the console (with its address to operators only); one
+// who unsubscribed is not.
+func TestStoppedSubscribersAreShown(t *testing.T) {
+	t.Parallel()
+	b := setupStatus(t)
+	var ids []string
+	for _, addr := range []string{"gone@example.org", "left@example.org"} {
+		p, err := b.svc.Subscribe(b.ctx, status.SubscribeRequest{Channel: status.ChannelEmail, Address: addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := b.svc.Confirm(b.ctx, p.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, sub.ID)
+	}
+	const reason = "mailbox refused for good: 550 5.1.1 no such user"
+	if _, err := b.svc.DisableSubscriber(b.ctx, ids[0], reason); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := b.svc.UnsubscribeToken(b.ctx, ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.svc.Unsubscribe(b.ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	api := b.srv.URL + "/api/v1/subscribers/stopped"
+	if code, _ := apiCall(t, "GET", api, "viewer-secret", nil); code != 403 {
+		t.Fatalf("a viewer read subscribers' addresses: %d", code)
+	}
+	code, list := apiCall(t, "GET", api, "operator-secret", nil)
+	if code != 200 || len(list["subscribers"].([]any)) != 1 || at(list, "subscribers", 0, "address") != "gone@example.org" ||
+		at(list, "subscribers", 0, "disabled_reason") != reason {
+		t.Fatalf("stopped subscribers: %d %v", code, list)
+	}
+	page := string(readAll(t, get(t, b.srv.URL+"/console/incidents", "Cookie", consoleCookie+"=operator-secret")))
+	if !strings.Contains(page, "gone@example.org: "+reason) || strings.Contains(page, "left@example.org") {
+		t.Fatalf("the operator's console does not show the stopped subscriber alone:\n%s", page)
+	}
+	page = string(readAll(t, get(t, b.srv.URL+"/console/incidents", "Cookie", consoleCookie+"=viewer-secret")))
+	if !strings.Contains(page, "1 subscribers get no more notices") || strings.Contains(page, "gone@example.org") {
+		t.Fatalf("the viewer's console:\n%s", page)
+	}
+}
