@@ -82,3 +82,25 @@ func (s *Service) Revision(ctx context.Context) (int64, error) {
 	})
 	return rev, err
 }
+
+// KnownTenants returns which of keys the vault knows: a tenant a sync
+// recorded (it stays after the tenant is deleted or purged) or one a
+// contact is linked to. It names no person, so it is not audited.
+func (s *Service) KnownTenants(ctx context.Context, keys []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := s.store.read(ctx, func(t *tx) error {
+		for _, k := range keys {
+			var n int
+			err := t.QueryRowContext(t.ctx, `SELECT (SELECT COUNT(*) FROM tenants WHERE tenant_key = $1) +
+				(SELECT COUNT(*) FROM links WHERE scope = $2 AND scope_key = $1)`, k, scopeTenant).Scan(&n)
+			if err != nil {
+				return s.store.unavailable(err)
+			}
+			if n > 0 {
+				out[k] = true
+			}
+		}
+		return nil
+	})
+	return out, err
+}

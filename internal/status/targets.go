@@ -65,6 +65,15 @@ type TenantStates interface {
 	TenantStates(ctx context.Context, tenant string) (states map[string]string, asOf time.Time, err error)
 }
 
+// TenantRegistry says which tenant keys exist. The contacts vault with the
+// products' tenant registry implements it (wired in cmd/lifeline): the
+// vault keeps tenants deleted or purged in every product.
+type TenantRegistry interface {
+	// UnknownTenants returns the keys, of keys, that name no tenant. An
+	// error means it cannot tell now.
+	UnknownTenants(ctx context.Context, keys []string) ([]string, error)
+}
+
 // DefaultTenantLinkTTL is how long the link in a targeted notice stays
 // valid when Config.TenantLinkTTL is not set.
 const DefaultTenantLinkTTL = 7 * 24 * time.Hour
@@ -96,6 +105,29 @@ func NormalizeTenants(keys []string) ([]string, error) {
 	return out, nil
 }
 
+// checkKnown refuses tenant keys the registry does not know, naming every
+// one, unless allowed: a mistyped key would otherwise be a tenant whose
+// people are never told, silently. A registry that cannot answer refuses
+// too (fault.Unavailable), saying how to go ahead without it.
+func (s *Service) checkKnown(ctx context.Context, keys []string, allow bool) error {
+	if s.registry == nil || allow || len(keys) == 0 {
+		return nil
+	}
+	const hint = "check the keys (`lifeline contacts for site:KEY`); to notify them anyway, as for a site gone from the products and the vault, pass --allow-unknown-tenants (allow_unknown_tenants in the API, the checkbox on the console)"
+	unknown, err := s.registry.UnknownTenants(ctx, keys)
+	if err != nil {
+		return fault.Wrap(err, fault.Unavailable, hint, "cannot check the affected tenants")
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	quoted := make([]string, len(unknown))
+	for i, k := range unknown {
+		quoted[i] = strconv.Quote(k)
+	}
+	return fault.New(fault.Invalid, hint, "unknown tenants (neither the products nor the contacts vault know them): %s", strings.Join(quoted, ", "))
+}
+
 // targetsOf gathers the tenants an update adds to its incident: the
 // draft's list, and the tenants of every link the source can answer for.
 // A link it does not know refuses the update (as for progress); a link it
@@ -104,6 +136,9 @@ func NormalizeTenants(keys []string) ([]string, error) {
 func (s *Service) targetsOf(ctx context.Context, inc *Incident, d Draft) (map[string]string, error) {
 	list, err := NormalizeTenants(d.Tenants)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkKnown(ctx, list, d.AllowUnknownTenants); err != nil {
 		return nil, err
 	}
 	out := map[string]string{}

@@ -299,6 +299,7 @@ func requestFromForm(f url.Values) (status.Request, error) {
 	// Affected tenants, separated by commas or white space; the domain
 	// checks them (status.NormalizeTenants) and names every bad one.
 	q.Tenants = strings.FieldsFunc(f.Get("tenants"), func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+	q.AllowUnknownTenants = f.Get("allow_unknown_tenants") == "1"
 	if v := strings.TrimSpace(f.Get("percent_restored")); v != "" {
 		p, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
 		if err != nil {

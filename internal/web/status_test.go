@@ -663,3 +663,54 @@ func TestStoppedSubscribersAreShown(t *testing.T) {
 		t.Fatalf("the viewer's console:\n%s", page)
 	}
 }
+
+// knownTenants is a registry that knows tenants 1 to 9.
+type knownTenants struct{}
+
+func (knownTenants) UnknownTenants(_ context.Context, keys []string) ([]string, error) {
+	var out []string
+	for _, k := range keys {
+		if len(k) != 1 || k < "1" || k > "9" {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// TestConsoleRefusesUnknownTenants: the form's affected tenants are
+// looked up; unknown keys come back named with the form kept, and the
+// checkbox accepts them.
+func TestConsoleRefusesUnknownTenants(t *testing.T) {
+	t.Parallel()
+	b := setupStatus(t, func(c *status.Config) { c.Registry = knownTenants{} })
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	cookie := consoleCookie + "=operator-secret"
+	form := url.Values{"csrf": {csrfToken("operator-secret")}, "name": {"Sites deleted"}, "impact": {"minor"}, "status": {"investigating"},
+		"situation": {"A script deleted sites."}, "support": {"Open a ticket."}, "known": {"Which sites."}, "unknown": {"Why."},
+		"tenants": {"4, 4711\n815"}}
+	post := func() (int, string) {
+		req, _ := http.NewRequest("POST", b.srv.URL+"/console/incidents", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Cookie", cookie)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode, string(readAll(t, resp))
+	}
+	code, body := post()
+	if code != 422 || !strings.Contains(body, `&#34;4711&#34;, &#34;815&#34;`) || !strings.Contains(body, "4, 4711\n815") {
+		t.Fatalf("unknown tenants posted: %d\n%s", code, body)
+	}
+	if list, _ := b.svc.Incidents(b.ctx); len(list) != 0 {
+		t.Fatalf("a refused post wrote %d incidents", len(list))
+	}
+	form.Set("allow_unknown_tenants", "1")
+	if code, body := post(); code != http.StatusSeeOther {
+		t.Fatalf("accepting unknown tenants: %d\n%s", code, body)
+	}
+	if list, _ := b.svc.Incidents(b.ctx); len(list) != 1 || list[0].Tenants != 3 {
+		t.Fatalf("incidents after the accepted post: %+v", list)
+	}
+}
