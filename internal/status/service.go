@@ -563,21 +563,21 @@ func (s *Service) Incidents(ctx context.Context) ([]Incident, error) {
 // Request is a publishing request as the API, the CLI (--from) and the
 // console form take it: one shape, checked in one place.
 type Request struct {
-	Kind           Kind              `json:"kind,omitempty"` // incident (default) or maintenance; open only
-	Name           string            `json:"name,omitempty"`
-	NameZh         string            `json:"name_zh,omitempty"`
-	Impact         Impact            `json:"impact,omitempty"`
-	Status         IncidentStatus    `json:"status,omitempty"`
-	Components     []ComponentChange `json:"components,omitempty"` // component_id may be an id or an English name
-	Links          []string          `json:"links,omitempty"`      // restore:ID, plan:ID
-	Tenants        []string          `json:"tenants,omitempty"`    // tenant keys whose contacts get targeted notices
+	Kind       Kind              `json:"kind,omitempty"` // incident (default) or maintenance; open only
+	Name       string            `json:"name,omitempty"`
+	NameZh     string            `json:"name_zh,omitempty"`
+	Impact     Impact            `json:"impact,omitempty"`
+	Status     IncidentStatus    `json:"status,omitempty"`
+	Components []ComponentChange `json:"components,omitempty"` // component_id may be an id or an English name
+	Links      []string          `json:"links,omitempty"`      // restore:ID, plan:ID
+	Tenants    []string          `json:"tenants,omitempty"`    // tenant keys whose contacts get targeted notices
 	// AllowUnknownTenants accepts tenant keys the registry does not know.
-	AllowUnknownTenants bool `json:"allow_unknown_tenants,omitempty"`
-	Template       string            `json:"template,omitempty"`
-	CarryOver      bool              `json:"carry_over,omitempty"`
-	Body           Body              `json:"body"`
-	ScheduledFor   time.Time         `json:"scheduled_for,omitzero"`
-	ScheduledUntil time.Time         `json:"scheduled_until,omitzero"`
+	AllowUnknownTenants bool      `json:"allow_unknown_tenants,omitempty"`
+	Template            string    `json:"template,omitempty"`
+	CarryOver           bool      `json:"carry_over,omitempty"`
+	Body                Body      `json:"body"`
+	ScheduledFor        time.Time `json:"scheduled_for,omitzero"`
+	ScheduledUntil      time.Time `json:"scheduled_until,omitzero"`
 }
 
 // Draft returns the update part of q.
