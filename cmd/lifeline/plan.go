@@ -25,6 +25,7 @@ func planCmd(e *env, args []string) error {
 	return subcommand(e, "plan", args, map[string]func(*env, []string) error{
 		"create": planCreate, "list": planList, "show": planShow, "approve": planApprove, "run": planRun,
 		"pause": planPause, "resume": planResume, "promote": planPromote, "abort": planAbort, "rollback": planRollback,
+		"events": planEvents,
 	})
 }
 
