@@ -45,7 +45,7 @@ func TestPlanEventsCommands(t *testing.T) {
 	type events struct {
 		Events []struct {
 			ID, Plan, Event, State, LastError string
-			Attempts                           int
+			Attempts                          int
 		}
 	}
 	var all events
