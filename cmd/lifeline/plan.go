@@ -410,6 +410,24 @@ func plansOver(e *env, a *app) (*plan.Service, error) {
 	return plan.OpenService(e.ctx, &plan.Service{Tenants: &tenant.Service{Store: a.store}, Config: planConfig(a.cfg.Plans)})
 }
 
+// plansAs is plansOver for the person --actor or --token names: the
+// commands that change plan records without running anything (the freeze,
+// event retries). done closes the state store.
+func plansAs(e *env, name, token string) (svc *plan.Service, actor plan.Actor, done func(), err error) {
+	a, err := openPlanStore(e)
+	if err != nil {
+		return nil, plan.Actor{}, nil, err
+	}
+	if actor, err = who(e, a, name, token); err == nil {
+		svc, err = plansOver(e, a)
+	}
+	if err != nil {
+		a.Close()
+		return nil, plan.Actor{}, nil, err
+	}
+	return svc, actor, func() { a.Close() }, nil
+}
+
 // planConfig is lifeline.yaml's plans: section as the plan engine takes it
 // (config has validated it; zero values take the engine's defaults).
 func planConfig(c config.Plans) plan.Config {

@@ -62,19 +62,11 @@ func planEventsRetry(e *env, args []string) error {
 	if (len(pos) == 1) == *all || len(pos) > 1 {
 		return usageErr("usage: lifeline plan events retry EVENT-ID, or lifeline plan events retry --all-failed (`lifeline plan events --failed` lists them)")
 	}
-	a, err := openPlanStore(e)
+	svc, who, done, err := plansAs(e, *name, *token)
 	if err != nil {
 		return err
 	}
-	defer a.Close()
-	who, err := who(e, a, *name, *token)
-	if err != nil {
-		return err
-	}
-	svc, err := plansOver(e, a)
-	if err != nil {
-		return err
-	}
+	defer done()
 	id := ""
 	if len(pos) == 1 {
 		id = pos[0]

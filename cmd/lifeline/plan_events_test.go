@@ -30,16 +30,7 @@ func TestPlanEventsCommands(t *testing.T) {
 
 	// Twenty failed deliveries are what gives an event up; here the rows
 	// are set so directly (internal/plan tests the delivery itself).
-	cfg, err := config.Load(c.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := state.Open(context.Background(), cfg.State, cfg.Dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.DB().Exec("UPDATE plan_events SET state = 'failed', attempts = 20, last_error = 'answered HTTP 503'"); err != nil {
+	if _, err := c.stateStore().DB().Exec("UPDATE plan_events SET state = 'failed', attempts = 20, last_error = 'answered HTTP 503'"); err != nil {
 		t.Fatal(err)
 	}
 	type events struct {
@@ -74,4 +65,20 @@ func TestPlanEventsCommands(t *testing.T) {
 	if len(all.Events) != 2 || all.Events[0].State != "pending" || all.Events[1].State != "pending" || all.Events[0].Attempts != 0 {
 		t.Fatalf("after the retries: %+v", all)
 	}
+}
+
+// stateStore opens the state store the config names, closed at the test's
+// end: for what a test reads or sets up below the commands.
+func (c *cli) stateStore() *state.Store {
+	c.t.Helper()
+	cfg, err := config.Load(c.config)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	st, err := state.Open(context.Background(), cfg.State, cfg.Dir, nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { st.Close() })
+	return st
 }

@@ -118,16 +118,9 @@ func (s *Service) drainTargeted(ctx context.Context) (int, error) {
 		if err != nil || len(ns) == 0 {
 			return moved, err
 		}
-		var tenants []string
-		for _, n := range ns {
-			if !slices.Contains(tenants, n.Tenant) {
-				tenants = append(tenants, n.Tenant)
-			}
-		}
-		who, err := s.cfg.Recipients.Recipients(ctx, tenants)
+		who, err := s.recipientsOf(ctx, ns)
 		if err != nil {
-			return moved, fault.Wrap(err, fault.Unavailable, "check the contacts vault; the notices wait and are sent once it answers",
-				"finding the contacts of %d tenants", len(tenants))
+			return moved, err
 		}
 		var params []river.InsertManyParams
 		for i := range ns {
@@ -148,6 +141,23 @@ func (s *Service) drainTargeted(ctx context.Context) (int, error) {
 			return moved, nil
 		}
 	}
+}
+
+// recipientsOf asks the vault, in one read, for the contacts of the
+// tenants of notices ns.
+func (s *Service) recipientsOf(ctx context.Context, ns []status.TenantNotice) (map[string][]Recipient, error) {
+	var tenants []string
+	for _, n := range ns {
+		if !slices.Contains(tenants, n.Tenant) {
+			tenants = append(tenants, n.Tenant)
+		}
+	}
+	who, err := s.cfg.Recipients.Recipients(ctx, tenants)
+	if err != nil {
+		return nil, fault.Wrap(err, fault.Unavailable, "check the contacts vault; the notices wait and are sent once it answers",
+			"finding the contacts of %d tenants", len(tenants))
+	}
+	return who, nil
 }
 
 // noticeJobs sets n's outcome from the tenant's contacts rs (queued to
@@ -218,15 +228,9 @@ func (s *Service) retryUncontactable(ctx context.Context) (int, error) {
 	if seen != nil && *seen == rev {
 		return 0, nil
 	}
-	var tenants []string
-	for _, n := range ns {
-		if !slices.Contains(tenants, n.Tenant) {
-			tenants = append(tenants, n.Tenant)
-		}
-	}
-	who, err := s.cfg.Recipients.Recipients(ctx, tenants)
+	who, err := s.recipientsOf(ctx, ns)
 	if err != nil {
-		return 0, fault.Wrap(err, fault.Unavailable, "check the contacts vault", "finding the contacts of %d tenants", len(tenants))
+		return 0, err
 	}
 	var params []river.InsertManyParams
 	var found []status.TenantNotice

@@ -128,11 +128,7 @@ func TestTransitionFailsWithItsAuditEntry(t *testing.T) {
 			p := b.create(t, CreateRequest{Action: "deactivate", Kind: tenant.KindSite, Targets: keys(1, 2, ""), Waves: []string{"100%"}})
 			p = b.approve(t, p, carol)
 			events := countRows(t, b.store, "SELECT COUNT(*) FROM plan_events")
-			for _, q := range tc.down {
-				if _, err := b.store.DB().ExecContext(ctx, q); err != nil {
-					t.Fatal(err)
-				}
-			}
+			execAll(t, b.store, tc.down)
 			if _, err := b.plans.Pause(ctx, p.ID, carol, "audit down"); err == nil || !strings.Contains(err.Error(), "audit is down") {
 				t.Fatalf("pause with the audit log refusing: %v", err)
 			}
@@ -152,11 +148,7 @@ func TestTransitionFailsWithItsAuditEntry(t *testing.T) {
 			if n := countRows(t, b.store, "SELECT COUNT(*) FROM plan_events"); n != events {
 				t.Fatalf("%d events after the failed transition; want %d", n, events)
 			}
-			for _, q := range tc.ready {
-				if _, err := b.store.DB().ExecContext(ctx, q); err != nil {
-					t.Fatal(err)
-				}
-			}
+			execAll(t, b.store, tc.ready)
 			if got := must[*Plan](t)(b.plans.Pause(ctx, p.ID, carol, "audit back")); got.Status != Paused {
 				t.Fatalf("pause with the audit log back: %s", got.Status)
 			}
@@ -192,11 +184,7 @@ func TestWaveChangeFailsWithItsEvent(t *testing.T) {
 			p := b.create(t, CreateRequest{Action: "deactivate", Kind: tenant.KindSite, Targets: keys(1, 4, ""), Waves: []string{"50%", "100%"},
 				Bake: ptr(Duration(time.Minute))})
 			p = b.approve(t, p, carol)
-			for _, q := range tc.down {
-				if _, err := b.store.DB().ExecContext(ctx, q); err != nil {
-					t.Fatal(err)
-				}
-			}
+			execAll(t, b.store, tc.down)
 			gateEvents := `SELECT COUNT(*) FROM plan_events WHERE body LIKE '%"phase":"gate"%'`
 			if _, err := b.plans.Run(ctx, p.ID, carol); err == nil || !strings.Contains(err.Error(), "events are down") {
 				t.Fatalf("run with the gate's event refused: %v", err)
@@ -209,11 +197,7 @@ func TestWaveChangeFailsWithItsEvent(t *testing.T) {
 			if slices.Contains(auditActions(t, b.store), "plan.wave_done") || countRows(t, b.store, gateEvents) != 0 {
 				t.Fatalf("the wave's end was recorded without its change: audit %v", auditActions(t, b.store))
 			}
-			for _, q := range tc.ready {
-				if _, err := b.store.DB().ExecContext(ctx, q); err != nil {
-					t.Fatal(err)
-				}
-			}
+			execAll(t, b.store, tc.ready)
 			got = must[*Plan](t)(b.plans.Run(ctx, p.ID, carol))
 			if got.Status != Done || got.Progress.Done != 4 {
 				t.Fatalf("run with events back: %s, %+v", got.Status, got.Progress)
@@ -228,5 +212,16 @@ func TestWaveChangeFailsWithItsEvent(t *testing.T) {
 				t.Fatalf("%d wave_done entries, %d gate events, %d gates; want 2, 1, 1", waveDone, countRows(t, b.store, gateEvents), len(got.Gates))
 			}
 		})
+	}
+}
+
+// execAll runs statements on the state store (here: to make it refuse
+// writes, and to let it take them again).
+func execAll(t *testing.T, st *state.Store, qs []string) {
+	t.Helper()
+	for _, q := range qs {
+		if _, err := st.DB().ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
