@@ -116,10 +116,9 @@ type Service struct {
 
 	rendered renderCache
 
-	// retriedAt is the vault revision the last retry of uncontactable
-	// notices saw (nil: none yet in this process).
-	retryMu   sync.Mutex
-	retriedAt *int64
+	// retried is what the last retry of uncontactable notices saw.
+	retryMu sync.Mutex
+	retried retryMark
 
 	runMu  sync.Mutex
 	cancel context.CancelFunc

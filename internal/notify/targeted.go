@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/riverqueue/river"
 
@@ -204,12 +205,22 @@ func (s *Service) queueTargeted(ctx context.Context, params []river.InsertManyPa
 	return nil
 }
 
+// retryMark is what a look at uncontactable notices saw: the vault's
+// revision and when the newest of them was found to have nobody to tell.
+// The vault is read again when either moves: a notice another process
+// marked from an older read of the vault is looked at once more.
+type retryMark struct {
+	checked bool
+	rev     int64
+	newest  time.Time
+}
+
 // retryUncontactable sends the notices left with nobody to tell to the
 // contacts the vault has gained since, for incidents still open: a
 // contact added by a sync, an import or the API is told without waiting
 // for another update. It reads the vault only when there are such notices
-// and its revision has moved since the last look, and returns how many
-// notices it queued.
+// and its revision (or the newest of them) has moved since the last look,
+// and returns how many notices it queued.
 func (s *Service) retryUncontactable(ctx context.Context) (int, error) {
 	if s.email == nil || s.cfg.Recipients == nil {
 		return 0, nil
@@ -222,10 +233,16 @@ func (s *Service) retryUncontactable(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fault.Wrap(err, fault.Unavailable, "check the contacts vault", "reading the contacts vault's revision")
 	}
+	mark := retryMark{checked: true, rev: rev}
+	for _, n := range ns {
+		if n.Queued.After(mark.newest) {
+			mark.newest = n.Queued
+		}
+	}
 	s.retryMu.Lock()
-	seen := s.retriedAt
+	last := s.retried
 	s.retryMu.Unlock()
-	if seen != nil && *seen == rev {
+	if last.checked && last.rev == rev && !mark.newest.After(last.newest) {
 		return 0, nil
 	}
 	who, err := s.recipientsOf(ctx, ns)
@@ -246,7 +263,7 @@ func (s *Service) retryUncontactable(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	s.retryMu.Lock()
-	s.retriedAt = &rev
+	s.retried = mark
 	s.retryMu.Unlock()
 	for _, n := range found {
 		s.log.Info("notify: a tenant that had nobody to tell has a contact now; its notice is queued", "tenant", n.Tenant, "incident", n.IncidentID, "contacts", n.Contacts)
