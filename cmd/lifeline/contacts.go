@@ -519,8 +519,9 @@ func contactsRestore(e *env, args []string) error {
 // startContacts runs the vault inside `lifeline serve`: it syncs every
 // vault.sync_every, exports every change to the backup repository within
 // seconds, and returns the HTTP side for web.Server.Contacts. stop ends the
-// background work and closes the vault.
-func startContacts(e *env, a *app, log *slog.Logger) (*web.Contacts, func(), error) {
+// background work and closes the vault. limits holds the verification
+// page's rate-limit buckets (the state store's, shared by every serve).
+func startContacts(e *env, a *app, limits web.RateBuckets, log *slog.Logger) (*web.Contacts, func(), error) {
 	cfg, err := vaultConfig(e, a)
 	if err != nil {
 		return nil, nil, err
@@ -556,7 +557,7 @@ func startContacts(e *env, a *app, log *slog.Logger) (*web.Contacts, func(), err
 		}
 		_ = store.Close()
 	}
-	return &web.Contacts{Service: svc, Log: log}, stop, nil
+	return &web.Contacts{Service: svc, Log: log, Limits: limits}, stop, nil
 }
 
 // days shows a duration of whole days as "180 days".

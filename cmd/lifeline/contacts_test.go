@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"lifeline/internal/notify/mailpit"
+	"lifeline/internal/status"
 	"lifeline/internal/web"
 )
 
@@ -288,7 +289,11 @@ func TestContactsVerifyThroughMailpit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	cw, stop, err := startContacts(e, a, slog.New(slog.DiscardHandler))
+	limits, err := status.New(e.ctx, status.Config{Store: a.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cw, stop, err := startContacts(e, a, limits, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,19 +28,11 @@ func freezeSet(e *env, on bool, args []string) error {
 	if len(pos) > 0 {
 		return usageErr("lifeline freeze on|off takes no arguments (got %q)", pos[0])
 	}
-	a, err := openPlanStore(e)
+	svc, who, done, err := plansAs(e, *name, *token)
 	if err != nil {
 		return err
 	}
-	defer a.Close()
-	who, err := who(e, a, *name, *token)
-	if err != nil {
-		return err
-	}
-	svc, err := plansOver(e, a)
-	if err != nil {
-		return err
-	}
+	defer done()
 	f, err := svc.SetFreeze(e.ctx, on, who.Name, *reason)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -52,6 +53,7 @@ type updateFlags struct {
 	dataLossConf, fullerAt    string
 	percent, actor            string
 	tenants                   string
+	allowUnknownTenants       bool
 	asJSON                    bool
 }
 
@@ -70,6 +72,7 @@ func newUpdateFlags(e *env, name string) (*flag.FlagSet, *updateFlags) {
 	fs.Var(&u.links, "link", "restore:ID or plan:ID whose verified progress fills the % restored (repeatable)")
 	fs.Var(&u.groups, "affected", `affected group "KIND NAME COUNT", e.g. "product tracker 883" (repeatable)`)
 	fs.StringVar(&u.tenants, "tenants", "", "affected tenants whose authorised contacts get a private notice of this and every later update: KEY[,KEY…] or @FILE (restore links add theirs)")
+	fs.BoolVar(&u.allowUnknownTenants, "allow-unknown-tenants", false, "accept --tenants keys that neither the contacts vault nor the products know (refused by default)")
 	for _, f := range textFields {
 		v := &[2]string{}
 		u.text[f] = v
@@ -122,6 +125,7 @@ func (u *updateFlags) request(e *env) (status.Request, error) {
 		return q, err
 	}
 	q.Tenants = append(q.Tenants, tenants...)
+	q.AllowUnknownTenants = q.AllowUnknownTenants || u.allowUnknownTenants
 	for _, c := range u.components {
 		ch, err := status.ParseComponentChange(c)
 		if err != nil {
@@ -173,8 +177,11 @@ func (u *updateFlags) request(e *env) (status.Request, error) {
 }
 
 // statusConfig is the status service's config for lifeline.yaml: the
-// cadence, the life of targeted notices' links, and the restore records
-// that fill in progress and the tenants of restore: links.
+// cadence, the life of targeted notices' links, the restore records that
+// fill in progress and the tenants of restore: links, and the contacts
+// vault, which checks affected tenants' keys and gives the private pages
+// tenants' lifecycle states. The vault is opened on first use (serve's own
+// vault service opens later) and closed when e's context ends.
 func statusConfig(e *env, a *app, log *slog.Logger) (status.Config, error) {
 	// Plans are only read here, but their tables must exist for a plan:
 	// link to be found or refused.
@@ -187,8 +194,10 @@ func statusConfig(e *env, a *app, log *slog.Logger) (status.Config, error) {
 		products = append(products, p.Name)
 	}
 	links := &status.LinkSource{Ops: a.store, Plans: planRuns{plans: plans, products: products}}
+	vault := &vaultReader{a: a, log: log}
+	context.AfterFunc(e.ctx, vault.Close)
 	return status.Config{Store: a.store, Log: log, Cadence: a.cfg.Status.Cadence.D(), TenantLinkTTL: a.cfg.Status.TenantLinkTTL.D(),
-		Progress: links, Targets: links}, nil
+		Progress: links, Targets: links, States: vault, Registry: vault}, nil
 }
 
 // planRuns reads the plans behind incidents' plan: links (status.Plans)
@@ -433,12 +442,6 @@ func statusPage(e *env, a *app, log *slog.Logger) (*web.StatusPage, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The tenants' private pages show their lifecycle state from the
-	// vault, which serve's own vault service opens later; this reader
-	// opens it on first use and closes it when serve stops.
-	vault := &vaultReader{a: a, log: log}
-	context.AfterFunc(e.ctx, vault.Close)
-	cfg.States = vault
 	svc, err := status.New(e.ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -573,6 +576,15 @@ func (v *vaultReader) Recipients(ctx context.Context, tenants []string) (map[str
 	return out, nil
 }
 
+// Revision implements notify.Recipients: the vault's change counter.
+func (v *vaultReader) Revision(ctx context.Context) (int64, error) {
+	svc, err := v.open(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return svc.Revision(ctx)
+}
+
 // Bounced implements notify.Bounces: the vault records the bounce as a
 // versioned change of the contact (action "bounce", source "notify"), and
 // ranks the address unreachable from then on, until a verification clears
@@ -583,6 +595,32 @@ func (v *vaultReader) Bounced(ctx context.Context, email, reason string) error {
 		return err
 	}
 	return svc.MarkBounced(ctx, email, reason, "notify", "lifeline serve")
+}
+
+// UnknownTenants implements status.TenantRegistry: a key is known if the
+// vault knows it (it keeps deleted and purged sites) or, failing that, a
+// product has it (a site not synced yet). Only if some key is in neither
+// and one of them could not be read is it an error.
+func (v *vaultReader) UnknownTenants(ctx context.Context, keys []string) ([]string, error) {
+	known := map[string]bool{}
+	svc, errs := v.open(ctx)
+	if errs == nil {
+		known, errs = svc.KnownTenants(ctx, keys)
+	}
+	rest := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return known[k] })
+	if len(rest) > 0 && v.a.tenants != nil {
+		list, err := v.a.tenants.List(ctx)
+		errs = errors.Join(errs, err)
+		inProducts := map[string]bool{}
+		for _, t := range list {
+			inProducts[t.Key] = true
+		}
+		rest = slices.DeleteFunc(rest, func(k string) bool { return inProducts[k] })
+	}
+	if len(rest) > 0 && errs != nil {
+		return nil, errs
+	}
+	return rest, nil
 }
 
 // TenantStates implements status.TenantStates from the vault.

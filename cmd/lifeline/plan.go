@@ -25,6 +25,7 @@ func planCmd(e *env, args []string) error {
 	return subcommand(e, "plan", args, map[string]func(*env, []string) error{
 		"create": planCreate, "list": planList, "show": planShow, "approve": planApprove, "run": planRun,
 		"pause": planPause, "resume": planResume, "promote": planPromote, "abort": planAbort, "rollback": planRollback,
+		"events": planEvents,
 	})
 }
 
@@ -407,6 +408,24 @@ func planList(e *env, args []string) error {
 // plans and to set the freeze, not to validate or run them.
 func plansOver(e *env, a *app) (*plan.Service, error) {
 	return plan.OpenService(e.ctx, &plan.Service{Tenants: &tenant.Service{Store: a.store}, Config: planConfig(a.cfg.Plans)})
+}
+
+// plansAs is plansOver for the person --actor or --token names: the
+// commands that change plan records without running anything (the freeze,
+// event retries). done closes the state store.
+func plansAs(e *env, name, token string) (svc *plan.Service, actor plan.Actor, done func(), err error) {
+	a, err := openPlanStore(e)
+	if err != nil {
+		return nil, plan.Actor{}, nil, err
+	}
+	if actor, err = who(e, a, name, token); err == nil {
+		svc, err = plansOver(e, a)
+	}
+	if err != nil {
+		a.Close()
+		return nil, plan.Actor{}, nil, err
+	}
+	return svc, actor, func() { a.Close() }, nil
 }
 
 // planConfig is lifeline.yaml's plans: section as the plan engine takes it

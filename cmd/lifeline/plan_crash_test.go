@@ -13,9 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"lifeline/internal/config"
-	"lifeline/internal/state"
 )
 
 // kill -9 of `lifeline plan run` in the middle of a wave, in the middle of
@@ -160,16 +157,7 @@ func TestServeFinishesAPlanKilledMidWave(t *testing.T) {
 			t.Errorf("event %q not delivered; got %v", want, got)
 		}
 	}
-	cfg, err := config.Load(c.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := state.Open(context.Background(), cfg.State, cfg.Dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	entries, err := st.ListAudit(context.Background(), "", 10000)
+	entries, err := c.stateStore().ListAudit(context.Background(), "", 10000)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,8 +80,9 @@ func serve(e *env, a *app, listen string) error {
 	defer stopNotices()
 	wg.Go(func() { page.Run(e.ctx) })
 	// Contacts vault: sync every vault.sync_every, export within seconds of
-	// any change, and its API and verification page.
-	contactsWeb, stopContacts, err := startContacts(e, a, log)
+	// any change, and its API and verification page (rate-limited by the
+	// state store's buckets, as the status page's forms are).
+	contactsWeb, stopContacts, err := startContacts(e, a, page.Service, log)
 	if err != nil {
 		return err
 	}

@@ -132,6 +132,17 @@ func (s *Service) deliverNotice(ctx context.Context, job *river.Job[noticeJob]) 
 	case sub.Channel == status.ChannelWebhook && s.webhookFailed(ctx, sub, err):
 		done(status.NoticeCancelled, err)
 		return river.JobCancel(err)
+	case sub.Channel == status.ChannelEmail && IsBounce(err):
+		// The mailbox refused for good: no later notice would get through.
+		// Disabled before the job ends; if that cannot be recorded now, the
+		// job is retried, refused again, and disables it then.
+		if _, derr := s.status.DisableSubscriber(context.WithoutCancel(ctx), sub.ID, "mailbox refused for good: "+bounceReason(err)); derr != nil {
+			s.log.Warn("notify: could not disable a bounced subscriber; retrying", "subscriber", sub.ID, "err", derr)
+			return derr
+		}
+		s.log.Warn("notify: subscriber disabled, the mailbox refused for good", "subscriber", sub.ID, "reason", bounceReason(err))
+		done(status.NoticeFailed, err)
+		return river.JobCancel(err)
 	case final == StateFailed:
 		done(status.NoticeFailed, err)
 	case committed:

@@ -116,6 +116,10 @@ type Service struct {
 
 	rendered renderCache
 
+	// retried is what the last retry of uncontactable notices saw.
+	retryMu sync.Mutex
+	retried retryMark
+
 	runMu  sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -286,7 +290,8 @@ func (s *Service) drainLoop(ctx context.Context, done chan struct{}) {
 func (s *Service) Drain(ctx context.Context) (int, error) {
 	moved, err := s.drainSubscribers(ctx)
 	targeted, terr := s.drainTargeted(ctx)
-	return moved + targeted, errors.Join(err, terr)
+	retried, rerr := s.retryUncontactable(ctx)
+	return moved + targeted + retried, errors.Join(err, terr, rerr)
 }
 
 // drainSubscribers queues the notices owed to subscribers.

@@ -286,19 +286,49 @@ func TestNoticesReachConfirmedSubscribersOnce(t *testing.T) {
 	})
 }
 
-func TestRefusedAddressFailsWithoutRetrying(t *testing.T) {
-	t.Parallel()
-	b := setup(t, newDSN(t, "sqlite"), true, nil)
-	b.subscribe(t, status.SubscribeRequest{Channel: status.ChannelEmail, Address: "someone@refused.test"})
-	b.open(t, "Tracker down")
-	eventually(t, 20*time.Second, "the notice failed", func() bool { return len(b.notices(t, status.NoticeFailed)) == 1 })
-	n := b.notices(t, status.NoticeFailed)[0]
-	if n.Attempts != 1 || !strings.Contains(n.LastError, "550") {
-		t.Fatalf("notice = %+v: a permanent refusal must end it at once", n)
-	}
-	eventually(t, 10*time.Second, "the job cancelled", func() bool {
-		jobs := b.jobs(t, noticeJob{}.Kind())
-		return len(jobs) == 1 && jobs[0].State == rivertype.JobStateCancelled
+// TestRefusedMailboxDisablesItsSubscriber: mailpit refuses every address
+// outside example.com with a 550 to RCPT TO. The notice to such a
+// subscriber fails at once, the subscriber is disabled saying why (and
+// listed as stopped), and the next update owes it nothing, while a
+// subscriber whose mailbox takes mail gets both.
+func TestRefusedMailboxDisablesItsSubscriber(t *testing.T) {
+	engines(t, func(t *testing.T, dsn string) {
+		b := setup(t, dsn, true, nil)
+		gone := b.subscribe(t, status.SubscribeRequest{Channel: status.ChannelEmail, Address: "someone@refused.test"})
+		b.subscribe(t, status.SubscribeRequest{Channel: status.ChannelEmail, Address: "reader@example.com"})
+		inc := b.open(t, "Tracker down")
+		eventually(t, 20*time.Second, "the notice failed", func() bool { return len(b.notices(t, status.NoticeFailed)) == 1 })
+		n := b.notices(t, status.NoticeFailed)[0]
+		if n.SubscriberID != gone.ID || n.Attempts != 1 || !strings.Contains(n.LastError, "550") {
+			t.Fatalf("notice = %+v: a permanent refusal must end it at once", n)
+		}
+		eventually(t, 10*time.Second, "the job cancelled", func() bool {
+			for _, j := range b.jobs(t, noticeJob{}.Kind()) {
+				if j.State == rivertype.JobStateCancelled {
+					return true
+				}
+			}
+			return false
+		})
+		sub, err := b.status.Subscriber(b.ctx, gone.ID)
+		if err != nil || sub.Active() || !strings.HasPrefix(sub.DisabledReason, "mailbox refused for good: 550") {
+			t.Fatalf("the refused subscriber: %+v, %v; want it disabled with the 550", sub, err)
+		}
+		stopped, err := b.status.StoppedSubscribers(b.ctx)
+		if err != nil || len(stopped) != 1 || stopped[0].ID != gone.ID {
+			t.Fatalf("stopped subscribers: %+v, %v", stopped, err)
+		}
+
+		b.update(t, inc.ID, "Recovering.")
+		b.mp.WaitFor(t, "reader@example.com", 10*time.Second)
+		eventually(t, 20*time.Second, "the reader's second notice", func() bool { return b.mp.To(t)["reader@example.com"] == 2 })
+		var owed int
+		if err := b.st.DB().QueryRowContext(b.ctx, b.st.Rebind("SELECT COUNT(*) FROM status_notices WHERE subscriber_id = ?"), gone.ID).Scan(&owed); err != nil {
+			t.Fatal(err)
+		}
+		if owed != 1 {
+			t.Errorf("the disabled subscriber is owed %d notices, want only the first", owed)
+		}
 	})
 }
 

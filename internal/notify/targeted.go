@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/riverqueue/river"
 
@@ -52,6 +53,10 @@ type Recipients interface {
 	// know maps to none. An error means the vault cannot answer now: the
 	// notices stay pending and the next drain asks again.
 	Recipients(ctx context.Context, tenants []string) (map[string][]Recipient, error)
+	// Revision moves whenever the contacts change. A notice left with
+	// nobody to tell is looked at again only when it has moved, so an idle
+	// vault is not read (and its audit log not written) every second.
+	Revision(ctx context.Context) (int64, error)
 }
 
 // Bounces records an address that refused a notice for good, so later
@@ -114,53 +119,22 @@ func (s *Service) drainTargeted(ctx context.Context) (int, error) {
 		if err != nil || len(ns) == 0 {
 			return moved, err
 		}
-		var tenants []string
-		for _, n := range ns {
-			if !slices.Contains(tenants, n.Tenant) {
-				tenants = append(tenants, n.Tenant)
-			}
-		}
-		who, err := s.cfg.Recipients.Recipients(ctx, tenants)
+		who, err := s.recipientsOf(ctx, ns)
 		if err != nil {
-			return moved, fault.Wrap(err, fault.Unavailable, "check the contacts vault; the notices wait and are sent once it answers",
-				"finding the contacts of %d tenants", len(tenants))
+			return moved, err
 		}
 		var params []river.InsertManyParams
 		for i := range ns {
-			n := &ns[i]
-			for _, r := range who[n.Tenant] {
-				if !slices.Contains(NoticeRoles, r.Role) {
-					continue
-				}
-				if !r.Reachable {
-					if r.Bounced != "" {
-						n.Skipped = append(n.Skipped, fmt.Sprintf("contact %s (%s): not written to, the address bounced: %s", r.ContactID, r.Role, r.Bounced))
-					}
-					continue
-				}
-				params = append(params, river.InsertManyParams{Args: tenantNoticeJob{UpdateID: n.UpdateID, Tenant: n.Tenant, ContactID: r.ContactID,
-					IncidentID: n.IncidentID, Email: r.Email, Name: r.Name, Lang: string(langOf(r.Language)), Role: r.Role}})
-				n.Contacts++
-			}
-			n.Status = status.NoticeQueued
-			if n.Contacts == 0 {
-				n.Status = status.TenantNoticeUncontactable
-				n.LastError = "the contacts vault has no reachable admin, technical or billing contact for this tenant"
-				if len(n.Skipped) > 0 {
-					n.LastError += ": every address it has bounced"
-				}
-				s.log.Warn("notify: a tenant affected by an incident has nobody to tell; add a contact and post another update",
-					"tenant", n.Tenant, "incident", n.IncidentID)
+			params = append(params, s.noticeJobs(&ns[i], who[ns[i].Tenant])...)
+			if ns[i].Contacts == 0 {
+				s.log.Warn("notify: a tenant affected by an incident has nobody to tell; the notice goes out once the contacts vault has someone, while the incident is open",
+					"tenant", ns[i].Tenant, "incident", ns[i].IncidentID)
 			}
 		}
-		for len(params) > 0 {
-			part := params[:min(len(params), s.cfg.DrainBatch)]
-			params = params[len(part):]
-			if _, err := s.q.InsertMany(ctx, part); err != nil {
-				return moved, fault.Wrap(err, fault.Unavailable, "check the state store", "queueing %d targeted notices", len(part))
-			}
+		if err := s.queueTargeted(ctx, params); err != nil {
+			return moved, err
 		}
-		if err := s.status.TenantNoticesDone(ctx, ns); err != nil {
+		if err := s.status.TenantNoticesDone(ctx, status.NoticePending, ns); err != nil {
 			return moved, err
 		}
 		moved += len(ns)
@@ -168,6 +142,133 @@ func (s *Service) drainTargeted(ctx context.Context) (int, error) {
 			return moved, nil
 		}
 	}
+}
+
+// recipientsOf asks the vault, in one read, for the contacts of the
+// tenants of notices ns.
+func (s *Service) recipientsOf(ctx context.Context, ns []status.TenantNotice) (map[string][]Recipient, error) {
+	var tenants []string
+	for _, n := range ns {
+		if !slices.Contains(tenants, n.Tenant) {
+			tenants = append(tenants, n.Tenant)
+		}
+	}
+	who, err := s.cfg.Recipients.Recipients(ctx, tenants)
+	if err != nil {
+		return nil, fault.Wrap(err, fault.Unavailable, "check the contacts vault; the notices wait and are sent once it answers",
+			"finding the contacts of %d tenants", len(tenants))
+	}
+	return who, nil
+}
+
+// noticeJobs sets n's outcome from the tenant's contacts rs (queued to
+// the reachable ones among NoticeRoles, or uncontactable saying why, with
+// the contacts skipped) and returns the jobs that carry it.
+func (s *Service) noticeJobs(n *status.TenantNotice, rs []Recipient) []river.InsertManyParams {
+	var params []river.InsertManyParams
+	n.Contacts, n.Skipped = 0, nil
+	for _, r := range rs {
+		if !slices.Contains(NoticeRoles, r.Role) {
+			continue
+		}
+		if !r.Reachable {
+			if r.Bounced != "" {
+				n.Skipped = append(n.Skipped, fmt.Sprintf("contact %s (%s): not written to, the address bounced: %s", r.ContactID, r.Role, r.Bounced))
+			}
+			continue
+		}
+		params = append(params, river.InsertManyParams{Args: tenantNoticeJob{UpdateID: n.UpdateID, Tenant: n.Tenant, ContactID: r.ContactID,
+			IncidentID: n.IncidentID, Email: r.Email, Name: r.Name, Lang: string(langOf(r.Language)), Role: r.Role}})
+		n.Contacts++
+	}
+	n.Status, n.LastError = status.NoticeQueued, ""
+	if n.Contacts == 0 {
+		n.Status = status.TenantNoticeUncontactable
+		n.LastError = "the contacts vault has no reachable admin, technical or billing contact for this tenant"
+		if len(n.Skipped) > 0 {
+			n.LastError += ": every address it has bounced"
+		}
+	}
+	return params
+}
+
+// queueTargeted inserts targeted notice jobs in batches; each is unique
+// by (update, tenant, contact), so inserting one twice queues it once.
+func (s *Service) queueTargeted(ctx context.Context, params []river.InsertManyParams) error {
+	for len(params) > 0 {
+		part := params[:min(len(params), s.cfg.DrainBatch)]
+		params = params[len(part):]
+		if _, err := s.q.InsertMany(ctx, part); err != nil {
+			return fault.Wrap(err, fault.Unavailable, "check the state store", "queueing %d targeted notices", len(part))
+		}
+	}
+	return nil
+}
+
+// retryMark is what a look at uncontactable notices saw: the vault's
+// revision and when the newest of them was found to have nobody to tell.
+// The vault is read again when either moves: a notice another process
+// marked from an older read of the vault is looked at once more.
+type retryMark struct {
+	checked bool
+	rev     int64
+	newest  time.Time
+}
+
+// retryUncontactable sends the notices left with nobody to tell to the
+// contacts the vault has gained since, for incidents still open: a
+// contact added by a sync, an import or the API is told without waiting
+// for another update. It reads the vault only when there are such notices
+// and its revision (or the newest of them) has moved since the last look,
+// and returns how many notices it queued.
+func (s *Service) retryUncontactable(ctx context.Context) (int, error) {
+	if s.email == nil || s.cfg.Recipients == nil {
+		return 0, nil
+	}
+	ns, err := s.status.RetryableTenantNotices(ctx, s.cfg.DrainBatch)
+	if err != nil || len(ns) == 0 {
+		return 0, err
+	}
+	rev, err := s.cfg.Recipients.Revision(ctx)
+	if err != nil {
+		return 0, fault.Wrap(err, fault.Unavailable, "check the contacts vault", "reading the contacts vault's revision")
+	}
+	mark := retryMark{checked: true, rev: rev}
+	for _, n := range ns {
+		if n.Queued.After(mark.newest) {
+			mark.newest = n.Queued
+		}
+	}
+	s.retryMu.Lock()
+	last := s.retried
+	s.retryMu.Unlock()
+	if last.checked && last.rev == rev && !mark.newest.After(last.newest) {
+		return 0, nil
+	}
+	who, err := s.recipientsOf(ctx, ns)
+	if err != nil {
+		return 0, err
+	}
+	var params []river.InsertManyParams
+	var found []status.TenantNotice
+	for _, n := range ns {
+		if jobs := s.noticeJobs(&n, who[n.Tenant]); len(jobs) > 0 {
+			params, found = append(params, jobs...), append(found, n)
+		}
+	}
+	if err := s.queueTargeted(ctx, params); err != nil {
+		return 0, err
+	}
+	if err := s.status.TenantNoticesDone(ctx, status.TenantNoticeUncontactable, found); err != nil {
+		return 0, err
+	}
+	s.retryMu.Lock()
+	s.retried = mark
+	s.retryMu.Unlock()
+	for _, n := range found {
+		s.log.Info("notify: a tenant that had nobody to tell has a contact now; its notice is queued", "tenant", n.Tenant, "incident", n.IncidentID, "contacts", n.Contacts)
+	}
+	return len(found), nil
 }
 
 // langOf maps a contact's language to one the notices are written in.

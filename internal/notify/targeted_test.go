@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,11 +23,29 @@ type fakeVault struct {
 	mu       sync.Mutex
 	contacts map[string][]Recipient
 	err      error
+	rev      int64
+	reads    int // calls of Recipients
+}
+
+func (v *fakeVault) Revision(context.Context) (int64, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rev, v.err
+}
+
+// add gives tenant a contact, as a sync or import would, moving the
+// revision.
+func (v *fakeVault) add(tenant string, r Recipient) {
+	v.mu.Lock()
+	v.contacts[tenant] = append(v.contacts[tenant], r)
+	v.rev++
+	v.mu.Unlock()
 }
 
 func (v *fakeVault) Recipients(_ context.Context, tenants []string) (map[string][]Recipient, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.reads++
 	if v.err != nil {
 		return nil, v.err
 	}
@@ -46,6 +65,8 @@ func (v *fakeVault) down(err error) {
 // numberedVault gives tenant tNNN two contacts, a-tNNN@example.com (admin)
 // and b-tNNN@example.com (technical); the crash test's child uses it.
 type numberedVault struct{}
+
+func (numberedVault) Revision(context.Context) (int64, error) { return 1, nil }
 
 func (numberedVault) Recipients(_ context.Context, tenants []string) (map[string][]Recipient, error) {
 	out := map[string][]Recipient{}
@@ -188,5 +209,73 @@ func TestNoDuplicateTargetedMailAfterKill(t *testing.T) {
 			t.Fatal(err)
 		}
 		return n
+	})
+}
+
+// TestUncontactableTenantIsToldWhenAContactIsAdded: a tenant with nobody
+// to tell gets the incident's newest notice as soon as the vault gains a
+// contact for it, without another update, while the incident is open; an
+// idle vault is not read again; a resolved incident's tenant is not told.
+func TestUncontactableTenantIsToldWhenAContactIsAdded(t *testing.T) {
+	engines(t, func(t *testing.T, dsn string) {
+		vault := &fakeVault{contacts: map[string][]Recipient{}}
+		b := setup(t, dsn, true, func(c *Config) { c.Recipients = vault })
+		open := func(name, tenant string) *status.Incident {
+			inc, err := b.status.OpenIncident(b.ctx, status.NewIncident{Name: status.Text{En: name}, Draft: status.Draft{
+				Impact: status.ImpactCritical, Body: fullBody(), Tenants: []string{tenant}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return inc
+		}
+		states := func(incidentID string) []string {
+			ns, err := b.status.IncidentNotices(b.ctx, incidentID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, n := range ns {
+				out = append(out, fmt.Sprintf("%s/%d", n.Status, n.Contacts))
+			}
+			return out
+		}
+		inc := open("Sites deleted", "886")
+		b.update(t, inc.ID, "Restores are running.")
+		closed := open("Sites slow", "887")
+		if _, err := b.status.Resolve(b.ctx, closed.ID, status.Draft{CarryOver: true, Body: status.Body{Situation: status.Text{En: "Fixed."}}}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "every notice uncontactable", func() bool {
+			return slices.Equal(states(inc.ID), []string{"uncontactable/0", "uncontactable/0"}) &&
+				slices.Equal(states(closed.ID), []string{"uncontactable/0", "uncontactable/0"})
+		})
+		time.Sleep(300 * time.Millisecond) // several drains
+		vault.mu.Lock()
+		reads := vault.reads
+		vault.mu.Unlock()
+		time.Sleep(300 * time.Millisecond)
+		vault.mu.Lock()
+		if vault.reads != reads {
+			t.Errorf("the vault was read %d more times while it did not change", vault.reads-reads)
+		}
+		vault.mu.Unlock()
+
+		vault.add("886", Recipient{ContactID: "c7", Email: "new-admin@example.com", Role: "admin", Reachable: true})
+		vault.add("887", Recipient{ContactID: "c8", Email: "late@example.com", Role: "admin", Reachable: true})
+		m := b.mp.WaitFor(t, "new-admin@example.com", 30*time.Second)
+		if !strings.Contains(m.Text, "Restores are running.") {
+			t.Errorf("the retried notice is not the newest update:\n%s", m.Text)
+		}
+		eventually(t, 10*time.Second, "the newest notice queued", func() bool {
+			return slices.Equal(states(inc.ID), []string{"uncontactable/0", "queued/1"})
+		})
+		time.Sleep(300 * time.Millisecond) // a second copy, or the resolved incident's, would show now
+		to := b.mp.To(t)
+		if to["new-admin@example.com"] != 1 || to["late@example.com"] != 0 {
+			t.Errorf("mail received: %v; want one to new-admin@, none to late@ (its incident is resolved)", to)
+		}
+		if got := states(closed.ID); !slices.Equal(got, []string{"uncontactable/0", "uncontactable/0"}) {
+			t.Errorf("the resolved incident's notices: %v", got)
+		}
 	})
 }

@@ -5,11 +5,13 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
+	"lifeline/internal/fault"
 	"lifeline/internal/state"
 )
 
@@ -106,7 +108,8 @@ func (s *Service) DeliverEvents(ctx context.Context) {
 }
 
 // keepSent is how long a delivered event stays in plan_events (for a look
-// at what was sent); given-up ones stay until a person deletes them.
+// at what was sent); given-up ones stay until a person retries them
+// (RetryEvents, `lifeline plan events retry`).
 const keepSent = 7 * 24 * time.Hour
 
 // pruneEvents deletes events delivered more than keepSent ago.
@@ -175,7 +178,8 @@ func (s *Service) settle(ctx context.Context, d dueEvent, postErr error) error {
 	if attempts >= maxEventAttempts {
 		st = eventFailed
 		if s.Log != nil {
-			s.Log.Warn("plan event given up", "url", d.url, "plan", d.plan, "event", d.event, "attempts", attempts, "err", postErr)
+			s.Log.Warn("plan event given up; `lifeline plan events retry ID` tries it again", "id", d.id, "url", d.url, "plan", d.plan, "event", d.event,
+				"attempts", attempts, "err", postErr)
 		}
 	}
 	_, err := s.exec(bg, "UPDATE plan_events SET state = ?, attempts = ?, next_at = ?, claimed_by = '', claim_until = 0, last_error = ? WHERE id = ? AND url = ?",
@@ -217,4 +221,85 @@ func (s *Service) postEvent(ctx context.Context, d dueEvent) error {
 		return fmt.Errorf("answered HTTP %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// EventRecord is one event owed to one webhook URL, as plan_events keeps
+// it: for `lifeline plan events`, to see what was delivered and what was
+// given up.
+type EventRecord struct {
+	ID        string    `json:"id"`
+	URL       string    `json:"url"`
+	Plan      string    `json:"plan"`
+	Event     string    `json:"event"`
+	State     string    `json:"state"` // pending, sent, failed (given up)
+	Attempts  int       `json:"attempts"`
+	NextAt    time.Time `json:"next_at,omitzero"` // a pending event's next attempt
+	LastError string    `json:"last_error,omitempty"`
+	Created   time.Time `json:"created"`
+}
+
+// Events lists plan events, newest first (at most 1000): one plan's
+// (planID, "" for every plan's), only those given up with failed.
+func (s *Service) Events(ctx context.Context, planID string, failed bool) ([]EventRecord, error) {
+	where, args := []string{"1 = 1"}, []any{}
+	if planID != "" {
+		where, args = append(where, "plan_id = ?"), append(args, planID)
+	}
+	if failed {
+		where, args = append(where, "state = ?"), append(args, eventFailed)
+	}
+	rows, err := s.store().DB().QueryContext(ctx, s.store().Rebind(`SELECT id, url, plan_id, event, state, attempts, next_at, last_error, created
+		FROM plan_events WHERE `+strings.Join(where, " AND ")+` ORDER BY created DESC, id, url LIMIT 1000`), args...)
+	if err != nil {
+		return nil, fmt.Errorf("plan: events: %w", err)
+	}
+	defer rows.Close()
+	out := []EventRecord{}
+	for rows.Next() {
+		var e EventRecord
+		var next, created int64
+		if err := rows.Scan(&e.ID, &e.URL, &e.Plan, &e.Event, &e.State, &e.Attempts, &next, &e.LastError, &created); err != nil {
+			return nil, fmt.Errorf("plan: events: %w", err)
+		}
+		if e.State == eventPending {
+			e.NextAt = fromMicros(next)
+		}
+		e.Created = fromMicros(created)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// RetryEvents gives events that were given up a fresh run of delivery
+// attempts, due now: every URL of event id, or every failed event when id
+// is "". It is audited (plan.events_retry) with the retry, and returns how
+// many were put back. An id naming no event is fault.NotFound; one whose
+// event was not given up is fault.Conflict, saying its state.
+func (s *Service) RetryEvents(ctx context.Context, id, actor string) (int, error) {
+	q, args := "UPDATE plan_events SET state = ?, attempts = 0, next_at = ?, claimed_by = '', claim_until = 0 WHERE state = ?",
+		[]any{eventPending, micros(s.now()), eventFailed}
+	if id != "" {
+		q, args = q+" AND id = ?", append(args, id)
+	}
+	n, err := s.execAudited(ctx, state.AuditEntry{Actor: actor, Action: "plan.events_retry", Detail: map[string]any{"event": orAll(id)}}, q, args...)
+	if err != nil || n > 0 || id == "" {
+		return int(n), err
+	}
+	var st string
+	err = s.store().DB().QueryRowContext(ctx, s.store().Rebind("SELECT state FROM plan_events WHERE id = ? ORDER BY state LIMIT 1"), id).Scan(&st)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fault.New(fault.NotFound, "`lifeline plan events --failed` lists the events given up", "no plan event %q", id)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("plan: events: %w", err)
+	}
+	return 0, fault.New(fault.Conflict, "only events given up (state failed) are retried; `lifeline plan events` shows each one's state",
+		"plan event %s is %s, not failed", id, st)
+}
+
+func orAll(id string) string {
+	if id == "" {
+		return "all failed"
+	}
+	return id
 }

@@ -45,18 +45,14 @@ func (s *Service) SetFreeze(ctx context.Context, on bool, actor, reason string) 
 	if strings.TrimSpace(actor) == "" {
 		return Freeze{}, fault.New(fault.Invalid, "set --actor or LIFELINE_ACTOR", "a freeze needs an actor")
 	}
+	// The freeze and its audit entry commit together.
+	audit := state.AuditEntry{Actor: actor, Action: "freeze.off", Detail: map[string]any{"reason": reason}}
+	q, args := "DELETE FROM plan_freeze WHERE id = 1", []any{}
 	if on {
-		if _, err := s.exec(ctx, "INSERT INTO plan_freeze (id, reason, actor, since) VALUES (1, ?, ?, ?)", reason, actor, micros(s.now())); err != nil {
-			return Freeze{}, err
-		}
-	} else if _, err := s.exec(ctx, "DELETE FROM plan_freeze WHERE id = 1"); err != nil {
-		return Freeze{}, err
+		audit.Action = "freeze.on"
+		q, args = "INSERT INTO plan_freeze (id, reason, actor, since) VALUES (1, ?, ?, ?)", []any{reason, actor, micros(s.now())}
 	}
-	action := "freeze.off"
-	if on {
-		action = "freeze.on"
-	}
-	if _, err := s.store().AppendAudit(ctx, state.AuditEntry{Actor: actor, Action: action, Detail: map[string]any{"reason": reason}}); err != nil {
+	if _, err := s.execAudited(ctx, audit, q, args...); err != nil {
 		return Freeze{}, err
 	}
 	return s.Frozen(ctx)

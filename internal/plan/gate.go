@@ -3,6 +3,7 @@ package plan
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -37,31 +38,36 @@ func (r *runner) gate(ctx context.Context, p *Plan) (halt bool, err error) {
 			g.Result = Inconclusive
 		}
 	}
-	if err := r.s.saveGate(ctx, p.ID, g); err != nil {
-		return true, err
-	}
+	// The gate's result is recorded with what it leads to, in one
+	// transaction: an abort, a pause, a wait for a person, or the next wave.
+	saved := r.s.saveGate(ctx, p.ID, g)
 	detail := map[string]any{"wave": p.Wave, "result": g.Result, "checks": g.Checks}
 	switch g.Result {
 	case Fail:
 		note := fmt.Sprintf("aborted: the gate after wave %d failed (%s); `lifeline plan rollback %s` undoes what ran", p.Wave, failing(g, Fail), p.ID)
-		return true, r.s.transition(ctx, p, "lifeline", "abort", Aborted, []Status{Running}, released(map[string]any{"note": note}), detail)
+		return true, r.s.transitionWith(ctx, p, "lifeline", "abort", Aborted, []Status{Running}, released(map[string]any{"note": note}), detail, saved)
 	case Inconclusive:
 		note := fmt.Sprintf("paused: the gate after wave %d is inconclusive (%s); `lifeline plan promote %s` passes it, `lifeline plan abort %s` ends the plan",
 			p.Wave, failing(g, Inconclusive), p.ID, p.ID)
-		return true, r.s.transition(ctx, p, "lifeline", "pause", Paused, []Status{Running}, map[string]any{"note": note}, detail)
+		return true, r.s.transitionWith(ctx, p, "lifeline", "pause", Paused, []Status{Running}, map[string]any{"note": note}, detail, saved)
 	}
-	if _, err := r.s.store().AppendAudit(ctx, auditGate(r.actor.Name, p.ID, detail)); err != nil {
-		return true, err
-	}
+	passed := both(saved, r.s.auditTx(ctx, auditGate(r.actor.Name, p.ID, detail)))
 	if p.Spec.Manual && p.promoted <= p.Wave {
 		note := fmt.Sprintf("wave %d passed its gate; waiting for `lifeline plan promote %s`", p.Wave, p.ID)
-		ok, err := r.s.setFields(ctx, p.ID, map[string]any{"phase": phasePromote, "note": note}, Running)
-		if err == nil && ok {
-			r.s.changed(ctx, p.ID)
-		}
+		_, err := r.s.advance(ctx, p.ID, map[string]any{"phase": phasePromote, "note": note}, passed)
 		return true, err
 	}
-	return false, r.nextWave(ctx, p)
+	return false, r.nextWave(ctx, p, passed)
+}
+
+// both runs a, then b, in one transaction.
+func both(a, b func(*sql.Tx) error) func(*sql.Tx) error {
+	return func(tx *sql.Tx) error {
+		if err := a(tx); err != nil {
+			return err
+		}
+		return b(tx)
+	}
 }
 
 func failing(g GateCheck, result string) string {
@@ -201,14 +207,11 @@ func (s *Service) Promote(ctx context.Context, id string, actor Actor) (*Plan, e
 		return nil, wrongStatus(p, "promote (a gate waiting for a person)", Running, Paused)
 	}
 	g := GateCheck{Wave: p.Wave, At: s.now(), Result: Promoted, Checks: []Check{{Name: "promote", Result: Pass, Detail: "by " + actor.Name}}}
-	if err := s.saveGate(ctx, id, g); err != nil {
-		return nil, err
-	}
 	set := map[string]any{"promoted": p.Wave + 1, "note": "", "last_progress": micros(s.now())}
 	if p.Phase == phaseGate {
 		set["phase"], set["wave"], set["gate_until"] = phaseSteps, p.Wave+1, 0
 	}
-	if err := s.transition(ctx, p, actor.Name, "promote", Running, []Status{p.Status}, set, map[string]any{"wave": p.Wave}); err != nil {
+	if err := s.transitionWith(ctx, p, actor.Name, "promote", Running, []Status{p.Status}, set, map[string]any{"wave": p.Wave}, s.saveGate(ctx, id, g)); err != nil {
 		return nil, err
 	}
 	return s.get(ctx, id)

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -118,20 +119,23 @@ func (s *Service) takeLease(ctx context.Context, p *Plan, actor Actor) error {
 			"plan %s is being run by %s (lease until %s)", p.ID, p.Runner, p.leaseUntil.Format(time.RFC3339))
 	}
 	// Conditional on the lease seen: of two processes taking over at once,
-	// only one matches it.
-	n, err := s.exec(ctx, "UPDATE plans SET runner = ?, lease_until = ? WHERE id = ? AND status = ? AND runner = ? AND lease_until = ?",
-		me, micros(now.Add(s.ttl())), p.ID, string(p.Status), p.Runner, micros(p.leaseUntil))
+	// only one matches it. Taking over from another runner is audited in
+	// the same transaction.
+	q, args := "UPDATE plans SET runner = ?, lease_until = ? WHERE id = ? AND status = ? AND runner = ? AND lease_until = ?",
+		[]any{me, micros(now.Add(s.ttl())), p.ID, string(p.Status), p.Runner, micros(p.leaseUntil)}
+	var n int64
+	var err error
+	if p.Runner != "" && p.Runner != me {
+		n, err = s.execAudited(ctx, state.AuditEntry{Actor: actor.Name, Action: "plan.takeover",
+			Detail: map[string]any{"plan": p.ID, "from": p.Runner, "to": me}}, q, args...)
+	} else {
+		n, err = s.exec(ctx, q, args...)
+	}
 	if err != nil {
 		return err
 	}
 	if n != 1 {
 		return fault.New(fault.Conflict, "`lifeline plan show "+p.ID+"`", "plan %s was taken over by another runner", p.ID)
-	}
-	if p.Runner != "" && p.Runner != me {
-		if _, err := s.store().AppendAudit(ctx, state.AuditEntry{Actor: actor.Name, Action: "plan.takeover",
-			Detail: map[string]any{"plan": p.ID, "from": p.Runner, "to": me}}); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -185,7 +189,7 @@ func (r *runner) run(ctx context.Context) (*Plan, error) {
 			if p.promoted <= p.Wave {
 				return r.finish(ctx, nil)
 			}
-			if err := r.nextWave(ctx, p); err != nil {
+			if err := r.nextWave(ctx, p, nil); err != nil { // the promotion was recorded with its transition
 				return r.finish(ctx, err)
 			}
 		default:
@@ -640,7 +644,8 @@ func (r *runner) waveDone(ctx context.Context, p *Plan) error {
 	if p.Report != nil {
 		last = len(p.Report.Waves) - 1
 	}
-	_, _ = r.s.store().AppendAudit(ctx, state.AuditEntry{Actor: r.actor.Name, Action: "plan.wave_done",
+	// The wave's end is audited with what follows it, in one transaction.
+	done := r.s.auditTx(ctx, state.AuditEntry{Actor: r.actor.Name, Action: "plan.wave_done",
 		Detail: map[string]any{"plan": p.ID, "wave": p.Wave, "targets": size}})
 	if p.Wave >= last {
 		cur, err := r.s.get(ctx, p.ID)
@@ -649,25 +654,20 @@ func (r *runner) waveDone(ctx context.Context, p *Plan) error {
 		}
 		pr := cur.Progress
 		note := fmt.Sprintf("%d done, %d failed, %d skipped", pr.Done, pr.Failed, pr.Skipped)
-		return r.s.transition(ctx, cur, r.actor.Name, "done", Done, []Status{Running}, released(map[string]any{"note": note, "phase": ""}), nil)
+		return r.s.transitionWith(ctx, cur, r.actor.Name, "done", Done, []Status{Running}, released(map[string]any{"note": note, "phase": ""}), nil, done)
 	}
 	if size == 0 {
-		return r.nextWave(ctx, p)
+		return r.nextWave(ctx, p, done)
 	}
-	ok, err := r.s.setFields(ctx, p.ID, map[string]any{"phase": phaseGate, "gate_until": micros(r.s.now().Add(p.Spec.Bake.D()))}, Running)
-	if err == nil && ok {
-		r.s.changed(ctx, p.ID)
-	}
+	_, err := r.s.advance(ctx, p.ID, map[string]any{"phase": phaseGate, "gate_until": micros(r.s.now().Add(p.Spec.Bake.D()))}, done)
 	return err
 }
 
-// nextWave starts the next wave's steps.
-func (r *runner) nextWave(ctx context.Context, p *Plan) error {
-	_, err := r.s.setFields(ctx, p.ID, map[string]any{"wave": p.Wave + 1, "phase": phaseSteps, "gate_until": 0,
-		"last_progress": micros(r.s.now())}, Running)
-	if err == nil {
-		r.s.changed(ctx, p.ID)
-	}
+// nextWave starts the next wave's steps, with also (what led to it: the
+// wave's end, a passed gate) in the same transaction.
+func (r *runner) nextWave(ctx context.Context, p *Plan, also func(*sql.Tx) error) error {
+	_, err := r.s.advance(ctx, p.ID, map[string]any{"wave": p.Wave + 1, "phase": phaseSteps, "gate_until": 0,
+		"last_progress": micros(r.s.now())}, also)
 	return err
 }
 

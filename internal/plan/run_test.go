@@ -440,3 +440,74 @@ func TestSecondRunInOneProcessIsRefused(t *testing.T) {
 		t.Fatalf("%s %s", p.Status, p.Note)
 	}
 }
+
+// Events given up after every attempt are listed, and a retry gives them a
+// fresh run of attempts: one event by id, or every failed one; a retry of
+// an event not given up, or of none, is refused naming it.
+func TestFailedEventsAreListedAndRetried(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	down := true
+	var delivered []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			w.WriteHeader(503)
+			return
+		}
+		delivered = append(delivered, r.Header.Get("webhook-id"))
+	}))
+	defer srv.Close()
+	b := setup(t, options{})
+	b.plans.Config.Events = []string{srv.URL}
+	b.plans.EventBackoff = time.Millisecond
+	p := b.create(t, CreateRequest{Action: "deactivate", Kind: tenant.KindSite, Targets: keys(1, 2, ""), Waves: []string{"100%"}})
+	b.approve(t, p, carol) // two events: validated, approved
+	for range maxEventAttempts {
+		must[int](t)(b.plans.deliverDue(ctx))
+		b.clock.Advance(2 * maxEventBackoff)
+	}
+	failed := must[[]EventRecord](t)(b.plans.Events(ctx, p.ID, true))
+	if len(failed) != 2 || failed[0].Event != "plan.approved" || failed[0].Attempts != maxEventAttempts || failed[0].LastError != "answered HTTP 503" ||
+		failed[0].URL != srv.URL || failed[0].Plan != p.ID {
+		t.Fatalf("failed events: %+v", failed)
+	}
+	if other := must[[]EventRecord](t)(b.plans.Events(ctx, "plan_other", false)); len(other) != 0 {
+		t.Fatalf("another plan's events: %+v", other)
+	}
+
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	if n := must[int](t)(b.plans.RetryEvents(ctx, failed[0].ID, "carol")); n != 1 {
+		t.Fatalf("retry of one event put back %d", n)
+	}
+	_, err := b.plans.RetryEvents(ctx, failed[0].ID, "carol")
+	wantCode(t, err, fault.Conflict, "is pending, not failed")
+	_, err = b.plans.RetryEvents(ctx, "pev_nope", "carol")
+	wantCode(t, err, fault.NotFound, `no plan event "pev_nope"`)
+	must[int](t)(b.plans.deliverDue(ctx))
+	if n := len(must[[]EventRecord](t)(b.plans.Events(ctx, p.ID, true))); n != 1 {
+		t.Fatalf("%d failed after retrying one; want 1", n)
+	}
+	if n := must[int](t)(b.plans.RetryEvents(ctx, "", "carol")); n != 1 {
+		t.Fatalf("retry of every failed event put back %d; want 1", n)
+	}
+	must[int](t)(b.plans.deliverDue(ctx))
+	all := must[[]EventRecord](t)(b.plans.Events(ctx, "", false))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(all) != 2 || all[0].State != eventSent || all[1].State != eventSent || !slices.Equal(delivered, []string{failed[0].ID, failed[1].ID}) {
+		t.Fatalf("after the retries: %+v, delivered %v", all, delivered)
+	}
+	retries := 0
+	for _, a := range auditActions(t, b.store) {
+		if a == "plan.events_retry" {
+			retries++
+		}
+	}
+	if retries != 2 {
+		t.Errorf("%d plan.events_retry audit entries; want 2 (the refused ones change nothing)", retries)
+	}
+}

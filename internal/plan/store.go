@@ -70,15 +70,39 @@ func (s *Service) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return nil
 }
 
-// insert records a new draft plan.
-func (s *Service) insert(ctx context.Context, p *Plan) error {
+// insert records a new draft plan with its audit entry, in one
+// transaction.
+func (s *Service) insert(ctx context.Context, p *Plan, audit state.AuditEntry) error {
 	spec, err := json.Marshal(p.Spec)
 	if err != nil {
 		return err
 	}
-	_, err = s.exec(ctx, "INSERT INTO plans ("+planColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, '', '', '', '', '', '', 0, 0, '', 0, 0, '', 0, 0, 0, ?, ?, ?)`,
-		p.ID, p.Action, string(p.Kind), p.Reason, p.Requester, string(spec), string(p.Status), p.Note, micros(p.Created), micros(p.Updated))
-	return err
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.store().Rebind("INSERT INTO plans ("+planColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, '', '', '', '', '', '', 0, 0, '', 0, 0, '', 0, 0, 0, ?, ?, ?)`),
+			p.ID, p.Action, string(p.Kind), p.Reason, p.Requester, string(spec), string(p.Status), p.Note, micros(p.Created), micros(p.Updated))
+		if err != nil {
+			return fmt.Errorf("plan: insert: %w", err)
+		}
+		return s.auditTx(ctx, audit)(tx)
+	})
+}
+
+// execAudited runs one statement and appends its audit entry in one
+// transaction, returning the rows the statement changed; with none
+// changed, nothing is audited.
+func (s *Service) execAudited(ctx context.Context, audit state.AuditEntry, q string, args ...any) (int64, error) {
+	var n int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.store().Rebind(q), args...)
+		if err != nil {
+			return fmt.Errorf("plan: %w", err)
+		}
+		if n, err = res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		return s.auditTx(ctx, audit)(tx)
+	})
+	return n, err
 }
 
 // saveReport records a validation: the report, its hash, the role it
@@ -368,13 +392,20 @@ func (s *Service) gates(ctx context.Context, id string) ([]GateCheck, error) {
 	return out, rows.Err()
 }
 
-func (s *Service) saveGate(ctx context.Context, id string, g GateCheck) error {
-	raw, err := json.Marshal(g.Checks)
-	if err != nil {
-		return err
+// saveGate records a gate's result in tx, for also: with the change the
+// result leads to.
+func (s *Service) saveGate(ctx context.Context, id string, g GateCheck) func(*sql.Tx) error {
+	return func(tx *sql.Tx) error {
+		raw, err := json.Marshal(g.Checks)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, s.store().Rebind("INSERT INTO plan_gates (plan_id, wave, at, result, checks) VALUES (?, ?, ?, ?, ?)"), id, g.Wave, micros(g.At), g.Result, string(raw))
+		if err != nil {
+			return fmt.Errorf("plan: gate: %w", err)
+		}
+		return nil
 	}
-	_, err = s.exec(ctx, "INSERT INTO plan_gates (plan_id, wave, at, result, checks) VALUES (?, ?, ?, ?, ?)", id, g.Wave, micros(g.At), g.Result, string(raw))
-	return err
 }
 
 // transition moves a plan from one of from to to, conditionally, so two
@@ -384,6 +415,15 @@ func (s *Service) saveGate(ctx context.Context, id string, g GateCheck) error {
 // leaves the plan where it was. Then it tells OnChange. A plan no longer in
 // from is fault.Conflict.
 func (s *Service) transition(ctx context.Context, p *Plan, actor, event string, to Status, from []Status, set map[string]any, detail map[string]any) error {
+	return s.transitionWith(ctx, p, actor, event, to, from, set, detail, nil)
+}
+
+// transitionWith is transition with also, which writes what else the
+// transition records (a gate's result, an audit entry of what led to it)
+// in its transaction, after the plan moved and its event, before the
+// transition's own audit entry.
+func (s *Service) transitionWith(ctx context.Context, p *Plan, actor, event string, to Status, from []Status, set, detail map[string]any,
+	also func(*sql.Tx) error) error {
 	now := s.now()
 	cols := []string{"status = ?", "updated = ?"}
 	args := []any{string(to), micros(now)}
@@ -412,6 +452,11 @@ func (s *Service) transition(ctx context.Context, p *Plan, actor, event string, 
 		if err := s.recordEvent(ctx, tx, p.ID); err != nil {
 			return err
 		}
+		if also != nil {
+			if err := also(tx); err != nil {
+				return err
+			}
+		}
 		// Last: the audit append lock is the last lock the transaction takes.
 		_, err = s.store().AppendAuditTx(ctx, tx, state.AuditEntry{Actor: actor, Action: "plan." + event, Detail: detail})
 		return err
@@ -431,13 +476,44 @@ func (s *Service) transition(ctx context.Context, p *Plan, actor, event string, 
 	return nil
 }
 
-// changed records a change that is not a status transition (a new wave or
-// phase, a new report) as a webhook event, and tells OnChange.
-func (s *Service) changed(ctx context.Context, id string) {
-	if err := s.tx(context.WithoutCancel(ctx), func(tx *sql.Tx) error { return s.recordEvent(ctx, tx, id) }); err != nil && s.Log != nil {
-		s.Log.Warn("plan event not recorded", "plan", id, "err", err)
+// advance changes columns of a running plan without a status change (its
+// wave, its phase, a note), with also (audit entries, a gate's result,
+// nil: nothing) and its webhook event in one transaction, so a crash
+// cannot keep the change and lose what records it; then it tells
+// OnChange. It reports whether the plan was still running.
+func (s *Service) advance(ctx context.Context, id string, set map[string]any, also func(*sql.Tx) error) (bool, error) {
+	ok := false
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if ok, err = s.setFieldsTx(ctx, tx, id, set, Running); err != nil || !ok {
+			return err
+		}
+		if err := s.recordEvent(ctx, tx, id); err != nil {
+			return err
+		}
+		if also == nil {
+			return nil
+		}
+		return also(tx) // last: it may take the audit append lock
+	})
+	if err != nil || !ok {
+		return false, err
 	}
 	s.tell(ctx, id)
+	return true, nil
+}
+
+// auditTx appends audit entries in tx, for also: the audit append lock is
+// taken last in the transaction, so nothing is written after it.
+func (s *Service) auditTx(ctx context.Context, entries ...state.AuditEntry) func(*sql.Tx) error {
+	return func(tx *sql.Tx) error {
+		for _, e := range entries {
+			if _, err := s.store().AppendAuditTx(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // tell calls OnChange with a plan's new state.
@@ -453,9 +529,20 @@ func (s *Service) tell(ctx context.Context, id string) {
 	s.OnChange(ctx, p)
 }
 
-// setFields updates columns of a plan without a status change (the wave,
-// the gate, the lease), only while it has status in (nil: any).
+// setFields updates columns of a plan without a status change (a
+// rollback's note), only while it has status in (nil: any).
 func (s *Service) setFields(ctx context.Context, id string, set map[string]any, in ...Status) (bool, error) {
+	ok := false
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		ok, err = s.setFieldsTx(ctx, tx, id, set, in...)
+		return err
+	})
+	return ok, err
+}
+
+// setFieldsTx is setFields in tx.
+func (s *Service) setFieldsTx(ctx context.Context, tx *sql.Tx, id string, set map[string]any, in ...Status) (bool, error) {
 	var cols []string
 	var args []any
 	for _, k := range sortedKeys(set) {
@@ -471,7 +558,11 @@ func (s *Service) setFields(ctx context.Context, id string, set map[string]any, 
 			args = append(args, string(st))
 		}
 	}
-	n, err := s.exec(ctx, q, args...)
+	res, err := tx.ExecContext(ctx, s.store().Rebind(q), args...)
+	if err != nil {
+		return false, fmt.Errorf("plan: %w", err)
+	}
+	n, err := res.RowsAffected()
 	return n == 1, err
 }
 

@@ -126,10 +126,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*Plan, error) 
 	now := s.now()
 	p := &Plan{ID: newID(now), Action: req.Action, Kind: req.Kind, Reason: strings.TrimSpace(req.Reason), Requester: req.Requester,
 		Spec: spec, Status: Draft, Created: now, Updated: now}
-	if err := s.insert(ctx, p); err != nil {
-		return nil, err
-	}
-	if _, err := s.store().AppendAudit(ctx, state.AuditEntry{Actor: p.Requester, Action: "plan.create", Detail: map[string]any{
+	if err := s.insert(ctx, p, state.AuditEntry{Actor: p.Requester, Action: "plan.create", Detail: map[string]any{
 		"plan": p.ID, "action": p.Action, "kind": string(p.Kind), "targets": len(req.Targets), "reason": p.Reason}}); err != nil {
 		return nil, err
 	}
@@ -153,15 +150,13 @@ func (s *Service) refuse(ctx context.Context, p *Plan, rep *Report, verr error) 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.exec(ctx, "UPDATE plans SET report = ?, note = ?, updated = ? WHERE id = ?", string(raw), verr.Error(), micros(s.now()), p.ID); err != nil {
-		return nil, err
-	}
 	kinds := map[string]int{}
 	for _, pr := range rep.Problems {
 		kinds[pr.Kind]++
 	}
-	if _, err := s.store().AppendAudit(ctx, state.AuditEntry{Actor: p.Requester, Action: "plan.refused", Detail: map[string]any{
-		"plan": p.ID, "problems": kinds, "error": truncate(verr.Error(), 2000)}}); err != nil {
+	audit := state.AuditEntry{Actor: p.Requester, Action: "plan.refused", Detail: map[string]any{
+		"plan": p.ID, "problems": kinds, "error": truncate(verr.Error(), 2000)}}
+	if _, err := s.execAudited(ctx, audit, "UPDATE plans SET report = ?, note = ?, updated = ? WHERE id = ?", string(raw), verr.Error(), micros(s.now()), p.ID); err != nil {
 		return nil, err
 	}
 	out, err := s.get(ctx, p.ID)

@@ -39,6 +39,10 @@ type Config struct {
 	Targets Targets
 	// States, if set, gives a tenant's lifecycle state for its private page.
 	States TenantStates
+	// Registry, if set, says which tenant keys exist: keys named as
+	// affected tenants that it does not know are refused (see
+	// Draft.AllowUnknownTenants).
+	Registry TenantRegistry
 	// TenantLinkTTL is how long the signed link in a targeted notice stays
 	// valid; 0 means DefaultTenantLinkTTL.
 	TenantLinkTTL time.Duration
@@ -59,6 +63,7 @@ type Service struct {
 	progress  Progress
 	targets   Targets
 	states    TenantStates
+	registry  TenantRegistry
 	tenantTTL time.Duration
 	rand      io.Reader
 	log       *slog.Logger
@@ -75,7 +80,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fault.New(fault.Internal, "", "status.New: no store")
 	}
 	s := &Service{db: sqlStore{st: cfg.Store}, now: cfg.Now, policy: cfg.Policy, cadence: cfg.Cadence, progress: cfg.Progress, rand: cfg.Rand, log: cfg.Log,
-		targets: cfg.Targets, states: cfg.States, tenantTTL: cfg.TenantLinkTTL}
+		targets: cfg.Targets, states: cfg.States, registry: cfg.Registry, tenantTTL: cfg.TenantLinkTTL}
 	if s.tenantTTL <= 0 {
 		s.tenantTTL = DefaultTenantLinkTTL
 	}
@@ -207,6 +212,10 @@ type Draft struct {
 	// Tenants adds tenants (plain keys or site:KEY) whose authorised
 	// contacts get a private notice of this update and every later one.
 	Tenants []string
+	// AllowUnknownTenants accepts Tenants the registry does not know (a
+	// site gone from the products and never recorded by the vault, or a
+	// vault that cannot answer now); by default they are refused.
+	AllowUnknownTenants bool
 	// Template names a stored template to start from; Body overrides it.
 	Template string
 	// CarryOver starts from the previous update's body, so an update can
@@ -554,24 +563,26 @@ func (s *Service) Incidents(ctx context.Context) ([]Incident, error) {
 // Request is a publishing request as the API, the CLI (--from) and the
 // console form take it: one shape, checked in one place.
 type Request struct {
-	Kind           Kind              `json:"kind,omitempty"` // incident (default) or maintenance; open only
-	Name           string            `json:"name,omitempty"`
-	NameZh         string            `json:"name_zh,omitempty"`
-	Impact         Impact            `json:"impact,omitempty"`
-	Status         IncidentStatus    `json:"status,omitempty"`
-	Components     []ComponentChange `json:"components,omitempty"` // component_id may be an id or an English name
-	Links          []string          `json:"links,omitempty"`      // restore:ID, plan:ID
-	Tenants        []string          `json:"tenants,omitempty"`    // tenant keys whose contacts get targeted notices
-	Template       string            `json:"template,omitempty"`
-	CarryOver      bool              `json:"carry_over,omitempty"`
-	Body           Body              `json:"body"`
-	ScheduledFor   time.Time         `json:"scheduled_for,omitzero"`
-	ScheduledUntil time.Time         `json:"scheduled_until,omitzero"`
+	Kind       Kind              `json:"kind,omitempty"` // incident (default) or maintenance; open only
+	Name       string            `json:"name,omitempty"`
+	NameZh     string            `json:"name_zh,omitempty"`
+	Impact     Impact            `json:"impact,omitempty"`
+	Status     IncidentStatus    `json:"status,omitempty"`
+	Components []ComponentChange `json:"components,omitempty"` // component_id may be an id or an English name
+	Links      []string          `json:"links,omitempty"`      // restore:ID, plan:ID
+	Tenants    []string          `json:"tenants,omitempty"`    // tenant keys whose contacts get targeted notices
+	// AllowUnknownTenants accepts tenant keys the registry does not know.
+	AllowUnknownTenants bool      `json:"allow_unknown_tenants,omitempty"`
+	Template            string    `json:"template,omitempty"`
+	CarryOver           bool      `json:"carry_over,omitempty"`
+	Body                Body      `json:"body"`
+	ScheduledFor        time.Time `json:"scheduled_for,omitzero"`
+	ScheduledUntil      time.Time `json:"scheduled_until,omitzero"`
 }
 
 // Draft returns the update part of q.
 func (q Request) Draft(author string) Draft {
-	return Draft{Status: q.Status, Impact: q.Impact, Components: q.Components, Links: q.Links, Tenants: q.Tenants,
+	return Draft{Status: q.Status, Impact: q.Impact, Components: q.Components, Links: q.Links, Tenants: q.Tenants, AllowUnknownTenants: q.AllowUnknownTenants,
 		Template: q.Template, CarryOver: q.CarryOver, Body: q.Body, Author: author}
 }
 

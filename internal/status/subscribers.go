@@ -261,8 +261,11 @@ func (s *Service) Unsubscribe(ctx context.Context, token string) (Subscriber, er
 	if !ok || !hmac.Equal([]byte(mac), []byte(linkMAC(key, "unsubscribe", id))) {
 		return Subscriber{}, fault.New(fault.Invalid, "use the link from the latest email", "this unsubscribe link is not valid")
 	}
-	return s.disable(ctx, id, "unsubscribed")
+	return s.disable(ctx, id, reasonUnsubscribed)
 }
+
+// reasonUnsubscribed is the disabled reason of a subscriber who left.
+const reasonUnsubscribed = "unsubscribed"
 
 // DisableSubscriber stops notices to a subscriber, saying why (a webhook
 // that kept failing, an operator's decision).
@@ -307,12 +310,18 @@ type queryer interface {
 	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
 }
 
+const subscriberCols = "id, channel, address, owner_email, components, lang, secret, confirmed_at, disabled_at, disabled_reason, created_at"
+
 func (s sqlStore) subscriberBy(ctx context.Context, q queryer, where string, args ...any) (Subscriber, error) {
+	return scanSubscriber(q.QueryRowContext(ctx, s.q("SELECT "+subscriberCols+" FROM status_subscribers WHERE "+where), args...))
+}
+
+// scanSubscriber reads one row of subscriberCols.
+func scanSubscriber(row interface{ Scan(...any) error }) (Subscriber, error) {
 	var sub Subscriber
 	var comps string
 	var conf, dis, cr int64
-	err := q.QueryRowContext(ctx, s.q(`SELECT id, channel, address, owner_email, components, lang, secret, confirmed_at, disabled_at, disabled_reason, created_at
-		FROM status_subscribers WHERE `+where), args...).Scan(&sub.ID, &sub.Channel, &sub.Address, &sub.OwnerEmail, &comps, &sub.Lang, &sub.Secret,
+	err := row.Scan(&sub.ID, &sub.Channel, &sub.Address, &sub.OwnerEmail, &comps, &sub.Lang, &sub.Secret,
 		&conf, &dis, &sub.DisabledReason, &cr)
 	if err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
@@ -325,6 +334,28 @@ func (s sqlStore) subscriberBy(ctx context.Context, q queryer, where string, arg
 	}
 	sub.Confirmed, sub.Disabled, sub.Created = fromMicros(conf), fromMicros(dis), fromMicros(cr)
 	return sub, nil
+}
+
+// StoppedSubscribers lists the subscribers delivery stopped (a mailbox
+// that refused for good, a webhook that kept failing), newest first, with
+// why: the operator's console and the API show them, since nobody is
+// mailed about a dead mailbox. Those who unsubscribed are not listed.
+func (s *Service) StoppedSubscribers(ctx context.Context) ([]Subscriber, error) {
+	rows, err := s.db.st.DB().QueryContext(ctx, s.db.q("SELECT "+subscriberCols+
+		" FROM status_subscribers WHERE disabled_at > 0 AND disabled_reason <> ? ORDER BY disabled_at DESC, id"), reasonUnsubscribed)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	defer rows.Close()
+	out := []Subscriber{}
+	for rows.Next() {
+		sub, err := scanSubscriber(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sub)
+	}
+	return out, storeErr(rows.Err())
 }
 
 // enqueueNotices records, in the publishing transaction, a pending notice

@@ -65,6 +65,15 @@ type TenantStates interface {
 	TenantStates(ctx context.Context, tenant string) (states map[string]string, asOf time.Time, err error)
 }
 
+// TenantRegistry says which tenant keys exist. The contacts vault with the
+// products' tenant registry implements it (wired in cmd/lifeline): the
+// vault keeps tenants deleted or purged in every product.
+type TenantRegistry interface {
+	// UnknownTenants returns the keys, of keys, that name no tenant. An
+	// error means it cannot tell now.
+	UnknownTenants(ctx context.Context, keys []string) ([]string, error)
+}
+
 // DefaultTenantLinkTTL is how long the link in a targeted notice stays
 // valid when Config.TenantLinkTTL is not set.
 const DefaultTenantLinkTTL = 7 * 24 * time.Hour
@@ -96,6 +105,29 @@ func NormalizeTenants(keys []string) ([]string, error) {
 	return out, nil
 }
 
+// checkKnown refuses tenant keys the registry does not know, naming every
+// one, unless allowed: a mistyped key would otherwise be a tenant whose
+// people are never told, silently. A registry that cannot answer refuses
+// too (fault.Unavailable), saying how to go ahead without it.
+func (s *Service) checkKnown(ctx context.Context, keys []string, allow bool) error {
+	if s.registry == nil || allow || len(keys) == 0 {
+		return nil
+	}
+	const hint = "check the keys (`lifeline contacts for site:KEY`); to notify them anyway, as for a site gone from the products and the vault, pass --allow-unknown-tenants (allow_unknown_tenants in the API, the checkbox on the console)"
+	unknown, err := s.registry.UnknownTenants(ctx, keys)
+	if err != nil {
+		return fault.Wrap(err, fault.Unavailable, hint, "cannot check the affected tenants")
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	quoted := make([]string, len(unknown))
+	for i, k := range unknown {
+		quoted[i] = strconv.Quote(k)
+	}
+	return fault.New(fault.Invalid, hint, "unknown tenants (neither the products nor the contacts vault know them): %s", strings.Join(quoted, ", "))
+}
+
 // targetsOf gathers the tenants an update adds to its incident: the
 // draft's list, and the tenants of every link the source can answer for.
 // A link it does not know refuses the update (as for progress); a link it
@@ -104,6 +136,9 @@ func NormalizeTenants(keys []string) ([]string, error) {
 func (s *Service) targetsOf(ctx context.Context, inc *Incident, d Draft) (map[string]string, error) {
 	list, err := NormalizeTenants(d.Tenants)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkKnown(ctx, list, d.AllowUnknownTenants); err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
@@ -283,13 +318,26 @@ func (s *Service) TenantNoticeCounts(ctx context.Context) (map[string]map[string
 	return out, storeErr(rows.Err())
 }
 
-// TenantNoticesDone records what the delivery side did with pending
-// targeted notices, in one transaction: each one's Status becomes
-// NoticeQueued with the number of messages queued (Contacts), or
-// TenantNoticeUncontactable with why (LastError), and the contacts skipped. Notices no longer
-// pending are left alone, so doing it twice, or from two processes, is
-// harmless.
-func (s *Service) TenantNoticesDone(ctx context.Context, ns []TenantNotice) error {
+// RetryableTenantNotices lists the targeted notices worth another look
+// when the contacts vault changes: those left uncontactable that are the
+// newest notice of their tenant in an incident still open. Older ones are
+// covered by the newest (it carries the link to the tenant's page with
+// every update); a resolved incident's are left as they are.
+func (s *Service) RetryableTenantNotices(ctx context.Context, limit int) ([]TenantNotice, error) {
+	return s.tenantNotices(ctx, ` n WHERE n.status = ?
+		AND EXISTS (SELECT 1 FROM status_incidents i WHERE i.id = n.incident_id AND i.resolved_at = 0)
+		AND NOT EXISTS (SELECT 1 FROM status_tenant_notices m WHERE m.incident_id = n.incident_id AND m.tenant = n.tenant AND m.created_at > n.created_at)
+		ORDER BY n.created_at LIMIT `+strconv.Itoa(max(limit, 1)), TenantNoticeUncontactable)
+}
+
+// TenantNoticesDone records what the delivery side did with targeted
+// notices in status from (NoticePending, or TenantNoticeUncontactable for
+// a retry), in one transaction: each one's Status becomes NoticeQueued
+// with the number of messages queued (Contacts), or
+// TenantNoticeUncontactable with why (LastError), and the contacts
+// skipped. Notices no longer in from are left alone, so doing it twice, or
+// from two processes, is harmless.
+func (s *Service) TenantNoticesDone(ctx context.Context, from string, ns []TenantNotice) error {
 	if len(ns) == 0 {
 		return nil
 	}
@@ -311,7 +359,7 @@ func (s *Service) TenantNoticesDone(ctx context.Context, ns []TenantNotice) erro
 			b, _ := json.Marshal(n.Skipped) // a list of strings always marshals
 			skipped = string(b)
 		}
-		if _, err := stmt.ExecContext(ctx, n.Status, n.Contacts, skipped, n.LastError, now, n.UpdateID, n.Tenant, NoticePending); err != nil {
+		if _, err := stmt.ExecContext(ctx, n.Status, n.Contacts, skipped, n.LastError, now, n.UpdateID, n.Tenant, from); err != nil {
 			return storeErr(err)
 		}
 	}

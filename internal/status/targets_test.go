@@ -140,11 +140,11 @@ func TestTargetedNoticesAreOwedWithEachUpdate(t *testing.T) {
 
 		// The delivery side marks a notice once; a second mark changes nothing.
 		n := TenantNotice{UpdateID: first.ID, Tenant: "7", Status: NoticeQueued, Contacts: 2}
-		if err := svc.TenantNoticesDone(ctx, []TenantNotice{n}); err != nil {
+		if err := svc.TenantNoticesDone(ctx, NoticePending, []TenantNotice{n}); err != nil {
 			t.Fatal(err)
 		}
 		n.Status, n.Contacts = TenantNoticeUncontactable, 0
-		if err := svc.TenantNoticesDone(ctx, []TenantNotice{n}); err != nil {
+		if err := svc.TenantNoticesDone(ctx, NoticePending, []TenantNotice{n}); err != nil {
 			t.Fatal(err)
 		}
 		queued, err := svc.TenantNotices(ctx, NoticeQueued, 0)
@@ -368,4 +368,56 @@ func TestLinkSourceFollowsPlans(t *testing.T) {
 	if _, err := src.Progress(ctx, []string{"plan:p_nope"}); fault.CodeOf(err) != fault.NotFound {
 		t.Fatalf("unknown plan: %v", err)
 	}
+}
+
+// fakeRegistry knows tenants 1 to 8; "down" makes it unable to answer.
+type fakeRegistry struct{ down bool }
+
+func (f fakeRegistry) UnknownTenants(_ context.Context, keys []string) ([]string, error) {
+	if f.down {
+		return nil, fault.New(fault.Unavailable, "", "vault unreachable")
+	}
+	var out []string
+	for _, k := range keys {
+		if len(k) != 1 || k < "1" || k > "8" {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// TestUnknownTenantsAreRefused: keys the registry does not know refuse the
+// update, every one named and nothing written, unless explicitly accepted;
+// a registry that cannot answer refuses too, saying how to go ahead.
+func TestUnknownTenantsAreRefused(t *testing.T) {
+	engines(t, func(t *testing.T, b *bundle) {
+		ctx, svc := b.ctx, b.svc
+		open := func(d Draft) (*Incident, error) {
+			d.Impact, d.Body = ImpactCritical, fullBody()
+			return svc.OpenIncident(ctx, NewIncident{Name: Text{En: "Sites deleted"}, Draft: d})
+		}
+		_, err := open(Draft{Tenants: []string{"7", "site:42", "4711"}})
+		if fault.CodeOf(err) != fault.Invalid || !strings.Contains(err.Error(), `"42", "4711"`) || strings.Contains(err.Error(), `"7"`) ||
+			!strings.Contains(fault.HintOf(err), "--allow-unknown-tenants") {
+			t.Fatalf("open with unknown tenants: %v (hint %q); want both named, and the flag in the hint", err, fault.HintOf(err))
+		}
+		list, err := svc.Incidents(ctx)
+		if err != nil || len(list) != 0 || len(owedTo(t, svc)) != 0 {
+			t.Fatalf("a refused open left %d incidents, %v", len(list), err)
+		}
+		inc, err := open(Draft{Tenants: []string{"7", "4711"}, AllowUnknownTenants: true})
+		if err != nil || inc.Tenants != 2 {
+			t.Fatalf("open accepting unknown tenants: %v, %d tenants", err, inc.Tenants)
+		}
+		// An update checks the keys it adds the same way.
+		if _, err := svc.PostUpdate(ctx, inc.ID, Draft{CarryOver: true, Tenants: []string{"99"}}); fault.CodeOf(err) != fault.Invalid || !strings.Contains(err.Error(), `"99"`) {
+			t.Fatalf("update with an unknown tenant: %v", err)
+		}
+	}, func(c *Config) { c.Registry = fakeRegistry{} })
+	engines(t, func(t *testing.T, b *bundle) {
+		_, err := b.svc.OpenIncident(b.ctx, NewIncident{Name: Text{En: "x"}, Draft: Draft{Impact: ImpactCritical, Body: fullBody(), Tenants: []string{"7"}}})
+		if fault.CodeOf(err) != fault.Unavailable || !strings.Contains(fault.HintOf(err), "--allow-unknown-tenants") {
+			t.Fatalf("open with the registry down: %v", err)
+		}
+	}, func(c *Config) { c.Registry = fakeRegistry{down: true} })
 }

@@ -1,17 +1,20 @@
 package web
 
 import (
+	"context"
 	"errors"
 	"html/template"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"lifeline/internal/contacts"
 	"lifeline/internal/fault"
+	"lifeline/internal/status"
 )
 
 // Contacts serves the contacts vault: its operator API (every read of
@@ -21,10 +24,20 @@ type Contacts struct {
 	Service *contacts.Service
 	Log     *slog.Logger
 	// PerMinute is how many verification requests one client address may
-	// make per minute; 0 means 10. All clients together get 50 times that.
+	// make per minute (a token bucket: that many at once, refilled over the
+	// minute); 0 means 10. All clients together get 50 times that.
 	PerMinute int
+	// Limits holds the verification page's buckets. It is the state
+	// store's (status.Service, the status page's forms use it too), so
+	// every serve process sharing the store draws from the same buckets
+	// and the limit holds however many serve the page. Required.
+	Limits RateBuckets
+}
 
-	limit limiter
+// RateBuckets are token buckets shared by every process on the state
+// store; status.Service implements it.
+type RateBuckets interface {
+	Take(ctx context.Context, bucket string, r status.Rate) (ok bool, wait time.Duration, err error)
 }
 
 // vault returns the vault's handlers' dependency, or answers 404 itself
@@ -233,8 +246,15 @@ func (s *Server) contactsVerify(w http.ResponseWriter, r *http.Request, confirm 
 		renderVerify(w, http.StatusNotFound, view)
 		return
 	}
-	if !s.Contacts.limit.allow(clientIP(r), s.Contacts.perMinute(), time.Now()) {
-		h.Set("Retry-After", "60")
+	ok, wait, err := s.Contacts.allow(r.Context(), clientIP(r))
+	if err != nil {
+		s.logContacts().Error("contact verification: the rate limit cannot be read", "err", err)
+		view.Error, view.Hint = "This page is unavailable right now.", "Please try again in a minute."
+		renderVerify(w, http.StatusServiceUnavailable, view)
+		return
+	}
+	if !ok {
+		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		view.Error, view.Hint = "Too many attempts from your address.", "Please wait a minute and try again."
 		renderVerify(w, http.StatusTooManyRequests, view)
 		return
@@ -242,7 +262,6 @@ func (s *Server) contactsVerify(w http.ResponseWriter, r *http.Request, confirm 
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
 	token := r.FormValue("t")
 	svc := s.Contacts.Service
-	var err error
 	if confirm {
 		var c *contacts.Confirmation
 		if c, err = svc.Confirm(r.Context(), token); err == nil {
@@ -279,11 +298,23 @@ func (s *Server) logContacts() *slog.Logger {
 	return s.Log
 }
 
-func (c *Contacts) perMinute() int {
-	if c.PerMinute > 0 {
-		return c.PerMinute
+// allow takes a token from the client's bucket and from the one all
+// clients share, and says how long to wait when either is empty.
+func (c *Contacts) allow(ctx context.Context, client string) (bool, time.Duration, error) {
+	n := c.PerMinute
+	if n <= 0 {
+		n = 10
 	}
-	return 10
+	for _, b := range []struct {
+		bucket string
+		n      int
+	}{{"verify:" + client, n}, {"verify:*", 50 * n}} {
+		ok, wait, err := c.Limits.Take(ctx, b.bucket, status.Rate{Every: time.Minute / time.Duration(b.n), Burst: b.n})
+		if err != nil || !ok {
+			return false, wait, err
+		}
+	}
+	return true, 0, nil
 }
 
 // clientIP is the connection's address. Forwarding headers are not
@@ -294,27 +325,4 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-// limiter counts requests per client in fixed one-minute windows, and all
-// clients together, so a flood from many addresses is bounded too.
-type limiter struct {
-	mu      sync.Mutex
-	window  time.Time
-	counts  map[string]int
-	overall int
-}
-
-func (l *limiter) allow(client string, perMinute int, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if w := now.Truncate(time.Minute); !w.Equal(l.window) || l.counts == nil {
-		l.window, l.counts, l.overall = w, map[string]int{}, 0
-	}
-	if l.counts[client] >= perMinute || l.overall >= 50*perMinute {
-		return false
-	}
-	l.counts[client]++
-	l.overall++
-	return true
 }

@@ -17,6 +17,7 @@ import (
 
 	"lifeline/internal/contacts"
 	"lifeline/internal/state"
+	"lifeline/internal/status"
 )
 
 // linkMailer keeps the last message per address.
@@ -49,6 +50,7 @@ type contactsBundle struct {
 	ctx   context.Context
 	svc   *contacts.Service
 	store *state.Store
+	dsn   string // the state store's
 	srv   *httptest.Server
 	clock *testClock
 	mail  *linkMailer
@@ -59,7 +61,8 @@ func setupContacts(t *testing.T) *contactsBundle {
 	ctx := context.Background()
 	dir := t.TempDir()
 	clk := &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	st, err := state.Open(ctx, "sqlite:"+filepath.Join(dir, "state.db"), "", clk.Now)
+	dsn := "sqlite:" + filepath.Join(dir, "state.db")
+	st, err := state.Open(ctx, dsn, "", clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +72,10 @@ func setupContacts(t *testing.T) *contactsBundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vs.Close() })
+	limits, err := status.New(ctx, status.Config{Store: st, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
 	mail := &linkMailer{last: map[string]string{}}
 	svc, err := contacts.New(contacts.Config{Store: vs, Ledger: st, Mailer: mail, LinkBase: "https://ll.example", Now: clk.Now})
 	if err != nil {
@@ -78,10 +85,10 @@ func setupContacts(t *testing.T) *contactsBundle {
 		"viewer-secret":   {Name: "vera", Role: state.RoleViewer},
 		"operator-secret": {Name: "otto", Role: state.RoleOperator},
 		"admin-secret":    {Name: "ada", Role: state.RoleAdmin},
-	}, Registry: prometheus.NewRegistry(), Log: slog.New(slog.DiscardHandler), Contacts: &Contacts{Service: svc, PerMinute: 5}}
+	}, Registry: prometheus.NewRegistry(), Log: slog.New(slog.DiscardHandler), Contacts: &Contacts{Service: svc, PerMinute: 5, Limits: limits}}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &contactsBundle{ctx: ctx, svc: svc, store: st, srv: srv, clock: clk, mail: mail}
+	return &contactsBundle{ctx: ctx, svc: svc, store: st, dsn: dsn, srv: srv, clock: clk, mail: mail}
 }
 
 func TestContactsAPIRoles(t *testing.T) {
@@ -221,35 +228,62 @@ func TestVerificationPage(t *testing.T) {
 	if code, body = page(t, "POST", verify, url.Values{"t": {token}}); code != http.StatusGone || !strings.Contains(body, "expired") {
 		t.Errorf("expired token: %d\n%s", code, body)
 	}
-	// Five requests a minute per address (PerMinute: 5); the sixth waits.
-	code = 0
-	for range 3 {
-		code, _ = page(t, "GET", verify+"?t=x", nil)
+	// Five requests at once per address (PerMinute: 5), then one every
+	// 12s: with the expired link's post, the sixth since the clock moved
+	// waits.
+	for i := range 4 {
+		if code, _ = page(t, "GET", verify+"?t=x", nil); code == http.StatusTooManyRequests {
+			t.Fatalf("request %d within the burst refused", i+1)
+		}
 	}
-	if code != http.StatusTooManyRequests {
+	if code, _ = page(t, "GET", verify+"?t=x", nil); code != http.StatusTooManyRequests {
 		t.Errorf("after 6 requests: %d, want 429", code)
 	}
 }
 
-func TestLimiterWindows(t *testing.T) {
+// TestVerifyRateLimitIsSharedByServers: two servers, each with its own
+// connection to one state store, draw from the same bucket per address:
+// three requests across both pass (PerMinute: 3), the fourth, on the other
+// server, gets 429 with the time until the next token (20s).
+func TestVerifyRateLimitIsSharedByServers(t *testing.T) {
 	t.Parallel()
-	var l limiter
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i := range 3 {
-		if !l.allow("a", 3, now) {
-			t.Fatalf("request %d refused", i)
+	a := setupContacts(t)
+	var bases []string
+	for range 2 {
+		st, err := state.Open(a.ctx, a.dsn, "", a.clock.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		limits, err := status.New(a.ctx, status.Config{Store: st, Now: a.clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &Server{Auth: fakeAuth{}, Registry: prometheus.NewRegistry(), Log: slog.New(slog.DiscardHandler),
+			Contacts: &Contacts{Service: a.svc, PerMinute: 3, Limits: limits}}
+		srv := httptest.NewServer(s.Handler())
+		t.Cleanup(srv.Close)
+		bases = append(bases, srv.URL)
+	}
+	get := func(base string) *http.Response {
+		t.Helper()
+		resp, err := http.Get(base + contacts.VerifyPath + "?t=x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for i, base := range []string{bases[0], bases[1], bases[0]} {
+		if r := get(base); r.StatusCode != http.StatusBadRequest {
+			t.Fatalf("request %d within the shared burst: %d, want 400 (a bad link)", i+1, r.StatusCode)
 		}
 	}
-	if l.allow("a", 3, now) || !l.allow("b", 3, now) {
-		t.Error("the limit is per client")
+	if r := get(bases[1]); r.StatusCode != http.StatusTooManyRequests || r.Header.Get("Retry-After") != "20" {
+		t.Fatalf("fourth request, on the other server: %d, Retry-After %q; want 429 after 20s", r.StatusCode, r.Header.Get("Retry-After"))
 	}
-	if !l.allow("a", 3, now.Add(time.Minute)) {
-		t.Error("a new minute starts afresh")
-	}
-	for i := range 200 {
-		l.allow(string(rune('c'+i)), 3, now.Add(2*time.Minute))
-	}
-	if l.allow("new", 3, now.Add(2*time.Minute)) {
-		t.Error("the overall limit does not hold against many addresses")
+	a.clock.Add(20 * time.Second)
+	if r := get(bases[0]); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("after 20s: %d; want a token again", r.StatusCode)
 	}
 }

@@ -182,6 +182,18 @@ func (s *Server) putComponent(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, c)
 }
 
+// stoppedSubscribers lists the subscribers delivery disabled (a mailbox
+// that refused for good, a failing webhook), with why. Operators only: it
+// names people's addresses.
+func (s *Server) stoppedSubscribers(w http.ResponseWriter, r *http.Request) {
+	list, err := s.Status.Service.StoppedSubscribers(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"subscribers": list})
+}
+
 // statusAPIRoutes adds incident management under /api/v1/.
 func (s *Server) statusAPIRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/incidents", s.requireRole(state.RoleViewer, s.listIncidents))
@@ -191,6 +203,7 @@ func (s *Server) statusAPIRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/incidents", s.requireRole(state.RoleOperator, s.createIncident))
 	mux.HandleFunc("POST /api/v1/incidents/{id}/updates", s.requireRole(state.RoleOperator, s.updateIncident(false)))
 	mux.HandleFunc("POST /api/v1/incidents/{id}/resolve", s.requireRole(state.RoleOperator, s.updateIncident(true)))
+	mux.HandleFunc("GET /api/v1/subscribers/stopped", s.requireRole(state.RoleOperator, s.stoppedSubscribers))
 	mux.HandleFunc("GET /api/v1/incident-templates", s.requireRole(state.RoleViewer, s.listTemplates))
 	mux.HandleFunc("PUT /api/v1/incident-templates/{name}", s.requireRole(state.RoleOperator, s.putTemplate))
 	mux.HandleFunc("GET /api/v1/components", s.requireRole(state.RoleViewer, s.listComponents))

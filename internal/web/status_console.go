@@ -62,6 +62,9 @@ type consoleView struct {
 	FormFor    string     // "new" or an incident id
 	Login      bool
 	CanOperate bool
+	// Stopped are the subscribers delivery disabled, with why; their
+	// addresses are shown to operators only.
+	Stopped []status.Subscriber
 }
 
 // formCtx is one form on the console page: which incident it is for ("new"
@@ -134,6 +137,10 @@ func (s *Server) consoleRender(w http.ResponseWriter, r *http.Request, code int,
 			}
 		}
 		if v.Notices, err = svc.TenantNoticeCounts(r.Context()); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if v.Stopped, err = svc.StoppedSubscribers(r.Context()); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
@@ -292,6 +299,7 @@ func requestFromForm(f url.Values) (status.Request, error) {
 	// Affected tenants, separated by commas or white space; the domain
 	// checks them (status.NormalizeTenants) and names every bad one.
 	q.Tenants = strings.FieldsFunc(f.Get("tenants"), func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+	q.AllowUnknownTenants = f.Get("allow_unknown_tenants") == "1"
 	if v := strings.TrimSpace(f.Get("percent_restored")); v != "" {
 		p, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
 		if err != nil {

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"html/template"
 	"math"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -102,10 +101,6 @@ type componentChoice struct {
 
 // limited answers 429 with Retry-After when ip has posted too often.
 func (p *StatusPage) limited(w http.ResponseWriter, r *http.Request) bool {
-	ip, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		ip = r.RemoteAddr
-	}
 	every, burst := p.FormEvery, p.FormBurst
 	if every <= 0 {
 		every = 6 * time.Second
@@ -113,7 +108,7 @@ func (p *StatusPage) limited(w http.ResponseWriter, r *http.Request) bool {
 	if burst <= 0 {
 		burst = 5
 	}
-	ok, wait, err := p.Service.Take(r.Context(), "form:"+ip, status.Rate{Every: every, Burst: burst})
+	ok, wait, err := p.Service.Take(r.Context(), "form:"+clientIP(r), status.Rate{Every: every, Burst: burst})
 	if err != nil {
 		p.log().Error("subscribe: the forms' rate limit cannot be read", "err", err)
 		p.subscribePage(w, r, http.StatusServiceUnavailable, subscribeView{Mode: "error", Error: "the form is unavailable; try again in a minute"})

@@ -614,3 +614,103 @@ func TestConsoleFormCSRF(t *testing.T) {
 		t.Fatalf("viewer post: %d", r.StatusCode)
 	}
 }
+
+// TestStoppedSubscribersAreShown: a subscriber delivery disabled (a
+// mailbox that refused for good) is listed with why by the API, to
+// operators, and on the console (with its address to operators only); one
+// who unsubscribed is not.
+func TestStoppedSubscribersAreShown(t *testing.T) {
+	t.Parallel()
+	b := setupStatus(t)
+	var ids []string
+	for _, addr := range []string{"gone@example.org", "left@example.org"} {
+		p, err := b.svc.Subscribe(b.ctx, status.SubscribeRequest{Channel: status.ChannelEmail, Address: addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := b.svc.Confirm(b.ctx, p.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, sub.ID)
+	}
+	const reason = "mailbox refused for good: 550 5.1.1 no such user"
+	if _, err := b.svc.DisableSubscriber(b.ctx, ids[0], reason); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := b.svc.UnsubscribeToken(b.ctx, ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.svc.Unsubscribe(b.ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	api := b.srv.URL + "/api/v1/subscribers/stopped"
+	if code, _ := apiCall(t, "GET", api, "viewer-secret", nil); code != 403 {
+		t.Fatalf("a viewer read subscribers' addresses: %d", code)
+	}
+	code, list := apiCall(t, "GET", api, "operator-secret", nil)
+	if code != 200 || len(list["subscribers"].([]any)) != 1 || at(list, "subscribers", 0, "address") != "gone@example.org" ||
+		at(list, "subscribers", 0, "disabled_reason") != reason {
+		t.Fatalf("stopped subscribers: %d %v", code, list)
+	}
+	page := string(readAll(t, get(t, b.srv.URL+"/console/incidents", "Cookie", consoleCookie+"=operator-secret")))
+	if !strings.Contains(page, "gone@example.org: "+reason) || strings.Contains(page, "left@example.org") {
+		t.Fatalf("the operator's console does not show the stopped subscriber alone:\n%s", page)
+	}
+	page = string(readAll(t, get(t, b.srv.URL+"/console/incidents", "Cookie", consoleCookie+"=viewer-secret")))
+	if !strings.Contains(page, "kept failing: 1.") || strings.Contains(page, "gone@example.org") {
+		t.Fatalf("the viewer's console:\n%s", page)
+	}
+}
+
+// knownTenants is a registry that knows tenants 1 to 9.
+type knownTenants struct{}
+
+func (knownTenants) UnknownTenants(_ context.Context, keys []string) ([]string, error) {
+	var out []string
+	for _, k := range keys {
+		if len(k) != 1 || k < "1" || k > "9" {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// TestConsoleRefusesUnknownTenants: the form's affected tenants are
+// looked up; unknown keys come back named with the form kept, and the
+// checkbox accepts them.
+func TestConsoleRefusesUnknownTenants(t *testing.T) {
+	t.Parallel()
+	b := setupStatus(t, func(c *status.Config) { c.Registry = knownTenants{} })
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	cookie := consoleCookie + "=operator-secret"
+	form := url.Values{"csrf": {csrfToken("operator-secret")}, "name": {"Sites deleted"}, "impact": {"minor"}, "status": {"investigating"},
+		"situation": {"A script deleted sites."}, "support": {"Open a ticket."}, "known": {"Which sites."}, "unknown": {"Why."},
+		"tenants": {"4, 4711\n815"}}
+	post := func() (int, string) {
+		req, _ := http.NewRequest("POST", b.srv.URL+"/console/incidents", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Cookie", cookie)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode, string(readAll(t, resp))
+	}
+	code, body := post()
+	if code != 422 || !strings.Contains(body, `&#34;4711&#34;, &#34;815&#34;`) || !strings.Contains(body, "4, 4711\n815") {
+		t.Fatalf("unknown tenants posted: %d\n%s", code, body)
+	}
+	if list, _ := b.svc.Incidents(b.ctx); len(list) != 0 {
+		t.Fatalf("a refused post wrote %d incidents", len(list))
+	}
+	form.Set("allow_unknown_tenants", "1")
+	if code, body := post(); code != http.StatusSeeOther {
+		t.Fatalf("accepting unknown tenants: %d\n%s", code, body)
+	}
+	if list, _ := b.svc.Incidents(b.ctx); len(list) != 1 || list[0].Tenants != 3 {
+		t.Fatalf("incidents after the accepted post: %+v", list)
+	}
+}
