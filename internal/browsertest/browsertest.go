@@ -44,6 +44,12 @@ func New(t testing.TB, timeout time.Duration) *Browser {
 		cancelBrowser()
 		cancelAlloc()
 	})
+	// Start Chromium now: chromedp starts it on a context's first use, and
+	// two first uses at once (a console listener in a goroutine and the
+	// test's first step) would start it twice and panic inside chromedp.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
 	return &Browser{Ctx: ctx, t: t}
 }
 

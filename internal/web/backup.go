@@ -80,10 +80,6 @@ func (s *Server) consoleBackups(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", statusHTMLType)
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+	privatePage(w.Header())
 	_, _ = w.Write(page)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -115,7 +116,7 @@ func TestBackupPageRefreshesLive(t *testing.T) {
 				return
 			}
 			if m.Type == chromedp.ConsoleError || m.Type == chromedp.ConsoleException {
-				logged = append(logged, m.String())
+				logged = append(logged, fmt.Sprintf("%s (%s)", m, m.URL))
 			}
 		}
 	}()

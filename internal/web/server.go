@@ -153,3 +153,14 @@ func caller(r *http.Request) state.Token {
 	tok, _ := r.Context().Value(ctxKey{}).(state.Token)
 	return tok
 }
+
+// privatePage sets the headers of every HTML page but the public status page
+// itself: never cached or framed, and only the page's own scripts, styles
+// and images (data: images too, such as the empty favicon the pages link so
+// that browsers ask for no /favicon.ico).
+func privatePage(h http.Header) {
+	h.Set("Content-Type", statusHTMLType)
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
+}

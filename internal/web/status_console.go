@@ -163,11 +163,7 @@ func (s *Server) consoleRender(w http.ResponseWriter, r *http.Request, code int,
 		s.writeError(w, r, err)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", statusHTMLType)
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
+	privatePage(w.Header())
 	w.WriteHeader(code)
 	_, _ = w.Write(buf.Bytes())
 }

@@ -132,12 +132,8 @@ func (p *StatusPage) subscribePage(w http.ResponseWriter, r *http.Request, code 
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", statusHTMLType)
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer") // the URL carries a token
-	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
+	privatePage(w.Header())
+	w.Header().Set("Referrer-Policy", "no-referrer") // the URL carries a token
 	w.WriteHeader(code)
 	_, _ = w.Write(buf.Bytes())
 }
