@@ -594,3 +594,41 @@ func TestCarryOverReplacesBothLanguages(t *testing.T) {
 		t.Fatalf("untouched parts not carried: %+v", next)
 	}
 }
+
+// TestSeedingWhileAnotherProcessSeeds puts a group while another process's
+// transaction has inserted the same name and not yet committed, as two serve
+// processes starting together on one state store do: the put waits for it
+// and updates that row instead of failing on the unique name.
+func TestSeedingWhileAnotherProcessSeeds(t *testing.T) {
+	engines(t, func(t *testing.T, b *bundle) {
+		db := b.svc.db.st.DB()
+		other, err := db.BeginTx(b.ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Rollback()
+		q := b.svc.db.q("INSERT INTO status_groups (id, name_en, name_zh, position, created_at, updated_at) VALUES ('g-other', 'Products', '', 0, 1, 1)")
+		if _, err := other.ExecContext(b.ctx, q); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := b.svc.PutGroup(b.ctx, Group{Name: Text{En: "Products", Zh: "产品"}})
+			done <- err
+		}()
+		time.Sleep(200 * time.Millisecond) // let the put reach the other's row lock (SQLite: its write lock)
+		if err := other.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("put while another process seeds the same name: %v", err)
+		}
+		gs, _, err := b.svc.Components(b.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gs) != 1 || gs[0].ID != "g-other" || gs[0].Name.Zh != "产品" {
+			t.Fatalf("groups %+v: want the other's row, updated", gs)
+		}
+	})
+}

@@ -86,40 +86,44 @@ func (s sqlStore) revision(ctx context.Context) (int64, error) {
 
 func (s sqlStore) putGroup(ctx context.Context, g *Group) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
-		var id string
-		var created int64
-		err := tx.QueryRowContext(ctx, s.q("SELECT id, created_at FROM status_groups WHERE name_en = ?"), g.Name.En).Scan(&id, &created)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return storeErr(s.exec(ctx, tx, "INSERT INTO status_groups (id, name_en, name_zh, position, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-				g.ID, g.Name.En, g.Name.Zh, g.Position, micros(g.Created), micros(g.Updated)))
-		case err != nil:
+		err := s.exec(ctx, tx, "INSERT INTO status_groups (id, name_en, name_zh, position, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"+onNameTaken,
+			g.ID, g.Name.En, g.Name.Zh, g.Position, micros(g.Created), micros(g.Updated))
+		if err != nil {
 			return storeErr(err)
 		}
-		g.ID, g.Created = id, fromMicros(created)
+		var created int64
+		if err := tx.QueryRowContext(ctx, s.q("SELECT id, created_at FROM status_groups WHERE name_en = ?"), g.Name.En).Scan(&g.ID, &created); err != nil {
+			return storeErr(err)
+		}
+		g.Created = fromMicros(created)
 		return storeErr(s.exec(ctx, tx, "UPDATE status_groups SET name_zh = ?, position = ?, updated_at = ? WHERE id = ?",
-			g.Name.Zh, g.Position, micros(g.Updated), id))
+			g.Name.Zh, g.Position, micros(g.Updated), g.ID))
 	})
 }
 
+// onNameTaken makes putting a group or component whose English name exists
+// an update of the row that has it. Insert-or-nothing first, then read: two
+// serve processes seeding the same config at once (a select finding
+// nothing, then two inserts) would otherwise fail one on the unique name.
+const onNameTaken = " ON CONFLICT (name_en) DO NOTHING"
+
 func (s sqlStore) putComponent(ctx context.Context, c *Component) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
-		var id string
-		var created int64
-		err := tx.QueryRowContext(ctx, s.q("SELECT id, created_at FROM status_components WHERE name_en = ?"), c.Name.En).Scan(&id, &created)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return storeErr(s.exec(ctx, tx, `INSERT INTO status_components
-				(id, name_en, name_zh, description_en, description_zh, group_id, position, created_at, updated_at)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				c.ID, c.Name.En, c.Name.Zh, c.Description.En, c.Description.Zh, c.GroupID, c.Position, micros(c.Created), micros(c.Updated)))
-		case err != nil:
+		err := s.exec(ctx, tx, `INSERT INTO status_components
+			(id, name_en, name_zh, description_en, description_zh, group_id, position, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`+onNameTaken,
+			c.ID, c.Name.En, c.Name.Zh, c.Description.En, c.Description.Zh, c.GroupID, c.Position, micros(c.Created), micros(c.Updated))
+		if err != nil {
 			return storeErr(err)
 		}
-		c.ID, c.Created = id, fromMicros(created)
+		var created int64
+		if err := tx.QueryRowContext(ctx, s.q("SELECT id, created_at FROM status_components WHERE name_en = ?"), c.Name.En).Scan(&c.ID, &created); err != nil {
+			return storeErr(err)
+		}
+		c.Created = fromMicros(created)
 		return storeErr(s.exec(ctx, tx, `UPDATE status_components SET name_zh = ?, description_en = ?, description_zh = ?,
 			group_id = ?, position = ?, updated_at = ? WHERE id = ?`,
-			c.Name.Zh, c.Description.En, c.Description.Zh, c.GroupID, c.Position, micros(c.Updated), id))
+			c.Name.Zh, c.Description.En, c.Description.Zh, c.GroupID, c.Position, micros(c.Updated), c.ID))
 	})
 }
 
