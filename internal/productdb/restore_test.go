@@ -47,7 +47,7 @@ func (x *env) stage(t *testing.T, rts []RestoreTable, op, tenant string, img ima
 			h.Add(key, rt.Columns, row, rt.Columns)
 		}
 		for start := 0; start < len(rows); start += 4 {
-			if err := x.db.StageRows(x.ctx, op, tenant, []Batch{{Table: rt, Cols: rt.Columns, Rows: rows[start:min(start+4, len(rows))]}}); err != nil {
+			if err := x.db.StageRows(x.ctx, op, []Batch{{Table: rt, Tenant: tenant, Cols: rt.Columns, Rows: rows[start:min(start+4, len(rows))]}}); err != nil {
 				t.Fatal(err)
 			}
 		}

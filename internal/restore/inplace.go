@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -179,16 +180,19 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 			pending = append(pending, st)
 		}
 	}
-	locks := map[string]*sync.Mutex{}
+	stagers := map[string]*stager{}
 	for _, p := range pl.products {
-		locks[p.Name] = &sync.Mutex{}
+		if rts := pl.tables[p.Name]; rts != nil {
+			// What an interrupted run of this operation staged is stale.
+			if err := p.DB.ClearStaging(ctx, rts, op.ID, ""); err != nil {
+				return err
+			}
+			stagers[p.Name] = &stager{db: p.DB, op: op.ID, chunk: s.chunkRows()}
+		}
 	}
-	return s.pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
+	err := s.pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
 		t0 := time.Now()
 		p := st.product
-		if err := p.DB.ClearStaging(ctx, st.tables, op.ID, st.tenant); err != nil {
-			return err
-		}
 		r := newRebuilder(p.DB.Engine(), st.tables, pl.req.AllowDrift, s.chunkRows())
 		if pl.req.Policy == productdb.Replace {
 			// A table already as at the moment needs no staging; the swap
@@ -201,15 +205,10 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 				return err == nil && live.Equal(h, rt.Columns)
 			}
 		}
-		lock := locks[p.Name]
+		g := stagers[p.Name]
 		want, err := r.run(ctx, pl.readings[p.Name], st.tenant, func(batches []productdb.Batch) error {
-			if p.DB.Engine() == productdb.SQLite {
-				lock.Lock()
-				defer lock.Unlock()
-			}
-			err := p.DB.StageRows(ctx, op.ID, st.tenant, batches)
 			s.advance("rebuild", len(pending), 0, countRows(batches))
-			return err
+			return g.add(ctx, batches)
 		})
 		st.report.Notes = append(st.report.Notes, r.notes()...)
 		st.report.Seconds += time.Since(t0).Seconds()
@@ -217,7 +216,9 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 			if broken(err) && pl.req.SkipBroken {
 				st.skip = true
 				st.report.Status, st.report.Error = "skipped", err.Error()
-				_ = p.DB.ClearStaging(context.WithoutCancel(ctx), st.tables, op.ID, st.tenant)
+				if err := g.drop(context.WithoutCancel(ctx), st.tables, st.tenant); err != nil {
+					return err
+				}
 				return s.Tenants.Store.UpdateStep(ctx, op.ID, state.Step{Product: p.Name, Tenant: st.tenant, Status: state.StepSkipped, Error: err.Error()})
 			}
 			if broken(err) {
@@ -233,6 +234,75 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 		s.advance("rebuild", len(pending), 1, 0)
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for _, g := range stagers {
+		if err := g.flush(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stager gathers one product's rebuilt rows, from every tenant being
+// rebuilt, into staging transactions of about ChunkRows rows (or
+// maxBatchBytes): many small tenants share one transaction and one commit.
+// Writes are serialised: SQLite has one writer, and on PostgreSQL staging
+// is a small share of the time.
+type stager struct {
+	db      *productdb.DB
+	op      string
+	chunk   int
+	mu      sync.Mutex
+	pending []productdb.Batch
+	rows    int
+	size    int
+}
+
+// add takes batches (the stager's to keep) and writes what it holds once
+// it holds a transaction's worth.
+func (g *stager) add(ctx context.Context, batches []productdb.Batch) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, b := range batches {
+		g.rows += len(b.Rows)
+		for _, row := range b.Rows {
+			for _, v := range row {
+				g.size += 24 + len(v.Bytes)
+			}
+		}
+	}
+	g.pending = append(g.pending, batches...)
+	if g.rows < g.chunk && g.size < maxBatchBytes {
+		return nil
+	}
+	return g.write(ctx)
+}
+
+// flush writes what is left.
+func (g *stager) flush(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.write(ctx)
+}
+
+func (g *stager) write(ctx context.Context) error {
+	if len(g.pending) == 0 {
+		return nil
+	}
+	err := g.db.StageRows(ctx, g.op, g.pending)
+	g.pending, g.rows, g.size = nil, 0, 0
+	return err
+}
+
+// drop forgets a skipped tenant: its rows still waiting here, and those
+// already staged.
+func (g *stager) drop(ctx context.Context, tables []productdb.RestoreTable, tenant string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pending = slices.DeleteFunc(g.pending, func(b productdb.Batch) bool { return b.Tenant == tenant })
+	return g.db.ClearStaging(ctx, tables, g.op, tenant)
 }
 
 // wholeTenant refuses to restore a tenant whose root row did not exist at
@@ -289,9 +359,10 @@ func (s *Service) pool(ctx context.Context, workers int, steps []*step, fn func(
 	return first
 }
 
-// applyAll swaps every staged step: one at a time per SQLite database
-// (it has one writer), Workers at a time per PostgreSQL database, every
-// product at once. A failed step is reported and does not stop the others.
+// applyAll swaps every staged step, several tenants per transaction (see
+// batches): one batch at a time per SQLite database (it has one writer),
+// Workers at a time per PostgreSQL database, every product at once. A
+// failed step is reported and does not stop the others.
 func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 	byProduct := map[string][]*step{}
 	total := 0
@@ -307,48 +378,115 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 		if len(steps) == 0 {
 			continue
 		}
-		workers := 1
-		if p.DB.Engine() == productdb.Postgres {
-			workers = s.workers()
+		workers, pause := s.workers(), time.Duration(0)
+		if p.DB.Engine() == productdb.SQLite {
+			workers, pause = 1, s.pause()
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = s.pool(ctx, workers, steps, func(ctx context.Context, st *step) error {
-				s.applyStep(ctx, pl, op, st)
-				s.advance("apply", total, 1, 0)
-				return nil
-			})
-		}()
+		batches := s.batches(steps)
+		wg.Go(func() {
+			jobs := make(chan []*step)
+			var pw sync.WaitGroup
+			for range min(workers, len(batches)) {
+				pw.Go(func() {
+					for b := range jobs {
+						s.applyBatch(ctx, pl, op, b)
+						s.advance("apply", total, len(b), 0)
+					}
+				})
+			}
+			for i, b := range batches {
+				if ctx.Err() != nil {
+					break
+				}
+				if i > 0 && pause > 0 {
+					// Let the application's writers, waiting on SQLite's
+					// one write lock, in between two batches.
+					time.Sleep(pause)
+				}
+				jobs <- b
+			}
+			close(jobs)
+			pw.Wait()
+		})
 	}
 	wg.Wait()
 }
 
-// applyStep swaps one tenant in one product and records the outcome.
-func (s *Service) applyStep(ctx context.Context, pl *plan, op *state.Operation, st *step) {
+// batches groups steps into swap transactions of up to BatchTenants
+// tenants and about ChunkRows rebuilt rows: small tenants share a commit,
+// and a transaction stays short so the application's writers are never
+// held up long. A tenant larger than that is a transaction of its own.
+func (s *Service) batches(steps []*step) [][]*step {
+	var out [][]*step
+	var cur []*step
+	var rows int64
+	for _, st := range steps {
+		var n int64
+		for _, h := range st.want {
+			n += h.Rows
+		}
+		if len(cur) > 0 && (len(cur) >= s.batchTenants() || rows+n > int64(s.chunkRows())) {
+			out = append(out, cur)
+			cur, rows = nil, 0
+		}
+		cur = append(cur, st)
+		rows += n
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// applyBatch swaps a batch of tenants of one product in one transaction,
+// each in its own savepoint, and records every outcome with one write to
+// the state store.
+func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation, batch []*step) {
 	if s.BeforeStep != nil {
 		s.hookMu.Lock() // products apply at once; the hook need not be safe for that
-		s.BeforeStep(state.Step{Product: st.product.Name, Tenant: st.tenant})
+		for _, st := range batch {
+			s.BeforeStep(state.Step{Product: st.product.Name, Tenant: st.tenant})
+		}
 		s.hookMu.Unlock()
 	}
 	t0 := time.Now()
-	p := st.product
-	res, err := p.DB.Swap(ctx, p.Layout, productdb.SwapSpec{OpID: op.ID, Tenant: st.tenant, Policy: pl.req.Policy, Tables: st.tables, Want: st.want})
+	p := batch[0].product
+	specs := make([]productdb.SwapSpec, len(batch))
+	for i, st := range batch {
+		specs[i] = productdb.SwapSpec{OpID: op.ID, Tenant: st.tenant, Policy: pl.req.Policy, Tables: st.tables, Want: st.want}
+	}
 	bg := context.WithoutCancel(ctx)
-	if err != nil {
+	records := make([]state.Step, len(batch))
+	fail := func(st *step, err error) state.Step {
 		st.report.Status, st.report.Error = "failed", err.Error()
 		if errors.Is(err, productdb.ErrMismatch) {
 			st.report.Hash = "mismatch"
 		}
-		st.report.Seconds += time.Since(t0).Seconds()
 		_ = p.DB.ClearStaging(bg, st.tables, op.ID, st.tenant)
-		_ = s.Tenants.Store.UpdateStep(bg, op.ID, state.Step{Product: p.Name, Tenant: st.tenant, Status: state.StepFailed, Error: err.Error()})
-		return
+		return state.Step{Product: p.Name, Tenant: st.tenant, Status: state.StepFailed, Error: err.Error()}
 	}
-	st.done = true
-	s.record(st, res, time.Since(t0).Seconds())
-	if err := s.Tenants.Store.UpdateStep(bg, op.ID, stepDone(st, res)); err != nil && s.Log != nil {
-		s.Log.Warn("recording a restored step failed; the product's marker still records it", "op", op.ID, "tenant", st.tenant, "err", err)
+	err := p.DB.SwapAll(ctx, p.Layout, specs, func(i int, res productdb.SwapResult, err error) {
+		st := batch[i]
+		if err != nil {
+			records[i] = fail(st, err)
+			return
+		}
+		st.done = true
+		s.record(st, res, 0)
+		records[i] = stepDone(st, res)
+	})
+	if err != nil {
+		for i, st := range batch {
+			records[i] = fail(st, err)
+		}
+	}
+	// The batch's time, shared by its tenants.
+	each := time.Since(t0).Seconds() / float64(len(batch))
+	for _, st := range batch {
+		st.report.Seconds += each
+	}
+	if err := s.Tenants.Store.UpdateSteps(bg, op.ID, records); err != nil && s.Log != nil {
+		s.Log.Warn("recording restored steps failed; the product's markers still record them", "op", op.ID, "err", err)
 	}
 }
 
