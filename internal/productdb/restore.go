@@ -846,7 +846,7 @@ func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 				continue
 			}
 			ref := qi(rt.Name)
-			n, err := db.d.move(ctx, tx, moveSpec{
+			n, err := db.d.move(ctx, cachedTx{db, tx}, moveSpec{
 				src:       db.d.live(rt.Name),
 				where:     ref + "." + qi(rt.KeyCol) + " = $1 AND NOT EXISTS (SELECT 1 FROM " + rd.stage(rt.Name) + " s WHERE " + mine + " AND " + pkMatch("s", ref, rt.Key) + ")",
 				whereArgs: args,
@@ -985,6 +985,22 @@ func (db *DB) updateRows(ctx context.Context, tx *sql.Tx, sp SwapSpec, rt *Resto
 		return 0, fmt.Errorf("kept %d old rows but updated %d", copied, n)
 	}
 	return n, nil
+}
+
+// execer runs a statement: a transaction, or cachedTx.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// cachedTx runs statements in tx through the DB's prepared statements
+// (txExec): a restore moves rows with the same statements for every tenant.
+type cachedTx struct {
+	db *DB
+	tx *sql.Tx
+}
+
+func (c cachedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return c.db.txExec(ctx, c.tx, query, args...)
 }
 
 // txExec runs query in tx. On SQLite the statement is prepared once per

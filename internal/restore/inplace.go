@@ -187,7 +187,7 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 			if err := p.DB.ClearStaging(ctx, rts, op.ID, ""); err != nil {
 				return err
 			}
-			stagers[p.Name] = &stager{db: p.DB, op: op.ID, chunk: s.chunkRows()}
+			stagers[p.Name] = s.newStager(p.DB, op.ID)
 		}
 	}
 	err := s.pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
@@ -246,18 +246,31 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 }
 
 // stager gathers one product's rebuilt rows, from every tenant being
-// rebuilt, into staging transactions of about ChunkRows rows (or
-// maxBatchBytes): many small tenants share one transaction and one commit.
-// Writes are serialised: SQLite has one writer, and on PostgreSQL staging
-// is a small share of the time.
+// rebuilt, into staging transactions: many small tenants share one
+// transaction and one commit. Writes are serialised: SQLite has one writer,
+// and on PostgreSQL staging is a small share of the time. On SQLite a
+// transaction is sized to last about TxBudget and followed by Pause, as
+// the swaps are (see applyPaced); elsewhere it takes ChunkRows rows.
 type stager struct {
 	db      *productdb.DB
 	op      string
 	chunk   int
+	paced   bool
+	budget  time.Duration
+	pause   time.Duration
 	mu      sync.Mutex
 	pending []productdb.Batch
 	rows    int
 	size    int
+	limit   int // rows per transaction
+}
+
+func (s *Service) newStager(db *productdb.DB, opID string) *stager {
+	g := &stager{db: db, op: opID, chunk: s.chunkRows(), limit: s.chunkRows()}
+	if db.Engine() == productdb.SQLite {
+		g.paced, g.budget, g.pause, g.limit = true, s.txBudget(), s.pause(), min(g.chunk, 100)
+	}
+	return g
 }
 
 // add takes batches (the stager's to keep) and writes what it holds once
@@ -274,7 +287,7 @@ func (g *stager) add(ctx context.Context, batches []productdb.Batch) error {
 		}
 	}
 	g.pending = append(g.pending, batches...)
-	if g.rows < g.chunk && g.size < maxBatchBytes {
+	if g.rows < g.limit && g.size < maxBatchBytes {
 		return nil
 	}
 	return g.write(ctx)
@@ -291,7 +304,13 @@ func (g *stager) write(ctx context.Context) error {
 	if len(g.pending) == 0 {
 		return nil
 	}
+	t0 := time.Now()
 	err := g.db.StageRows(ctx, g.op, g.pending)
+	if g.paced {
+		per := time.Since(t0) / time.Duration(max(1, g.rows))
+		g.limit = max(1, min(g.chunk, int(g.budget/max(per, time.Microsecond))))
+		time.Sleep(g.pause)
+	}
 	g.pending, g.rows, g.size = nil, 0, 0
 	return err
 }
@@ -359,10 +378,12 @@ func (s *Service) pool(ctx context.Context, workers int, steps []*step, fn func(
 	return first
 }
 
-// applyAll swaps every staged step, several tenants per transaction (see
-// batches): one batch at a time per SQLite database (it has one writer),
-// Workers at a time per PostgreSQL database, every product at once. A
-// failed step is reported and does not stop the others.
+// applyAll swaps every staged step, several tenants per transaction, every
+// product at once. On PostgreSQL, Workers batches (see batches) at a time.
+// On SQLite, one transaction at a time (it has one writer), each sized to
+// last about TxBudget, with Pause between two: the application's writers,
+// waiting on the one write lock, get in quickly. A failed step is reported
+// and does not stop the others.
 func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 	byProduct := map[string][]*step{}
 	total := 0
@@ -372,36 +393,34 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 			total++
 		}
 	}
+	apply := func(b []*step) {
+		s.applyBatch(ctx, pl, op, b)
+		s.advance("apply", total, len(b), 0)
+	}
 	var wg sync.WaitGroup
 	for _, p := range pl.products {
 		steps := byProduct[p.Name]
 		if len(steps) == 0 {
 			continue
 		}
-		workers, pause := s.workers(), time.Duration(0)
 		if p.DB.Engine() == productdb.SQLite {
-			workers, pause = 1, s.pause()
+			wg.Go(func() { s.applyPaced(ctx, steps, apply) })
+			continue
 		}
 		batches := s.batches(steps)
 		wg.Go(func() {
 			jobs := make(chan []*step)
 			var pw sync.WaitGroup
-			for range min(workers, len(batches)) {
+			for range min(s.workers(), len(batches)) {
 				pw.Go(func() {
 					for b := range jobs {
-						s.applyBatch(ctx, pl, op, b)
-						s.advance("apply", total, len(b), 0)
+						apply(b)
 					}
 				})
 			}
-			for i, b := range batches {
+			for _, b := range batches {
 				if ctx.Err() != nil {
 					break
-				}
-				if i > 0 && pause > 0 {
-					// Let the application's writers, waiting on SQLite's
-					// one write lock, in between two batches.
-					time.Sleep(pause)
 				}
 				jobs <- b
 			}
@@ -412,22 +431,43 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 	wg.Wait()
 }
 
-// batches groups steps into swap transactions of up to BatchTenants
+// applyPaced applies steps of one SQLite product in transactions sized
+// from the last one's time per tenant to last about TxBudget (starting
+// with one tenant), with Pause between two.
+func (s *Service) applyPaced(ctx context.Context, steps []*step, apply func([]*step)) {
+	n := 1
+	for len(steps) > 0 && ctx.Err() == nil {
+		b := steps[:min(n, len(steps))]
+		steps = steps[len(b):]
+		t0 := time.Now()
+		apply(b)
+		per := time.Since(t0) / time.Duration(len(b))
+		n = max(1, min(s.batchTenants(), int(s.txBudget()/max(per, time.Microsecond))))
+		if len(steps) > 0 {
+			time.Sleep(s.pause())
+		}
+	}
+}
+
+// batches groups PostgreSQL steps into swap transactions of up to BatchTenants
 // tenants and about ChunkRows rebuilt rows: small tenants share a commit,
 // and a transaction stays short so the application's writers are never
-// held up long. A tenant larger than that is a transaction of its own.
+// held up long. A tenant larger than that is a transaction of its own. The
+// first batches are smaller (1, 2, 4… tenants), so the first tenants are
+// restored, and a problem shows, before the restore commits to big ones.
 func (s *Service) batches(steps []*step) [][]*step {
 	var out [][]*step
 	var cur []*step
 	var rows int64
+	limit := 1
 	for _, st := range steps {
 		var n int64
 		for _, h := range st.want {
 			n += h.Rows
 		}
-		if len(cur) > 0 && (len(cur) >= s.batchTenants() || rows+n > int64(s.chunkRows())) {
+		if len(cur) > 0 && (len(cur) >= limit || rows+n > int64(s.chunkRows())) {
 			out = append(out, cur)
-			cur, rows = nil, 0
+			cur, rows, limit = nil, 0, min(2*limit, s.batchTenants())
 		}
 		cur = append(cur, st)
 		rows += n

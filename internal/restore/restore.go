@@ -49,10 +49,13 @@ type Service struct {
 	// transaction takes.
 	ChunkRows    int
 	BatchTenants int
-	// Pause is the time left between two swap transactions on SQLite, so
-	// that the application's writers get the one write lock in between
-	// (default 5ms).
-	Pause time.Duration
+	// TxBudget is about how long one SQLite write transaction of the
+	// restore lasts (default 20ms), and Pause the time left between two
+	// (default 15ms): meanwhile the application's writers, waiting for
+	// SQLite's one write lock, get it. Their wait stays within about the
+	// sum; SQLite's busy handler polls every few milliseconds at first,
+	// every 25ms after 50ms of waiting.
+	TxBudget, Pause time.Duration
 	// Progress, if set, is called as work advances (from several
 	// goroutines, never at once).
 	Progress func(Progress)
@@ -92,7 +95,14 @@ func (s *Service) pause() time.Duration {
 	if s.Pause > 0 {
 		return s.Pause
 	}
-	return 5 * time.Millisecond
+	return 15 * time.Millisecond
+}
+
+func (s *Service) txBudget() time.Duration {
+	if s.TxBudget > 0 {
+		return s.TxBudget
+	}
+	return 20 * time.Millisecond
 }
 
 func (s *Service) chunkRows() int {

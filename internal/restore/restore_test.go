@@ -18,7 +18,7 @@ import (
 func (b *bundle) april(t *testing.T, s int) {
 	t.Helper()
 	blob := "x'00'"
-	if b.e.name == "postgres" {
+	if b.e.Name == "postgres" {
 		blob = `'\x00'::bytea`
 	}
 	b.exec(t, fmt.Sprintf(`DELETE FROM comments WHERE site_id = %[1]d AND n = 2;
@@ -404,7 +404,7 @@ func TestRefusalsChangeNothing(t *testing.T) {
 
 		// --into a database that is not empty.
 		into := b.dsn
-		if e.name == "sqlite" {
+		if e.Name == "sqlite" {
 			into = "sqlite:" + b.base + "/product.db"
 		}
 		refuse(Request{Tenants: []string{"2"}, To: T, Into: into}, fault.Conflict, "not empty")
@@ -452,7 +452,7 @@ func TestRestoreIntoAnEmptyDatabase(t *testing.T) {
 		b.shipNow(t)
 		before := b.dump(t)
 		into, base := "sqlite:drill.db", t.TempDir()
-		if e.name == "postgres" {
+		if e.Name == "postgres" {
 			into = pgtest.NewDB(t)
 		}
 		rep := mustRestore(t, b, Request{Tenants: []string{"2", "5"}, To: T, Into: into, IntoBase: base})
@@ -462,7 +462,7 @@ func TestRestoreIntoAnEmptyDatabase(t *testing.T) {
 				t.Errorf("tenant %s: %+v", tr.Tenant, p)
 			}
 		}
-		sameDump(t, "the tenants loaded elsewhere", atT, dumpDB(t, openTarget(t, e.name, into, base), e.name))
+		sameDump(t, "the tenants loaded elsewhere", atT, dumpDB(t, openTarget(t, e.Name, into, base), e.Name))
 		_, err := b.svc.Run(ctx, Request{Tenants: []string{"2"}, To: T, Into: into, IntoBase: base, Actor: "tester"})
 		if fault.CodeOf(err) != fault.Conflict || !strings.Contains(err.Error(), "not empty") {
 			t.Errorf("a second restore into the same database: %v", err)
@@ -549,7 +549,7 @@ func TestSchemaChangesSinceTheMoment(t *testing.T) {
 		b := setup(t, e, 4)
 		T := b.shipNow(t)
 		b.exec(t, `ALTER TABLE docs ADD COLUMN extra TEXT DEFAULT 'dflt'`)
-		if e.name == "postgres" {
+		if e.Name == "postgres" {
 			// SQLite refuses to drop a column its (capture) triggers name.
 			b.exec(t, `ALTER TABLE insight DROP COLUMN label`)
 		}
@@ -557,7 +557,7 @@ func TestSchemaChangesSinceTheMoment(t *testing.T) {
 		b.exec(t, `DELETE FROM comments WHERE site_id = 2;
 UPDATE docs SET title = 'overwritten', extra = 'kept?' WHERE site_id = 2`)
 		b.shipNow(t)
-		if e.name == "postgres" {
+		if e.Name == "postgres" {
 			before := b.dump(t)
 			_, err := b.svc.Run(ctx, Request{Tenants: []string{"2"}, To: T, Actor: "tester"})
 			if fault.CodeOf(err) != fault.Refused || !strings.Contains(err.Error(), "label") || !strings.Contains(fault.HintOf(err), "--allow-drift") {
@@ -579,7 +579,7 @@ UPDATE docs SET title = 'overwritten', extra = 'kept?' WHERE site_id = 2`)
 				t.Errorf("docs: the added column should be left out of the hash: %+v", tb)
 			}
 		}
-		if e.name == "postgres" && !strings.Contains(strings.Join(p.Notes, " "), "insight.label") {
+		if e.Name == "postgres" && !strings.Contains(strings.Join(p.Notes, " "), "insight.label") {
 			t.Errorf("the dropped column is not reported: %q", p.Notes)
 		}
 	})
