@@ -96,7 +96,7 @@ func (s *Service) startOperation(ctx context.Context, pl *plan) (*state.Operatio
 		return nil, s.outcome(pl)
 	}
 	id := state.NewOperationID(s.Tenants.Clock())
-	if err := saveRun(ctx, store, id, pl.key); err != nil {
+	if err := saveRun(ctx, store, id, pl.key, pl.req); err != nil {
 		return nil, err
 	}
 	op := &state.Operation{ID: id, Action: "restore", Actor: pl.req.Actor, Reason: reason(pl), Targets: targets, Steps: steps}
@@ -617,6 +617,35 @@ func (s *Service) outcome(pl *plan) error {
 		msg += fmt.Sprintf("%d were skipped, their backup being unreadable: %s", len(skipped), strings.Join(skipped, ", "))
 	}
 	return fault.New(fault.Internal, "the report lists each tenant; run the same command again to retry the failed ones", "%s", msg)
+}
+
+// Resume finishes an interrupted in-place restore (its runner gone, after
+// kill -9 or a crash), as running its command again does: the request it
+// was recorded with runs again and takes the operation over. A restore that
+// is not running is a fault.Conflict; one whose runner is alive is refused
+// as busy.
+func (s *Service) Resume(ctx context.Context, opID string) (*Report, error) {
+	rep := &Report{Status: "refused", Objects: []ObjectRead{}, Tenants: []TenantReport{}, Moment: Moment{Products: map[string]string{}}}
+	fail := func(err error) (*Report, error) {
+		rep.Error, rep.Hint = err.Error(), fault.HintOf(err)
+		return rep, err
+	}
+	op, err := s.Tenants.Store.GetOperation(ctx, opID)
+	if err != nil {
+		return fail(err)
+	}
+	if op.Action != "restore" {
+		return fail(fault.New(fault.Invalid, "`lifeline ops resume` runs restores and lifecycle operations", "operation %s is a %s, not a restore", opID, op.Action))
+	}
+	if op.Status != state.OpRunning {
+		return fail(fault.New(fault.Conflict, "nothing to resume", "operation %s is %s, not running", opID, op.Status))
+	}
+	req, err := loadArgs(ctx, s.Tenants.Store, opID)
+	if err != nil {
+		return fail(err)
+	}
+	req.resume = opID
+	return s.Run(ctx, req)
 }
 
 // Undo takes back a finished restore operation: for each tenant it

@@ -138,6 +138,8 @@ type Request struct {
 	AllowDrift bool
 	Actor      string
 	Reason     string
+
+	resume string // Resume: the interrupted operation this must take over
 }
 
 // Report is the outcome of a restore (or of a dry run), for people and for
@@ -609,6 +611,10 @@ func (s *Service) planSteps(ctx context.Context, pl *plan) error {
 	}
 	if len(busy) > 0 {
 		return fault.New(fault.Conflict, busyHint, "tenants already have an operation running: %s", strings.Join(busy, "; "))
+	}
+	if req.resume != "" && (pl.resume == nil || pl.resume.ID != req.resume) {
+		return fault.New(fault.Conflict, "see `lifeline ops show "+req.resume+"`",
+			"restore %s cannot be taken over: its tenants, products or moment no longer resolve to what it was started with", req.resume)
 	}
 	return nil
 }
