@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"lifeline/internal/backup"
+	"lifeline/internal/restore"
 	"lifeline/internal/state"
 	"lifeline/internal/tenant"
 	"lifeline/internal/web"
@@ -60,6 +61,12 @@ func serve(e *env, a *app, listen string) error {
 		wg.Go(func() { s.Run(e.ctx, a.cfg.Shipping.Interval.D()) })
 		wg.Go(func() { maintain(e.ctx, repo, s.Product, a.cfg.Retention.Backups.D(), log) })
 	}
+	// Restores' trash follows retention.deleted, checked every hour.
+	restores, err := restore.OpenService(e.ctx, &restore.Service{Tenants: a.tenants, Repo: repo, Log: log})
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { expireRestoreTrash(e.ctx, restores, log) })
 	page, err := statusPage(e, a, log)
 	if err != nil {
 		return err
@@ -92,6 +99,23 @@ func serve(e *env, a *app, listen string) error {
 	return web.ListenAndServe(e.ctx, listen, srv.Handler(), func(addr net.Addr) {
 		fmt.Fprintf(e.stdout, "lifeline serving on http://%s/\n", addr)
 	})
+}
+
+// expireRestoreTrash removes restores' trash once retention.deleted has
+// passed (restore.Service.ExpireTrash): at start, then every hour.
+func expireRestoreTrash(ctx context.Context, svc *restore.Service, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if _, err := svc.ExpireTrash(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("expiring restore trash failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // resumeInterrupted finishes operations whose runner died, so a crash never

@@ -1445,3 +1445,56 @@ func (ld *Load) Rollback() {
 	_, _ = ld.conn.ExecContext(context.Background(), "ROLLBACK")
 	ld.conn.Close()
 }
+
+// TrashOps lists the operations whose rows the product's trash tables
+// keep ("op_…/inserted" notes count as their op's).
+func (db *DB) TrashOps(ctx context.Context, l *Layout) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range l.Tables {
+		rows, err := db.db.QueryContext(ctx, "SELECT DISTINCT lifeline_op FROM "+db.d.trash(t))
+		if err != nil {
+			return nil, db.internal(err, "read trash of "+t)
+		}
+		for rows.Next() {
+			var op string
+			if err := rows.Scan(&op); err != nil {
+				rows.Close()
+				return nil, db.internal(err, "read trash of "+t)
+			}
+			op = strings.TrimSuffix(op, InsertedSuffix)
+			if !seen[op] {
+				seen[op] = true
+				out = append(out, op)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, db.internal(err, "read trash of "+t)
+		}
+	}
+	return out, nil
+}
+
+// DropTrash removes for good, in one transaction, every trash row kept
+// under opID (and its opID/inserted notes), and returns how many.
+func (db *DB) DropTrash(ctx context.Context, l *Layout, opID string) (int64, error) {
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, db.unavailable(err)
+	}
+	defer tx.Rollback()
+	var n int64
+	for _, t := range l.Tables {
+		res, err := tx.ExecContext(ctx, "DELETE FROM "+db.d.trash(t)+" WHERE lifeline_op IN ($1, $2)", opID, opID+InsertedSuffix)
+		if err != nil {
+			return 0, db.internal(err, "clean trash of "+t)
+		}
+		m, _ := res.RowsAffected()
+		n += m
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, db.internal(err, "commit")
+	}
+	return n, nil
+}

@@ -676,6 +676,12 @@ func (s *Service) Undo(ctx context.Context, opID, actor, why string) (*Report, e
 	if orig.Status != state.OpDone && orig.Status != state.OpFailed {
 		return fail(fault.New(fault.Conflict, "see `lifeline ops show "+opID+"`", "restore %s is %s; only a finished restore can be undone", opID, orig.Status))
 	}
+	if at, err := trashExpired(ctx, store, opID); err != nil {
+		return fail(err)
+	} else if !at.IsZero() {
+		return fail(fault.New(fault.Refused, "restore the tenants to before it instead: `lifeline restore --before "+opID+"`",
+			"restore %s can no longer be undone: retention.deleted removed the rows it replaced on %s", opID, at.UTC().Format(time.RFC3339)))
+	}
 	pl := &plan{report: rep, req: Request{Actor: actor, Policy: productdb.Replace}}
 	var steps []state.Step
 	byTenant := map[string]int{}

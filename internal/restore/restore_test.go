@@ -584,3 +584,60 @@ UPDATE docs SET title = 'overwritten', extra = 'kept?' WHERE site_id = 2`)
 		}
 	})
 }
+
+// What a restore moved to the trash stays for retention.deleted after it
+// finished, like soft-deleted rows, then ExpireTrash removes it for good,
+// leaving other operations' trash alone; the restore can then no longer be
+// undone.
+func TestRestoreTrashExpiresWithRetention(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		b := setup(t, e, 6)
+		T := b.shipNow(t)
+		for _, act := range []productdb.Action{productdb.Deactivate, productdb.Delete} {
+			if _, err := b.tenants.Run(ctx, tenantReq(act, "site:5")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.april(t, 2)
+		b.shipNow(t)
+		rep := mustRestore(t, b, Request{Tenants: []string{"2"}, To: T})
+		// count counts the trash rows matching where, in every table.
+		count := func(where string, args ...any) int {
+			n := 0
+			for _, table := range b.layout.Tables {
+				var c int
+				if err := b.raw.QueryRow("SELECT count(*) FROM "+b.db.TrashTable(table)+" WHERE "+where, args...).Scan(&c); err != nil {
+					t.Fatal(err)
+				}
+				n += c
+			}
+			return n
+		}
+		trash := func(op string) int { return count("lifeline_op IN ($1, $2)", op, op+productdb.InsertedSuffix) }
+		kept, deleted := trash(rep.Operation), count("lifeline_tenant = '5'")
+		if kept == 0 || deleted == 0 {
+			t.Fatalf("the restore kept %d rows in the trash and the delete %d; the test needs both", kept, deleted)
+		}
+
+		if n, err := b.svc.ExpireTrash(ctx); err != nil || n != 0 {
+			t.Fatalf("within retention: removed %d rows, %v; want none", n, err)
+		}
+		b.clock.mu.Lock()
+		b.clock.now = b.clock.now.Add(b.tenants.Retention + time.Minute)
+		b.clock.mu.Unlock()
+		n, err := b.svc.ExpireTrash(ctx)
+		if err != nil || n != int64(kept) {
+			t.Fatalf("after retention: removed %d rows, %v; want the restore's %d", n, err, kept)
+		}
+		if left := trash(rep.Operation); left != 0 {
+			t.Errorf("%d trash rows of the restore left", left)
+		}
+		after := count("lifeline_tenant = '5'")
+		if after != deleted {
+			t.Errorf("the deleted tenant's trash went from %d to %d rows; retention of deleted tenants is purge's", deleted, after)
+		}
+		if _, err := b.svc.Undo(ctx, rep.Operation, "tester", ""); fault.CodeOf(err) != fault.Refused || !strings.Contains(err.Error(), "no longer be undone") {
+			t.Errorf("undo after the trash expired: %v", err)
+		}
+	})
+}
