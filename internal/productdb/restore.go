@@ -596,14 +596,11 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 	}
 	results := make([]SwapResult, len(specs))
 	errs := make([]error, len(specs))
-	tx, err := db.db.BeginTx(ctx, nil)
+	tx, err := db.beginStep(ctx)
 	if err != nil {
-		return db.unavailable(err)
+		return err
 	}
 	defer tx.Rollback()
-	if err := db.d.beginStep(ctx, tx); err != nil {
-		return db.internal(err, "begin")
-	}
 	for i, sp := range specs {
 		if _, err := db.txExec(ctx, tx, "SAVEPOINT lifeline_tenant"); err != nil {
 			return db.internal(err, "savepoint")

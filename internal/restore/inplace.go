@@ -190,7 +190,7 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 			stagers[p.Name] = s.newStager(p.DB, op.ID)
 		}
 	}
-	err := s.pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
+	err := pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
 		t0 := time.Now()
 		p := st.product
 		r := newRebuilder(p.DB.Engine(), st.tables, pl.req.AllowDrift, s.chunkRows())
@@ -339,21 +339,21 @@ func wholeTenant(p *tenant.Product, st *step, want map[string]*productdb.TableHa
 	return nil
 }
 
-// pool runs fn over steps with that many goroutines; the first error stops
+// pool runs fn over items with that many goroutines; the first error stops
 // the others from starting new steps and is returned.
-func (s *Service) pool(ctx context.Context, workers int, steps []*step, fn func(context.Context, *step) error) error {
+func pool[T any](ctx context.Context, workers int, items []T, fn func(context.Context, T) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	jobs := make(chan *step)
+	jobs := make(chan T)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var first error
-	for range min(workers, max(1, len(steps))) {
+	for range min(workers, max(1, len(items))) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for st := range jobs {
-				if err := fn(ctx, st); err != nil {
+			for it := range jobs {
+				if err := fn(ctx, it); err != nil {
 					mu.Lock()
 					if first == nil {
 						first = err
@@ -364,11 +364,11 @@ func (s *Service) pool(ctx context.Context, workers int, steps []*step, fn func(
 			}
 		}()
 	}
-	for _, st := range steps {
+	for _, it := range items {
 		if ctx.Err() != nil {
 			break
 		}
-		jobs <- st
+		jobs <- it
 	}
 	close(jobs)
 	wg.Wait()
@@ -407,25 +407,11 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 			wg.Go(func() { s.applyPaced(ctx, steps, apply) })
 			continue
 		}
-		batches := s.batches(steps)
 		wg.Go(func() {
-			jobs := make(chan []*step)
-			var pw sync.WaitGroup
-			for range min(s.workers(), len(batches)) {
-				pw.Go(func() {
-					for b := range jobs {
-						apply(b)
-					}
-				})
-			}
-			for _, b := range batches {
-				if ctx.Err() != nil {
-					break
-				}
-				jobs <- b
-			}
-			close(jobs)
-			pw.Wait()
+			_ = pool(ctx, s.workers(), s.batches(steps), func(_ context.Context, b []*step) error {
+				apply(b)
+				return nil
+			})
 		})
 	}
 	wg.Wait()
