@@ -51,10 +51,10 @@ type Service struct {
 	BatchTenants int
 	// TxBudget is about how long one SQLite write transaction of the
 	// restore lasts (default 20ms), and Pause the time left between two
-	// (default 15ms): meanwhile the application's writers, waiting for
-	// SQLite's one write lock, get it. Their wait stays within about the
-	// sum; SQLite's busy handler polls every few milliseconds at first,
-	// every 25ms after 50ms of waiting.
+	// (default 10ms): meanwhile the application's writers, waiting for
+	// SQLite's one write lock, get it. SQLite's busy handler polls every
+	// 1-25ms, so a writer may miss a pause and wait for the next one; a
+	// longer Pause bounds their wait more tightly and slows the restore.
 	TxBudget, Pause time.Duration
 	// Progress, if set, is called as work advances (from several
 	// goroutines, never at once).
@@ -95,7 +95,7 @@ func (s *Service) pause() time.Duration {
 	if s.Pause > 0 {
 		return s.Pause
 	}
-	return 15 * time.Millisecond
+	return 10 * time.Millisecond
 }
 
 func (s *Service) txBudget() time.Duration {
