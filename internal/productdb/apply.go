@@ -129,7 +129,10 @@ func (db *DB) Apply(ctx context.Context, l *Layout, st Step) (Result, error) {
 				rows[t] = 0
 				continue
 			}
-			res, err := tx.ExecContext(ctx, "DELETE FROM "+db.d.trash(t)+" WHERE lifeline_tenant = $1 AND lifeline_op = $2", st.Tenant, cur.op)
+			// Every trash row of the tenant goes, not only the delete's:
+			// what restores of it kept (older versions of its rows) is its
+			// data too, and must not outlive the erasure.
+			res, err := tx.ExecContext(ctx, "DELETE FROM "+db.d.trash(t)+" WHERE lifeline_tenant = $1", st.Tenant)
 			if err != nil {
 				return Result{}, db.internal(err, "purge trash of "+t)
 			}

@@ -665,7 +665,7 @@ func (db *DB) swapOne(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec) (
 	if !errors.Is(err, sql.ErrNoRows) {
 		return SwapResult{}, db.internal(err, "read applied marker")
 	}
-	if whole.state == Purged && sp.States == nil {
+	if whole.state == Purged { // an undo too: purged since the restore
 		return SwapResult{}, fault.New(fault.Conflict, "a purged tenant's data stays erased (see the erasure ledger); restore it out of place with --into if it must be inspected",
 			"tenant %s was purged from %s", sp.Tenant, l.Product)
 	}

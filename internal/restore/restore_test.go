@@ -641,3 +641,41 @@ func TestRestoreTrashExpiresWithRetention(t *testing.T) {
 		}
 	})
 }
+
+// Purging a restored tenant erases what its restore kept in the trash too,
+// and the restore's undo cannot bring the tenant back.
+func TestPurgeErasesTheRestoreTrash(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		b := setup(t, e, 4)
+		T := b.shipNow(t)
+		b.april(t, 3)
+		b.shipNow(t)
+		rep := mustRestore(t, b, Request{Tenants: []string{"3"}, To: T})
+		for _, act := range []productdb.Action{productdb.Deactivate, productdb.Delete} {
+			if _, err := b.tenants.Run(ctx, tenantReq(act, "site:3")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.clock.mu.Lock()
+		b.clock.now = time.Now().Add(b.tenants.Retention + time.Minute) // the product stamps the delete with its own clock
+		b.clock.mu.Unlock()
+		if _, err := b.tenants.Run(ctx, tenantReq(productdb.Purge, "site:3")); err != nil {
+			t.Fatal(err)
+		}
+		for _, table := range b.layout.Tables {
+			var n int
+			if err := b.raw.QueryRow("SELECT count(*) FROM " + b.db.TrashTable(table) + " WHERE lifeline_tenant = '3'").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 0 {
+				t.Errorf("%d trash rows of the purged tenant left in %s", n, table)
+			}
+		}
+		if _, err := b.svc.Undo(ctx, rep.Operation, "tester", ""); err == nil {
+			t.Error("undoing the restore of a tenant purged since succeeded")
+		}
+		if info, err := b.db.Tenant(ctx, b.layout, "3"); err != nil || info.State != productdb.Purged {
+			t.Errorf("after the refused undo: %+v %v", info, err)
+		}
+	})
+}
