@@ -649,6 +649,16 @@ func keys(ids ...int) []string {
 	return out
 }
 
+// softDelete deactivates then deletes target, as an operator would.
+func (b *bundle) softDelete(t *testing.T, target string) {
+	t.Helper()
+	for _, a := range []productdb.Action{productdb.Deactivate, productdb.Delete} {
+		if _, err := b.tenants.Run(ctx, tenantReq(a, target)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func tenantReq(a productdb.Action, target string) tenant.Request {
 	return tenant.Request{Action: a, Target: target, Actor: "tester", Reason: "test"}
 }

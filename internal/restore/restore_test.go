@@ -184,14 +184,7 @@ func TestRestoredDeletedTenantIsPendingValidation(t *testing.T) {
 		b := setup(t, e, 6)
 		T := b.shipNow(t)
 		atT := b.dump(t, 4)
-		for _, a := range []struct {
-			act    productdb.Action
-			target string
-		}{{productdb.Deactivate, "site:4"}, {productdb.Delete, "site:4"}} {
-			if _, err := b.tenants.Run(ctx, tenantReq(a.act, a.target)); err != nil {
-				t.Fatal(err)
-			}
-		}
+		b.softDelete(t, "site:4")
 		b.shipNow(t)
 		rep := mustRestore(t, b, Request{Tenants: []string{"site:4"}, To: T})
 		sameDump(t, "deleted tenant", atT, b.dump(t, 4))
@@ -284,13 +277,8 @@ func TestRestoreRespectsTheErasureLedger(t *testing.T) {
 		b := setup(t, e, 6)
 		T := b.shipNow(t)
 		// Tenant 2 purged from the product; tenant 3's insight app purged.
-		for _, target := range []string{"site:2", "app:3/tracker/insight"} {
-			for _, a := range []productdb.Action{productdb.Deactivate, productdb.Delete} {
-				if _, err := b.tenants.Run(ctx, tenantReq(a, target)); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		b.softDelete(t, "site:2")
+		b.softDelete(t, "app:3/tracker/insight")
 		// Purge after retention: the product stamps deletes with the real clock.
 		b.tenants.Now = func() time.Time { return time.Now().Add(time.Hour) }
 		for _, target := range []string{"site:2", "app:3/tracker/insight"} {
@@ -593,11 +581,7 @@ func TestRestoreTrashExpiresWithRetention(t *testing.T) {
 	each(t, func(t *testing.T, e engine) {
 		b := setup(t, e, 6)
 		T := b.shipNow(t)
-		for _, act := range []productdb.Action{productdb.Deactivate, productdb.Delete} {
-			if _, err := b.tenants.Run(ctx, tenantReq(act, "site:5")); err != nil {
-				t.Fatal(err)
-			}
-		}
+		b.softDelete(t, "site:5")
 		b.april(t, 2)
 		b.shipNow(t)
 		rep := mustRestore(t, b, Request{Tenants: []string{"2"}, To: T})
@@ -651,11 +635,7 @@ func TestPurgeErasesTheRestoreTrash(t *testing.T) {
 		b.april(t, 3)
 		b.shipNow(t)
 		rep := mustRestore(t, b, Request{Tenants: []string{"3"}, To: T})
-		for _, act := range []productdb.Action{productdb.Deactivate, productdb.Delete} {
-			if _, err := b.tenants.Run(ctx, tenantReq(act, "site:3")); err != nil {
-				t.Fatal(err)
-			}
-		}
+		b.softDelete(t, "site:3")
 		b.clock.mu.Lock()
 		b.clock.now = time.Now().Add(b.tenants.Retention + time.Minute) // the product stamps the delete with its own clock
 		b.clock.mu.Unlock()
