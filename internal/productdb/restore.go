@@ -601,27 +601,7 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 		return err
 	}
 	defer tx.Rollback()
-	each := specs // the tenants to swap one savepoint each
-	if setSwappable(specs) {
-		if _, err := db.txExec(ctx, tx, "SAVEPOINT lifeline_set"); err != nil {
-			return db.internal(err, "savepoint")
-		}
-		res, err := db.swapSet(ctx, tx, l, specs)
-		if err != nil {
-			// Anything unusual: each tenant on its own, below.
-			if _, err := db.txExec(ctx, tx, "ROLLBACK TO SAVEPOINT lifeline_set"); err != nil {
-				return db.internal(err, "roll back the batch")
-			}
-		}
-		if _, err := db.txExec(ctx, tx, "RELEASE SAVEPOINT lifeline_set"); err != nil {
-			return db.internal(err, "release savepoint")
-		}
-		if err == nil {
-			copy(results, res)
-			each = nil
-		}
-	}
-	for i, sp := range each {
+	for i, sp := range specs {
 		if _, err := db.txExec(ctx, tx, "SAVEPOINT lifeline_tenant"); err != nil {
 			return db.internal(err, "savepoint")
 		}
@@ -1107,23 +1087,6 @@ func (db *DB) LiveRows(ctx context.Context, rt *RestoreTable, tenant string, fn 
 // hashQuery runs a query selecting rt.Columns (through selectList), hashes
 // every row, and hands each to each if it is not nil.
 func (db *DB) hashQuery(ctx context.Context, q queryer, rt *RestoreTable, query string, each func([]change.Value) error, args ...any) (*TableHash, error) {
-	h := NewTableHash(db.d.engine(), rt.Name)
-	err := db.scanRows(ctx, q, rt, query, func(key, vals []change.Value) error {
-		h.Add(key, rt.Columns, vals, rt.Columns)
-		if each != nil {
-			return each(vals)
-		}
-		return nil
-	}, args...)
-	if err != nil {
-		return nil, err
-	}
-	return h, nil
-}
-
-// scanRows runs query (selecting rt.Columns, as selectList does) and hands
-// each row to fn with its key values. Neither slice may be kept.
-func (db *DB) scanRows(ctx context.Context, q queryer, rt *RestoreTable, query string, fn func(key, vals []change.Value) error, args ...any) error {
 	var rows *sql.Rows
 	var err error
 	if tx, ok := q.(*sql.Tx); ok {
@@ -1138,11 +1101,12 @@ func (db *DB) scanRows(ctx context.Context, q queryer, rt *RestoreTable, query s
 	}
 	if err != nil {
 		if db.d.badKey(err) {
-			return nil // "abc" for an integer key: no rows
+			return NewTableHash(db.d.engine(), rt.Name), nil // "abc" for an integer key: no rows
 		}
-		return db.internal(err, "read rows of "+rt.Name)
+		return nil, db.internal(err, "read rows of "+rt.Name)
 	}
 	defer rows.Close()
+	h := NewTableHash(db.d.engine(), rt.Name)
 	raw := make([]any, len(rt.Columns))
 	ptrs := make([]any, len(raw))
 	for i := range raw {
@@ -1153,24 +1117,27 @@ func (db *DB) scanRows(ctx context.Context, q queryer, rt *RestoreTable, query s
 	idx := rt.KeyIndex()
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
-			return db.internal(err, "read rows of "+rt.Name)
+			return nil, db.internal(err, "read rows of "+rt.Name)
 		}
 		for i, v := range raw {
 			if vals[i], err = db.scanValue(v); err != nil {
-				return db.internal(err, "read rows of "+rt.Name)
+				return nil, db.internal(err, "read rows of "+rt.Name)
 			}
 		}
 		for i, k := range idx {
 			key[i] = vals[k]
 		}
-		if err := fn(key, vals); err != nil {
-			return err
+		h.Add(key, rt.Columns, vals, rt.Columns)
+		if each != nil {
+			if err := each(vals); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return db.internal(err, "read rows of "+rt.Name)
+		return nil, db.internal(err, "read rows of "+rt.Name)
 	}
-	return nil
+	return h, nil
 }
 
 // selectList reads rt's columns of row alias as Values: on SQLite the
