@@ -194,24 +194,48 @@ func TestKill9MidRestoreIsResumedByTheSameCommand(t *testing.T) {
 func TestKill9MidRestoreIsResumedByOpsResume(t *testing.T) {
 	t.Parallel()
 	c, _, atT, restored := killMidRestore(t)
+	op := runningRestore(t, c)
+	r := c.run("ops", "resume", op, "--json")
+	checkResumed(t, c, r, atT, restored)
+	c.refused([]string{"ops", "resume", op}, "not running")
+}
+
+// `lifeline serve` finishes, in the background, a restore killed mid-way.
+func TestKill9MidRestoreIsResumedByServe(t *testing.T) {
+	t.Parallel()
+	c, _, atT, _ := killMidRestore(t)
+	op := runningRestore(t, c)
+	startServe(t, c)
+	status := ""
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && status != "done"; time.Sleep(100 * time.Millisecond) {
+		var o struct{ Operation struct{ Status string } }
+		if err := json.Unmarshal([]byte(c.must("ops", "show", op, "--json")), &o); err != nil {
+			t.Fatal(err)
+		}
+		status = o.Operation.Status
+	}
+	if status != "done" {
+		t.Fatalf("serve left the killed restore %s %s", op, status)
+	}
+	sameRows(t, "after serve resumed the restore", atT, c.rowsOf(2, 3, 4))
+}
+
+// runningRestore is the ID of the one running restore operation.
+func runningRestore(t *testing.T, c *cli) string {
+	t.Helper()
 	var ops struct {
 		Operations []struct{ ID, Action, Status string }
 	}
 	if err := json.Unmarshal([]byte(c.must("ops", "list", "--json")), &ops); err != nil {
 		t.Fatal(err)
 	}
-	op := ""
 	for _, o := range ops.Operations {
 		if o.Action == "restore" && o.Status == "running" {
-			op = o.ID
+			return o.ID
 		}
 	}
-	if op == "" {
-		t.Fatalf("no running restore after the kill: %+v", ops)
-	}
-	r := c.run("ops", "resume", op, "--json")
-	checkResumed(t, c, r, atT, restored)
-	c.refused([]string{"ops", "resume", op}, "not running")
+	t.Fatalf("no running restore after the kill: %+v", ops)
+	return ""
 }
 
 // killMidRestore damages three sites, starts their restore with the real

@@ -67,6 +67,7 @@ func serve(e *env, a *app, listen string) error {
 		return err
 	}
 	wg.Go(func() { expireRestoreTrash(e.ctx, restores, log) })
+	wg.Go(func() { resumeRestores(e.ctx, a, restores, log) })
 	page, err := statusPage(e, a, log)
 	if err != nil {
 		return err
@@ -118,6 +119,26 @@ func expireRestoreTrash(ctx context.Context, svc *restore.Service, log *slog.Log
 	}
 }
 
+// resumeRestores finishes, in the background, restores whose runner died
+// (restore.Service.Resume: the request they were recorded with runs again).
+func resumeRestores(ctx context.Context, a *app, svc *restore.Service, log *slog.Logger) {
+	ops, err := a.store.ListOperations(ctx, state.OpFilter{Status: state.OpRunning, Limit: 1000})
+	if err != nil {
+		log.Warn("listing interrupted restores failed", "err", err)
+		return
+	}
+	for _, op := range ops {
+		if op.Action != "restore" || !a.tenants.Interrupted(&op) {
+			continue
+		}
+		if rep, err := svc.Resume(ctx, op.ID); err != nil {
+			log.Warn("restore not resumed", "op", op.ID, "err", err)
+		} else {
+			log.Info("resumed interrupted restore", "op", op.ID, "status", rep.Status, "rows", rep.Rows)
+		}
+	}
+}
+
 // resumeInterrupted finishes operations whose runner died, so a crash never
 // leaves a tenant half deleted for long.
 func resumeInterrupted(e *env, a *app, log *slog.Logger) {
@@ -127,6 +148,9 @@ func resumeInterrupted(e *env, a *app, log *slog.Logger) {
 		return
 	}
 	for _, op := range ops {
+		if op.Action == "restore" {
+			continue // resumeRestores
+		}
 		if _, err := a.tenants.Resume(e.ctx, op.ID); err != nil {
 			log.Warn("operation not resumed", "op", op.ID, "err", err)
 		} else {
