@@ -88,6 +88,16 @@ func opsResume(e *env, args []string) error {
 		return err
 	}
 	defer a.Close()
+	if op, err := a.store.GetOperation(e.ctx, pos[0]); err == nil && op.Action == "restore" {
+		// A restore resumes by running its recorded request again.
+		svc, bar, err := restoreService(e, a)
+		if err != nil {
+			return err
+		}
+		rep, err := svc.Resume(e.ctx, pos[0])
+		bar.done()
+		return restoreOutput(e, rep, err, *asJSON)
+	}
 	op, err := a.tenants.Resume(e.ctx, pos[0])
 	if err != nil {
 		return err

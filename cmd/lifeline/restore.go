@@ -59,17 +59,9 @@ func restoreCmd(e *env, args []string) error {
 	}
 	defer a.Close()
 	req.IntoBase = a.cfg.Dir
-	repo, err := openRepo(e, a)
+	svc, bar, err := restoreService(e, a)
 	if err != nil {
 		return err
-	}
-	svc, err := restore.OpenService(e.ctx, &restore.Service{Tenants: a.tenants, Repo: repo, Log: a.log, BeforeStep: a.tenants.BeforeStep})
-	if err != nil {
-		return err
-	}
-	bar := newProgressBar(e.stderr)
-	if bar != nil {
-		svc.Progress = bar.update
 	}
 	if *validate {
 		op, err := svc.Validate(e.ctx, req.Tenants, req.Actor, *reason)
@@ -89,7 +81,31 @@ func restoreCmd(e *env, args []string) error {
 		rep, err = svc.Run(e.ctx, req)
 	}
 	bar.done()
-	if *asJSON {
+	return restoreOutput(e, rep, err, *asJSON)
+}
+
+// restoreService opens the repository and the restore service, with a
+// progress bar when stderr is a terminal.
+func restoreService(e *env, a *app) (*restore.Service, *progressBar, error) {
+	repo, err := openRepo(e, a)
+	if err != nil {
+		return nil, nil, err
+	}
+	svc, err := restore.OpenService(e.ctx, &restore.Service{Tenants: a.tenants, Repo: repo, Log: a.log, BeforeStep: a.tenants.BeforeStep})
+	if err != nil {
+		return nil, nil, err
+	}
+	bar := newProgressBar(e.stderr)
+	if bar != nil {
+		svc.Progress = bar.update
+	}
+	return svc, bar, nil
+}
+
+// restoreOutput prints a restore's report (as JSON, or for people) and
+// passes its error on.
+func restoreOutput(e *env, rep *restore.Report, err error, asJSON bool) error {
+	if asJSON {
 		if perr := printJSON(e.stdout, rep); perr != nil {
 			return perr
 		}

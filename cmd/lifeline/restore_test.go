@@ -184,17 +184,77 @@ func TestRestoreThroughTheCLI(t *testing.T) {
 // resumes and finishes. No site is ever half restored.
 func TestKill9MidRestoreIsResumedByTheSameCommand(t *testing.T) {
 	t.Parallel()
-	c := demoSaaS(t, 8)
+	c, args, atT, restored := killMidRestore(t)
+	r := c.run(append(args, "--json")...)
+	checkResumed(t, c, r, atT, restored)
+}
+
+// `lifeline ops resume OP` finishes a restore killed mid-way, from the
+// request it was recorded with, as the same command would.
+func TestKill9MidRestoreIsResumedByOpsResume(t *testing.T) {
+	t.Parallel()
+	c, _, atT, restored := killMidRestore(t)
+	op := runningRestore(t, c)
+	r := c.run("ops", "resume", op, "--json")
+	checkResumed(t, c, r, atT, restored)
+	c.refused([]string{"ops", "resume", op}, "not running")
+}
+
+// `lifeline serve` finishes, in the background, a restore killed mid-way.
+func TestKill9MidRestoreIsResumedByServe(t *testing.T) {
+	t.Parallel()
+	c, _, atT, _ := killMidRestore(t)
+	op := runningRestore(t, c)
+	startServe(t, c)
+	status := ""
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && status != "done"; time.Sleep(100 * time.Millisecond) {
+		var o struct{ Operation struct{ Status string } }
+		if err := json.Unmarshal([]byte(c.must("ops", "show", op, "--json")), &o); err != nil {
+			t.Fatal(err)
+		}
+		status = o.Operation.Status
+	}
+	if status != "done" {
+		t.Fatalf("serve left the killed restore %s %s", op, status)
+	}
+	sameRows(t, "after serve resumed the restore", atT, c.rowsOf(2, 3, 4))
+}
+
+// runningRestore is the ID of the one running restore operation.
+func runningRestore(t *testing.T, c *cli) string {
+	t.Helper()
+	var ops struct {
+		Operations []struct{ ID, Action, Status string }
+	}
+	if err := json.Unmarshal([]byte(c.must("ops", "list", "--json")), &ops); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range ops.Operations {
+		if o.Action == "restore" && o.Status == "running" {
+			return o.ID
+		}
+	}
+	t.Fatalf("no running restore after the kill: %+v", ops)
+	return ""
+}
+
+// killMidRestore damages three sites, starts their restore with the real
+// binary and kills it (SIGKILL) before its third tenant step, and checks
+// that no site was left half restored. It returns the restore's command,
+// the sites' rows at the moment and how many site-products were restored
+// before the kill.
+func killMidRestore(t *testing.T) (c *cli, args []string, atT map[string][]string, restored int) {
+	c = demoSaaS(t, 8)
 	bin := buildLifeline(t)
 	c.must("backup", "run")
 	T := moment()
 	hit := []int{2, 3, 4}
-	atT := c.rowsOf(hit...)
+	atT = c.rowsOf(hit...)
 	c.aprilScript(hit...)
 	c.must("backup", "run")
 	damaged := c.rowsOf(hit...)
 
-	args := []string{"restore", "--tenants", "2,3,4", "--to", T}
+	args = []string{"restore", "--tenants", "2,3,4", "--to", T}
 	cmd := exec.CommandContext(context.Background(), bin, append([]string{"--config", c.config}, args...)...)
 	cmd.Env = append(os.Environ(), "LIFELINE_TEST_CRASH_BEFORE_STEP=3", "LIFELINE_ACTOR=tester")
 	out, err := cmd.CombinedOutput()
@@ -203,7 +263,6 @@ func TestKill9MidRestoreIsResumedByTheSameCommand(t *testing.T) {
 		t.Fatalf("the restore was meant to die by SIGKILL; got %v\n%s", err, out)
 	}
 	now := c.rowsOf(hit...)
-	restored := 0
 	for _, s := range hit {
 		for product, tables := range demoTables {
 			full, none := true, true
@@ -224,8 +283,15 @@ func TestKill9MidRestoreIsResumedByTheSameCommand(t *testing.T) {
 		t.Errorf("%d site-products restored before the crash before the third; want 1 or 2", restored)
 	}
 	c.refused([]string{"tenants", "deactivate", "site:3"}, "restore")
+	return c, args, atT, restored
+}
 
-	r := c.run(append(args, "--json")...)
+// checkResumed checks the run r that finished a killed restore: it
+// succeeded, recognised the steps the killed run committed, restored every
+// site as at the moment, and finished the killed operation rather than
+// starting another.
+func checkResumed(t *testing.T, c *cli, r result, atT map[string][]string, restored int) {
+	t.Helper()
 	if r.code != 0 {
 		t.Fatalf("rerun: exit %d\n%s\n%s", r.code, r.out, r.err)
 	}
@@ -244,7 +310,7 @@ func TestKill9MidRestoreIsResumedByTheSameCommand(t *testing.T) {
 	if resumed != restored {
 		t.Errorf("%d steps recognised as committed by the killed run, %d were", resumed, restored)
 	}
-	sameRows(t, "after the rerun", atT, c.rowsOf(hit...))
+	sameRows(t, "after the rerun", atT, c.rowsOf(2, 3, 4))
 	var ops struct {
 		Operations []struct{ ID, Action, Status string }
 	}

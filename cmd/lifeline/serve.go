@@ -1,16 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"lifeline/internal/backup"
 	"lifeline/internal/plan"
+	"lifeline/internal/restore"
 	"lifeline/internal/state"
 	"lifeline/internal/tenant"
 	"lifeline/internal/web"
@@ -66,6 +69,13 @@ func serve(e *env, a *app, listen string) error {
 		s.Metrics, s.Log, s.Window = metrics, log, a.cfg.Retention.Backups.D()
 		wg.Go(func() { s.Run(e.ctx, a.cfg.Shipping.Interval.D()) })
 	}
+	// Restores' trash follows retention.deleted, checked every hour.
+	restores, err := restore.OpenService(e.ctx, &restore.Service{Tenants: a.tenants, Repo: repo, Log: log})
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { expireRestoreTrash(e.ctx, restores, log) })
+	wg.Go(func() { resumeRestores(e.ctx, a, restores, log) })
 	page, err := statusPage(e, a, log)
 	if err != nil {
 		return err
@@ -120,6 +130,43 @@ func servedAt(a *app, addr net.Addr) {
 	}
 }
 
+// expireRestoreTrash removes restores' trash once retention.deleted has
+// passed (restore.Service.ExpireTrash): at start, then every hour.
+func expireRestoreTrash(ctx context.Context, svc *restore.Service, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if _, err := svc.ExpireTrash(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("expiring restore trash failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// resumeRestores finishes, in the background, restores whose runner died
+// (restore.Service.Resume: the request they were recorded with runs again).
+func resumeRestores(ctx context.Context, a *app, svc *restore.Service, log *slog.Logger) {
+	ops, err := a.store.ListOperations(ctx, state.OpFilter{Status: state.OpRunning, Limit: 1000})
+	if err != nil {
+		log.Warn("listing interrupted restores failed", "err", err)
+		return
+	}
+	for _, op := range ops {
+		if op.Action != "restore" || !a.tenants.Interrupted(&op) {
+			continue
+		}
+		if rep, err := svc.Resume(ctx, op.ID); err != nil {
+			log.Warn("restore not resumed", "op", op.ID, "err", err)
+		} else {
+			log.Info("resumed interrupted restore", "op", op.ID, "status", rep.Status, "rows", rep.Rows)
+		}
+	}
+}
+
 // resumeInterrupted finishes operations whose runner died, so a crash never
 // leaves a tenant half deleted for long.
 func resumeInterrupted(e *env, a *app, log *slog.Logger) {
@@ -129,6 +176,9 @@ func resumeInterrupted(e *env, a *app, log *slog.Logger) {
 		return
 	}
 	for _, op := range ops {
+		if op.Action == "restore" {
+			continue // resumeRestores
+		}
 		if _, err := a.tenants.Resume(e.ctx, op.ID); err != nil {
 			log.Warn("operation not resumed", "op", op.ID, "err", err)
 		} else {

@@ -129,7 +129,10 @@ func (db *DB) Apply(ctx context.Context, l *Layout, st Step) (Result, error) {
 				rows[t] = 0
 				continue
 			}
-			res, err := tx.ExecContext(ctx, "DELETE FROM "+db.d.trash(t)+" WHERE lifeline_tenant = $1 AND lifeline_op = $2", st.Tenant, cur.op)
+			// Every trash row of the tenant goes, not only the delete's:
+			// what restores of it kept (older versions of its rows) is its
+			// data too, and must not outlive the erasure.
+			res, err := tx.ExecContext(ctx, "DELETE FROM "+db.d.trash(t)+" WHERE lifeline_tenant = $1", st.Tenant)
 			if err != nil {
 				return Result{}, db.internal(err, "purge trash of "+t)
 			}
@@ -387,14 +390,11 @@ func (db *DB) Unlocked(ctx context.Context, tenant, opID string, fn func(tx *sql
 	if err := db.requireProtected(ctx); err != nil {
 		return err
 	}
-	tx, err := db.db.BeginTx(ctx, nil)
+	tx, err := db.beginStep(ctx)
 	if err != nil {
-		return db.unavailable(err)
+		return err
 	}
 	defer tx.Rollback()
-	if err := db.d.beginStep(ctx, tx); err != nil {
-		return db.internal(err, "begin")
-	}
 	if _, err := tx.ExecContext(ctx, db.d.unlock(), tenant, opID); err != nil {
 		return db.internal(err, "unlock tenant")
 	}
@@ -408,6 +408,20 @@ func (db *DB) Unlocked(ctx context.Context, tenant, opID string, fn func(tx *sql
 		return db.internal(err, "commit")
 	}
 	return nil
+}
+
+// beginStep starts a step's transaction, its foreign keys checked at
+// commit (see the dialects' beginStep).
+func (db *DB) beginStep(ctx context.Context) (*sql.Tx, error) {
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, db.unavailable(err)
+	}
+	if err := db.d.beginStep(ctx, tx); err != nil {
+		_ = tx.Rollback()
+		return nil, db.internal(err, "begin")
+	}
+	return tx, nil
 }
 
 // LiveTable and TrashTable name a product table and its trash table as SQL

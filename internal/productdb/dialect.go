@@ -50,7 +50,7 @@ type dialect interface {
 	// move moves the rows of m.src matching m.where into m.dst in one step
 	// (no row can slip in between the copy and the delete), returning how
 	// many moved.
-	move(ctx context.Context, tx *sql.Tx, m moveSpec) (int64, error)
+	move(ctx context.Context, tx execer, m moveSpec) (int64, error)
 
 	// now is the current time as a bind value for a timestamp column.
 	now() any

@@ -3,13 +3,9 @@ package productdb
 import (
 	"context"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -188,74 +184,11 @@ func (x *env) count(t *testing.T, q string, args ...any) int64 {
 	return n
 }
 
-// dump renders every row of table matching where (ordered by the first
-// column) exactly: on PostgreSQL row::text, on SQLite each value with its
-// storage class, floats by their bits and blobs in hex.
+// dump renders every row of table matching where exactly (see
+// productdbtest.Dump).
 func (x *env) dump(t *testing.T, table, where string) []string {
 	t.Helper()
-	if where == "" {
-		where = "1=1"
-	}
-	if x.e.Name == "postgres" {
-		out, err := queryStrings(x.ctx, x.raw, "SELECT r::text FROM "+qi(table)+" r WHERE "+where+" ORDER BY 1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
-	probe, err := x.raw.QueryContext(x.ctx, "SELECT * FROM "+qi(table)+" LIMIT 0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cols, _ := probe.Columns()
-	probe.Close()
-	sel := slices.Clone(cols)
-	for i := range sel {
-		sel[i] = qi(sel[i])
-	}
-	for _, c := range cols {
-		sel = append(sel, "typeof("+qi(c)+")")
-	}
-	rows, err := x.raw.QueryContext(x.ctx, "SELECT "+strings.Join(sel, ", ")+" FROM "+qi(table)+" WHERE "+where+" ORDER BY 1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		vals := make([]any, len(sel))
-		ptrs := make([]any, len(sel))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		var parts []string
-		for _, v := range vals {
-			parts = append(parts, render(v))
-		}
-		out = append(out, strings.Join(parts, "|"))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func render(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return "NULL"
-	case float64:
-		return "f:" + strconv.FormatFloat(x, 'g', -1, 64) + "/" + strconv.FormatUint(math.Float64bits(x), 16)
-	case []byte:
-		return "b:" + hex.EncodeToString(x)
-	case string:
-		return "s:" + strconv.Quote(x)
-	default:
-		return fmt.Sprintf("%T:%v", v, v)
-	}
+	return productdbtest.Dump(t, x.raw, x.e.Name, table, where)
 }
 
 // dumpAll dumps every sample table for rows matching where.
@@ -273,18 +206,7 @@ func (x *env) dumpAll(t *testing.T, where string) map[string][]string {
 
 func sameDump(t *testing.T, what string, want, got map[string][]string) {
 	t.Helper()
-	for table, rows := range want {
-		if !slices.Equal(rows, got[table]) {
-			t.Errorf("%s: table %s differs\nwant %d rows: %q\ngot  %d rows: %q", what, table, len(rows), head(rows), len(got[table]), head(got[table]))
-		}
-	}
-}
-
-func head(s []string) []string {
-	if len(s) > 6 {
-		return s[:6]
-	}
-	return s
+	productdbtest.SameDump(t, what, want, got)
 }
 
 // wantCode checks err is a fault with code, and that its text mentions

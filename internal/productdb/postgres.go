@@ -443,7 +443,7 @@ func (pgDialect) unlock() string {
 // move is one statement: a data-modifying CTE deletes the rows and inserts
 // exactly what it deleted, so a row written concurrently can never be
 // deleted without being copied. It takes row locks only.
-func (pgDialect) move(ctx context.Context, tx *sql.Tx, m moveSpec) (int64, error) {
+func (pgDialect) move(ctx context.Context, tx execer, m moveSpec) (int64, error) {
 	over := ""
 	if m.intoLive {
 		over = " OVERRIDING SYSTEM VALUE"

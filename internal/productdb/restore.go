@@ -327,31 +327,34 @@ func (db *DB) ClearStaging(ctx context.Context, rts []RestoreTable, opID, tenant
 
 // Batch is rows of one table that have the same columns: Cols (a subset
 // of Table.Columns, in its order: a column added since the restored moment
-// is left to its default), and each row's values in that order.
+// is left to its default), and each row's values in that order. Tenant is
+// whose rows they are, when they are staged.
 type Batch struct {
-	Table *RestoreTable
-	Cols  []string
-	Rows  [][]change.Value
+	Table  *RestoreTable
+	Tenant string
+	Cols   []string
+	Rows   [][]change.Value
 }
 
-// StageRows writes batches of tenant's rows, rebuilt for operation opID,
-// into the staging tables, in one transaction of their own. It commits
+// StageRows writes batches of rows, rebuilt for operation opID, into the
+// staging tables, in one transaction of their own (several small tenants
+// share one). It commits
 // without waiting for the disk (SQLite synchronous=NORMAL, PostgreSQL
 // synchronous_commit off): staged rows are disposable, and a crash only
 // means staging them again.
-func (db *DB) StageRows(ctx context.Context, opID, tenant string, batches []Batch) error {
+func (db *DB) StageRows(ctx context.Context, opID string, batches []Batch) error {
 	conn, err := db.db.Conn(ctx)
 	if err != nil {
 		return db.unavailable(err)
 	}
 	defer conn.Close()
-	extraCols, extra := []string{"lifeline_op", "lifeline_tenant"}, []string{opID, tenant}
+	extraCols := []string{"lifeline_op", "lifeline_tenant"}
 	if db.d.engine() == Postgres {
 		if err := execAll(ctx, conn, "BEGIN", "SET LOCAL synchronous_commit = off"); err != nil {
 			return db.unavailable(err)
 		}
 		for _, b := range batches {
-			if err := db.copyRows(ctx, conn, db.rd().stage(b.Table.Name), b.Cols, extraCols, extra, b.Rows); err != nil {
+			if err := db.copyRows(ctx, conn, db.rd().stage(b.Table.Name), b.Cols, extraCols, []string{opID, b.Tenant}, b.Rows); err != nil {
 				_, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 				return err
 			}
@@ -370,7 +373,7 @@ func (db *DB) StageRows(ctx context.Context, opID, tenant string, batches []Batc
 		return db.unavailable(err)
 	}
 	for _, b := range batches {
-		if err := db.insertRows(ctx, conn, db.rd().stage(b.Table.Name), b.Cols, extraCols, extra, b.Rows); err != nil {
+		if err := db.insertRows(ctx, conn, db.rd().stage(b.Table.Name), b.Cols, extraCols, []string{opID, b.Tenant}, b.Rows); err != nil {
 			_, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 			return err
 		}
@@ -566,60 +569,125 @@ var ErrMismatch = errors.New("restored rows differ from the backup")
 // fault.Conflict (its erasure stands). A step that already committed (same
 // op and tenant) returns its recorded result with Already set.
 func (db *DB) Swap(ctx context.Context, l *Layout, sp SwapSpec) (SwapResult, error) {
+	var res SwapResult
+	var serr error
+	err := db.SwapAll(ctx, l, []SwapSpec{sp}, func(_ int, r SwapResult, err error) { res, serr = r, err })
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return SwapResult{}, err
+	}
+	return res, nil
+}
+
+// SwapAll swaps several tenants, each exactly as Swap does, in one
+// transaction: one commit (and one wait for the disk) for many small
+// tenants instead of one each. Each tenant runs in its own savepoint, so
+// one that fails (a mismatch, a conflict) is rolled back alone and the
+// others commit. done is called once per spec, in order, after the commit.
+// If the commit itself fails (a deferred foreign key of one tenant), every
+// tenant is swapped again in its own transaction, so the others still
+// commit. The error returned is one that stopped the batch as a whole
+// (the database unavailable); done is then not called.
+func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done func(i int, res SwapResult, err error)) error {
+	if err := db.requireProtected(ctx); err != nil {
+		return err
+	}
+	results := make([]SwapResult, len(specs))
+	errs := make([]error, len(specs))
+	tx, err := db.beginStep(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for i, sp := range specs {
+		if _, err := db.txExec(ctx, tx, "SAVEPOINT lifeline_tenant"); err != nil {
+			return db.internal(err, "savepoint")
+		}
+		results[i], errs[i] = db.swapOne(ctx, tx, l, sp)
+		if errs[i] != nil || results[i].Already {
+			if _, err := db.txExec(ctx, tx, "ROLLBACK TO SAVEPOINT lifeline_tenant"); err != nil {
+				return db.internal(err, "roll back tenant "+sp.Tenant)
+			}
+		}
+		if _, err := db.txExec(ctx, tx, "RELEASE SAVEPOINT lifeline_tenant"); err != nil {
+			return db.internal(err, "release savepoint")
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		if len(specs) == 1 {
+			return db.internal(err, "commit")
+		}
+		for i, sp := range specs {
+			var res SwapResult
+			var serr error
+			if err := db.SwapAll(ctx, l, []SwapSpec{sp}, func(_ int, r SwapResult, err error) { res, serr = r, err }); err != nil {
+				serr = err
+			}
+			done(i, res, serr)
+		}
+		return nil
+	}
+	for i := range specs {
+		done(i, results[i], errs[i])
+	}
+	return nil
+}
+
+// swapOne is one tenant of SwapAll, inside its savepoint: the guard is
+// unlocked for exactly that tenant and operation, and locked again.
+func (db *DB) swapOne(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec) (SwapResult, error) {
 	if sp.OpID == "" || sp.Tenant == "" {
 		return SwapResult{}, fault.New(fault.Invalid, "this is a bug in the caller of Swap", "swap without an operation or tenant")
 	}
 	if sp.Action == "" {
 		sp.Action = "restore"
 	}
-	var res SwapResult
-	errAlready := errors.New("already applied")
-	err := db.Unlocked(ctx, sp.Tenant, sp.OpID, func(tx *sql.Tx) error {
-		whole, err := db.lockState(ctx, tx, sp.Tenant, "")
-		if err != nil {
-			return err
-		}
-		var recorded string
-		err = tx.QueryRowContext(ctx, `SELECT rows_json FROM lifeline_applied WHERE op_id = $1 AND tenant = $2 AND app = ''`,
-			sp.OpID, sp.Tenant).Scan(&recorded)
-		if err == nil {
-			if err := json.Unmarshal([]byte(recorded), &res); err != nil {
-				return db.internal(err, "read applied marker")
-			}
-			res.Already = true
-			return errAlready
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return db.internal(err, "read applied marker")
-		}
-		if whole.state == Purged && sp.States == nil {
-			return fault.New(fault.Conflict, "a purged tenant's data stays erased (see the erasure ledger); restore it out of place with --into if it must be inspected",
-				"tenant %s was purged from %s", sp.Tenant, l.Product)
-		}
-		apps, err := db.appStates(ctx, tx, sp.Tenant)
-		if err != nil {
-			return err
-		}
-		res.Previous = append([]TenantState{{Tenant: sp.Tenant, State: whole.state, OpID: whole.op}}, apps...)
-		res.Tables = map[string]TableResult{}
-		if err := db.swapRows(ctx, tx, l, sp, res.Tables); err != nil {
-			return err
-		}
-		if res.State, err = db.swapStates(ctx, tx, l, sp, whole, apps); err != nil {
-			return err
-		}
-		js, _ := json.Marshal(res)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO lifeline_applied (op_id, tenant, app, action, rows_json, at) VALUES ($1, $2, '', $3, $4, $5)`,
-			sp.OpID, sp.Tenant, sp.Action, string(js), db.d.now()); err != nil {
-			return db.internal(err, "record applied marker")
-		}
-		return nil
-	})
-	if errors.Is(err, errAlready) {
-		return res, nil
+	if _, err := db.txExec(ctx, tx, db.d.unlock(), sp.Tenant, sp.OpID); err != nil {
+		return SwapResult{}, db.internal(err, "unlock tenant")
 	}
+	var res SwapResult
+	whole, err := db.lockState(ctx, tx, sp.Tenant, "")
 	if err != nil {
 		return SwapResult{}, err
+	}
+	var recorded string
+	err = tx.QueryRowContext(ctx, `SELECT rows_json FROM lifeline_applied WHERE op_id = $1 AND tenant = $2 AND app = ''`,
+		sp.OpID, sp.Tenant).Scan(&recorded)
+	if err == nil {
+		if err := json.Unmarshal([]byte(recorded), &res); err != nil {
+			return SwapResult{}, db.internal(err, "read applied marker")
+		}
+		res.Already = true
+		return res, nil // the caller rolls the savepoint back: nothing to do
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return SwapResult{}, db.internal(err, "read applied marker")
+	}
+	if whole.state == Purged { // an undo too: purged since the restore
+		return SwapResult{}, fault.New(fault.Conflict, "a purged tenant's data stays erased (see the erasure ledger); restore it out of place with --into if it must be inspected",
+			"tenant %s was purged from %s", sp.Tenant, l.Product)
+	}
+	apps, err := db.appStates(ctx, tx, sp.Tenant)
+	if err != nil {
+		return SwapResult{}, err
+	}
+	res.Previous = append([]TenantState{{Tenant: sp.Tenant, State: whole.state, OpID: whole.op}}, apps...)
+	res.Tables = map[string]TableResult{}
+	if err := db.swapRows(ctx, tx, l, sp, res.Tables); err != nil {
+		return SwapResult{}, err
+	}
+	if res.State, err = db.swapStates(ctx, tx, l, sp, whole, apps); err != nil {
+		return SwapResult{}, err
+	}
+	js, _ := json.Marshal(res)
+	if _, err := db.txExec(ctx, tx, `INSERT INTO lifeline_applied (op_id, tenant, app, action, rows_json, at) VALUES ($1, $2, '', $3, $4, $5)`,
+		sp.OpID, sp.Tenant, sp.Action, string(js), db.d.now()); err != nil {
+		return SwapResult{}, db.internal(err, "record applied marker")
+	}
+	if _, err := db.txExec(ctx, tx, `DELETE FROM lifeline_unlock WHERE tenant = $1 AND op_id = $2`, sp.Tenant, sp.OpID); err != nil {
+		return SwapResult{}, db.internal(err, "relock tenant")
 	}
 	return res, nil
 }
@@ -775,7 +843,7 @@ func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 				continue
 			}
 			ref := qi(rt.Name)
-			n, err := db.d.move(ctx, tx, moveSpec{
+			n, err := db.d.move(ctx, cachedTx{db, tx}, moveSpec{
 				src:       db.d.live(rt.Name),
 				where:     ref + "." + qi(rt.KeyCol) + " = $1 AND NOT EXISTS (SELECT 1 FROM " + rd.stage(rt.Name) + " s WHERE " + mine + " AND " + pkMatch("s", ref, rt.Key) + ")",
 				whereArgs: args,
@@ -914,6 +982,22 @@ func (db *DB) updateRows(ctx context.Context, tx *sql.Tx, sp SwapSpec, rt *Resto
 		return 0, fmt.Errorf("kept %d old rows but updated %d", copied, n)
 	}
 	return n, nil
+}
+
+// execer runs a statement: a transaction, or cachedTx.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// cachedTx runs statements in tx through the DB's prepared statements
+// (txExec): a restore moves rows with the same statements for every tenant.
+type cachedTx struct {
+	db *DB
+	tx *sql.Tx
+}
+
+func (c cachedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return c.db.txExec(ctx, c.tx, query, args...)
 }
 
 // txExec runs query in tx. On SQLite the statement is prepared once per
@@ -1357,4 +1441,57 @@ func (ld *Load) Rollback() {
 	ld.done = true
 	_, _ = ld.conn.ExecContext(context.Background(), "ROLLBACK")
 	ld.conn.Close()
+}
+
+// TrashOps lists the operations whose rows the product's trash tables
+// keep ("op_…/inserted" notes count as their op's).
+func (db *DB) TrashOps(ctx context.Context, l *Layout) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range l.Tables {
+		rows, err := db.db.QueryContext(ctx, "SELECT DISTINCT lifeline_op FROM "+db.d.trash(t))
+		if err != nil {
+			return nil, db.internal(err, "read trash of "+t)
+		}
+		for rows.Next() {
+			var op string
+			if err := rows.Scan(&op); err != nil {
+				rows.Close()
+				return nil, db.internal(err, "read trash of "+t)
+			}
+			op = strings.TrimSuffix(op, InsertedSuffix)
+			if !seen[op] {
+				seen[op] = true
+				out = append(out, op)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, db.internal(err, "read trash of "+t)
+		}
+	}
+	return out, nil
+}
+
+// DropTrash removes for good, in one transaction, every trash row kept
+// under opID (and its opID/inserted notes), and returns how many.
+func (db *DB) DropTrash(ctx context.Context, l *Layout, opID string) (int64, error) {
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, db.unavailable(err)
+	}
+	defer tx.Rollback()
+	var n int64
+	for _, t := range l.Tables {
+		res, err := tx.ExecContext(ctx, "DELETE FROM "+db.d.trash(t)+" WHERE lifeline_op IN ($1, $2)", opID, opID+InsertedSuffix)
+		if err != nil {
+			return 0, db.internal(err, "clean trash of "+t)
+		}
+		m, _ := res.RowsAffected()
+		n += m
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, db.internal(err, "commit")
+	}
+	return n, nil
 }

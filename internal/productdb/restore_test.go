@@ -47,7 +47,7 @@ func (x *env) stage(t *testing.T, rts []RestoreTable, op, tenant string, img ima
 			h.Add(key, rt.Columns, row, rt.Columns)
 		}
 		for start := 0; start < len(rows); start += 4 {
-			if err := x.db.StageRows(x.ctx, op, tenant, []Batch{{Table: rt, Cols: rt.Columns, Rows: rows[start:min(start+4, len(rows))]}}); err != nil {
+			if err := x.db.StageRows(x.ctx, op, []Batch{{Table: rt, Tenant: tenant, Cols: rt.Columns, Rows: rows[start:min(start+4, len(rows))]}}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -77,6 +77,24 @@ UPDATE issues SET title = 'edited by tenant 3' WHERE id = 3001;
 INSERT INTO comments (id, site_id, issue_id, parent_id, body) VALUES (30999, 3, 3001, NULL, 'tenant 3 writes on')`)
 }
 
+// checkRepaired checks what restoring tenant 2 after damage did per table.
+func checkRepaired(t *testing.T, res SwapResult) {
+	t.Helper()
+	want := map[string]TableResult{
+		"sites":         {Rows: 1, Replaced: 1},
+		"issues":        {Rows: 6, Replaced: 2, Removed: 1},
+		"comments":      {Rows: 18, Inserted: 4, Removed: 2},
+		"attachments":   {Rows: 3, Replaced: 1},
+		"insight_links": {Rows: 2, Inserted: 2},
+	}
+	for table, w := range want {
+		g := res.Tables[table]
+		if g.Rows != w.Rows || g.Inserted != w.Inserted || g.Replaced != w.Replaced || g.Removed != w.Removed || g.Hash == "" {
+			t.Errorf("%s: got %+v, want %+v", table, g, w)
+		}
+	}
+}
+
 func TestRestoreSwapExactAndUndoable(t *testing.T) {
 	each(t, func(t *testing.T, e engine) {
 		x := setup(t, e)
@@ -95,19 +113,7 @@ func TestRestoreSwapExactAndUndoable(t *testing.T) {
 		}
 		sameDump(t, "tenant 2 after restore", atT, x.dumpAll(t, "site_id = 2"))
 		sameDump(t, "tenant 3 during tenant 2's restore", before3, x.dumpAll(t, "site_id = 3"))
-		want := map[string]TableResult{
-			"sites":         {Rows: 1, Replaced: 1},
-			"issues":        {Rows: 6, Replaced: 2, Removed: 1},
-			"comments":      {Rows: 18, Inserted: 4, Removed: 2},
-			"attachments":   {Rows: 3, Replaced: 1},
-			"insight_links": {Rows: 2, Inserted: 2},
-		}
-		for table, w := range want {
-			g := res.Tables[table]
-			if g.Rows != w.Rows || g.Inserted != w.Inserted || g.Replaced != w.Replaced || g.Removed != w.Removed || g.Hash == "" {
-				t.Errorf("%s: got %+v, want %+v", table, g, w)
-			}
-		}
+		checkRepaired(t, res)
 		if res.State != Active {
 			t.Errorf("an active tenant became %s", res.State)
 		}
@@ -283,4 +289,105 @@ func indexOf(rts []RestoreTable, name string) int {
 		}
 	}
 	panic(fmt.Sprint("no table ", name))
+}
+
+// Tenants swapped in one transaction fail alone: a verification mismatch
+// (tenant 3) is rolled back to its savepoint, and a broken foreign key
+// (tenant 4: its projects are not in the backup, its issues still point at
+// them) fails at the statement (PostgreSQL) or at commit (SQLite, where
+// every tenant is then swapped again on its own); tenants 2 and 5 commit.
+func TestSwapAllFailsOnlyTheBadTenants(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		x := setup(t, e)
+		rts, err := x.db.PrepareRestore(x.ctx, x.l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs := map[string]image{}
+		for _, k := range []string{"2", "3", "4", "5"} {
+			imgs[k] = x.image(t, rts, k)
+		}
+		atT := x.dumpAll(t, "site_id = 2")
+		x.damage(t)
+		before := map[string]map[string][]string{"3": x.dumpAll(t, "site_id = 3"), "4": x.dumpAll(t, "site_id = 4")}
+		delete(imgs["4"], "projects")
+		var specs []SwapSpec
+		for _, k := range []string{"2", "3", "4", "5"} {
+			specs = append(specs, SwapSpec{OpID: "op_b", Tenant: k, Policy: Replace, Tables: rts, Want: x.stage(t, rts, "op_b", k, imgs[k])})
+		}
+		// The backup says tenant 3 has no comments.
+		specs[1].Want["comments"] = NewTableHash(x.db.Engine(), "comments")
+		errs := map[string]error{}
+		if err := x.db.SwapAll(x.ctx, x.l, specs, func(i int, _ SwapResult, err error) { errs[specs[i].Tenant] = err }); err != nil {
+			t.Fatal(err)
+		}
+		if len(errs) != 4 || errs["2"] != nil || errs["5"] != nil || !errors.Is(errs["3"], ErrMismatch) || errs["4"] == nil {
+			t.Fatalf("outcomes %v; want 2 and 5 restored, 3 a mismatch, 4 failed", errs)
+		}
+		sameDump(t, "tenant 2, restored", atT, x.dumpAll(t, "site_id = 2"))
+		for k, want := range before {
+			sameDump(t, "tenant "+k+", failed", want, x.dumpAll(t, "site_id = "+k))
+		}
+		for k, done := range map[string]bool{"2": true, "3": false, "4": false, "5": true} {
+			if _, err := x.db.RestoreMarker(x.ctx, "op_b", k); (err == nil) != done {
+				t.Errorf("tenant %s: applied marker %v, want restored=%v", k, err, done)
+			}
+		}
+	})
+}
+
+// Several tenants swapped in one transaction end exactly as one by one:
+// tenant 2 repaired with the same counts, undamaged tenants 4 and 5
+// unchanged, tenant 3 untouched, and the trash right for undo.
+func TestSwapAllSeveralTenants(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		x := setup(t, e)
+		rts, err := x.db.PrepareRestore(x.ctx, x.l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		atT := x.dumpAll(t, "site_id IN (2, 4, 5)")
+		imgs := map[string]image{}
+		for _, k := range []string{"2", "4", "5"} {
+			imgs[k] = x.image(t, rts, k)
+		}
+		x.damage(t)
+		before2, before3 := x.dumpAll(t, "site_id = 2"), x.dumpAll(t, "site_id = 3")
+		var specs []SwapSpec
+		for _, k := range []string{"2", "4", "5"} {
+			specs = append(specs, SwapSpec{OpID: "op_s", Tenant: k, Policy: Replace, Tables: rts, Want: x.stage(t, rts, "op_s", k, imgs[k])})
+		}
+		results := map[string]SwapResult{}
+		err = x.db.SwapAll(x.ctx, x.l, specs, func(i int, res SwapResult, err error) {
+			if err != nil {
+				t.Errorf("tenant %s: %v", specs[i].Tenant, err)
+			}
+			results[specs[i].Tenant] = res
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameDump(t, "tenants 2, 4, 5 after the restore", atT, x.dumpAll(t, "site_id IN (2, 4, 5)"))
+		sameDump(t, "tenant 3 during the restore", before3, x.dumpAll(t, "site_id = 3"))
+		checkRepaired(t, results["2"])
+		for _, k := range []string{"4", "5"} {
+			for table, r := range results[k].Tables {
+				if r.Inserted+r.Replaced+r.Removed != 0 || r.Hash == "" {
+					t.Errorf("tenant %s, undamaged, %s: %+v", k, table, r)
+				}
+			}
+		}
+		if n := x.count(t, "SELECT count(*) FROM "+x.db.rd().stage("comments")); n != 0 {
+			t.Errorf("%d staged rows left after the swap", n)
+		}
+		want, err := x.db.StageUndo(x.ctx, rts, "op_s", "op_su", "2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := x.db.Swap(x.ctx, x.l, SwapSpec{OpID: "op_su", Tenant: "2", Policy: Replace, Tables: rts, Want: want,
+			States: results["2"].Previous, Action: "restore-undo"}); err != nil {
+			t.Fatal(err)
+		}
+		sameDump(t, "tenant 2 after undo", before2, x.dumpAll(t, "site_id = 2"))
+	})
 }

@@ -316,7 +316,7 @@ func (sqliteDialect) unlock() string {
 
 // move is INSERT…SELECT then DELETE with the same condition; no other writer
 // can come in between, because the transaction holds SQLite's write lock.
-func (sqliteDialect) move(ctx context.Context, tx *sql.Tx, m moveSpec) (int64, error) {
+func (sqliteDialect) move(ctx context.Context, tx execer, m moveSpec) (int64, error) {
 	res, err := tx.ExecContext(ctx, "INSERT INTO "+m.dst+" ("+quoteAll(m.dstCols)+") SELECT "+strings.Join(m.sel, ", ")+
 		" FROM "+m.src+" WHERE "+m.where, append(append([]any{}, m.whereArgs...), m.selArgs...)...)
 	if err != nil {

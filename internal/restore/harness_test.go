@@ -3,7 +3,6 @@ package restore
 import (
 	"context"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
 	"math"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"lifeline/internal/change"
 	"lifeline/internal/pgtest"
 	"lifeline/internal/productdb"
+	"lifeline/internal/productdb/productdbtest"
 	"lifeline/internal/state"
 	"lifeline/internal/tenant"
 )
@@ -339,12 +339,9 @@ func (s *snap) Rows(_ context.Context, fn func(*change.Change) error) error {
 }
 func (s *snap) Close() error { return nil }
 
-// engine is one product database engine under test.
-type engine struct {
-	name  string
-	ddl   string
-	newDB func(t *testing.T) (dsn, base string)
-}
+// engine is one product database engine under test; ddl holds each
+// engine's product schema (PostgreSQL's has more column types).
+type engine = productdbtest.Engine
 
 const sqliteDDL = `
 CREATE TABLE sites (id INTEGER PRIMARY KEY, name TEXT NOT NULL, plan TEXT, created_at DATETIME);
@@ -371,32 +368,10 @@ CREATE INDEX folders_site ON folders (site_id);
 CREATE INDEX docs_site ON docs (site_id);
 CREATE INDEX insight_site ON insight (site_id)`
 
-var engines = []engine{
-	{name: "sqlite", ddl: sqliteDDL, newDB: func(t *testing.T) (string, string) {
-		dir := t.TempDir()
-		raw, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "product.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := raw.Exec("PRAGMA journal_mode = WAL"); err != nil {
-			t.Fatal(err)
-		}
-		raw.Close()
-		return "sqlite:product.db", dir
-	}},
-	{name: "postgres", ddl: pgDDL, newDB: func(t *testing.T) (string, string) { return pgtest.NewDB(t), "" }},
-}
+var ddl = map[string]string{"sqlite": sqliteDDL, "postgres": pgDDL}
 
 // each runs fn against every engine in parallel subtests.
-func each(t *testing.T, fn func(t *testing.T, e engine)) {
-	t.Parallel()
-	for _, e := range engines {
-		t.Run(e.name, func(t *testing.T) {
-			t.Parallel()
-			fn(t, e)
-		})
-	}
-}
+func each(t *testing.T, fn func(t *testing.T, e engine)) { productdbtest.Each(t, fn) }
 
 // bundle is a protected product with a backup repository fed by dbSource,
 // and a restore service.
@@ -435,14 +410,13 @@ func setupCapture(t *testing.T, e engine, n int) *bundle { return setupWith(t, e
 
 func setupWith(t *testing.T, e engine, n int, real bool) *bundle {
 	t.Helper()
-	dsn, base := e.newDB(t)
-	b := &bundle{e: e, dsn: dsn, base: base, real: real, clock: &clock{now: time.Date(2026, 4, 1, 8, 0, 0, 0, time.UTC)}}
+	dsn, base, raw := e.NewDB(t)
+	b := &bundle{e: e, dsn: dsn, base: base, raw: raw, real: real, clock: &clock{now: time.Date(2026, 4, 1, 8, 0, 0, 0, time.UTC)}}
 	now := b.clock.Now
 	if real {
 		now = time.Now
 	}
-	b.raw = b.open(t)
-	for _, stmt := range strings.Split(e.ddl, ";\n") {
+	for _, stmt := range strings.Split(ddl[e.Name], ";\n") {
 		if _, err := b.raw.Exec(stmt); err != nil {
 			t.Fatalf("%v\n%s", err, stmt)
 		}
@@ -500,7 +474,7 @@ func (b *bundle) open(t *testing.T) *sql.DB {
 	t.Helper()
 	var raw *sql.DB
 	var err error
-	if b.e.name == "postgres" {
+	if b.e.Name == "postgres" {
 		raw, err = sql.Open("pgx", b.dsn)
 	} else {
 		raw, err = sql.Open("sqlite", "file:"+filepath.Join(b.base, "product.db")+"?_pragma=foreign_keys(1)&_pragma=busy_timeout(20000)")
@@ -560,7 +534,7 @@ func (b *bundle) seed(t *testing.T, from, to int) {
 			t.Fatalf("%v\n%s", err, q)
 		}
 	}
-	pg := b.e.name == "postgres"
+	pg := b.e.Name == "postgres"
 	for s := from; s <= to; s++ {
 		ex(`INSERT INTO sites (id, name, plan, created_at) VALUES ($1, $2, $3, $4)`, s, fmt.Sprintf("Site %d ✓ 漢字", s), nullIf(s%3 == 0, "pro"), "2026-03-01 10:00:00+00")
 		for f := 1; f <= 3; f++ {
@@ -623,13 +597,11 @@ func dataOf(d int) any {
 }
 func anythingOf(d int) any { return []any{int64(42), "42", []byte("42"), 4.2}[d-1] }
 
-// dump renders every row of tenant's rows in every table exactly, its own
-// way: on PostgreSQL each row's text, on SQLite each value's storage class
-// with floats by their bits and blobs in hex. The reference the restore is
-// compared with.
+// dump renders every row of tenants' rows (every tenant's, without any)
+// in every table exactly: the reference the restore is compared with.
 func (b *bundle) dump(t *testing.T, tenants ...int) map[string][]string {
 	t.Helper()
-	return dumpDB(t, b.raw, b.e.name, tenants...)
+	return dumpDB(t, b.raw, b.e.Name, tenants...)
 }
 
 func dumpDB(t *testing.T, raw *sql.DB, engine string, tenants ...int) map[string][]string {
@@ -640,89 +612,18 @@ func dumpDB(t *testing.T, raw *sql.DB, engine string, tenants ...int) map[string
 		if table == "sites" {
 			col = "id"
 		}
-		where := "1=1"
+		where := ""
 		if len(tenants) > 0 {
-			var ks []string
-			for _, k := range tenants {
-				ks = append(ks, strconv.Itoa(k))
-			}
-			where = col + " IN (" + strings.Join(ks, ",") + ")"
+			where = col + " IN (" + strings.Join(keys(tenants...), ",") + ")"
 		}
-		var rows []string
-		if engine == "postgres" {
-			r, err := raw.Query(`SELECT r::text FROM "` + table + `" r WHERE ` + where)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for r.Next() {
-				var s string
-				if err := r.Scan(&s); err != nil {
-					t.Fatal(err)
-				}
-				rows = append(rows, s)
-			}
-			r.Close()
-		} else {
-			rows = dumpSQLite(t, raw, table, where)
-		}
-		sort.Strings(rows)
-		out[table] = rows
-	}
-	return out
-}
-
-func dumpSQLite(t *testing.T, raw *sql.DB, table, where string) []string {
-	probe, err := raw.Query(`SELECT * FROM "` + table + `" LIMIT 0`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cols, _ := probe.Columns()
-	probe.Close()
-	var sel []string
-	for _, c := range cols {
-		sel = append(sel, `typeof("`+c+`")`, `+"`+c+`"`)
-	}
-	r, err := raw.Query("SELECT " + strings.Join(sel, ", ") + ` FROM "` + table + `" WHERE ` + where)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	var out []string
-	for r.Next() {
-		vals := make([]any, len(sel))
-		ptrs := make([]any, len(sel))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := r.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		var parts []string
-		for i := 0; i < len(vals); i += 2 {
-			v := vals[i+1]
-			s := fmt.Sprint(vals[i]) + ":"
-			switch x := v.(type) {
-			case float64:
-				s += strconv.FormatUint(math.Float64bits(x), 16)
-			case []byte:
-				s += hex.EncodeToString(x)
-			default:
-				s += fmt.Sprint(x)
-			}
-			parts = append(parts, s)
-		}
-		out = append(out, strings.Join(parts, "|"))
+		out[table] = productdbtest.Dump(t, raw, engine, table, where)
 	}
 	return out
 }
 
 func sameDump(t *testing.T, what string, want, got map[string][]string) {
 	t.Helper()
-	for table, rows := range want {
-		if !slices.Equal(rows, got[table]) {
-			t.Errorf("%s: table %s differs\nwant %d rows: %.600q\ngot  %d rows: %.600q", what, table, len(rows), rows, len(got[table]), got[table])
-		}
-	}
+	productdbtest.SameDump(t, what, want, got)
 }
 
 // others lists the tenants 1..n not in skip.
@@ -746,6 +647,16 @@ func keys(ids ...int) []string {
 		out[i] = strconv.Itoa(id)
 	}
 	return out
+}
+
+// softDelete deactivates then deletes target, as an operator would.
+func (b *bundle) softDelete(t *testing.T, target string) {
+	t.Helper()
+	for _, a := range []productdb.Action{productdb.Deactivate, productdb.Delete} {
+		if _, err := b.tenants.Run(ctx, tenantReq(a, target)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func tenantReq(a productdb.Action, target string) tenant.Request {
@@ -797,7 +708,7 @@ func (b *bundle) staged(t *testing.T) int {
 	total := 0
 	for _, table := range []string{"sites", "folders", "docs", "comments", "insight"} {
 		name := `"lifeline_stage_` + table + `"`
-		if b.e.name == "postgres" {
+		if b.e.Name == "postgres" {
 			name = `lifeline."stage_` + table + `"`
 		}
 		var n int

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -95,7 +96,7 @@ func (s *Service) startOperation(ctx context.Context, pl *plan) (*state.Operatio
 		return nil, s.outcome(pl)
 	}
 	id := state.NewOperationID(s.Tenants.Clock())
-	if err := saveRun(ctx, store, id, pl.key); err != nil {
+	if err := saveRun(ctx, store, id, pl.key, pl.req); err != nil {
 		return nil, err
 	}
 	op := &state.Operation{ID: id, Action: "restore", Actor: pl.req.Actor, Reason: reason(pl), Targets: targets, Steps: steps}
@@ -179,16 +180,19 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 			pending = append(pending, st)
 		}
 	}
-	locks := map[string]*sync.Mutex{}
+	stagers := map[string]*stager{}
 	for _, p := range pl.products {
-		locks[p.Name] = &sync.Mutex{}
+		if rts := pl.tables[p.Name]; rts != nil {
+			// What an interrupted run of this operation staged is stale.
+			if err := p.DB.ClearStaging(ctx, rts, op.ID, ""); err != nil {
+				return err
+			}
+			stagers[p.Name] = s.newStager(p.DB, op.ID)
+		}
 	}
-	return s.pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
+	err := pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
 		t0 := time.Now()
 		p := st.product
-		if err := p.DB.ClearStaging(ctx, st.tables, op.ID, st.tenant); err != nil {
-			return err
-		}
 		r := newRebuilder(p.DB.Engine(), st.tables, pl.req.AllowDrift, s.chunkRows())
 		if pl.req.Policy == productdb.Replace {
 			// A table already as at the moment needs no staging; the swap
@@ -201,15 +205,10 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 				return err == nil && live.Equal(h, rt.Columns)
 			}
 		}
-		lock := locks[p.Name]
+		g := stagers[p.Name]
 		want, err := r.run(ctx, pl.readings[p.Name], st.tenant, func(batches []productdb.Batch) error {
-			if p.DB.Engine() == productdb.SQLite {
-				lock.Lock()
-				defer lock.Unlock()
-			}
-			err := p.DB.StageRows(ctx, op.ID, st.tenant, batches)
 			s.advance("rebuild", len(pending), 0, countRows(batches))
-			return err
+			return g.add(ctx, batches)
 		})
 		st.report.Notes = append(st.report.Notes, r.notes()...)
 		st.report.Seconds += time.Since(t0).Seconds()
@@ -217,7 +216,9 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 			if broken(err) && pl.req.SkipBroken {
 				st.skip = true
 				st.report.Status, st.report.Error = "skipped", err.Error()
-				_ = p.DB.ClearStaging(context.WithoutCancel(ctx), st.tables, op.ID, st.tenant)
+				if err := g.drop(context.WithoutCancel(ctx), st.tables, st.tenant); err != nil {
+					return err
+				}
 				return s.Tenants.Store.UpdateStep(ctx, op.ID, state.Step{Product: p.Name, Tenant: st.tenant, Status: state.StepSkipped, Error: err.Error()})
 			}
 			if broken(err) {
@@ -233,6 +234,94 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 		s.advance("rebuild", len(pending), 1, 0)
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for _, g := range stagers {
+		if err := g.flush(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stager gathers one product's rebuilt rows, from every tenant being
+// rebuilt, into staging transactions: many small tenants share one
+// transaction and one commit. Writes are serialised: SQLite has one writer,
+// and on PostgreSQL staging is a small share of the time. On SQLite a
+// transaction is sized to last about TxBudget and followed by Pause, as
+// the swaps are (see applyPaced); elsewhere it takes ChunkRows rows.
+type stager struct {
+	db      *productdb.DB
+	op      string
+	chunk   int
+	paced   bool
+	budget  time.Duration
+	pause   time.Duration
+	mu      sync.Mutex
+	pending []productdb.Batch
+	rows    int
+	size    int
+	limit   int // rows per transaction
+}
+
+func (s *Service) newStager(db *productdb.DB, opID string) *stager {
+	g := &stager{db: db, op: opID, chunk: s.chunkRows(), limit: s.chunkRows()}
+	if db.Engine() == productdb.SQLite {
+		g.paced, g.budget, g.pause, g.limit = true, s.txBudget(), s.pause(), min(g.chunk, 100)
+	}
+	return g
+}
+
+// add takes batches (the stager's to keep) and writes what it holds once
+// it holds a transaction's worth.
+func (g *stager) add(ctx context.Context, batches []productdb.Batch) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, b := range batches {
+		g.rows += len(b.Rows)
+		for _, row := range b.Rows {
+			for _, v := range row {
+				g.size += 24 + len(v.Bytes)
+			}
+		}
+	}
+	g.pending = append(g.pending, batches...)
+	if g.rows < g.limit && g.size < maxBatchBytes {
+		return nil
+	}
+	return g.write(ctx)
+}
+
+// flush writes what is left.
+func (g *stager) flush(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.write(ctx)
+}
+
+func (g *stager) write(ctx context.Context) error {
+	if len(g.pending) == 0 {
+		return nil
+	}
+	t0 := time.Now()
+	err := g.db.StageRows(ctx, g.op, g.pending)
+	if g.paced {
+		per := time.Since(t0) / time.Duration(max(1, g.rows))
+		g.limit = max(1, min(g.chunk, int(g.budget/max(per, time.Microsecond))))
+		time.Sleep(g.pause)
+	}
+	g.pending, g.rows, g.size = nil, 0, 0
+	return err
+}
+
+// drop forgets a skipped tenant: its rows still waiting here, and those
+// already staged.
+func (g *stager) drop(ctx context.Context, tables []productdb.RestoreTable, tenant string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pending = slices.DeleteFunc(g.pending, func(b productdb.Batch) bool { return b.Tenant == tenant })
+	return g.db.ClearStaging(ctx, tables, g.op, tenant)
 }
 
 // wholeTenant refuses to restore a tenant whose root row did not exist at
@@ -250,21 +339,21 @@ func wholeTenant(p *tenant.Product, st *step, want map[string]*productdb.TableHa
 	return nil
 }
 
-// pool runs fn over steps with that many goroutines; the first error stops
+// pool runs fn over items with that many goroutines; the first error stops
 // the others from starting new steps and is returned.
-func (s *Service) pool(ctx context.Context, workers int, steps []*step, fn func(context.Context, *step) error) error {
+func pool[T any](ctx context.Context, workers int, items []T, fn func(context.Context, T) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	jobs := make(chan *step)
+	jobs := make(chan T)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var first error
-	for range min(workers, max(1, len(steps))) {
+	for range min(workers, max(1, len(items))) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for st := range jobs {
-				if err := fn(ctx, st); err != nil {
+			for it := range jobs {
+				if err := fn(ctx, it); err != nil {
 					mu.Lock()
 					if first == nil {
 						first = err
@@ -275,11 +364,11 @@ func (s *Service) pool(ctx context.Context, workers int, steps []*step, fn func(
 			}
 		}()
 	}
-	for _, st := range steps {
+	for _, it := range items {
 		if ctx.Err() != nil {
 			break
 		}
-		jobs <- st
+		jobs <- it
 	}
 	close(jobs)
 	wg.Wait()
@@ -289,9 +378,12 @@ func (s *Service) pool(ctx context.Context, workers int, steps []*step, fn func(
 	return first
 }
 
-// applyAll swaps every staged step: one at a time per SQLite database
-// (it has one writer), Workers at a time per PostgreSQL database, every
-// product at once. A failed step is reported and does not stop the others.
+// applyAll swaps every staged step, several tenants per transaction, every
+// product at once. On PostgreSQL, Workers batches (see batches) at a time.
+// On SQLite, one transaction at a time (it has one writer), each sized to
+// last about TxBudget, with Pause between two: the application's writers,
+// waiting on the one write lock, get in quickly. A failed step is reported
+// and does not stop the others.
 func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 	byProduct := map[string][]*step{}
 	total := 0
@@ -301,54 +393,126 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 			total++
 		}
 	}
+	apply := func(b []*step) {
+		s.applyBatch(ctx, pl, op, b)
+		s.advance("apply", total, len(b), 0)
+	}
 	var wg sync.WaitGroup
 	for _, p := range pl.products {
 		steps := byProduct[p.Name]
 		if len(steps) == 0 {
 			continue
 		}
-		workers := 1
-		if p.DB.Engine() == productdb.Postgres {
-			workers = s.workers()
+		if p.DB.Engine() == productdb.SQLite {
+			wg.Go(func() { s.applyPaced(ctx, steps, apply) })
+			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = s.pool(ctx, workers, steps, func(ctx context.Context, st *step) error {
-				s.applyStep(ctx, pl, op, st)
-				s.advance("apply", total, 1, 0)
+		wg.Go(func() {
+			_ = pool(ctx, s.workers(), s.batches(steps), func(_ context.Context, b []*step) error {
+				apply(b)
 				return nil
 			})
-		}()
+		})
 	}
 	wg.Wait()
 }
 
-// applyStep swaps one tenant in one product and records the outcome.
-func (s *Service) applyStep(ctx context.Context, pl *plan, op *state.Operation, st *step) {
+// applyPaced applies steps of one SQLite product in transactions sized
+// from the last one's time per tenant to last about TxBudget (starting
+// with one tenant), with Pause between two.
+func (s *Service) applyPaced(ctx context.Context, steps []*step, apply func([]*step)) {
+	n := 1
+	for len(steps) > 0 && ctx.Err() == nil {
+		b := steps[:min(n, len(steps))]
+		steps = steps[len(b):]
+		t0 := time.Now()
+		apply(b)
+		per := time.Since(t0) / time.Duration(len(b))
+		n = max(1, min(s.batchTenants(), int(s.txBudget()/max(per, time.Microsecond))))
+		if len(steps) > 0 {
+			time.Sleep(s.pause())
+		}
+	}
+}
+
+// batches groups PostgreSQL steps into swap transactions of up to BatchTenants
+// tenants and about ChunkRows rebuilt rows: small tenants share a commit,
+// and a transaction stays short so the application's writers are never
+// held up long. A tenant larger than that is a transaction of its own. The
+// first batches are smaller (1, 2, 4… tenants), so the first tenants are
+// restored, and a problem shows, before the restore commits to big ones.
+func (s *Service) batches(steps []*step) [][]*step {
+	var out [][]*step
+	var cur []*step
+	var rows int64
+	limit := 1
+	for _, st := range steps {
+		var n int64
+		for _, h := range st.want {
+			n += h.Rows
+		}
+		if len(cur) > 0 && (len(cur) >= limit || rows+n > int64(s.chunkRows())) {
+			out = append(out, cur)
+			cur, rows, limit = nil, 0, min(2*limit, s.batchTenants())
+		}
+		cur = append(cur, st)
+		rows += n
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// applyBatch swaps a batch of tenants of one product in one transaction,
+// each in its own savepoint, and records every outcome with one write to
+// the state store.
+func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation, batch []*step) {
 	if s.BeforeStep != nil {
 		s.hookMu.Lock() // products apply at once; the hook need not be safe for that
-		s.BeforeStep(state.Step{Product: st.product.Name, Tenant: st.tenant})
+		for _, st := range batch {
+			s.BeforeStep(state.Step{Product: st.product.Name, Tenant: st.tenant})
+		}
 		s.hookMu.Unlock()
 	}
 	t0 := time.Now()
-	p := st.product
-	res, err := p.DB.Swap(ctx, p.Layout, productdb.SwapSpec{OpID: op.ID, Tenant: st.tenant, Policy: pl.req.Policy, Tables: st.tables, Want: st.want})
+	p := batch[0].product
+	specs := make([]productdb.SwapSpec, len(batch))
+	for i, st := range batch {
+		specs[i] = productdb.SwapSpec{OpID: op.ID, Tenant: st.tenant, Policy: pl.req.Policy, Tables: st.tables, Want: st.want}
+	}
 	bg := context.WithoutCancel(ctx)
-	if err != nil {
+	records := make([]state.Step, len(batch))
+	fail := func(st *step, err error) state.Step {
 		st.report.Status, st.report.Error = "failed", err.Error()
 		if errors.Is(err, productdb.ErrMismatch) {
 			st.report.Hash = "mismatch"
 		}
-		st.report.Seconds += time.Since(t0).Seconds()
 		_ = p.DB.ClearStaging(bg, st.tables, op.ID, st.tenant)
-		_ = s.Tenants.Store.UpdateStep(bg, op.ID, state.Step{Product: p.Name, Tenant: st.tenant, Status: state.StepFailed, Error: err.Error()})
-		return
+		return state.Step{Product: p.Name, Tenant: st.tenant, Status: state.StepFailed, Error: err.Error()}
 	}
-	st.done = true
-	s.record(st, res, time.Since(t0).Seconds())
-	if err := s.Tenants.Store.UpdateStep(bg, op.ID, stepDone(st, res)); err != nil && s.Log != nil {
-		s.Log.Warn("recording a restored step failed; the product's marker still records it", "op", op.ID, "tenant", st.tenant, "err", err)
+	err := p.DB.SwapAll(ctx, p.Layout, specs, func(i int, res productdb.SwapResult, err error) {
+		st := batch[i]
+		if err != nil {
+			records[i] = fail(st, err)
+			return
+		}
+		st.done = true
+		s.record(st, res, 0)
+		records[i] = stepDone(st, res)
+	})
+	if err != nil {
+		for i, st := range batch {
+			records[i] = fail(st, err)
+		}
+	}
+	// The batch's time, shared by its tenants.
+	each := time.Since(t0).Seconds() / float64(len(batch))
+	for _, st := range batch {
+		st.report.Seconds += each
+	}
+	if err := s.Tenants.Store.UpdateSteps(bg, op.ID, records); err != nil && s.Log != nil {
+		s.Log.Warn("recording restored steps failed; the product's markers still record them", "op", op.ID, "err", err)
 	}
 }
 
@@ -441,6 +605,35 @@ func (s *Service) outcome(pl *plan) error {
 	return fault.New(fault.Internal, "the report lists each tenant; run the same command again to retry the failed ones", "%s", msg)
 }
 
+// Resume finishes an interrupted in-place restore (its runner gone, after
+// kill -9 or a crash), as running its command again does: the request it
+// was recorded with runs again and takes the operation over. A restore that
+// is not running is a fault.Conflict; one whose runner is alive is refused
+// as busy.
+func (s *Service) Resume(ctx context.Context, opID string) (*Report, error) {
+	rep := &Report{Status: "refused", Objects: []ObjectRead{}, Tenants: []TenantReport{}, Moment: Moment{Products: map[string]string{}}}
+	fail := func(err error) (*Report, error) {
+		rep.Error, rep.Hint = err.Error(), fault.HintOf(err)
+		return rep, err
+	}
+	op, err := s.Tenants.Store.GetOperation(ctx, opID)
+	if err != nil {
+		return fail(err)
+	}
+	if op.Action != "restore" {
+		return fail(fault.New(fault.Invalid, "`lifeline ops resume` runs restores and lifecycle operations", "operation %s is a %s, not a restore", opID, op.Action))
+	}
+	if op.Status != state.OpRunning {
+		return fail(fault.New(fault.Conflict, "nothing to resume", "operation %s is %s, not running", opID, op.Status))
+	}
+	req, err := loadArgs(ctx, s.Tenants.Store, opID)
+	if err != nil {
+		return fail(err)
+	}
+	req.resume = opID
+	return s.Run(ctx, req)
+}
+
 // Undo takes back a finished restore operation: for each tenant it
 // restored, the rows it removed or overwrote come back from its trash, the
 // rows it inserted go (kept in the trash under the undo), and the states it
@@ -468,6 +661,12 @@ func (s *Service) Undo(ctx context.Context, opID, actor, why string) (*Report, e
 	}
 	if orig.Status != state.OpDone && orig.Status != state.OpFailed {
 		return fail(fault.New(fault.Conflict, "see `lifeline ops show "+opID+"`", "restore %s is %s; only a finished restore can be undone", opID, orig.Status))
+	}
+	if at, err := trashExpired(ctx, store, opID); err != nil {
+		return fail(err)
+	} else if !at.IsZero() {
+		return fail(fault.New(fault.Refused, "restore the tenants to before it instead: `lifeline restore --before "+opID+"`",
+			"restore %s can no longer be undone: retention.deleted removed the rows it replaced on %s", opID, at.UTC().Format(time.RFC3339)))
 	}
 	pl := &plan{report: rep, req: Request{Actor: actor, Policy: productdb.Replace}}
 	var steps []state.Step

@@ -39,7 +39,7 @@ func (s *Service) into(ctx context.Context, pl *plan) error {
 		}
 	}
 	var mu sync.Mutex // one load transaction: one writer
-	err = s.pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
+	err = pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
 		t0 := time.Now()
 		r := newRebuilder(target.Engine(), st.tables, pl.req.AllowDrift, s.chunkRows())
 		want, err := r.run(ctx, pl.readings[p.Name], st.tenant, func(batches []productdb.Batch) error {

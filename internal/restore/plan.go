@@ -26,7 +26,7 @@ func (s *Service) dryRun(ctx context.Context, pl *plan) error {
 			pending = append(pending, st)
 		}
 	}
-	err := s.pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
+	err := pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
 		t0 := time.Now()
 		err := s.planStep(ctx, pl, st)
 		st.report.Seconds = time.Since(t0).Seconds()

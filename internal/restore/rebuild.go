@@ -152,7 +152,7 @@ func (r *rebuilder) run(ctx context.Context, rd *backup.Reading, tenant string, 
 			}
 		}
 		if cur == nil || len(pending) == tableStart || cur.rt != m.rt || cur.ref != m.ref {
-			pending = append(pending, productdb.Batch{Table: m.rt, Cols: m.cols})
+			pending = append(pending, productdb.Batch{Table: m.rt, Tenant: tenant, Cols: m.cols})
 		}
 		cur = m
 		vals := make([]change.Value, len(m.src))

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime"
 	"slices"
 	"strconv"
@@ -43,8 +44,18 @@ type Service struct {
 	// runtime.NumCPU().
 	Workers int
 	// ChunkRows bounds each staging transaction (default 5,000 rows), so
-	// a huge tenant never needs one huge client transaction.
-	ChunkRows int
+	// a huge tenant never needs one huge client transaction; and, with
+	// BatchTenants (default 32), how many tenants' rows one swap
+	// transaction takes.
+	ChunkRows    int
+	BatchTenants int
+	// TxBudget is about how long one SQLite write transaction of the
+	// restore lasts (default 20ms), and Pause the time left between two
+	// (default 10ms): meanwhile the application's writers, waiting for
+	// SQLite's one write lock, get it. SQLite's busy handler polls every
+	// 1-25ms, so a writer may miss a pause and wait for the next one; a
+	// longer Pause bounds their wait more tightly and slows the restore.
+	TxBudget, Pause time.Duration
 	// Progress, if set, is called as work advances (from several
 	// goroutines, never at once).
 	Progress func(Progress)
@@ -71,6 +82,27 @@ func (s *Service) workers() int {
 		return s.Workers
 	}
 	return max(1, runtime.NumCPU())
+}
+
+func (s *Service) batchTenants() int {
+	if s.BatchTenants > 0 {
+		return s.BatchTenants
+	}
+	return 32
+}
+
+func (s *Service) pause() time.Duration {
+	if s.Pause > 0 {
+		return s.Pause
+	}
+	return 10 * time.Millisecond
+}
+
+func (s *Service) txBudget() time.Duration {
+	if s.TxBudget > 0 {
+		return s.TxBudget
+	}
+	return 20 * time.Millisecond
 }
 
 func (s *Service) chunkRows() int {
@@ -106,6 +138,8 @@ type Request struct {
 	AllowDrift bool
 	Actor      string
 	Reason     string
+
+	resume string // Resume: the interrupted operation this must take over
 }
 
 // Report is the outcome of a restore (or of a dry run), for people and for
@@ -440,14 +474,17 @@ func (s *Service) planSteps(ctx context.Context, pl *plan) error {
 	req := pl.req
 	var unknown, busy, gone []string
 	busyHint := ""
-	erasures := map[string][]state.Erasure{}
-	for _, key := range req.Tenants {
-		list, err := s.Tenants.Store.Erasures(ctx, key)
-		if err != nil {
-			return err
-		}
-		erasures[key] = list
+	// One query per product and one for the ledger, whatever the number
+	// of tenants: a restore of hundreds of tenants plans in milliseconds.
+	all, err := s.Tenants.Store.Erasures(ctx, "")
+	if err != nil {
+		return err
 	}
+	erasures := map[string][]state.Erasure{}
+	for _, e := range all {
+		erasures[e.Tenant] = append(erasures[e.Tenant], e)
+	}
+	known := map[string]map[string]productdb.State{} // product -> tenant -> state
 	for _, p := range pl.products {
 		rts, schema, err := p.DB.RestoreTables(ctx, p.Layout)
 		if err != nil {
@@ -459,19 +496,23 @@ func (s *Service) planSteps(ctx context.Context, pl *plan) error {
 				return err
 			}
 		}
+		list, err := p.DB.Tenants(ctx, p.Layout)
+		if err != nil {
+			return err
+		}
+		known[p.Name] = map[string]productdb.State{}
+		for _, t := range list {
+			known[p.Name][t.Key] = t.State
+		}
 	}
 	for _, key := range req.Tenants {
 		tr := TenantReport{Tenant: key}
-		known := false
+		found := false
 		for _, p := range pl.products {
 			rd := pl.readings[p.Name]
-			info, err := p.DB.Tenant(ctx, p.Layout, key)
-			if err != nil && fault.CodeOf(err) != fault.NotFound {
-				return err
-			}
-			live := err == nil
+			liveState, live := known[p.Name][key]
 			inBackup := rd != nil && rd.Cost(key) > 0
-			known = known || live || inBackup
+			found = found || live || inBackup
 			if !live && !inBackup && rd != nil {
 				continue // the tenant does not live in this product
 			}
@@ -514,7 +555,7 @@ func (s *Service) planSteps(ctx context.Context, pl *plan) error {
 						st.tables = append(st.tables, rt)
 					}
 				}
-				if live && info.State == productdb.Purged {
+				if live && liveState == productdb.Purged {
 					sr.Status, st.skip = "erased", true
 					sr.Notes = append(sr.Notes, "purged: not restored")
 				}
@@ -522,7 +563,7 @@ func (s *Service) planSteps(ctx context.Context, pl *plan) error {
 			pl.steps = append(pl.steps, st)
 			tr.Products = append(tr.Products, sr)
 		}
-		if !known {
+		if !found {
 			unknown = append(unknown, key)
 			continue
 		}
@@ -540,13 +581,21 @@ func (s *Service) planSteps(ctx context.Context, pl *plan) error {
 		return s.checkTarget(ctx, pl)
 	}
 	pl.key = runKey(pl)
-	for _, key := range req.Tenants {
-		running, err := s.Tenants.Store.ListOperations(ctx, state.OpFilter{Tenant: key, Status: state.OpRunning})
-		if err != nil {
-			return err
+	running, err := s.Tenants.Store.ListOperations(ctx, state.OpFilter{Status: state.OpRunning, Limit: math.MaxInt32})
+	if err != nil {
+		return err
+	}
+	opsOf := map[string][]*state.Operation{} // tenant -> its running operations
+	for i := range running {
+		op := &running[i]
+		for _, st := range op.Steps {
+			if ops := opsOf[st.Tenant]; len(ops) == 0 || ops[len(ops)-1] != op {
+				opsOf[st.Tenant] = append(ops, op)
+			}
 		}
-		for i := range running {
-			op := &running[i]
+	}
+	for _, key := range req.Tenants {
+		for _, op := range opsOf[key] {
 			if op.Action == "restore" && !req.DryRun && s.Tenants.Interrupted(op) {
 				if k, err := loadRun(ctx, s.Tenants.Store, op.ID); err == nil && k == pl.key {
 					pl.resume = op
@@ -562,6 +611,10 @@ func (s *Service) planSteps(ctx context.Context, pl *plan) error {
 	}
 	if len(busy) > 0 {
 		return fault.New(fault.Conflict, busyHint, "tenants already have an operation running: %s", strings.Join(busy, "; "))
+	}
+	if req.resume != "" && (pl.resume == nil || pl.resume.ID != req.resume) {
+		return fault.New(fault.Conflict, "see `lifeline ops show "+req.resume+"`",
+			"restore %s cannot be taken over: its tenants, products or moment no longer resolve to what it was started with", req.resume)
 	}
 	return nil
 }

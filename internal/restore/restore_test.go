@@ -18,7 +18,7 @@ import (
 func (b *bundle) april(t *testing.T, s int) {
 	t.Helper()
 	blob := "x'00'"
-	if b.e.name == "postgres" {
+	if b.e.Name == "postgres" {
 		blob = `'\x00'::bytea`
 	}
 	b.exec(t, fmt.Sprintf(`DELETE FROM comments WHERE site_id = %[1]d AND n = 2;
@@ -184,14 +184,7 @@ func TestRestoredDeletedTenantIsPendingValidation(t *testing.T) {
 		b := setup(t, e, 6)
 		T := b.shipNow(t)
 		atT := b.dump(t, 4)
-		for _, a := range []struct {
-			act    productdb.Action
-			target string
-		}{{productdb.Deactivate, "site:4"}, {productdb.Delete, "site:4"}} {
-			if _, err := b.tenants.Run(ctx, tenantReq(a.act, a.target)); err != nil {
-				t.Fatal(err)
-			}
-		}
+		b.softDelete(t, "site:4")
 		b.shipNow(t)
 		rep := mustRestore(t, b, Request{Tenants: []string{"site:4"}, To: T})
 		sameDump(t, "deleted tenant", atT, b.dump(t, 4))
@@ -284,13 +277,8 @@ func TestRestoreRespectsTheErasureLedger(t *testing.T) {
 		b := setup(t, e, 6)
 		T := b.shipNow(t)
 		// Tenant 2 purged from the product; tenant 3's insight app purged.
-		for _, target := range []string{"site:2", "app:3/tracker/insight"} {
-			for _, a := range []productdb.Action{productdb.Deactivate, productdb.Delete} {
-				if _, err := b.tenants.Run(ctx, tenantReq(a, target)); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		b.softDelete(t, "site:2")
+		b.softDelete(t, "app:3/tracker/insight")
 		// Purge after retention: the product stamps deletes with the real clock.
 		b.tenants.Now = func() time.Time { return time.Now().Add(time.Hour) }
 		for _, target := range []string{"site:2", "app:3/tracker/insight"} {
@@ -404,7 +392,7 @@ func TestRefusalsChangeNothing(t *testing.T) {
 
 		// --into a database that is not empty.
 		into := b.dsn
-		if e.name == "sqlite" {
+		if e.Name == "sqlite" {
 			into = "sqlite:" + b.base + "/product.db"
 		}
 		refuse(Request{Tenants: []string{"2"}, To: T, Into: into}, fault.Conflict, "not empty")
@@ -452,7 +440,7 @@ func TestRestoreIntoAnEmptyDatabase(t *testing.T) {
 		b.shipNow(t)
 		before := b.dump(t)
 		into, base := "sqlite:drill.db", t.TempDir()
-		if e.name == "postgres" {
+		if e.Name == "postgres" {
 			into = pgtest.NewDB(t)
 		}
 		rep := mustRestore(t, b, Request{Tenants: []string{"2", "5"}, To: T, Into: into, IntoBase: base})
@@ -462,7 +450,7 @@ func TestRestoreIntoAnEmptyDatabase(t *testing.T) {
 				t.Errorf("tenant %s: %+v", tr.Tenant, p)
 			}
 		}
-		sameDump(t, "the tenants loaded elsewhere", atT, dumpDB(t, openTarget(t, e.name, into, base), e.name))
+		sameDump(t, "the tenants loaded elsewhere", atT, dumpDB(t, openTarget(t, e.Name, into, base), e.Name))
 		_, err := b.svc.Run(ctx, Request{Tenants: []string{"2"}, To: T, Into: into, IntoBase: base, Actor: "tester"})
 		if fault.CodeOf(err) != fault.Conflict || !strings.Contains(err.Error(), "not empty") {
 			t.Errorf("a second restore into the same database: %v", err)
@@ -549,7 +537,7 @@ func TestSchemaChangesSinceTheMoment(t *testing.T) {
 		b := setup(t, e, 4)
 		T := b.shipNow(t)
 		b.exec(t, `ALTER TABLE docs ADD COLUMN extra TEXT DEFAULT 'dflt'`)
-		if e.name == "postgres" {
+		if e.Name == "postgres" {
 			// SQLite refuses to drop a column its (capture) triggers name.
 			b.exec(t, `ALTER TABLE insight DROP COLUMN label`)
 		}
@@ -557,7 +545,7 @@ func TestSchemaChangesSinceTheMoment(t *testing.T) {
 		b.exec(t, `DELETE FROM comments WHERE site_id = 2;
 UPDATE docs SET title = 'overwritten', extra = 'kept?' WHERE site_id = 2`)
 		b.shipNow(t)
-		if e.name == "postgres" {
+		if e.Name == "postgres" {
 			before := b.dump(t)
 			_, err := b.svc.Run(ctx, Request{Tenants: []string{"2"}, To: T, Actor: "tester"})
 			if fault.CodeOf(err) != fault.Refused || !strings.Contains(err.Error(), "label") || !strings.Contains(fault.HintOf(err), "--allow-drift") {
@@ -579,8 +567,95 @@ UPDATE docs SET title = 'overwritten', extra = 'kept?' WHERE site_id = 2`)
 				t.Errorf("docs: the added column should be left out of the hash: %+v", tb)
 			}
 		}
-		if e.name == "postgres" && !strings.Contains(strings.Join(p.Notes, " "), "insight.label") {
+		if e.Name == "postgres" && !strings.Contains(strings.Join(p.Notes, " "), "insight.label") {
 			t.Errorf("the dropped column is not reported: %q", p.Notes)
+		}
+	})
+}
+
+// What a restore moved to the trash stays for retention.deleted after it
+// finished, like soft-deleted rows, then ExpireTrash removes it for good,
+// leaving other operations' trash alone; the restore can then no longer be
+// undone.
+func TestRestoreTrashExpiresWithRetention(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		b := setup(t, e, 6)
+		T := b.shipNow(t)
+		b.softDelete(t, "site:5")
+		b.april(t, 2)
+		b.shipNow(t)
+		rep := mustRestore(t, b, Request{Tenants: []string{"2"}, To: T})
+		// count counts the trash rows matching where, in every table.
+		count := func(where string, args ...any) int {
+			n := 0
+			for _, table := range b.layout.Tables {
+				var c int
+				if err := b.raw.QueryRow("SELECT count(*) FROM "+b.db.TrashTable(table)+" WHERE "+where, args...).Scan(&c); err != nil {
+					t.Fatal(err)
+				}
+				n += c
+			}
+			return n
+		}
+		trash := func(op string) int { return count("lifeline_op IN ($1, $2)", op, op+productdb.InsertedSuffix) }
+		kept, deleted := trash(rep.Operation), count("lifeline_tenant = '5'")
+		if kept == 0 || deleted == 0 {
+			t.Fatalf("the restore kept %d rows in the trash and the delete %d; the test needs both", kept, deleted)
+		}
+
+		if n, err := b.svc.ExpireTrash(ctx); err != nil || n != 0 {
+			t.Fatalf("within retention: removed %d rows, %v; want none", n, err)
+		}
+		b.clock.mu.Lock()
+		b.clock.now = b.clock.now.Add(b.tenants.Retention + time.Minute)
+		b.clock.mu.Unlock()
+		n, err := b.svc.ExpireTrash(ctx)
+		if err != nil || n != int64(kept) {
+			t.Fatalf("after retention: removed %d rows, %v; want the restore's %d", n, err, kept)
+		}
+		if left := trash(rep.Operation); left != 0 {
+			t.Errorf("%d trash rows of the restore left", left)
+		}
+		after := count("lifeline_tenant = '5'")
+		if after != deleted {
+			t.Errorf("the deleted tenant's trash went from %d to %d rows; retention of deleted tenants is purge's", deleted, after)
+		}
+		if _, err := b.svc.Undo(ctx, rep.Operation, "tester", ""); fault.CodeOf(err) != fault.Refused || !strings.Contains(err.Error(), "no longer be undone") {
+			t.Errorf("undo after the trash expired: %v", err)
+		}
+	})
+}
+
+// Purging a restored tenant erases what its restore kept in the trash too,
+// and the restore's undo cannot bring the tenant back.
+func TestPurgeErasesTheRestoreTrash(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		b := setup(t, e, 4)
+		T := b.shipNow(t)
+		b.april(t, 3)
+		b.shipNow(t)
+		rep := mustRestore(t, b, Request{Tenants: []string{"3"}, To: T})
+		b.softDelete(t, "site:3")
+		b.clock.mu.Lock()
+		b.clock.now = time.Now().Add(b.tenants.Retention + time.Minute) // the product stamps the delete with its own clock
+		b.clock.mu.Unlock()
+		if _, err := b.tenants.Run(ctx, tenantReq(productdb.Purge, "site:3")); err != nil {
+			t.Fatal(err)
+		}
+		for _, table := range b.layout.Tables {
+			var n int
+			if err := b.raw.QueryRow("SELECT count(*) FROM " + b.db.TrashTable(table) + " WHERE lifeline_tenant = '3'").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 0 {
+				t.Errorf("%d trash rows of the purged tenant left in %s", n, table)
+			}
+		}
+		if _, err := b.svc.Undo(ctx, rep.Operation, "tester", ""); err == nil {
+			t.Error("undoing the restore of a tenant purged since succeeded")
+		}
+		if info, err := b.db.Tenant(ctx, b.layout, "3"); err != nil || info.State != productdb.Purged {
+			t.Errorf("after the refused undo: %+v %v", info, err)
 		}
 	})
 }

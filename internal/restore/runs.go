@@ -2,12 +2,17 @@ package restore
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"slices"
+	"time"
 
+	"lifeline/internal/fault"
+	"lifeline/internal/productdb"
 	"lifeline/internal/state"
 )
 
@@ -36,14 +41,49 @@ func runKey(pl *plan) string {
 	return string(b)
 }
 
-// saveRun records the key of a restore operation before it is created.
-func saveRun(ctx context.Context, store *state.Store, opID, key string) error {
-	_, err := store.DB().ExecContext(ctx, store.Rebind(`INSERT INTO restore_runs (op_id, request, created) VALUES (?, ?, ?)`),
-		opID, key, store.Now().UnixMicro())
+// runArgs is what a restore was asked, as recorded for `ops resume`.
+type runArgs struct {
+	Tenants    []string         `json:"tenants"`
+	To         time.Time        `json:"to,omitzero"`
+	Before     string           `json:"before,omitempty"`
+	Products   []string         `json:"products,omitempty"`
+	Policy     productdb.Policy `json:"policy"`
+	SkipBroken bool             `json:"skip_broken,omitempty"`
+	AllowDrift bool             `json:"allow_drift,omitempty"`
+	Actor      string           `json:"actor"`
+	Reason     string           `json:"reason,omitempty"`
+}
+
+// saveRun records the key and the request of a restore operation before
+// it is created.
+func saveRun(ctx context.Context, store *state.Store, opID, key string, req Request) error {
+	args, _ := json.Marshal(runArgs{Tenants: req.Tenants, To: req.To, Before: req.Before, Products: req.Products, Policy: req.Policy,
+		SkipBroken: req.SkipBroken, AllowDrift: req.AllowDrift, Actor: req.Actor, Reason: req.Reason})
+	_, err := store.DB().ExecContext(ctx, store.Rebind(`INSERT INTO restore_runs (op_id, request, created, args) VALUES (?, ?, ?, ?)`),
+		opID, key, store.Now().UnixMicro(), string(args))
 	if err != nil {
 		return fmt.Errorf("restore: record the request: %w", err)
 	}
 	return nil
+}
+
+// loadArgs returns the request a restore operation was recorded with.
+func loadArgs(ctx context.Context, store *state.Store, opID string) (Request, error) {
+	var raw string
+	err := store.DB().QueryRowContext(ctx, store.Rebind(`SELECT args FROM restore_runs WHERE op_id = ?`), opID).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && raw == "") {
+		return Request{}, fault.New(fault.NotFound, "run the same `lifeline restore` command again: it resumes the restore",
+			"restore %s was recorded without its request (by an older version)", opID)
+	}
+	if err != nil {
+		return Request{}, fmt.Errorf("restore: read the request of %s: %w", opID, err)
+	}
+	var a runArgs
+	if err := json.Unmarshal([]byte(raw), &a); err != nil {
+		return Request{}, fmt.Errorf("restore: read the request of %s: %w", opID, err)
+	}
+	return Request{Tenants: a.Tenants, To: a.To, Before: a.Before, Products: a.Products, Policy: a.Policy,
+		SkipBroken: a.SkipBroken, AllowDrift: a.AllowDrift, Actor: a.Actor, Reason: a.Reason}, nil
 }
 
 // loadRun returns the key a restore operation was recorded with.

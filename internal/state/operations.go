@@ -177,32 +177,50 @@ func (s *Store) lockTenant(ctx context.Context, tx *sql.Tx, opID, tenant string,
 // gets the store's clock. fault.NotFound if the operation has no such step;
 // fault.Invalid for an unknown status.
 func (s *Store) UpdateStep(ctx context.Context, opID string, st Step) error {
-	switch st.Status {
-	case StepPending, StepDone, StepFailed, StepSkipped:
-	default:
-		return fault.New(fault.Invalid, "use pending, done, failed or skipped", "unknown step status %q", st.Status)
+	return s.UpdateSteps(ctx, opID, []Step{st})
+}
+
+// UpdateSteps records several steps of opID as UpdateStep does, in one
+// transaction: a restore records a batch of tenants with one write.
+func (s *Store) UpdateSteps(ctx context.Context, opID string, steps []Step) error {
+	type update struct {
+		st       Step
+		rows     string
+		finished int64
 	}
-	rows, err := json.Marshal(st.Rows)
-	if err != nil {
-		return err
-	}
-	if st.Rows == nil {
-		rows = []byte("{}")
-	}
-	finished := micros(st.Finished)
-	if finished == 0 && st.Status != StepPending {
-		finished = micros(s.stamp())
+	var ups []update
+	for _, st := range steps {
+		switch st.Status {
+		case StepPending, StepDone, StepFailed, StepSkipped:
+		default:
+			return fault.New(fault.Invalid, "use pending, done, failed or skipped", "unknown step status %q", st.Status)
+		}
+		rows, err := json.Marshal(st.Rows)
+		if err != nil {
+			return err
+		}
+		if st.Rows == nil {
+			rows = []byte("{}")
+		}
+		finished := micros(st.Finished)
+		if finished == 0 && st.Status != StepPending {
+			finished = micros(s.stamp())
+		}
+		ups = append(ups, update{st, string(rows), finished})
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.Rebind(
-			"UPDATE operation_steps SET status = ?, row_counts = ?, error = ?, finished = ? WHERE op_id = ? AND product = ? AND tenant = ? AND app = ?"),
-			string(st.Status), string(rows), st.Error, finished, opID, st.Product, st.Tenant, st.App)
-		if err != nil {
-			return fmt.Errorf("state: update step: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fault.New(fault.NotFound, fmt.Sprintf("see its steps with `lifeline ops show %s`", opID),
-				"operation %s has no step %s", opID, stepName(st))
+		for _, u := range ups {
+			st := u.st
+			res, err := tx.ExecContext(ctx, s.Rebind(
+				"UPDATE operation_steps SET status = ?, row_counts = ?, error = ?, finished = ? WHERE op_id = ? AND product = ? AND tenant = ? AND app = ?"),
+				string(st.Status), u.rows, st.Error, u.finished, opID, st.Product, st.Tenant, st.App)
+			if err != nil {
+				return fmt.Errorf("state: update step: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return fault.New(fault.NotFound, fmt.Sprintf("see its steps with `lifeline ops show %s`", opID),
+					"operation %s has no step %s", opID, stepName(st))
+			}
 		}
 		return nil
 	})

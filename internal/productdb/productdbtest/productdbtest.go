@@ -5,7 +5,13 @@ package productdbtest
 
 import (
 	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"math"
 	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -64,5 +70,85 @@ func Each(t *testing.T, fn func(t *testing.T, e Engine)) {
 			t.Parallel()
 			fn(t, e)
 		})
+	}
+}
+
+// Dump renders every row of table matching where ("" for all) exactly, one
+// string a row, sorted: on PostgreSQL the row's text; on SQLite each
+// value's storage class and value, floats by their bits and blobs in hex,
+// read without the column's declared type (a driver would turn DATETIME
+// text into a time). The reference tests compare product data with.
+func Dump(t testing.TB, raw *sql.DB, engine, table, where string) []string {
+	t.Helper()
+	if where == "" {
+		where = "1=1"
+	}
+	quoted := `"` + strings.ReplaceAll(table, `"`, `""`) + `"`
+	query := "SELECT r::text FROM " + quoted + " r WHERE " + where
+	if engine != "postgres" {
+		probe, err := raw.Query("SELECT * FROM " + quoted + " LIMIT 0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols, _ := probe.Columns()
+		probe.Close()
+		var sel []string
+		for _, c := range cols {
+			c = `"` + strings.ReplaceAll(c, `"`, `""`) + `"`
+			sel = append(sel, "typeof("+c+")", "+"+c)
+		}
+		query = "SELECT " + strings.Join(sel, ", ") + " FROM " + quoted + " WHERE " + where
+	}
+	rows, err := raw.Query(query)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, query)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	var out []string
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		parts := make([]string, len(vals))
+		for i, v := range vals {
+			parts[i] = render(v)
+		}
+		out = append(out, strings.Join(parts, "|"))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func render(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "NULL"
+	case float64:
+		return "f:" + strconv.FormatFloat(x, 'g', -1, 64) + "/" + strconv.FormatUint(math.Float64bits(x), 16)
+	case []byte:
+		return "b:" + hex.EncodeToString(x)
+	case string:
+		return "s:" + strconv.Quote(x)
+	default:
+		return fmt.Sprintf("%T:%v", v, v)
+	}
+}
+
+// SameDump reports every table whose rows in got differ from want.
+func SameDump(t testing.TB, what string, want, got map[string][]string) {
+	t.Helper()
+	for table, rows := range want {
+		if !slices.Equal(rows, got[table]) {
+			t.Errorf("%s: table %s differs\nwant %d rows: %.600q\ngot  %d rows: %.600q", what, table, len(rows), rows, len(got[table]), got[table])
+		}
 	}
 }
