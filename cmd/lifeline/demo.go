@@ -183,13 +183,15 @@ func demoCmd(e *env, args []string) error {
 		say("\nDone. Explore with: lifeline --config %s tenants list", e.configPath)
 		return nil
 	}
-	step("5. lifeline serve")
+	step("6. lifeline serve")
 	secret, _, err := a.store.CreateToken(e.ctx, "demo-admin", "admin")
 	if err != nil {
 		return err
 	}
 	say("An admin token for the API (shown once): %s", secret)
-	say("Try: curl -H 'Authorization: Bearer %s' http://%s/api/v1/tenants/%s", secret, orListen(*listen, a.cfg.Listen), key)
+	at := orListen(*listen, a.cfg.Listen)
+	say("Try: curl -H 'Authorization: Bearer %s' http://%s/api/v1/tenants/%s", secret, at, key)
+	say("Watch backups live: sign in with that token at http://%s/console/incidents/login, then open /console/backups; the public status page is /", at)
 	return serve(e, a, *listen)
 }
 
