@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -372,4 +373,36 @@ func checkResumed(t *testing.T, c *cli, r result, atT map[string][]string, resto
 	if len(restores) != 1 || !strings.HasSuffix(restores[0], "done") || !strings.HasPrefix(restores[0], rep.Operation) {
 		t.Errorf("restore operations %v; the rerun must resume the killed one (%s) and finish it", restores, rep.Operation)
 	}
+}
+
+// lifeline.yaml's restore: section paces the SQLite writes of the restores
+// the commands run.
+func TestRestorePacingComesFromTheConfig(t *testing.T) {
+	t.Parallel()
+	c := demoSaaS(t, 2)
+	f, err := os.OpenFile(c.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("restore: {sqlite_transaction: 60ms, sqlite_pause: 25ms}\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	e := &env{ctx: context.Background(), getenv: func(string) string { return "" }, stdout: io.Discard, stderr: io.Discard, configPath: c.config}
+	a, err := openApp(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	svc, _, err := restoreService(e, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.TxBudget != 60*time.Millisecond || svc.Pause != 25*time.Millisecond {
+		t.Errorf("restore pacing %v / %v, want 60ms / 25ms from lifeline.yaml", svc.TxBudget, svc.Pause)
+	}
+	c.must("backup", "run")
+	T := moment()
+	c.must("backup", "run")
+	c.must("restore", "--tenants", "1", "--to", T)
 }
