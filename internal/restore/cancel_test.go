@@ -9,12 +9,19 @@ import (
 	"lifeline/internal/state"
 )
 
-// A restore whose context is cancelled while it applies (Ctrl-C) stops
+// A restore whose context is cancelled (Ctrl-C) while it applies stops
 // between transactions: each tenant is either restored and verified or
 // untouched, the operation stays running (not done), the report and the
 // exit status say it was interrupted, and running the same restore again
-// finishes it.
+// finishes it. Cancelled while it rebuilds, it restores nothing, and is
+// finished the same way.
 func TestCancelledRestoreStopsBetweenTenantsAndResumes(t *testing.T) {
+	for _, phase := range []string{"apply", "rebuild"} {
+		t.Run(phase, func(t *testing.T) { cancelledRestore(t, phase) })
+	}
+}
+
+func cancelledRestore(t *testing.T, phase string) {
 	each(t, func(t *testing.T, e engine) {
 		const n = 10
 		b := setup(t, e, n)
@@ -32,11 +39,12 @@ func TestCancelledRestoreStopsBetweenTenantsAndResumes(t *testing.T) {
 		}
 		beforeOthers := b.dump(t, others(n, S)...)
 
-		// Cancel as soon as the first transaction of swaps committed.
+		// Cancel as soon as the first transaction of swaps committed, or
+		// as soon as rebuilding starts.
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		b.svc.Progress = func(p Progress) {
-			if p.Phase == "apply" && p.StepsDone > 0 {
+			if p.Phase == phase && (phase == "rebuild" || p.StepsDone > 0) {
 				cancel()
 			}
 		}
@@ -71,8 +79,8 @@ func TestCancelledRestoreStopsBetweenTenantsAndResumes(t *testing.T) {
 				t.Errorf("tenant %d: status %q after a cancel (%s)", s, p.Status, p.Error)
 			}
 		}
-		if len(restored) == 0 || len(untouched) == 0 {
-			t.Fatalf("the cancel should land between tenants: restored %v, untouched %v", restored, untouched)
+		if (phase == "apply" && len(restored) == 0) || (phase == "rebuild" && len(restored) > 0) || len(untouched) == 0 {
+			t.Fatalf("cancelled in %s: restored %v, untouched %v", phase, restored, untouched)
 		}
 		for _, st := range op.Steps {
 			want := state.StepPending
