@@ -72,14 +72,22 @@ func openApp(e *env) (*app, error) {
 	return a, nil
 }
 
-// crashHook is the BeforeStep hook of LIFELINE_TEST_CRASH_BEFORE_STEP, for
-// lifecycle operations and restores alike; nil unless the variable is set.
+// crashHook is the BeforeStep hook of LIFELINE_TEST_CRASH_BEFORE_STEP
+// (kill -9) and LIFELINE_TEST_INTERRUPT_BEFORE_STEP (Ctrl-C), for
+// lifecycle operations and restores alike; nil unless one is set.
 func crashHook(e *env) func(state.Step) {
 	crash := crashPoint(e, "LIFELINE_TEST_CRASH_BEFORE_STEP")
-	if crash == nil {
+	interrupt := signalPoint(e, "LIFELINE_TEST_INTERRUPT_BEFORE_STEP", syscall.SIGINT)
+	if crash == nil && interrupt == nil {
 		return nil
 	}
-	return func(state.Step) { crash() }
+	return func(state.Step) {
+		for _, f := range []func(){crash, interrupt} {
+			if f != nil {
+				f()
+			}
+		}
+	}
 }
 
 // crashPoint is fault injection for the crash tests: with the environment
@@ -87,7 +95,13 @@ func crashHook(e *env) func(state.Step) {
 // process with SIGKILL, exactly as kill -9 would. It is nil unless the
 // variable is set. LIFELINE_TEST_CRASH_BEFORE_STEP counts operation steps,
 // LIFELINE_TEST_CRASH_AFTER_UPLOAD counts backup objects made durable.
-func crashPoint(e *env, name string) func() {
+func crashPoint(e *env, name string) func() { return signalPoint(e, name, syscall.SIGKILL) }
+
+// signalPoint is crashPoint with any signal: the Nth call sends the process
+// sig, then waits until the signal has cancelled the command's context (as
+// Ctrl-C does through main's handler), so that what follows the call sees
+// it; after SIGKILL nothing follows.
+func signalPoint(e *env, name string, sig syscall.Signal) func() {
 	n, err := strconv.Atoi(e.getenv(name))
 	if err != nil || n < 1 {
 		return nil
@@ -95,7 +109,8 @@ func crashPoint(e *env, name string) func() {
 	seen := 0
 	return func() {
 		if seen++; seen == n {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			_ = syscall.Kill(os.Getpid(), sig)
+			<-e.ctx.Done()
 		}
 	}
 }

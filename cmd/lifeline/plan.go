@@ -58,7 +58,7 @@ func openPlans(e *env) (*planApp, error) {
 func newPlans(e *env, a *app) (*plan.Service, func(), error) {
 	svc := &plan.Service{Tenants: a.tenants, Config: planConfig(a.cfg.Plans), Log: a.log}
 	if repo, err := openRepo(e, a); err == nil {
-		rs, err := restore.OpenService(e.ctx, &restore.Service{Tenants: a.tenants, Repo: repo, Log: a.log})
+		rs, err := restore.OpenService(e.ctx, paced(a, &restore.Service{Tenants: a.tenants, Repo: repo, Log: a.log}))
 		if err != nil {
 			return nil, nil, err
 		}

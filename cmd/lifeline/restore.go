@@ -91,7 +91,7 @@ func restoreService(e *env, a *app) (*restore.Service, *progressBar, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	svc, err := restore.OpenService(e.ctx, &restore.Service{Tenants: a.tenants, Repo: repo, Log: a.log, BeforeStep: a.tenants.BeforeStep})
+	svc, err := restore.OpenService(e.ctx, paced(a, &restore.Service{Tenants: a.tenants, Repo: repo, Log: a.log, BeforeStep: a.tenants.BeforeStep}))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -100,6 +100,13 @@ func restoreService(e *env, a *app) (*restore.Service, *progressBar, error) {
 		svc.Progress = bar.update
 	}
 	return svc, bar, nil
+}
+
+// paced sets s's pacing of SQLite writes from lifeline.yaml's restore:
+// section, for every restore this process runs.
+func paced(a *app, s *restore.Service) *restore.Service {
+	s.TxBudget, s.Pause = a.cfg.Restore.SQLiteTransaction.D(), a.cfg.Restore.SQLitePause.D()
+	return s
 }
 
 // restoreOutput prints a restore's report (as JSON, or for people) and

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -244,6 +245,22 @@ func runningRestore(t *testing.T, c *cli) string {
 // the sites' rows at the moment and how many site-products were restored
 // before the kill.
 func killMidRestore(t *testing.T) (c *cli, args []string, atT map[string][]string, restored int) {
+	c, args, atT, restored, r, ws := restoreMidway(t, "LIFELINE_TEST_CRASH_BEFORE_STEP=3")
+	if ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("the restore was meant to die by SIGKILL; exit %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	if restored == 0 || restored > 2 {
+		t.Errorf("%d site-products restored before the crash before the third; want 1 or 2", restored)
+	}
+	return c, args, atT, restored
+}
+
+// restoreMidway damages sites 2, 3 and 4, runs their restore (--json) with
+// the real binary and hook (a LIFELINE_TEST_… variable) in its
+// environment, and checks that no site was left half restored. It returns
+// the restore's command, the sites' rows at the moment, how many
+// site-products the run restored, and how the run ended.
+func restoreMidway(t *testing.T, hook string) (c *cli, args []string, atT map[string][]string, restored int, r result, ws syscall.WaitStatus) {
 	c = demoSaaS(t, 8)
 	bin := buildLifeline(t)
 	c.must("backup", "run")
@@ -255,13 +272,13 @@ func killMidRestore(t *testing.T) (c *cli, args []string, atT map[string][]strin
 	damaged := c.rowsOf(hit...)
 
 	args = []string{"restore", "--tenants", "2,3,4", "--to", T}
-	cmd := exec.CommandContext(context.Background(), bin, append([]string{"--config", c.config}, args...)...)
-	cmd.Env = append(os.Environ(), "LIFELINE_TEST_CRASH_BEFORE_STEP=3", "LIFELINE_ACTOR=tester")
-	out, err := cmd.CombinedOutput()
-	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if err == nil || !ok || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("the restore was meant to die by SIGKILL; got %v\n%s", err, out)
-	}
+	cmd := exec.CommandContext(context.Background(), bin, append(append([]string{"--config", c.config}, args...), "--json")...)
+	cmd.Env = append(os.Environ(), hook, "LIFELINE_ACTOR=tester")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	ws, _ = cmd.ProcessState.Sys().(syscall.WaitStatus)
+	r = result{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
 	now := c.rowsOf(hit...)
 	for _, s := range hit {
 		for product, tables := range demoTables {
@@ -275,15 +292,45 @@ func killMidRestore(t *testing.T) (c *cli, args []string, atT map[string][]strin
 			case full && !none:
 				restored++
 			case !full && !none:
-				t.Errorf("site %d in %s is half restored after the crash", s, product)
+				t.Errorf("site %d in %s is half restored after the run", s, product)
 			}
 		}
 	}
-	if restored == 0 || restored > 2 {
-		t.Errorf("%d site-products restored before the crash before the third; want 1 or 2", restored)
-	}
 	c.refused([]string{"tenants", "deactivate", "site:3"}, "restore")
-	return c, args, atT, restored
+	return c, args, atT, restored, r, ws
+}
+
+// Ctrl-C (SIGINT) in the middle of a restore stops it between two swap
+// transactions: it reports the sites restored and those not, exits 1, and
+// leaves its operation running, so that the same command finishes it.
+func TestInterruptedRestoreReportsAndIsResumedByTheSameCommand(t *testing.T) {
+	t.Parallel()
+	c, args, atT, restored, r, ws := restoreMidway(t, "LIFELINE_TEST_INTERRUPT_BEFORE_STEP=2")
+	if ws.Signaled() || r.code != 1 {
+		t.Fatalf("an interrupted restore must exit 1 by itself; got %v, exit %d\n%s\n%s", ws, r.code, r.out, r.err)
+	}
+	var rep restoreJSON
+	if err := json.Unmarshal([]byte(r.out), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, r.out)
+	}
+	statuses := map[string]int{}
+	for _, tr := range rep.Tenants {
+		for _, p := range tr.Products {
+			statuses[p.Status]++
+		}
+	}
+	if rep.Status != "interrupted" || statuses["restored"] != restored || statuses["interrupted"] != 6-restored || restored == 0 || restored == 6 {
+		t.Errorf("report: %s, steps %v; %d site-products restored in the databases", rep.Status, statuses, restored)
+	}
+	for _, want := range []string{"interrupted", "ops resume " + rep.Operation} {
+		if !strings.Contains(r.err, want) {
+			t.Errorf("stderr does not say %q:\n%s", want, r.err)
+		}
+	}
+	if op := runningRestore(t, c); op != rep.Operation {
+		t.Errorf("running restore %s, want the interrupted %s", op, rep.Operation)
+	}
+	checkResumed(t, c, c.run(append(args, "--json")...), atT, restored)
 }
 
 // checkResumed checks the run r that finished a killed restore: it
@@ -326,4 +373,36 @@ func checkResumed(t *testing.T, c *cli, r result, atT map[string][]string, resto
 	if len(restores) != 1 || !strings.HasSuffix(restores[0], "done") || !strings.HasPrefix(restores[0], rep.Operation) {
 		t.Errorf("restore operations %v; the rerun must resume the killed one (%s) and finish it", restores, rep.Operation)
 	}
+}
+
+// lifeline.yaml's restore: section paces the SQLite writes of the restores
+// the commands run.
+func TestRestorePacingComesFromTheConfig(t *testing.T) {
+	t.Parallel()
+	c := demoSaaS(t, 2)
+	f, err := os.OpenFile(c.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("restore: {sqlite_transaction: 60ms, sqlite_pause: 25ms}\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	e := &env{ctx: context.Background(), getenv: func(string) string { return "" }, stdout: io.Discard, stderr: io.Discard, configPath: c.config}
+	a, err := openApp(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	svc, _, err := restoreService(e, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.TxBudget != 60*time.Millisecond || svc.Pause != 25*time.Millisecond {
+		t.Errorf("restore pacing %v / %v, want 60ms / 25ms from lifeline.yaml", svc.TxBudget, svc.Pause)
+	}
+	c.must("backup", "run")
+	T := moment()
+	c.must("backup", "run")
+	c.must("restore", "--tenants", "1", "--to", T)
 }

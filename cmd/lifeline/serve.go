@@ -70,7 +70,7 @@ func serve(e *env, a *app, listen string) error {
 		wg.Go(func() { s.Run(e.ctx, a.cfg.Shipping.Interval.D()) })
 	}
 	// Restores' trash follows retention.deleted, checked every hour.
-	restores, err := restore.OpenService(e.ctx, &restore.Service{Tenants: a.tenants, Repo: repo, Log: log})
+	restores, err := restore.OpenService(e.ctx, paced(a, &restore.Service{Tenants: a.tenants, Repo: repo, Log: log}))
 	if err != nil {
 		return err
 	}

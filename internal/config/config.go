@@ -42,6 +42,7 @@ type Config struct {
 	Contacts   []Contact  `yaml:"contacts"`
 	Vault      Vault      `yaml:"vault"`
 	Plans      Plans      `yaml:"plans"`
+	Restore    Restore    `yaml:"restore"`
 }
 
 // Retention says how long deleted tenants and backups are kept.
@@ -241,6 +242,7 @@ func (c *Config) applyDefaults() {
 		c.Notify.DisableAfter = 20
 	}
 	c.Vault.applyDefaults(c.Status.PublicURL)
+	c.Restore.applyDefaults()
 	c.Guard.fill(Guard{DefaultMaxRowsPerStatement, DefaultMaxRowsPerTransaction, DefaultMaxTenantsPerStatement})
 	for i := range c.Products {
 		p := &c.Products[i]
@@ -350,6 +352,9 @@ func (c *Config) validate() error {
 		}
 	}
 	if err := c.Plans.validate(seen); err != nil {
+		return err
+	}
+	if err := c.Restore.validate(); err != nil {
 		return err
 	}
 	for i, ct := range c.Contacts {

@@ -37,8 +37,16 @@ func (s *Service) inPlace(ctx context.Context, pl *plan) error {
 	for _, o := range rep.Objects {
 		keys = append(keys, o.Key)
 	}
-	if err := s.Repo.Pin(ctx, op.ID, keys, s.Tenants.Clock().Add(pinFor)); err != nil {
+	// A cancelled context (Ctrl-C, SIGTERM) is not a failure: the
+	// operation stays running, to be finished by the same command again.
+	end := func(err error) error {
+		if ctx.Err() != nil {
+			return s.interrupted(bg, pl, op, context.Cause(ctx))
+		}
 		return s.finish(bg, pl, op, err)
+	}
+	if err := s.Repo.Pin(ctx, op.ID, keys, s.Tenants.Clock().Add(pinFor)); err != nil {
+		return end(err)
 	}
 	defer func() { _ = s.Repo.Unpin(bg, op.ID) }()
 
@@ -49,23 +57,59 @@ func (s *Service) inPlace(ctx context.Context, pl *plan) error {
 		}
 		rts, err := p.DB.PrepareRestore(ctx, p.Layout)
 		if err != nil {
-			return s.finish(bg, pl, op, err)
+			return end(err)
 		}
 		pl.tables[p.Name] = rts
 	}
 	if err := s.recognise(ctx, pl, op); err != nil {
-		return s.finish(bg, pl, op, err)
+		return end(err)
 	}
 	if err := s.stageAll(ctx, pl, op); err != nil {
-		for _, p := range pl.products {
-			if rts := pl.tables[p.Name]; rts != nil {
-				_ = p.DB.ClearStaging(bg, rts, op.ID, "")
-			}
-		}
-		return s.finish(bg, pl, op, err)
+		s.clearStaging(bg, pl, op)
+		return end(err)
 	}
 	s.applyAll(ctx, pl, op)
-	return s.finish(bg, pl, op, nil)
+	return end(nil)
+}
+
+// clearStaging drops what this operation staged, in every product.
+func (s *Service) clearStaging(ctx context.Context, pl *plan, op *state.Operation) {
+	for _, p := range pl.products {
+		if rts := pl.tables[p.Name]; rts != nil {
+			_ = p.DB.ClearStaging(ctx, rts, op.ID, "")
+		}
+	}
+}
+
+// interrupted ends a run whose context was cancelled. The swaps stop
+// between transactions, so every tenant is restored and verified or left
+// as it was; the operation stays running (its steps record which tenants
+// are done) so that the same command, or `lifeline ops resume`, takes it
+// over and finishes it. The report says which tenants were not reached,
+// and the error (exit 1) that the restore did not finish. A cancel that
+// came after the last swap changes nothing: the restore finishes.
+func (s *Service) interrupted(ctx context.Context, pl *plan, op *state.Operation, cause error) error {
+	var done int
+	var left []string
+	for _, st := range pl.steps {
+		switch {
+		case st.done:
+			done++
+		case st.skip || st.report.Status != "": // erased, broken, failed
+		default:
+			left = append(left, st.tenant+" in "+st.product.Name)
+			st.report.Status = "interrupted"
+			st.report.Error = "not restored, left as it was: the restore was interrupted before this tenant"
+		}
+	}
+	if len(left) == 0 {
+		return s.finish(ctx, pl, op, nil)
+	}
+	s.clearStaging(ctx, pl, op)
+	pl.report.Status = "interrupted"
+	return fault.Wrap(cause, fault.Internal, "run the same command again, or `lifeline ops resume "+op.ID+"`, to finish it",
+		"restore %s was interrupted: %d tenant steps restored and verified, %d not restored and left as they were (%s)",
+		op.ID, done, len(left), strings.Join(head(left, 10), ", "))
 }
 
 // startOperation records the restore as an operation (or takes over the
@@ -383,7 +427,8 @@ func pool[T any](ctx context.Context, workers int, items []T, fn func(context.Co
 // On SQLite, one transaction at a time (it has one writer), each sized to
 // last about TxBudget, with Pause between two: the application's writers,
 // waiting on the one write lock, get in quickly. A failed step is reported
-// and does not stop the others.
+// and does not stop the others; a cancelled ctx stops them all between
+// transactions, leaving the steps not reached pending.
 func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 	byProduct := map[string][]*step{}
 	total := 0
@@ -394,6 +439,9 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 		}
 	}
 	apply := func(b []*step) {
+		if ctx.Err() != nil {
+			return // interrupted: the rest stays pending
+		}
 		s.applyBatch(ctx, pl, op, b)
 		s.advance("apply", total, len(b), 0)
 	}
@@ -466,7 +514,9 @@ func (s *Service) batches(steps []*step) [][]*step {
 
 // applyBatch swaps a batch of tenants of one product in one transaction,
 // each in its own savepoint, and records every outcome with one write to
-// the state store.
+// the state store. A batch once started is finished even if ctx is
+// cancelled meanwhile: a restore stops between transactions, never inside
+// one it would then record as failed.
 func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation, batch []*step) {
 	if s.BeforeStep != nil {
 		s.hookMu.Lock() // products apply at once; the hook need not be safe for that
@@ -491,7 +541,7 @@ func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation,
 		_ = p.DB.ClearStaging(bg, st.tables, op.ID, st.tenant)
 		return state.Step{Product: p.Name, Tenant: st.tenant, Status: state.StepFailed, Error: err.Error()}
 	}
-	err := p.DB.SwapAll(ctx, p.Layout, specs, func(i int, res productdb.SwapResult, err error) {
+	err := p.DB.SwapAll(bg, p.Layout, specs, func(i int, res productdb.SwapResult, err error) {
 		st := batch[i]
 		if err != nil {
 			records[i] = fail(st, err)

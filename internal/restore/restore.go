@@ -146,7 +146,7 @@ type Request struct {
 // --json.
 type Report struct {
 	Operation string           `json:"operation,omitempty"`
-	Status    string           `json:"status"` // done, failed, refused, planned
+	Status    string           `json:"status"` // done, failed, interrupted, refused, planned
 	DryRun    bool             `json:"dry_run"`
 	Policy    productdb.Policy `json:"policy"`
 	Moment    Moment           `json:"moment"`
@@ -189,7 +189,9 @@ type TenantReport struct {
 type StepReport struct {
 	Product string `json:"product"`
 	// Status: restored, failed, skipped (broken backup), erased (in the
-	// erasure ledger: never restored), planned (dry run), loaded (--into).
+	// erasure ledger: never restored), interrupted (not reached before the
+	// restore was cancelled: left as it was), planned (dry run), loaded
+	// (--into).
 	Status string          `json:"status"`
 	State  productdb.State `json:"state,omitempty"`
 	Tables []TableReport   `json:"tables,omitempty"`
@@ -253,7 +255,10 @@ type plan struct {
 // (unless SkipBroken), the schema drifted, or the --into target is not
 // empty. A tenant that fails after that (verification mismatch, a key
 // conflict) is rolled back and reported, and Run returns a failure (exit
-// 1); the others stay restored. The report is returned in every case.
+// 1); the others stay restored. Cancelling ctx stops an in-place restore
+// between transactions and leaves its operation running, to be resumed
+// (report status interrupted, exit 1). The report is returned in every
+// case.
 func (s *Service) Run(ctx context.Context, req Request) (*Report, error) {
 	start := time.Now()
 	pl, err := s.prepare(ctx, req)

@@ -1,0 +1,118 @@
+package restore
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"lifeline/internal/fault"
+	"lifeline/internal/state"
+)
+
+// A restore whose context is cancelled (Ctrl-C) while it applies stops
+// between transactions: each tenant is either restored and verified or
+// untouched, the operation stays running (not done), the report and the
+// exit status say it was interrupted, and running the same restore again
+// finishes it. Cancelled while it rebuilds, it restores nothing, and is
+// finished the same way.
+func TestCancelledRestoreStopsBetweenTenantsAndResumes(t *testing.T) {
+	for _, phase := range []string{"apply", "rebuild"} {
+		t.Run(phase, func(t *testing.T) { cancelledRestore(t, phase) })
+	}
+}
+
+func cancelledRestore(t *testing.T, phase string) {
+	each(t, func(t *testing.T, e engine) {
+		const n = 10
+		b := setup(t, e, n)
+		S := []int{1, 2, 3, 4, 5, 6, 7, 8}
+		T := b.shipNow(t)
+		atT := map[int]map[string][]string{}
+		for _, s := range S {
+			atT[s] = b.dump(t, s)
+			b.april(t, s)
+		}
+		b.shipNow(t)
+		before := map[int]map[string][]string{}
+		for _, s := range S {
+			before[s] = b.dump(t, s)
+		}
+		beforeOthers := b.dump(t, others(n, S)...)
+
+		// Cancel as soon as the first transaction of swaps committed, or
+		// as soon as rebuilding starts.
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		b.svc.Progress = func(p Progress) {
+			if p.Phase == phase && (phase == "rebuild" || p.StepsDone > 0) {
+				cancel()
+			}
+		}
+		req := Request{Tenants: keys(S...), To: T, Actor: "tester"}
+		rep, err := b.svc.Run(cctx, req)
+		b.svc.Progress = nil
+		if err == nil || fault.ExitStatus(err) != 1 || rep.Status != "interrupted" {
+			t.Fatalf("cancelled restore: status %q, err %v (exit %d), want interrupted, exit 1\n%+v", rep.Status, err, fault.ExitStatus(err), rep)
+		}
+		op, err := b.store.GetOperation(ctx, rep.Operation)
+		if err != nil || op.Status != state.OpRunning {
+			t.Fatalf("an interrupted restore's operation must stay running, to be resumed: %+v %v", op, err)
+		}
+		var restored, untouched []int
+		for _, tr := range rep.Tenants {
+			s := S[slices.Index(keys(S...), tr.Tenant)]
+			p := tr.Products[0]
+			switch p.Status {
+			case "restored":
+				if p.Hash != "verified" {
+					t.Errorf("tenant %d restored but %q", s, p.Hash)
+				}
+				sameDump(t, "tenant restored before the cancel", atT[s], b.dump(t, s))
+				restored = append(restored, s)
+			case "interrupted":
+				if p.Error == "" {
+					t.Errorf("tenant %d: an interrupted step must say what to do", s)
+				}
+				sameDump(t, "tenant not reached before the cancel", before[s], b.dump(t, s))
+				untouched = append(untouched, s)
+			default:
+				t.Errorf("tenant %d: status %q after a cancel (%s)", s, p.Status, p.Error)
+			}
+		}
+		if (phase == "apply" && len(restored) == 0) || (phase == "rebuild" && len(restored) > 0) || len(untouched) == 0 {
+			t.Fatalf("cancelled in %s: restored %v, untouched %v", phase, restored, untouched)
+		}
+		for _, st := range op.Steps {
+			want := state.StepPending
+			if slices.Contains(keys(restored...), st.Tenant) {
+				want = state.StepDone
+			}
+			if st.Status != want {
+				t.Errorf("step of tenant %s recorded %s, want %s", st.Tenant, st.Status, want)
+			}
+		}
+		sameDump(t, "other tenants", beforeOthers, b.dump(t, others(n, S)...))
+		if left := b.staged(t); left != 0 {
+			t.Errorf("%d rows left in staging after the cancel", left)
+		}
+
+		// Running the same restore again takes the operation over and
+		// finishes it (the runner is this process: its lease must lapse).
+		b.clock.pass(2 * b.tenants.TTL())
+		again, err := b.svc.Run(ctx, req)
+		if err != nil || again.Status != "done" || again.Operation != rep.Operation {
+			t.Fatalf("rerun: %v\n%+v", err, again)
+		}
+		for _, tr := range again.Tenants {
+			s := S[slices.Index(keys(S...), tr.Tenant)]
+			if p := tr.Products[0]; p.Status != "restored" || p.Hash != "verified" || p.Resumed != slices.Contains(restored, s) {
+				t.Errorf("rerun, tenant %d: %+v", s, p)
+			}
+			sameDump(t, "tenant after the rerun", atT[s], b.dump(t, s))
+		}
+		if op, _ := b.store.GetOperation(ctx, rep.Operation); op.Status != state.OpDone {
+			t.Errorf("after the rerun the operation is %s, want done", op.Status)
+		}
+		sameDump(t, "other tenants after the rerun", beforeOthers, b.dump(t, others(n, S)...))
+	})
+}
