@@ -36,8 +36,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	_ "modernc.org/sqlite"
 )
 
 var products = []string{"tracker", "wiki"}
