@@ -4,14 +4,20 @@
 //
 //  1. Lifeline restores them to the moment before the script;
 //  2. the baseline a user has today: Litestream restores the whole database
-//     to that moment, then the same tenants' rows are put back by hand;
+//     to that moment (pg_restore on PostgreSQL), then the same tenants' rows
+//     are put back by hand;
 //  3. the engine's limit: putting the same rows back in one transaction with
-//     INSERT … SELECT from an attached copy;
+//     INSERT … SELECT from an attached copy (COPY on PostgreSQL);
 //  4. other tenants' p99 latency during Lifeline's restore against idle.
 //
 // Every figure is a ratio measured in this one run.
 //
-//	go run ./bench/april [-tenants 10000] [-victims 883]
+// With -engine postgres the products live in a throwaway PostgreSQL server
+// (started the way the tests start theirs, internal/pgtest), captured by
+// logical decoding; the baseline is pg_restore -j2 of a pg_dump -Fc taken
+// before the script, and the engine's limit is COPY.
+//
+//	go run ./bench/april [-tenants 10000] [-victims 883] [-engine sqlite|postgres]
 //	go run ./bench/april -tenants 500   # the small run, under a minute
 package main
 
@@ -30,25 +36,64 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	_ "modernc.org/sqlite"
-
-	"lifeline/internal/demo"
 )
 
 var products = []string{"tracker", "wiki"}
 
+// engine is what differs between SQLite and PostgreSQL: where the products
+// live, how the reference and damaged copies are kept, the baseline a user
+// has today, and the raw write-back that is the engine's limit.
+type engine interface {
+	// setup generates the demo products and writes lifeline.yaml into dir.
+	setup(ctx context.Context, dir string, tenants int)
+	// replicate starts what the baseline needs running from the first
+	// snapshot on (Litestream on SQLite).
+	replicate()
+	db(product string) *sql.DB
+	// keepBefore and keepDamaged copy the products right before and right
+	// after the script, untimed.
+	keepBefore()
+	keepDamaged()
+	baselineName() string
+	// baseline restores the whole databases to the moment, then puts the
+	// keys' rows back into a copy of the damaged ones; ok is false when it
+	// could not run.
+	baseline(moment time.Time, keys []string) (whole, back time.Duration, ok bool)
+	limitName() string
+	// limit puts the keys' rows as they were before the script back into a
+	// copy of the damaged databases in one transaction per product.
+	limit(keys []string) time.Duration
+	// exact counts the keys whose rows now equal the reference.
+	exact(keys []string) int
+	close()
+}
+
+// cleanup stops what the engine started, also when check gives up.
+var cleanup = func() {}
+
 func main() {
 	tenants := flag.Int("tenants", 10000, "tenants (sites) in each product")
 	victims := flag.Int("victims", 0, "tenants the script damages (default 883 per 10,000)")
+	engineName := flag.String("engine", "sqlite", "where the products live: sqlite, or postgres (a throwaway server from the local PostgreSQL binaries)")
 	flag.Parse()
+	var eng engine
+	switch *engineName {
+	case "sqlite":
+		eng = &sqliteEngine{}
+	case "postgres":
+		eng = &pgEngine{}
+	default:
+		fmt.Fprintf(os.Stderr, "april: unknown -engine %q: use sqlite or postgres\n", *engineName)
+		os.Exit(2)
+	}
 	if *victims == 0 {
 		*victims = max(1, *tenants*883/10000)
 	}
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "lifeline-april-")
 	check(err)
-	defer os.RemoveAll(dir)
+	cleanup = func() { eng.close(); _ = os.RemoveAll(dir) }
+	defer func() { cleanup() }()
 	bin := filepath.Join(dir, "lifeline")
 	run("go", "build", "-o", bin, "./cmd/lifeline")
 	lifeline := func(args ...string) []byte {
@@ -56,26 +101,11 @@ func main() {
 	}
 
 	start := time.Now()
-	check(demo.Generate(ctx, dir, demo.Options{Tenants: *tenants}))
+	eng.setup(ctx, dir, *tenants)
 	lifeline("protect")
 	lifeline("backup", "run")
-	fmt.Printf("generated %d tenants in two products, protected, first snapshot: %v\n", *tenants, time.Since(start).Round(time.Second))
-
-	litestream, lsErr := exec.LookPath("litestream")
-	if lsErr != nil {
-		// The baseline tool, installed the way the issue names it.
-		fmt.Println("installing litestream v0.5.18 for the baseline (once; takes a few minutes)")
-		run("go", "install", "github.com/benbjohnson/litestream/cmd/litestream@v0.5.18")
-		gopath := strings.TrimSpace(string(run("go", "env", "GOPATH")))
-		litestream, lsErr = exec.LookPath(filepath.Join(gopath, "bin", "litestream"))
-	}
-	var ls *exec.Cmd
-	if lsErr == nil {
-		ls = startLitestream(litestream, dir)
-		defer func() { _ = ls.Process.Kill(); _, _ = ls.Process.Wait() }()
-	} else {
-		fmt.Println("litestream could not be installed: the baseline is skipped")
-	}
+	fmt.Printf("generated %d tenants in two products on %s, protected, first snapshot: %v\n", *tenants, *engineName, time.Since(start).Round(time.Second))
+	eng.replicate()
 
 	rng := rand.New(rand.NewPCG(4, 5))
 	keys := rng.Perm(*tenants)[:*victims]
@@ -85,27 +115,14 @@ func main() {
 		victimKeys[i] = fmt.Sprint(k + 1)
 		isVictim[k+1] = true
 	}
-	dbs := map[string]*sql.DB{}
-	for _, p := range products {
-		dbs[p], err = sql.Open("sqlite", "file:"+filepath.Join(dir, p+".db")+"?_pragma=busy_timeout(30000)")
-		check(err)
-	}
-	idle := latency(dbs["tracker"], *tenants, isVictim, 3*time.Second, nil)
+	idle := latency(eng.db("tracker"), *tenants, isVictim, 3*time.Second, nil)
 
-	// The reference: copies of the databases just before the script.
-	time.Sleep(1500 * time.Millisecond) // let Litestream sync what came before
-	for _, p := range products {
-		_, err := dbs[p].Exec("VACUUM INTO ?", filepath.Join(dir, p+".before.db"))
-		check(err)
-	}
+	eng.keepBefore()
 	moment := time.Now().UTC()
 	time.Sleep(50 * time.Millisecond)
-	script(dbs, victimKeys)
+	script(eng, victimKeys)
 	fmt.Printf("the script damaged %d tenants with raw SQL, one tenant per statement\n", len(victimKeys))
-	for _, p := range products {
-		_, err := dbs[p].Exec("VACUUM INTO ?", filepath.Join(dir, p+".damaged.db"))
-		check(err)
-	}
+	eng.keepDamaged()
 	lifeline("backup", "run")
 	check(os.WriteFile(filepath.Join(dir, "victims.txt"), []byte(strings.Join(victimKeys, "\n")), 0o644))
 
@@ -113,7 +130,7 @@ func main() {
 	stop := make(chan struct{})
 	var during []time.Duration
 	var wg sync.WaitGroup
-	wg.Go(func() { during = latency(dbs["tracker"], *tenants, isVictim, time.Hour, stop) })
+	wg.Go(func() { during = latency(eng.db("tracker"), *tenants, isVictim, time.Hour, stop) })
 	t0 := time.Now()
 	out := lifeline("restore", "--tenants", "@"+filepath.Join(dir, "victims.txt"), "--to", moment.Format(time.RFC3339Nano), "--json", "--reason", "april")
 	ours := time.Since(t0)
@@ -140,26 +157,20 @@ func main() {
 			}
 		}
 	}
-	exact := compare(dir, dbs, victimKeys)
 
-	// 3. The engine's limit: the same rows put back in one transaction.
-	limit := writeBack(dir, ".damaged.db", ".before.db", victimKeys)
+	// 2. The baseline, then 3. the engine's limit: the same rows put back in
+	// one transaction. The baseline comes first because on PostgreSQL its
+	// restored database is the reference the rest reads.
+	whole, back, baselined := eng.baseline(moment, victimKeys)
+	limit := eng.limit(victimKeys)
+	exact := eng.exact(victimKeys)
 
 	fmt.Printf("\n1. Lifeline restore of %d tenants: %v, %d rows, %.0f rows/s, status %s; %d of %d steps verified by hash; %d of %d tenants equal the copy taken before the script\n",
 		len(victimKeys), ours.Round(time.Millisecond), rows, float64(rows)/ours.Seconds(), rep.Status, verified, steps, exact, len(victimKeys))
-	fmt.Printf("3. raw write-back of the same rows (INSERT … SELECT from an attached copy, one transaction): %v, %.0f rows/s\n", limit.Round(time.Millisecond), float64(rows)/limit.Seconds())
+	fmt.Printf("3. raw write-back of the same rows (%s, one transaction): %v, %.0f rows/s\n", eng.limitName(), limit.Round(time.Millisecond), float64(rows)/limit.Seconds())
 	fmt.Printf("   Lifeline / raw write-back = %.2f (goal ≤ 1.5)\n", ours.Seconds()/limit.Seconds())
-	if ls != nil {
-		// 2. The baseline: a whole-database point-in-time restore, then the
-		// same write-back from the restored copy.
-		t1 := time.Now()
-		for _, p := range products {
-			run(litestream, "restore", "-config", filepath.Join(dir, "litestream.yml"), "-timestamp", moment.Format(time.RFC3339Nano),
-				"-o", filepath.Join(dir, p+".litestream.db"), filepath.Join(dir, p+".db"))
-		}
-		whole := time.Since(t1)
-		back := writeBack(dir, ".damaged.db", ".litestream.db", victimKeys)
-		fmt.Printf("2. baseline: Litestream whole-database restore %v + write-back %v = %v\n", whole.Round(time.Millisecond), back.Round(time.Millisecond), (whole + back).Round(time.Millisecond))
+	if baselined {
+		fmt.Printf("2. baseline: %s %v + write-back %v = %v\n", eng.baselineName(), whole.Round(time.Millisecond), back.Round(time.Millisecond), (whole + back).Round(time.Millisecond))
 		fmt.Printf("   Lifeline / baseline = %.2f (goal ≤ 0.50 at 10,000 tenants, ≤ 0.30 at 40,000)\n", ours.Seconds()/(whole+back).Seconds())
 	}
 	fmt.Printf("4. other tenants' p99 during the restore %v, idle %v: ratio %.2f (goal ≤ 2)\n",
@@ -168,90 +179,29 @@ func main() {
 
 // script is the buggy migration: per tenant, deletes and corruption below
 // the guard limits.
-func script(dbs map[string]*sql.DB, keys []string) {
+func script(eng engine, keys []string) {
 	for _, k := range keys {
 		for p, stmts := range map[string][]string{
-			"tracker": {"DELETE FROM insight_links WHERE site_id = ?", "DELETE FROM insight_objects WHERE site_id = ?",
-				"DELETE FROM comments WHERE site_id = ?", "UPDATE issues SET title = 'migrated', priority = NULL WHERE site_id = ?"},
-			"wiki": {"DELETE FROM page_versions WHERE site_id = ? AND version = 2", "UPDATE pages SET title = upper(title) WHERE site_id = ?"},
+			"tracker": {"DELETE FROM insight_links WHERE site_id = $1", "DELETE FROM insight_objects WHERE site_id = $1",
+				"DELETE FROM comments WHERE site_id = $1", "UPDATE issues SET title = 'migrated', priority = NULL WHERE site_id = $1"},
+			"wiki": {"DELETE FROM page_versions WHERE site_id = $1 AND version = 2", "UPDATE pages SET title = upper(title) WHERE site_id = $1"},
 		} {
 			for _, s := range stmts {
-				_, err := dbs[p].Exec(s, k)
+				_, err := eng.db(p).Exec(s, k)
 				check(err)
 			}
 		}
 	}
 }
 
-// writeBack puts the keys' rows of every demo table back into a copy of the
-// damaged databases from another copy, in one transaction per product, and
-// returns the time it took: what a person does by hand after restoring a
-// whole database elsewhere. Lifeline's triggers are dropped from the
-// damaged copy first, as a database without Lifeline has none.
-func writeBack(dir, damaged, from string, keys []string) time.Duration {
-	in := strings.Join(keys, ",")
-	var total time.Duration
-	for _, p := range products {
-		target := filepath.Join(dir, p+".writeback"+from)
-		run("cp", filepath.Join(dir, p+damaged), target)
-		db, err := sql.Open("sqlite", "file:"+target)
-		check(err)
-		rows, err := db.Query("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-		check(err)
-		var triggers []string
-		for rows.Next() {
-			var n string
-			check(rows.Scan(&n))
-			triggers = append(triggers, n)
-		}
-		rows.Close()
-		for _, tr := range triggers {
-			_, err := db.Exec("DROP TRIGGER " + tr)
-			check(err)
-		}
-		t0 := time.Now()
-		conn, err := db.Conn(context.Background())
-		check(err)
-		_, err = conn.ExecContext(context.Background(), "ATTACH ? AS ref", filepath.Join(dir, p+from))
-		check(err)
-		_, err = conn.ExecContext(context.Background(), "BEGIN")
-		check(err)
-		tables := demo.Tables[p]
-		for i := len(tables) - 1; i >= 0; i-- {
-			_, err := conn.ExecContext(context.Background(), fmt.Sprintf("DELETE FROM main.%s WHERE %s IN (%s)", tables[i][0], tables[i][1], in))
-			check(err)
-		}
-		for _, t := range tables {
-			_, err := conn.ExecContext(context.Background(), fmt.Sprintf("INSERT INTO main.%s SELECT * FROM ref.%s WHERE %s IN (%s)", t[0], t[0], t[1], in))
-			check(err)
-		}
-		_, err = conn.ExecContext(context.Background(), "COMMIT")
-		check(err)
-		total += time.Since(t0)
-		conn.Close()
-		db.Close()
-	}
-	return total
-}
-
-// compare counts the victims whose rows in every product equal the copy
-// taken before the script, byte for byte.
-func compare(dir string, dbs map[string]*sql.DB, keys []string) int {
+// countEqual counts the keys whose digest pair is equal in every product;
+// digests returns a key's digest in the live database and in the reference.
+func countEqual(keys []string, digests func(product, key string) (live, ref string)) int {
 	exact := 0
-	refs := map[string]*sql.DB{}
-	for _, p := range products {
-		db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, p+".before.db")+"?mode=ro")
-		check(err)
-		defer db.Close()
-		refs[p] = db
-	}
 	for _, k := range keys {
 		same := true
 		for _, p := range products {
-			a, _, err := demo.Digest(context.Background(), dbs[p], p, k)
-			check(err)
-			b, _, err := demo.Digest(context.Background(), refs[p], p, k)
-			check(err)
+			a, b := digests(p, k)
 			same = same && a == b
 		}
 		if same {
@@ -259,6 +209,25 @@ func compare(dir string, dbs map[string]*sql.DB, keys []string) int {
 		}
 	}
 	return exact
+}
+
+// dropAll runs every statement that query returns: a copy of a damaged
+// database loses Lifeline's triggers this way, as a database without
+// Lifeline has none.
+func dropAll(db *sql.DB, query string) {
+	rows, err := db.Query(query)
+	check(err)
+	var drops []string
+	for rows.Next() {
+		var d string
+		check(rows.Scan(&d))
+		drops = append(drops, d)
+	}
+	check(rows.Close())
+	for _, d := range drops {
+		_, err := db.Exec(d)
+		check(err)
+	}
 }
 
 // latency runs single-row reads and writes on tenants that are not victims
@@ -279,8 +248,8 @@ func latency(db *sql.DB, tenants int, victim map[int]bool, d time.Duration, stop
 		}
 		t0 := time.Now()
 		var n int
-		check(db.QueryRow("SELECT count(*) FROM issues WHERE site_id = ?", site).Scan(&n))
-		_, err := db.Exec("UPDATE issues SET estimate = ? WHERE site_id = ? AND id % 24 = 0", float64(i), site)
+		check(db.QueryRow("SELECT count(*) FROM issues WHERE site_id = $1", site).Scan(&n))
+		_, err := db.Exec("UPDATE issues SET estimate = $1 WHERE site_id = $2 AND id % 24 = 0", float64(i), site)
 		check(err)
 		out = append(out, time.Since(t0))
 		time.Sleep(5 * time.Millisecond)
@@ -297,25 +266,12 @@ func p99(ds []time.Duration) time.Duration {
 	return s[len(s)*99/100]
 }
 
-func startLitestream(bin, dir string) *exec.Cmd {
-	var cfg strings.Builder
-	cfg.WriteString("dbs:\n")
-	for _, p := range products {
-		fmt.Fprintf(&cfg, "  - path: %s\n    replicas:\n      - type: file\n        path: %s\n", filepath.Join(dir, p+".db"), filepath.Join(dir, "litestream", p))
-	}
-	check(os.WriteFile(filepath.Join(dir, "litestream.yml"), []byte(cfg.String()), 0o644))
-	cmd := exec.Command(bin, "replicate", "-config", filepath.Join(dir, "litestream.yml"))
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	check(cmd.Start())
-	time.Sleep(2 * time.Second)
-	return cmd
-}
-
 func run(name string, args ...string) []byte {
 	cmd := exec.Command(name, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
+		cleanup()
 		log.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return out
@@ -323,6 +279,7 @@ func run(name string, args ...string) []byte {
 
 func check(err error) {
 	if err != nil {
+		cleanup()
 		log.Fatal(err)
 	}
 }

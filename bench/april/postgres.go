@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"lifeline/internal/demo"
+	"lifeline/internal/pgtest"
+)
+
+// pgEngine keeps each product in its own database on a throwaway PostgreSQL
+// server. The reference is a pg_dump -Fc taken before the script, and the
+// baseline restores it with pg_restore -j2, as a user would today.
+type pgEngine struct {
+	dir string
+	srv *pgtest.Server
+	bin string
+	dbs map[string]*sql.DB
+}
+
+// setup generates the demo's SQLite products and loads them into PostgreSQL
+// (internal/demo writes SQLite only), then writes a lifeline.yaml pointing
+// at the PostgreSQL databases.
+func (e *pgEngine) setup(ctx context.Context, dir string, tenants int) {
+	e.dir = dir
+	var err error
+	e.bin, err = pgtest.BinDir()
+	check(err)
+	e.srv, err = pgtest.Start()
+	check(err)
+	gen := filepath.Join(dir, "generated")
+	check(demo.Generate(ctx, gen, demo.Options{Tenants: tenants}))
+	cfg := demo.Config
+	e.dbs = map[string]*sql.DB{}
+	for _, p := range products {
+		check(e.srv.Exec("CREATE DATABASE " + p))
+		load(ctx, filepath.Join(gen, p+".db"), e.srv.URL(p), demo.Tables[p])
+		cfg = strings.Replace(cfg, "sqlite:"+p+".db", e.srv.URL(p), 1)
+		e.dbs[p] = e.open(p)
+	}
+	check(os.WriteFile(filepath.Join(dir, "lifeline.yaml"), []byte(cfg), 0o644))
+	check(os.RemoveAll(gen))
+}
+
+func (e *pgEngine) open(name string) *sql.DB {
+	db, err := sql.Open("pgx", e.srv.URL(name))
+	check(err)
+	return db
+}
+
+// load copies one demo product from its SQLite file into an empty
+// PostgreSQL database: SQLite's own DDL with its type names spelled the
+// PostgreSQL way, then every table by COPY, parents first, then an index on
+// every foreign key but the tenant column (indexed already). PostgreSQL
+// checks a reference by looking up the rows that point at a deleted one, and
+// a real PostgreSQL schema indexes them; without, each comment the script
+// deletes scans the whole comments table for replies (2 s a tenant at
+// 10,000 tenants). SQLite's connections here do not check foreign keys.
+func load(ctx context.Context, from, to string, tables [][2]string) {
+	src, err := sql.Open("sqlite", "file:"+from+"?mode=ro")
+	check(err)
+	defer src.Close()
+	dst, err := pgx.Connect(ctx, to)
+	check(err)
+	defer dst.Close(ctx)
+	types := strings.NewReplacer("INTEGER", "bigint", "REAL", "double precision", "BLOB", "bytea")
+	ddl, err := src.QueryContext(ctx, "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")
+	check(err)
+	for ddl.Next() {
+		var stmt string
+		check(ddl.Scan(&stmt))
+		_, err := dst.Exec(ctx, types.Replace(stmt))
+		check(err)
+	}
+	check(ddl.Close())
+	for _, t := range tables {
+		rows, err := src.QueryContext(ctx, "SELECT * FROM "+t[0]+" ORDER BY rowid")
+		check(err)
+		cols, err := rows.Columns()
+		check(err)
+		_, err = dst.CopyFrom(ctx, pgx.Identifier{t[0]}, cols, pgx.CopyFromFunc(func() ([]any, error) {
+			if !rows.Next() {
+				return nil, rows.Err()
+			}
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			return vals, rows.Scan(ptrs...)
+		}))
+		check(err)
+		check(rows.Close())
+	}
+	refs, err := src.QueryContext(ctx, `SELECT m.name, f."from" FROM sqlite_master m, pragma_foreign_key_list(m.name) f WHERE m.type = 'table'`)
+	check(err)
+	tenantColumn := map[string]string{}
+	for _, t := range tables {
+		tenantColumn[t[0]] = t[1]
+	}
+	var indexes []string
+	for refs.Next() {
+		var table, col string
+		check(refs.Scan(&table, &col))
+		if col != tenantColumn[table] {
+			indexes = append(indexes, fmt.Sprintf("CREATE INDEX %s_%s ON %s (%s)", table, col, table, col))
+		}
+	}
+	check(refs.Close())
+	for _, ix := range append(indexes, "ANALYZE") {
+		_, err := dst.Exec(ctx, ix)
+		check(err)
+	}
+}
+
+// replicate has nothing to start: the baseline is a dump.
+func (e *pgEngine) replicate() {}
+
+func (e *pgEngine) db(product string) *sql.DB { return e.dbs[product] }
+
+func (e *pgEngine) dump(product string) string { return filepath.Join(e.dir, product+".dump") }
+
+// keepBefore takes the whole-database dump a user would have, untimed.
+func (e *pgEngine) keepBefore() {
+	for _, p := range products {
+		run(filepath.Join(e.bin, "pg_dump"), "-Fc", "-f", e.dump(p), "-d", e.srv.URL(p))
+	}
+}
+
+// keepDamaged makes two copies of each damaged database, one for each
+// write-back, without Lifeline's triggers, as a database without Lifeline
+// has none. A template copy needs the source idle, so the pool is closed
+// around it.
+func (e *pgEngine) keepDamaged() {
+	for _, p := range products {
+		check(e.dbs[p].Close())
+		for _, name := range []string{p + "_baseline", p + "_limit"} {
+			check(e.srv.Exec("CREATE DATABASE " + name + " TEMPLATE " + p))
+			db := e.open(name)
+			dropAll(db, "SELECT format('DROP TRIGGER %I ON %s', tgname, tgrelid::regclass) FROM pg_trigger WHERE NOT tgisinternal")
+			check(db.Close())
+		}
+		e.dbs[p] = e.open(p)
+	}
+}
+
+func (e *pgEngine) baselineName() string { return "pg_restore -j2 of the pg_dump -Fc taken before" }
+
+func (e *pgEngine) limitName() string { return "COPY of rows already read out" }
+
+// baseline restores each dump into a fresh database, then reads the keys'
+// rows out of it and puts them back into a copy of the damaged database.
+// The restored databases stay: they are the reference for exact.
+func (e *pgEngine) baseline(moment time.Time, keys []string) (whole, back time.Duration, ok bool) {
+	t0 := time.Now()
+	for _, p := range products {
+		check(e.srv.Exec("CREATE DATABASE " + p + "_restored"))
+		run(filepath.Join(e.bin, "pg_restore"), "-j2", "-d", e.srv.URL(p+"_restored"), e.dump(p))
+	}
+	whole = time.Since(t0)
+	for _, p := range products {
+		t1 := time.Now()
+		rows := e.extract(p, keys)
+		back += time.Since(t1) + e.putBack(p+"_baseline", p, rows, keys)
+	}
+	return whole, back, true
+}
+
+// limit puts the same rows, read out of the restored database beforehand
+// (untimed), back into the other copy of the damaged database.
+func (e *pgEngine) limit(keys []string) time.Duration {
+	var total time.Duration
+	for _, p := range products {
+		total += e.putBack(p+"_limit", p, e.extract(p, keys), keys)
+	}
+	return total
+}
+
+// extract reads the keys' rows of every table of product out of its
+// restored database, in COPY's text format.
+func (e *pgEngine) extract(product string, keys []string) map[string][]byte {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.srv.URL(product+"_restored"))
+	check(err)
+	defer conn.Close(ctx)
+	out := map[string][]byte{}
+	for _, t := range demo.Tables[product] {
+		var buf bytes.Buffer
+		_, err := conn.PgConn().CopyTo(ctx, &buf, fmt.Sprintf("COPY (SELECT * FROM %s WHERE %s IN (%s)) TO STDOUT", t[0], t[1], strings.Join(keys, ",")))
+		check(err)
+		out[t[0]] = buf.Bytes()
+	}
+	return out
+}
+
+// putBack replaces the keys' rows in database target with rows, in one
+// transaction: deletes children first, then COPY parents first. It returns
+// the time taken.
+func (e *pgEngine) putBack(target, product string, rows map[string][]byte, keys []string) time.Duration {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.srv.URL(target))
+	check(err)
+	defer conn.Close(ctx)
+	t0 := time.Now()
+	tx, err := conn.Begin(ctx)
+	check(err)
+	tables := demo.Tables[product]
+	for i := len(tables) - 1; i >= 0; i-- {
+		_, err := tx.Exec(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s IN (%s)", tables[i][0], tables[i][1], strings.Join(keys, ",")))
+		check(err)
+	}
+	for _, t := range tables {
+		_, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(rows[t[0]]), "COPY "+t[0]+" FROM STDIN")
+		check(err)
+	}
+	check(tx.Commit(ctx))
+	return time.Since(t0)
+}
+
+// exact compares each key's rows, as PostgreSQL prints them, in the live
+// database with the restored dump taken before the script.
+func (e *pgEngine) exact(keys []string) int {
+	refs := map[string]*sql.DB{}
+	for _, p := range products {
+		refs[p] = e.open(p + "_restored")
+		defer refs[p].Close()
+	}
+	return countEqual(keys, func(p, k string) (string, string) {
+		return pgDigest(e.dbs[p], p, k), pgDigest(refs[p], p, k)
+	})
+}
+
+// pgDigest hashes every row of one tenant in one demo product, in key order.
+func pgDigest(db *sql.DB, product, key string) string {
+	h := sha256.New()
+	for _, t := range demo.Tables[product] {
+		var rows string
+		check(db.QueryRow(fmt.Sprintf("SELECT coalesce(string_agg(x::text, E'\\n' ORDER BY x.id), '') FROM %s x WHERE x.%s = $1::bigint", t[0], t[1]), key).Scan(&rows))
+		fmt.Fprintf(h, "%s\n%s\n", t[0], rows)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (e *pgEngine) close() {
+	for _, db := range e.dbs {
+		_ = db.Close()
+	}
+	if e.srv != nil {
+		e.srv.Stop()
+	}
+}
