@@ -41,6 +41,7 @@ func (s *Service) inPlace(ctx context.Context, pl *plan) error {
 	// operation stays running, to be finished by the same command again.
 	end := func(err error) error {
 		if ctx.Err() != nil {
+			stop()
 			return s.interrupted(bg, pl, op, context.Cause(ctx))
 		}
 		return s.finish(bg, pl, op, err)
@@ -81,13 +82,15 @@ func (s *Service) clearStaging(ctx context.Context, pl *plan, op *state.Operatio
 	}
 }
 
-// interrupted ends a run whose context was cancelled. The swaps stop
-// between transactions, so every tenant is restored and verified or left
-// as it was; the operation stays running (its steps record which tenants
-// are done) so that the same command, or `lifeline ops resume`, takes it
-// over and finishes it. The report says which tenants were not reached,
-// and the error (exit 1) that the restore did not finish. A cancel that
-// came after the last swap changes nothing: the restore finishes.
+// interrupted ends a run (restore or undo) whose context was cancelled,
+// once its lease renewal has stopped. The swaps stop between transactions,
+// so every tenant is restored and verified (or undone) or left as it was;
+// the operation stays running (its steps record which tenants are done) so
+// that the same command takes it over and finishes it. Its lease is
+// released, so that a runner that stays alive (a plan, `serve`) resumes it
+// at once rather than when the lease lapses. The report says which tenants
+// were not reached, and the error (exit 1) that the run did not finish. A
+// cancel that came after the last swap changes nothing: the run finishes.
 func (s *Service) interrupted(ctx context.Context, pl *plan, op *state.Operation, cause error) error {
 	var done int
 	var left []string
@@ -99,7 +102,7 @@ func (s *Service) interrupted(ctx context.Context, pl *plan, op *state.Operation
 		default:
 			left = append(left, st.tenant+" in "+st.product.Name)
 			st.report.Status = "interrupted"
-			st.report.Error = "not restored, left as it was: the restore was interrupted before this tenant"
+			st.report.Error = "left as it was: the " + op.Action + " was interrupted before this tenant"
 		}
 	}
 	if len(left) == 0 {
@@ -107,9 +110,17 @@ func (s *Service) interrupted(ctx context.Context, pl *plan, op *state.Operation
 	}
 	s.clearStaging(ctx, pl, op)
 	pl.report.Status = "interrupted"
-	return fault.Wrap(cause, fault.Internal, "run the same command again, or `lifeline ops resume "+op.ID+"`, to finish it",
-		"restore %s was interrupted: %d tenant steps restored and verified, %d not restored and left as they were (%s)",
-		op.ID, done, len(left), strings.Join(head(left, 10), ", "))
+	hint := "run the same command again to finish it"
+	if op.Action == "restore" {
+		hint = "run the same command again, or `lifeline ops resume " + op.ID + "`, to finish it"
+	}
+	err := fault.Wrap(cause, fault.Internal, hint,
+		"%s %s was interrupted: %d tenant steps done and verified, %d not reached and left as they were (%s)",
+		op.Action, op.ID, done, len(left), strings.Join(head(left, 10), ", "))
+	if rerr := s.Tenants.Store.ReleaseOperation(ctx, op.ID, s.Tenants.Owner); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
 }
 
 // startOperation records the restore as an operation (or takes over the
