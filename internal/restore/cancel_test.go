@@ -119,3 +119,95 @@ func cancelledRestore(t *testing.T, phase string) {
 		sameDump(t, "other tenants after the rerun", beforeOthers, b.dump(t, others(n, S)...))
 	})
 }
+
+// An undo whose context is cancelled (Ctrl-C) stops between tenants: each
+// is undone or left restored, the undo stays running with its lease
+// released and the restore is not marked rolled back; the report and exit
+// status say it was interrupted. Running the same undo again in this
+// process, at once, takes it over and finishes it.
+func TestCancelledUndoStopsBetweenTenantsAndResumes(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		const n = 8
+		b := setup(t, e, n)
+		S := []int{1, 2, 3, 4, 5}
+		T := b.shipNow(t)
+		for _, s := range S {
+			b.april(t, s)
+		}
+		b.shipNow(t)
+		before := map[int]map[string][]string{}
+		for _, s := range S {
+			before[s] = b.dump(t, s)
+		}
+		restored := mustRestore(t, b, Request{Tenants: keys(S...), To: T})
+		after := map[int]map[string][]string{}
+		for _, s := range S {
+			after[s] = b.dump(t, s)
+		}
+		beforeOthers := b.dump(t, others(n, S)...)
+
+		// Cancel as the second tenant's undo is about to start: that one
+		// is finished, the rest are not started.
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		started := 0
+		b.svc.BeforeStep = func(state.Step) {
+			if started++; started == 2 {
+				cancel()
+			}
+		}
+		rep, err := b.svc.Undo(cctx, restored.Operation, "tester", "")
+		b.svc.BeforeStep = nil
+		if err == nil || fault.ExitStatus(err) != 1 || rep.Status != "interrupted" || rep.Operation == "" {
+			t.Fatalf("cancelled undo: status %q, err %v (exit %d), want interrupted, exit 1\n%+v", rep.Status, err, fault.ExitStatus(err), rep)
+		}
+		op, err := b.store.GetOperation(ctx, rep.Operation)
+		if err != nil || op.Status != state.OpRunning || !op.LeaseUntil.Before(b.clock.Now()) {
+			t.Fatalf("an interrupted undo must stay running with its lease released: %+v %v", op, err)
+		}
+		if orig, _ := b.store.GetOperation(ctx, restored.Operation); orig.Status != state.OpDone {
+			t.Errorf("the restore is %s while its undo is interrupted, want still done", orig.Status)
+		}
+		var undone []int
+		for _, tr := range rep.Tenants {
+			s := S[slices.Index(keys(S...), tr.Tenant)]
+			switch p := tr.Products[0]; p.Status {
+			case "undone":
+				sameDump(t, "tenant undone before the cancel", before[s], b.dump(t, s))
+				undone = append(undone, s)
+			case "interrupted":
+				if p.Error == "" {
+					t.Errorf("tenant %d: an interrupted step must say what happened", s)
+				}
+				sameDump(t, "tenant not reached before the cancel", after[s], b.dump(t, s))
+			default:
+				t.Errorf("tenant %d: status %q after a cancel (%s)", s, p.Status, p.Error)
+			}
+		}
+		if len(undone) != 2 {
+			t.Fatalf("undone before the cancel: %v, want the first 2 tenants", undone)
+		}
+
+		again, err := b.svc.Undo(ctx, restored.Operation, "tester", "")
+		if err != nil || again.Status != "done" || again.Operation != rep.Operation {
+			t.Fatalf("rerun: %v\n%+v", err, again)
+		}
+		for _, tr := range again.Tenants {
+			s := S[slices.Index(keys(S...), tr.Tenant)]
+			if p := tr.Products[0]; p.Status != "undone" || p.Resumed != slices.Contains(undone, s) {
+				t.Errorf("rerun, tenant %d: %+v", s, p)
+			}
+			sameDump(t, "tenant after the rerun", before[s], b.dump(t, s))
+		}
+		if op, _ := b.store.GetOperation(ctx, rep.Operation); op.Status != state.OpDone {
+			t.Errorf("after the rerun the undo is %s, want done", op.Status)
+		}
+		if orig, _ := b.store.GetOperation(ctx, restored.Operation); orig.Status != state.OpRolledBack {
+			t.Errorf("after the rerun the restore is %s, want rolled_back", orig.Status)
+		}
+		sameDump(t, "other tenants", beforeOthers, b.dump(t, others(n, S)...))
+		if left := b.staged(t); left != 0 {
+			t.Errorf("%d rows left in staging", left)
+		}
+	})
+}
