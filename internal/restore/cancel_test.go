@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"lifeline/internal/fault"
+	"lifeline/internal/pgtest"
 	"lifeline/internal/state"
 )
 
@@ -209,5 +210,49 @@ func TestCancelledUndoStopsBetweenTenantsAndResumes(t *testing.T) {
 		if left := b.staged(t); left != 0 {
 			t.Errorf("%d rows left in staging", left)
 		}
+	})
+}
+
+// A restore --into whose context is cancelled while it loads rolls its one
+// transaction back: the target stays empty, the report and exit status say
+// it was interrupted, and the same command run again loads it.
+func TestCancelledRestoreIntoLeavesTheTargetEmpty(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		b := setup(t, e, 6)
+		T := b.shipNow(t)
+		atT := b.dump(t, 2, 3, 5)
+		b.april(t, 2)
+		b.shipNow(t)
+		into, base := "sqlite:drill.db", t.TempDir()
+		if e.Name == "postgres" {
+			into = pgtest.NewDB(t)
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		b.svc.Progress = func(p Progress) {
+			if p.Phase == "load" && p.StepsDone > 0 {
+				cancel()
+			}
+		}
+		req := Request{Tenants: keys(2, 3, 5), To: T, Into: into, IntoBase: base, Actor: "tester"}
+		rep, err := b.svc.Run(cctx, req)
+		b.svc.Progress = nil
+		if err == nil || fault.ExitStatus(err) != 1 || rep.Status != "interrupted" || rep.Rows != 0 {
+			t.Fatalf("cancelled restore --into: status %q, %d rows, err %v (exit %d), want interrupted, 0 rows, exit 1",
+				rep.Status, rep.Rows, err, fault.ExitStatus(err))
+		}
+		for _, tr := range rep.Tenants {
+			if p := tr.Products[0]; p.Status != "interrupted" || p.Error == "" {
+				t.Errorf("tenant %s after the cancel: %+v", tr.Tenant, p)
+			}
+		}
+
+		// A target left with anything in it refuses a restore ("not
+		// empty"): the same command is accepted and loads it.
+		again, err := b.svc.Run(ctx, req)
+		if err != nil || again.Status != "done" {
+			t.Fatalf("rerun: %v\n%+v", err, again)
+		}
+		sameDump(t, "the tenants loaded by the rerun", atT, dumpDB(t, openTarget(t, e.Name, into, base), e.Name))
 	})
 }
