@@ -34,10 +34,7 @@ func cancelledRestore(t *testing.T, phase string) {
 			b.april(t, s)
 		}
 		b.shipNow(t)
-		before := map[int]map[string][]string{}
-		for _, s := range S {
-			before[s] = b.dump(t, s)
-		}
+		before := b.dumpEach(t, S)
 		beforeOthers := b.dump(t, others(n, S)...)
 
 		// Cancel as soon as the first transaction of swaps committed, or
@@ -59,29 +56,14 @@ func cancelledRestore(t *testing.T, phase string) {
 		if err != nil || op.Status != state.OpRunning {
 			t.Fatalf("an interrupted restore's operation must stay running, to be resumed: %+v %v", op, err)
 		}
-		var restored, untouched []int
+		restored := b.cancelled(t, rep, S, "restored", atT, before)
 		for _, tr := range rep.Tenants {
-			s := S[slices.Index(keys(S...), tr.Tenant)]
-			p := tr.Products[0]
-			switch p.Status {
-			case "restored":
-				if p.Hash != "verified" {
-					t.Errorf("tenant %d restored but %q", s, p.Hash)
-				}
-				sameDump(t, "tenant restored before the cancel", atT[s], b.dump(t, s))
-				restored = append(restored, s)
-			case "interrupted":
-				if p.Error == "" {
-					t.Errorf("tenant %d: an interrupted step must say what to do", s)
-				}
-				sameDump(t, "tenant not reached before the cancel", before[s], b.dump(t, s))
-				untouched = append(untouched, s)
-			default:
-				t.Errorf("tenant %d: status %q after a cancel (%s)", s, p.Status, p.Error)
+			if p := tr.Products[0]; p.Status == "restored" && p.Hash != "verified" {
+				t.Errorf("tenant %s restored but %q", tr.Tenant, p.Hash)
 			}
 		}
-		if (phase == "apply" && len(restored) == 0) || (phase == "rebuild" && len(restored) > 0) || len(untouched) == 0 {
-			t.Fatalf("cancelled in %s: restored %v, untouched %v", phase, restored, untouched)
+		if (phase == "apply" && len(restored) == 0) || (phase == "rebuild" && len(restored) > 0) || len(restored) == len(S) {
+			t.Fatalf("cancelled in %s: restored %v of %v", phase, restored, S)
 		}
 		for _, st := range op.Steps {
 			want := state.StepPending
@@ -136,15 +118,9 @@ func TestCancelledUndoStopsBetweenTenantsAndResumes(t *testing.T) {
 			b.april(t, s)
 		}
 		b.shipNow(t)
-		before := map[int]map[string][]string{}
-		for _, s := range S {
-			before[s] = b.dump(t, s)
-		}
+		before := b.dumpEach(t, S)
 		restored := mustRestore(t, b, Request{Tenants: keys(S...), To: T})
-		after := map[int]map[string][]string{}
-		for _, s := range S {
-			after[s] = b.dump(t, s)
-		}
+		after := b.dumpEach(t, S)
 		beforeOthers := b.dump(t, others(n, S)...)
 
 		// Cancel as the second tenant's undo is about to start: that one
@@ -169,22 +145,7 @@ func TestCancelledUndoStopsBetweenTenantsAndResumes(t *testing.T) {
 		if orig, _ := b.store.GetOperation(ctx, restored.Operation); orig.Status != state.OpDone {
 			t.Errorf("the restore is %s while its undo is interrupted, want still done", orig.Status)
 		}
-		var undone []int
-		for _, tr := range rep.Tenants {
-			s := S[slices.Index(keys(S...), tr.Tenant)]
-			switch p := tr.Products[0]; p.Status {
-			case "undone":
-				sameDump(t, "tenant undone before the cancel", before[s], b.dump(t, s))
-				undone = append(undone, s)
-			case "interrupted":
-				if p.Error == "" {
-					t.Errorf("tenant %d: an interrupted step must say what happened", s)
-				}
-				sameDump(t, "tenant not reached before the cancel", after[s], b.dump(t, s))
-			default:
-				t.Errorf("tenant %d: status %q after a cancel (%s)", s, p.Status, p.Error)
-			}
-		}
+		undone := b.cancelled(t, rep, S, "undone", before, after)
 		if len(undone) != 2 {
 			t.Fatalf("undone before the cancel: %v, want the first 2 tenants", undone)
 		}
@@ -255,4 +216,38 @@ func TestCancelledRestoreIntoLeavesTheTargetEmpty(t *testing.T) {
 		}
 		sameDump(t, "the tenants loaded by the rerun", atT, dumpDB(t, openTarget(t, e.Name, into, base), e.Name))
 	})
+}
+
+// dumpEach dumps each of tenants on its own.
+func (b *bundle) dumpEach(t *testing.T, tenants []int) map[int]map[string][]string {
+	t.Helper()
+	out := map[int]map[string][]string{}
+	for _, s := range tenants {
+		out[s] = b.dump(t, s)
+	}
+	return out
+}
+
+// cancelled checks the report of a run over tenants that was cancelled:
+// each tenant is reported done (restored, undone) and now as in done, or
+// interrupted, saying so, and as in left. It returns the tenants done.
+func (b *bundle) cancelled(t *testing.T, rep *Report, tenants []int, done string, doneDump, leftDump map[int]map[string][]string) []int {
+	t.Helper()
+	var out []int
+	for _, tr := range rep.Tenants {
+		s := tenants[slices.Index(keys(tenants...), tr.Tenant)]
+		switch p := tr.Products[0]; p.Status {
+		case done:
+			sameDump(t, "tenant "+done+" before the cancel", doneDump[s], b.dump(t, s))
+			out = append(out, s)
+		case "interrupted":
+			if p.Error == "" {
+				t.Errorf("tenant %d: an interrupted step must say what happened", s)
+			}
+			sameDump(t, "tenant not reached before the cancel", leftDump[s], b.dump(t, s))
+		default:
+			t.Errorf("tenant %d: status %q after a cancel (%s)", s, p.Status, p.Error)
+		}
+	}
+	return out
 }
