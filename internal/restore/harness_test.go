@@ -46,13 +46,6 @@ func (c *clock) Now() time.Time {
 	return c.now
 }
 
-// pass moves the clock on by d.
-func (c *clock) pass(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func (c *clock) tick() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()

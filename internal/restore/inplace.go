@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -41,6 +42,7 @@ func (s *Service) inPlace(ctx context.Context, pl *plan) error {
 	// operation stays running, to be finished by the same command again.
 	end := func(err error) error {
 		if ctx.Err() != nil {
+			stop()
 			return s.interrupted(bg, pl, op, context.Cause(ctx))
 		}
 		return s.finish(bg, pl, op, err)
@@ -81,13 +83,15 @@ func (s *Service) clearStaging(ctx context.Context, pl *plan, op *state.Operatio
 	}
 }
 
-// interrupted ends a run whose context was cancelled. The swaps stop
-// between transactions, so every tenant is restored and verified or left
-// as it was; the operation stays running (its steps record which tenants
-// are done) so that the same command, or `lifeline ops resume`, takes it
-// over and finishes it. The report says which tenants were not reached,
-// and the error (exit 1) that the restore did not finish. A cancel that
-// came after the last swap changes nothing: the restore finishes.
+// interrupted ends a run (restore or undo) whose context was cancelled,
+// once its lease renewal has stopped. The swaps stop between transactions,
+// so every tenant is restored and verified (or undone) or left as it was;
+// the operation stays running (its steps record which tenants are done) so
+// that the same command takes it over and finishes it. Its lease is
+// released, so that a runner that stays alive (a plan, `serve`) resumes it
+// at once rather than when the lease lapses. The report says which tenants
+// were not reached, and the error (exit 1) that the run did not finish. A
+// cancel that came after the last swap changes nothing: the run finishes.
 func (s *Service) interrupted(ctx context.Context, pl *plan, op *state.Operation, cause error) error {
 	var done int
 	var left []string
@@ -99,7 +103,7 @@ func (s *Service) interrupted(ctx context.Context, pl *plan, op *state.Operation
 		default:
 			left = append(left, st.tenant+" in "+st.product.Name)
 			st.report.Status = "interrupted"
-			st.report.Error = "not restored, left as it was: the restore was interrupted before this tenant"
+			st.report.Error = "left as it was: the " + op.Action + " was interrupted before this tenant"
 		}
 	}
 	if len(left) == 0 {
@@ -107,9 +111,17 @@ func (s *Service) interrupted(ctx context.Context, pl *plan, op *state.Operation
 	}
 	s.clearStaging(ctx, pl, op)
 	pl.report.Status = "interrupted"
-	return fault.Wrap(cause, fault.Internal, "run the same command again, or `lifeline ops resume "+op.ID+"`, to finish it",
-		"restore %s was interrupted: %d tenant steps restored and verified, %d not restored and left as they were (%s)",
-		op.ID, done, len(left), strings.Join(head(left, 10), ", "))
+	hint := "run the same command again to finish it"
+	if op.Action == "restore" {
+		hint = "run the same command again, or `lifeline ops resume " + op.ID + "`, to finish it"
+	}
+	err := fault.Wrap(cause, fault.Internal, hint,
+		"%s %s was interrupted: %d tenant steps done and verified, %d not reached and left as they were (%s)",
+		op.Action, op.ID, done, len(left), strings.Join(head(left, 10), ", "))
+	if rerr := s.Tenants.Store.ReleaseOperation(ctx, op.ID, s.Tenants.Owner); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
 }
 
 // startOperation records the restore as an operation (or takes over the
@@ -689,7 +701,10 @@ func (s *Service) Resume(ctx context.Context, opID string) (*Report, error) {
 // rows it inserted go (kept in the trash under the undo), and the states it
 // changed are set back. Rows written since the restore to rows it did not
 // touch stay. The undo is an operation of its own (restore-undo); the
-// restore is marked rolled back.
+// restore is marked rolled back. Cancelling ctx stops the undo between
+// tenants and leaves it running (report status interrupted, exit 1); the
+// same Undo run again, like one after a crash, takes it over and finishes
+// it.
 func (s *Service) Undo(ctx context.Context, opID, actor, why string) (*Report, error) {
 	start := time.Now()
 	store := s.Tenants.Store
@@ -718,6 +733,20 @@ func (s *Service) Undo(ctx context.Context, opID, actor, why string) (*Report, e
 		return fail(fault.New(fault.Refused, "restore the tenants to before it instead: `lifeline restore --before "+opID+"`",
 			"restore %s can no longer be undone: retention.deleted removed the rows it replaced on %s", opID, at.UTC().Format(time.RFC3339)))
 	}
+	// An undo of opID that was interrupted is taken over, not started
+	// again: its tenants stay locked to it.
+	op, err := s.runningUndo(ctx, opID)
+	if err != nil {
+		return fail(err)
+	}
+	resumed := map[string]state.Step{} // product/tenant -> undone before the interruption
+	if op != nil {
+		for _, st := range op.Steps {
+			if st.Status == state.StepDone {
+				resumed[st.Product+"/"+st.Tenant] = st
+			}
+		}
+	}
 	pl := &plan{report: rep, req: Request{Actor: actor, Policy: productdb.Replace}}
 	var steps []state.Step
 	byTenant := map[string]int{}
@@ -737,29 +766,55 @@ func (s *Service) Undo(ctx context.Context, opID, actor, why string) (*Report, e
 		}
 		sr := &StepReport{Product: p.Name}
 		rep.Tenants[i].Products = append(rep.Tenants[i].Products, sr)
-		pl.steps = append(pl.steps, &step{product: p, tenant: os.Tenant, report: sr})
+		st := &step{product: p, tenant: os.Tenant, report: sr}
+		if done, ok := resumed[p.Name+"/"+os.Tenant]; ok {
+			st.done, sr.Status, sr.Resumed = true, "undone", true
+			for _, n := range done.Rows {
+				sr.Rows += n
+			}
+		}
+		pl.steps = append(pl.steps, st)
 		steps = append(steps, state.Step{Product: p.Name, Tenant: os.Tenant, Status: state.StepPending})
 	}
 	if len(steps) == 0 {
 		return fail(fault.New(fault.Conflict, "see `lifeline ops show "+opID+"`", "restore %s restored no tenant: nothing to undo", opID))
 	}
-	op := &state.Operation{ID: state.NewOperationID(s.Tenants.Clock()), Action: "restore-undo", Actor: actor,
-		Reason: strings.TrimSpace(why + " undo of " + opID), Targets: orig.Targets, Steps: steps}
-	if err := store.CreateOperation(ctx, op, s.Tenants.Owner, s.Tenants.TTL()); err != nil {
-		return fail(err)
+	if op == nil {
+		op = &state.Operation{ID: state.NewOperationID(s.Tenants.Clock()), Action: "restore-undo", Actor: actor,
+			Reason: strings.TrimSpace(why + " undo of " + opID), Targets: orig.Targets, Steps: steps}
+		if err := saveRun(ctx, store, op.ID, undoKey(opID), pl.req); err != nil {
+			return fail(err)
+		}
+		if err := store.CreateOperation(ctx, op, s.Tenants.Owner, s.Tenants.TTL()); err != nil {
+			return fail(err)
+		}
 	}
 	rep.Operation = op.ID
 	stop := s.Tenants.KeepLease(ctx, op.ID)
 	defer stop()
+	// A cancelled ctx (Ctrl-C) stops the undo between tenants, each undone
+	// in its own transaction; a tenant once started is finished.
+	bg := context.WithoutCancel(ctx)
 	for _, st := range pl.steps {
-		if err := s.undoStep(ctx, op, opID, st); err != nil {
+		if st.done || ctx.Err() != nil {
+			continue
+		}
+		if s.BeforeStep != nil {
+			s.BeforeStep(state.Step{Product: st.product.Name, Tenant: st.tenant})
+		}
+		if err := s.undoStep(bg, op, opID, st); err != nil {
 			st.report.Status, st.report.Error = "failed", err.Error()
-			_ = store.UpdateStep(context.WithoutCancel(ctx), op.ID, state.Step{Product: st.product.Name, Tenant: st.tenant, Status: state.StepFailed, Error: err.Error()})
+			_ = store.UpdateStep(bg, op.ID, state.Step{Product: st.product.Name, Tenant: st.tenant, Status: state.StepFailed, Error: err.Error()})
 		}
 	}
-	err = s.finish(context.WithoutCancel(ctx), pl, op, nil)
+	if ctx.Err() != nil {
+		stop()
+		err = s.interrupted(bg, pl, op, context.Cause(ctx))
+	} else {
+		err = s.finish(bg, pl, op, nil)
+	}
 	if err == nil {
-		err = store.FinishOperation(context.WithoutCancel(ctx), opID, state.OpRolledBack, "")
+		err = store.FinishOperation(bg, opID, state.OpRolledBack, "")
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	for _, t := range rep.Tenants {
@@ -771,6 +826,42 @@ func (s *Service) Undo(ctx context.Context, opID, actor, why string) (*Report, e
 		rep.Error, rep.Hint = err.Error(), fault.HintOf(err)
 	}
 	return rep, err
+}
+
+// undoKey is what an undo of restore opID is recorded with, so that the
+// same `lifeline restore --undo` run again finds and finishes it.
+func undoKey(opID string) string { return "undo " + opID }
+
+// runningUndo returns the undo of restore opID that is still running, taken
+// over by this process: its runner was interrupted (Ctrl-C, kill -9). nil
+// if there is none; fault.Conflict if its runner is alive.
+func (s *Service) runningUndo(ctx context.Context, opID string) (*state.Operation, error) {
+	store := s.Tenants.Store
+	running, err := store.ListOperations(ctx, state.OpFilter{Status: state.OpRunning, Limit: math.MaxInt32})
+	if err != nil {
+		return nil, err
+	}
+	for i := range running {
+		op := &running[i]
+		if op.Action != "restore-undo" {
+			continue
+		}
+		if k, err := loadRun(ctx, store, op.ID); err != nil || k != undoKey(opID) {
+			continue
+		}
+		if !s.Tenants.Interrupted(op) {
+			return nil, fault.New(fault.Conflict, "wait for it to finish (`lifeline ops show "+op.ID+"`)",
+				"restore %s is being undone by operation %s", opID, op.ID)
+		}
+		if err := s.Tenants.Claim(ctx, op); err != nil {
+			return nil, err
+		}
+		if s.Log != nil {
+			s.Log.Info("resuming interrupted undo", "op", op.ID, "undoes", opID)
+		}
+		return op, nil
+	}
+	return nil, nil
 }
 
 // undoStep undoes restore opID for one tenant in one product.

@@ -13,8 +13,28 @@ import (
 // into restores out of place: the product's protected tables are created
 // in the empty target database and the chosen tenants loaded into them, in
 // one transaction, then verified by hash before it commits. A failure
-// leaves the target empty, so the same command can simply run again.
+// leaves the target empty, so the same command can simply run again. So
+// does a cancelled ctx (Ctrl-C), which is reported as an interruption, not
+// a failure.
 func (s *Service) into(ctx context.Context, pl *plan) error {
+	err := s.load(ctx, pl)
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	for _, st := range pl.steps {
+		if !st.skip {
+			st.report.Status, st.report.Hash, st.report.Rows, st.report.Tables = "interrupted", "", 0, nil
+			st.report.Error = "not loaded: the restore was interrupted before it committed"
+		}
+	}
+	pl.report.Status = "interrupted"
+	return fault.Wrap(context.Cause(ctx), fault.Internal, "run the same command again: the target was left empty",
+		"restore --into was interrupted before it committed: nothing was loaded")
+}
+
+// load creates the tables in the target and loads and verifies the
+// tenants, in one transaction.
+func (s *Service) load(ctx context.Context, pl *plan) error {
 	p := pl.products[0]
 	target, err := productdb.OpenTarget(ctx, pl.req.Into, pl.req.IntoBase)
 	if err != nil {

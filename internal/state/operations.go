@@ -339,6 +339,25 @@ func (s *Store) claim(ctx context.Context, id, owner, from string, ttl time.Dura
 	})
 }
 
+// ReleaseOperation gives up owner's lease on a running operation that it
+// stopped running without finishing (a cancelled restore), so that a resume
+// in a process that stays alive (a plan, `serve`) takes it over at once
+// instead of waiting for the lease to lapse. The lease is set to have ended
+// just before now, which every test of it reads as expired. It changes
+// nothing if owner no longer holds the lease (another runner took the
+// operation over) or the operation is no longer running.
+func (s *Store) ReleaseOperation(ctx context.Context, id, owner string) error {
+	ended := micros(s.stamp()) - 1
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.Rebind("UPDATE operations SET lease_until = ? WHERE id = ? AND owner = ? AND status = ?"),
+			ended, id, owner, string(OpRunning))
+		if err != nil {
+			return fmt.Errorf("state: release operation %s: %w", id, err)
+		}
+		return nil
+	})
+}
+
 func opNotFound(id string) error {
 	return fault.New(fault.NotFound, "list operations with `lifeline ops list`", "operation %q not found", id)
 }

@@ -526,6 +526,17 @@ func testLease(t *testing.T, b backend) {
 	}
 	wantCode(t, s.TakeOverOperation(ctx, op.ID, "", "D", time.Minute), fault.Invalid, "previous owner")
 
+	// A runner that stops without finishing releases its lease: another
+	// takes the operation over at once, with no time passing. A release by
+	// a runner that no longer holds the lease changes nothing.
+	must(t, s.ReleaseOperation(ctx, op.ID, "B"))
+	wantCode(t, s.ClaimOperation(ctx, op.ID, "D", time.Minute), fault.Conflict, "being run by C")
+	must(t, s.ReleaseOperation(ctx, op.ID, "C"))
+	if got := must2(s.GetOperation(ctx, op.ID))(t); !got.LeaseUntil.Before(e.clock.Now()) {
+		t.Fatalf("released lease runs until %v, want before now %v", got.LeaseUntil, e.clock.Now())
+	}
+	must(t, s.ClaimOperation(ctx, op.ID, "D", time.Minute))
+
 	wantCode(t, s.ClaimOperation(ctx, "op_unknown", "A", time.Minute), fault.NotFound, "lifeline ops list")
 	must(t, s.FinishOperation(ctx, op.ID, OpDone, ""))
 	wantCode(t, s.ClaimOperation(ctx, op.ID, "B", time.Minute), fault.Conflict, "not running")
