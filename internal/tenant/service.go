@@ -476,6 +476,12 @@ func (s *Service) Resume(ctx context.Context, id string) (*state.Operation, erro
 	if op.Status != state.OpRunning {
 		return op, fault.New(fault.Conflict, "nothing to resume", "operation %s is %s, not running", id, op.Status)
 	}
+	// Only lifecycle operations resume here; any other (an undo of a
+	// restore) would be marked failed with its tenants half done.
+	if _, ok := rules[productdb.Action(op.Action)]; !ok {
+		return op, fault.New(fault.Refused, "run the command that started it again: the same `lifeline restore --undo OP` finishes an undo",
+			"operation %s is a %s, not a lifecycle operation this resumes", id, op.Action)
+	}
 	if err := s.claim(ctx, op); err != nil {
 		return nil, err
 	}

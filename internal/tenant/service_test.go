@@ -209,3 +209,22 @@ func TestCheckSchemaOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeRefusesWhatIsNotALifecycleOperation: an interrupted undo of a
+// restore left running is not resumed (and so not marked failed with its
+// tenants half undone) by the lifecycle's resume, which says what does.
+func TestResumeRefusesWhatIsNotALifecycleOperation(t *testing.T) {
+	svc, _ := setup(t)
+	op := &state.Operation{Action: "restore-undo", Actor: "tester", Steps: []state.Step{{Product: "tracker", Tenant: "acme"}}}
+	if err := svc.Store.CreateOperation(ctx, op, "gone:1", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	_, err := svc.Resume(ctx, op.ID)
+	if fault.CodeOf(err) != fault.Refused || !strings.Contains(err.Error(), "restore-undo") || !strings.Contains(fault.HintOf(err), "--undo") {
+		t.Fatalf("resume of an undo: %v (hint %q)", err, fault.HintOf(err))
+	}
+	got, err := svc.Store.GetOperation(ctx, op.ID)
+	if err != nil || got.Status != state.OpRunning || got.Steps[0].Status != state.StepPending {
+		t.Fatalf("the undo was changed: %+v, %v", got, err)
+	}
+}
