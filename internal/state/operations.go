@@ -161,11 +161,16 @@ func (s *Store) lockTenant(ctx context.Context, tx *sql.Tx, opID, tenant string,
 		}
 		msg := fmt.Sprintf("tenant %s is locked by operation %s (%s by %s)", tenant, holder, action, actor)
 		hint := fmt.Sprintf("wait for operation %s to finish (`lifeline ops show %s`)", holder, holder)
+		// An undo of a restore is finished by its own command, not ops resume.
+		finish := fmt.Sprintf("`lifeline ops resume %s`", holder)
+		if action == "restore-undo" {
+			finish = "the same `lifeline restore --undo` again"
+		}
 		if lu := fromMicros(lease); !lu.After(now) {
 			msg += fmt.Sprintf(", whose runner %s stopped renewing its lease at %s", owner, lu.Format(time.RFC3339))
-			hint = fmt.Sprintf("operation %s was interrupted: finish it with `lifeline ops resume %s`", holder, holder)
+			hint = fmt.Sprintf("operation %s was interrupted: finish it with %s", holder, finish)
 		} else {
-			hint += fmt.Sprintf(", or if it was interrupted, `lifeline ops resume %s`", holder)
+			hint += ", or if it was interrupted, " + finish
 		}
 		return fault.New(fault.Conflict, hint, "%s", msg)
 	}
