@@ -377,3 +377,63 @@ func TestCut(t *testing.T) {
 		}
 	}
 }
+
+// TestSQLiteLegacyUpdateTrigger: a product protected by an earlier version
+// carries one combined update trigger per table instead of the split pair.
+// It still counts as intact (capture goes on, key changes included); a new
+// protect replaces it without re-imaging the table; a missing half of the
+// split pair stops capture.
+func TestSQLiteLegacyUpdateTrigger(t *testing.T) {
+	t.Parallel()
+	x := setup(t, engines[0], 2)
+	m, cur := x.snapshot(t, x.src)
+	// The combined trigger as earlier versions wrote it for items
+	// (site_id, id, title, n, tag; primary key site_id, id).
+	same := "OLD.site_id IS NEW.site_id COLLATE BINARY AND typeof(OLD.site_id) = typeof(NEW.site_id) AND " +
+		"OLD.id IS NEW.id COLLATE BINARY AND typeof(OLD.id) = typeof(NEW.id)"
+	img := func(r string) string {
+		return "'items', CAST(" + r + ".site_id AS TEXT), julianday('now'), " + r + ".site_id, " + r + ".id, " + r + ".title, " + r + ".n, " + r + ".tag"
+	}
+	cols := "(tbl, tenant, ts, c0, c1, c2, c3, c4, op)"
+	x.exec(t, "DROP TRIGGER lifeline_cap_us_items;\nDROP TRIGGER lifeline_cap_uk_items")
+	x.exec(t, "CREATE TRIGGER lifeline_cap_u_items AFTER UPDATE ON items FOR EACH ROW BEGIN "+
+		"INSERT INTO lifeline_changes "+cols+" SELECT "+img("OLD")+", 'D' WHERE NOT ("+same+"); "+
+		"INSERT INTO lifeline_changes "+cols+" VALUES ("+img("NEW")+", CASE WHEN "+same+" THEN 'U' ELSE 'I' END); END")
+	src := x.open(t)
+	if p, err := x.db.CaptureProblems(x.ctx, nil, x.product, x.l.Tables); err != nil || len(p) != 0 {
+		t.Fatalf("legacy trigger: problems %q, %v", p, err)
+	}
+	x.exec(t, `INSERT INTO items (site_id, id, title) VALUES ('s000', 1, 'a'), ('s001', 2, 'b');
+UPDATE items SET title = 'a2' WHERE id = 1;
+UPDATE items SET id = 3 WHERE id = 2`)
+	cur = x.drain(t, src, m, cur)
+	x.same(t, m)
+
+	x.exec(t, "UPDATE items SET title = 'pending' WHERE id = 1")
+	before, _, err := src.Backlog(x.ctx, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Close()
+	x.protect(t)
+	var legacy, split int
+	if err := x.raw.QueryRow(`SELECT count(*) FILTER (WHERE name = 'lifeline_cap_u_items'), count(*) FILTER (WHERE name IN ('lifeline_cap_us_items', 'lifeline_cap_uk_items'))
+		FROM sqlite_master WHERE type = 'trigger'`).Scan(&legacy, &split); err != nil || legacy != 0 || split != 2 {
+		t.Fatalf("after protect: %d legacy and %d split update triggers, %v", legacy, split, err)
+	}
+	src = x.open(t)
+	if after, _, err := src.Backlog(x.ctx, cur); err != nil || after != before {
+		t.Fatalf("protect over the legacy trigger changed the backlog from %d to %d (%v): it re-imaged the table", before, after, err)
+	}
+	x.exec(t, "UPDATE items SET id = 4 WHERE id = 3")
+	cur = x.drain(t, src, m, cur)
+	x.same(t, m)
+
+	x.exec(t, "DROP TRIGGER lifeline_cap_uk_items")
+	src.Close()
+	src = x.open(t)
+	x.exec(t, "INSERT INTO items (site_id, id) VALUES ('s000', 9)")
+	if _, err := src.Read(x.ctx, cur, 100); !isDrift(err) || !strings.Contains(err.Error(), "lifeline_cap_uk_items") {
+		t.Fatalf("read without the key-change trigger: %v", err)
+	}
+}

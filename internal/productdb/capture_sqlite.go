@@ -30,11 +30,21 @@ import (
 // Per table:
 //
 //   - lifeline_cap_i_<t>: AFTER INSERT, op I with NEW;
-//   - lifeline_cap_u_<t>: AFTER UPDATE, op U with NEW; when the update
-//     changes the primary key, op D with OLD and then op I with NEW
-//     instead, so a replay by key removes the old key;
+//   - lifeline_cap_us_<t>: AFTER UPDATE WHEN the primary key is unchanged,
+//     op U with NEW;
+//   - lifeline_cap_uk_<t>: AFTER UPDATE WHEN the primary key changed, op D
+//     with OLD and then op I with NEW, so a replay by key removes the old
+//     key;
 //   - lifeline_cap_d_<t>: AFTER DELETE, op D with OLD (and the guard's
 //     bookkeeping, see sqliteGuardNeutral).
+//
+// Each body is one INSERT … VALUES of the row's columns as they are: no
+// per-row subquery, CASE, JSON or sequence lookup, and the change log has
+// no index but its rowid. The update is split by WHEN so that the common
+// case (key unchanged) runs one INSERT; the WHEN is evaluated in the
+// writing statement itself, before any trigger program starts. Earlier
+// versions installed one lifeline_cap_u_<t> doing both; it is still
+// accepted as intact until protect replaces it.
 //
 // The trigger SQL uses nothing newer than SQLite 3.37 offers, so it runs in
 // whatever library the application links.
@@ -46,36 +56,33 @@ import (
 const CaptureEnds = "lifeline_capture_ends"
 
 // sqliteCaptureTriggers are the suffixes of one table's capture triggers.
-var sqliteCaptureTriggers = []string{"i", "u", "d"}
+var sqliteCaptureTriggers = []string{"i", "us", "uk", "d"}
+
+// sqliteLegacyUpdate is the suffix of the one update trigger earlier
+// versions installed in place of us and uk.
+const sqliteLegacyUpdate = "u"
 
 func sqliteTrigger(kind, table string) string { return "lifeline_cap_" + kind + "_" + table }
 
-func (sqliteDialect) captureBefore(ctx context.Context, tx *sql.Tx, l *Layout) (captureState, error) {
-	st := captureState{intact: map[string]bool{}}
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1`, ChangeLog).Scan(&n); err != nil {
-		return st, err
+// sqliteMissingTriggers names the capture triggers of table absent from
+// have (trigger names present). A table still carrying the legacy update
+// trigger needs only it next to the insert and delete triggers.
+func sqliteMissingTriggers(have map[string]bool, table string) []string {
+	kinds := sqliteCaptureTriggers
+	if have[sqliteTrigger(sqliteLegacyUpdate, table)] {
+		kinds = []string{"i", sqliteLegacyUpdate, "d"}
 	}
-	st.hasLog = n > 0
-	names, err := queryStrings(ctx, tx, `SELECT name FROM sqlite_master WHERE type = 'trigger'`)
-	if err != nil {
-		return st, err
-	}
-	have := map[string]bool{}
-	for _, name := range names {
-		have[name] = true
-	}
-	for _, t := range l.Tables {
-		ok := true
-		for _, k := range sqliteCaptureTriggers {
-			ok = ok && have[sqliteTrigger(k, t)]
+	var missing []string
+	for _, k := range kinds {
+		if !have[sqliteTrigger(k, table)] {
+			missing = append(missing, sqliteTrigger(k, table))
 		}
-		st.intact[t] = ok
 	}
-	return st, nil
+	return missing
 }
 
-func (d sqliteDialect) captureProblems(ctx context.Context, q queryer, _ string, tables []string) ([]string, error) {
+// sqliteTriggerNames returns the names of all triggers in the database.
+func sqliteTriggerNames(ctx context.Context, q queryer) (map[string]bool, error) {
 	names, err := queryStrings(ctx, q, `SELECT name FROM sqlite_master WHERE type = 'trigger'`)
 	if err != nil {
 		return nil, err
@@ -84,15 +91,34 @@ func (d sqliteDialect) captureProblems(ctx context.Context, q queryer, _ string,
 	for _, name := range names {
 		have[name] = true
 	}
+	return have, nil
+}
+
+func (sqliteDialect) captureBefore(ctx context.Context, tx *sql.Tx, l *Layout) (captureState, error) {
+	st := captureState{intact: map[string]bool{}}
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1`, ChangeLog).Scan(&n); err != nil {
+		return st, err
+	}
+	st.hasLog = n > 0
+	have, err := sqliteTriggerNames(ctx, tx)
+	if err != nil {
+		return st, err
+	}
+	for _, t := range l.Tables {
+		st.intact[t] = len(sqliteMissingTriggers(have, t)) == 0
+	}
+	return st, nil
+}
+
+func (d sqliteDialect) captureProblems(ctx context.Context, q queryer, _ string, tables []string) ([]string, error) {
+	have, err := sqliteTriggerNames(ctx, q)
+	if err != nil {
+		return nil, err
+	}
 	var out []string
 	for _, t := range tables {
-		var missing []string
-		for _, k := range sqliteCaptureTriggers {
-			if !have[sqliteTrigger(k, t)] {
-				missing = append(missing, sqliteTrigger(k, t))
-			}
-		}
-		if len(missing) > 0 {
+		if missing := sqliteMissingTriggers(have, t); len(missing) > 0 {
 			out = append(out, fmt.Sprintf("table %s: capture triggers %s are missing (was the table rebuilt by a migration?)", t, strings.Join(missing, ", ")))
 		}
 	}
@@ -185,19 +211,15 @@ func sqliteTenant(t *change.Table, r string) string {
 }
 
 // sqliteLogInsert appends one log row for row r of t; op is an SQL
-// expression. With a where condition the row is appended only if it holds.
-func sqliteLogInsert(t *change.Table, op, r, where string) string {
+// literal.
+func sqliteLogInsert(t *change.Table, op, r string) string {
 	cols := []string{"tbl", "op", "tenant", "ts"}
 	vals := []string{lit(t.Name), op, sqliteTenant(t, r), "julianday('now')"}
 	for i, c := range t.Columns {
 		cols = append(cols, LogColumn(i))
 		vals = append(vals, r+"."+qi(c.Name))
 	}
-	q := "INSERT INTO " + ChangeLog + " (" + strings.Join(cols, ", ") + ")"
-	if where != "" {
-		return q + " SELECT " + strings.Join(vals, ", ") + " WHERE " + where + ";"
-	}
-	return q + " VALUES (" + strings.Join(vals, ", ") + ");"
+	return "INSERT INTO " + ChangeLog + " (" + strings.Join(cols, ", ") + ") VALUES (" + strings.Join(vals, ", ") + ");"
 }
 
 // sqliteKeySame is true when an UPDATE leaves the primary key exactly as it
@@ -216,11 +238,11 @@ func sqliteCaptureDDL(t *change.Table) []string {
 	on := " ON " + qi(t.Name) + " FOR EACH ROW"
 	same := sqliteKeySame(t)
 	return []string{
-		"CREATE TRIGGER " + qi(sqliteTrigger("i", t.Name)) + " AFTER INSERT" + on + " BEGIN " + sqliteLogInsert(t, "'I'", "NEW", "") + " END",
-		"CREATE TRIGGER " + qi(sqliteTrigger("u", t.Name)) + " AFTER UPDATE" + on + " BEGIN " +
-			sqliteLogInsert(t, "'D'", "OLD", "NOT ("+same+")") + " " +
-			sqliteLogInsert(t, "CASE WHEN "+same+" THEN 'U' ELSE 'I' END", "NEW", "") + " END",
-		"CREATE TRIGGER " + qi(sqliteTrigger("d", t.Name)) + " AFTER DELETE" + on + " BEGIN " + sqliteLogInsert(t, "'D'", "OLD", "") + " " + sqliteGuardNeutral + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("i", t.Name)) + " AFTER INSERT" + on + " BEGIN " + sqliteLogInsert(t, "'I'", "NEW") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("us", t.Name)) + " AFTER UPDATE" + on + " WHEN " + same + " BEGIN " + sqliteLogInsert(t, "'U'", "NEW") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("uk", t.Name)) + " AFTER UPDATE" + on + " WHEN NOT (" + same + ") BEGIN " +
+			sqliteLogInsert(t, "'D'", "OLD") + " " + sqliteLogInsert(t, "'I'", "NEW") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("d", t.Name)) + " AFTER DELETE" + on + " BEGIN " + sqliteLogInsert(t, "'D'", "OLD") + " " + sqliteGuardNeutral + " END",
 	}
 }
 
