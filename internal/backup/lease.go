@@ -109,13 +109,21 @@ func (r *Repo) Lease(ctx context.Context, product string) (Lease, error) {
 type fence struct {
 	product, owner string
 	ttl            time.Duration
+	// top is the catalog's last position the object continues (-1: the
+	// catalog must be empty).
+	top int64
 }
+
+// errCatalogMoved: another process (`backup list` or `verify` rescanning)
+// adopted an upload of the positions a shipper was about to record.
+var errCatalogMoved = errors.New("the catalog moved on")
 
 // check renews the fence's lease inside tx and fails with a fault.Conflict
 // wrapping ErrLeased when its owner no longer holds it: another process
 // claimed the lease since, and may have shipped the same positions. The
 // update also locks the lease row until tx ends, so a concurrent claim
-// waits for tx and then finds the lease renewed.
+// waits for tx and then finds the lease renewed. It fails wrapping
+// errCatalogMoved when the catalog no longer ends at f.top.
 func (f *fence) check(ctx context.Context, r *Repo, tx *sql.Tx) error {
 	now := r.Now()
 	res, err := tx.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET lease_until = ? WHERE product = ? AND owner = ?`),
@@ -123,9 +131,17 @@ func (f *fence) check(ctx context.Context, r *Repo, tx *sql.Tx) error {
 	if err != nil {
 		return fmt.Errorf("backup lease: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		return nil
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fault.Wrap(ErrLeased, fault.Conflict, "nothing to do: the process that took the lease over ships the product",
+			"%s: %s lost the shipping lease during its upload; that object is left out of the repository", f.product, f.owner)
 	}
-	return fault.Wrap(ErrLeased, fault.Conflict, "nothing to do: the process that took the lease over ships the product",
-		"%s: %s lost the shipping lease during its upload; that object is left out of the repository", f.product, f.owner)
+	var top int64
+	if err := tx.QueryRowContext(ctx, r.State.Rebind(`SELECT coalesce(max(last_pos), -1) FROM backup_objects WHERE product = ?`), f.product).Scan(&top); err != nil {
+		return fmt.Errorf("backup catalog: %w", err)
+	}
+	if top != f.top {
+		return fault.Wrap(errCatalogMoved, fault.Conflict, "nothing to do: the next round continues from the catalog",
+			"%s: the catalog reached position %d while an upload continuing %d was in flight; that object is left out", f.product, top, f.top)
+	}
+	return nil
 }

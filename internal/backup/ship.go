@@ -230,13 +230,25 @@ func (s *Shipper) segment(ctx context.Context, b capture.Batch) (int64, error) {
 // recorded, nothing is acknowledged, and the shipper stands by. Its object
 // stays in the blob store, superseded (see Repo.Rescan): the positions it
 // holds are the ones the new holder ships from the same cursor.
+//
+// The catalog must also still end where this shipper's cursor is: a rescan
+// elsewhere may have adopted the fenced object of a former holder for the
+// same positions. Then this object is the superseded one, and the next
+// round starts from the catalog.
 func (s *Shipper) put(ctx context.Context, key string, data []byte, sum format.Summary) error {
-	err := s.Repo.put(ctx, key, data, sum, &fence{product: s.Product, owner: s.owner(), ttl: s.leaseTTL()})
-	if errors.Is(err, ErrLeased) {
+	f := &fence{product: s.Product, owner: s.owner(), ttl: s.leaseTTL(), top: -1}
+	if s.ready {
+		f.top = int64(s.cur.Pos)
+	}
+	err := s.Repo.put(ctx, key, data, sum, f)
+	switch {
+	case errors.Is(err, ErrLeased):
 		s.held, s.ready = false, false
 		if s.Log != nil {
 			s.Log.Warn("lost the shipping lease during an upload; standing by", "product", s.Product, "object", key)
 		}
+	case errors.Is(err, errCatalogMoved):
+		s.ready = false
 	}
 	return err
 }
