@@ -3,6 +3,7 @@ package capture
 import (
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -378,55 +379,152 @@ func TestCut(t *testing.T) {
 	}
 }
 
-// TestSQLiteLegacyUpdateTrigger: a product protected by an earlier version
-// carries one combined update trigger per table instead of the split pair.
-// It still counts as intact (capture goes on, key changes included); a new
-// protect replaces it without re-imaging the table; a missing half of the
-// split pair stops capture.
-func TestSQLiteLegacyUpdateTrigger(t *testing.T) {
-	t.Parallel()
-	x := setup(t, engines[0], 2)
-	m, cur := x.snapshot(t, x.src)
-	// The combined trigger as earlier versions wrote it for items
-	// (site_id, id, title, n, tag; primary key site_id, id).
+// makeLegacyCapture turns x's installed SQLite capture into what the
+// previous version installed: a change log with a tenant column after op,
+// which every trigger wrote, and for items one combined update trigger in
+// place of the split pair. Pending log rows are kept, with their tenant.
+func (x *env) makeLegacyCapture(t *testing.T) {
+	t.Helper()
+	type trig struct{ name, sql string }
+	var trigs []trig
+	rows, err := x.raw.Query(`SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_cap\_%' ESCAPE '\'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var tr trig
+		if err := rows.Scan(&tr.name, &tr.sql); err != nil {
+			t.Fatal(err)
+		}
+		trigs = append(trigs, tr)
+	}
+	rows.Close()
+	tenantOf := map[string]string{"sites": `"id"`, "items": `"site_id"`, "notes": `"site_id"`}
+	values := regexp.MustCompile(`VALUES \('(\w+)', ('\w'), julianday\('now'\), (NEW|OLD)\.`)
+	for _, tr := range trigs {
+		x.exec(t, "DROP TRIGGER "+tr.name)
+	}
+	x.exec(t, `CREATE TABLE lifeline_changes_v1 (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, op TEXT NOT NULL, tenant TEXT, ts REAL NOT NULL, c0, c1, c2, c3, c4);
+INSERT INTO lifeline_changes_v1 (seq, tbl, op, tenant, ts, c0, c1, c2, c3, c4)
+  SELECT seq, tbl, op, CASE tbl WHEN 'notes' THEN CAST(c1 AS TEXT) ELSE CAST(c0 AS TEXT) END, ts, c0, c1, c2, c3, c4 FROM lifeline_changes;
+DROP TABLE lifeline_changes;
+ALTER TABLE lifeline_changes_v1 RENAME TO lifeline_changes`)
+	for _, tr := range trigs {
+		if tr.name == "lifeline_cap_us_items" || tr.name == "lifeline_cap_uk_items" {
+			continue
+		}
+		legacy := strings.ReplaceAll(tr.sql, "(tbl, op, ts, ", "(tbl, op, tenant, ts, ")
+		legacy = values.ReplaceAllStringFunc(legacy, func(m string) string {
+			g := values.FindStringSubmatch(m)
+			return "VALUES ('" + g[1] + "', " + g[2] + ", CAST(" + g[3] + "." + tenantOf[g[1]] + " AS TEXT), julianday('now'), " + g[3] + "."
+		})
+		if legacy == tr.sql {
+			t.Fatalf("trigger %s: the legacy rewrite changed nothing:\n%s", tr.name, tr.sql)
+		}
+		x.exec(t, legacy)
+	}
 	same := "OLD.site_id IS NEW.site_id COLLATE BINARY AND typeof(OLD.site_id) = typeof(NEW.site_id) AND " +
 		"OLD.id IS NEW.id COLLATE BINARY AND typeof(OLD.id) = typeof(NEW.id)"
 	img := func(r string) string {
 		return "'items', CAST(" + r + ".site_id AS TEXT), julianday('now'), " + r + ".site_id, " + r + ".id, " + r + ".title, " + r + ".n, " + r + ".tag"
 	}
 	cols := "(tbl, tenant, ts, c0, c1, c2, c3, c4, op)"
-	x.exec(t, "DROP TRIGGER lifeline_cap_us_items;\nDROP TRIGGER lifeline_cap_uk_items")
 	x.exec(t, "CREATE TRIGGER lifeline_cap_u_items AFTER UPDATE ON items FOR EACH ROW BEGIN "+
 		"INSERT INTO lifeline_changes "+cols+" SELECT "+img("OLD")+", 'D' WHERE NOT ("+same+"); "+
 		"INSERT INTO lifeline_changes "+cols+" VALUES ("+img("NEW")+", CASE WHEN "+same+" THEN 'U' ELSE 'I' END); END")
+}
+
+// drainTenants is drain, also checking that every change carries its row's
+// tenant key.
+func (x *env) drainTenants(t *testing.T, src Source, m *model, cur Cursor) Cursor {
+	t.Helper()
+	for {
+		b, err := src.Read(x.ctx, cur, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b.Changes) == 0 {
+			return cur
+		}
+		checkBatch(t, cur, b)
+		m.shapes(b.Tables)
+		for i := range b.Changes {
+			c := &b.Changes[i]
+			tab := m.tables[c.Table]
+			if want := string(c.Row[tab.Tenant].Bytes); c.Tenant != want {
+				t.Fatalf("change %d of %s carries tenant %q, its row %q", c.Pos, c.Table, c.Tenant, want)
+			}
+			m.apply(t, c)
+		}
+		cur = b.End
+	}
+}
+
+// TestSQLiteLegacyCapture: a product protected by the previous version (a
+// log with a tenant column, one combined update trigger). Capture goes on
+// as it is (key changes included); protect moves it to the current
+// triggers without losing or re-imaging a pending change, keeps the old
+// column (unused), and is idempotent; every change reads with its tenant
+// key, before and after. A missing half of the split update pair stops
+// capture.
+func TestSQLiteLegacyCapture(t *testing.T) {
+	t.Parallel()
+	x := setup(t, engines[0], 3)
+	m, cur := x.snapshot(t, x.src)
+	x.exec(t, "INSERT INTO items (site_id, id, title) VALUES ('s000', 7, 'pending before')")
+	x.makeLegacyCapture(t)
 	src := x.open(t)
 	if p, err := x.db.CaptureProblems(x.ctx, nil, x.product, x.l.Tables); err != nil || len(p) != 0 {
-		t.Fatalf("legacy trigger: problems %q, %v", p, err)
+		t.Fatalf("legacy capture: problems %q, %v", p, err)
 	}
 	x.exec(t, `INSERT INTO items (site_id, id, title) VALUES ('s000', 1, 'a'), ('s001', 2, 'b');
 UPDATE items SET title = 'a2' WHERE id = 1;
-UPDATE items SET id = 3 WHERE id = 2`)
-	cur = x.drain(t, src, m, cur)
+UPDATE items SET id = 3 WHERE id = 2;
+INSERT INTO notes (id, site_id, body) VALUES (1, 's002', 'n');
+UPDATE sites SET name = 'renamed' WHERE id = 's002'`)
+	cur = x.drainTenants(t, src, m, cur)
 	x.same(t, m)
 
-	x.exec(t, "UPDATE items SET title = 'pending' WHERE id = 1")
+	// Pending when protect runs: written by the legacy triggers, unread.
+	x.exec(t, `UPDATE items SET title = 'pending' WHERE id = 1;
+DELETE FROM notes WHERE id = 1;
+UPDATE items SET id = 4 WHERE id = 3`)
 	before, _, err := src.Backlog(x.ctx, cur)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || before != 4 {
+		t.Fatalf("backlog %d, %v; want 4", before, err)
 	}
 	src.Close()
-	x.protect(t)
-	var legacy, split int
-	if err := x.raw.QueryRow(`SELECT count(*) FILTER (WHERE name = 'lifeline_cap_u_items'), count(*) FILTER (WHERE name IN ('lifeline_cap_us_items', 'lifeline_cap_uk_items'))
-		FROM sqlite_master WHERE type = 'trigger'`).Scan(&legacy, &split); err != nil || legacy != 0 || split != 2 {
-		t.Fatalf("after protect: %d legacy and %d split update triggers, %v", legacy, split, err)
+	logColumns := func() int {
+		var n int
+		if err := x.raw.QueryRow("SELECT count(*) FROM pragma_table_info('lifeline_changes')").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for range 2 {
+		x.protect(t)
+		var legacy, split int
+		if err := x.raw.QueryRow(`SELECT count(*) FILTER (WHERE name = 'lifeline_cap_u_items'), count(*) FILTER (WHERE name IN ('lifeline_cap_us_items', 'lifeline_cap_uk_items'))
+			FROM sqlite_master WHERE type = 'trigger'`).Scan(&legacy, &split); err != nil || legacy != 0 || split != 2 {
+			t.Fatalf("after protect: %d legacy and %d split update triggers, %v", legacy, split, err)
+		}
+		if n := logColumns(); n != 10 {
+			t.Fatalf("after protect the log has %d columns, want the 10 it had", n)
+		}
+		src = x.open(t)
+		if after, _, err := src.Backlog(x.ctx, cur); err != nil || after != before {
+			t.Fatalf("protect over the legacy capture changed the backlog from %d to %d (%v)", before, after, err)
+		}
+		src.Close()
 	}
 	src = x.open(t)
-	if after, _, err := src.Backlog(x.ctx, cur); err != nil || after != before {
-		t.Fatalf("protect over the legacy trigger changed the backlog from %d to %d (%v): it re-imaged the table", before, after, err)
+	x.exec(t, `UPDATE items SET id = 5 WHERE id = 4;
+INSERT INTO notes (id, site_id, body, data) VALUES (2, 's001', '', X'00')`)
+	var nullTenants int
+	if err := x.raw.QueryRow("SELECT count(*) FROM lifeline_changes WHERE tenant IS NULL").Scan(&nullTenants); err != nil || nullTenants != 3 {
+		t.Fatalf("%d log rows without the old tenant column, %v; want the 3 the current triggers wrote", nullTenants, err)
 	}
-	x.exec(t, "UPDATE items SET id = 4 WHERE id = 3")
-	cur = x.drain(t, src, m, cur)
+	cur = x.drainTenants(t, src, m, cur)
 	x.same(t, m)
 
 	x.exec(t, "DROP TRIGGER lifeline_cap_uk_items")
