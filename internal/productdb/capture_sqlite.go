@@ -20,8 +20,12 @@ import (
 // in the image: the reader computes its text from the tenant column's value
 // exactly as a trigger would (CAST … AS TEXT of the same stored value), so
 // the triggers do not write it. Logs made by earlier versions have a tenant
-// column after op; it stays, unused, and every pending row in it reads the
-// same.
+// column after op, which their triggers wrote; it stays, unused, and every
+// pending row in it reads the same.
+//
+// Each trigger body is one INSERT per logged change, of the row's columns as
+// they are: no JSON, no sequence lookup, and the change log has no index but
+// its rowid (the reader reads by seq).
 //
 // seq is the rowid: SQLite gives a new row the largest rowid plus one.
 // Writers are serialised and a rolled-back transaction (or statement) takes
@@ -35,21 +39,11 @@ import (
 // Per table:
 //
 //   - lifeline_cap_i_<t>: AFTER INSERT, op I with NEW;
-//   - lifeline_cap_us_<t>: AFTER UPDATE WHEN the primary key is unchanged,
-//     op U with NEW;
-//   - lifeline_cap_uk_<t>: AFTER UPDATE WHEN the primary key changed, op D
-//     with OLD and then op I with NEW, so a replay by key removes the old
-//     key;
+//   - lifeline_cap_u_<t>: AFTER UPDATE, op U with NEW; when the update
+//     changes the primary key, op D with OLD and then op I with NEW
+//     instead, so a replay by key removes the old key;
 //   - lifeline_cap_d_<t>: AFTER DELETE, op D with OLD (and the guard's
 //     bookkeeping, see sqliteGuardNeutral).
-//
-// Each body is one INSERT … VALUES of the row's columns as they are: no
-// per-row subquery, CASE, JSON or sequence lookup, and the change log has
-// no index but its rowid. The update is split by WHEN so that the common
-// case (key unchanged) runs one INSERT; the WHEN is evaluated in the
-// writing statement itself, before any trigger program starts. Earlier
-// versions installed one lifeline_cap_u_<t> doing both; it is still
-// accepted as intact until protect replaces it.
 //
 // The trigger SQL uses nothing newer than SQLite 3.37 offers, so it runs in
 // whatever library the application links.
@@ -61,43 +55,9 @@ import (
 const CaptureEnds = "lifeline_capture_ends"
 
 // sqliteCaptureTriggers are the suffixes of one table's capture triggers.
-var sqliteCaptureTriggers = []string{"i", "us", "uk", "d"}
-
-// sqliteLegacyUpdate is the suffix of the one update trigger earlier
-// versions installed in place of us and uk.
-const sqliteLegacyUpdate = "u"
+var sqliteCaptureTriggers = []string{"i", "u", "d"}
 
 func sqliteTrigger(kind, table string) string { return "lifeline_cap_" + kind + "_" + table }
-
-// sqliteMissingTriggers names the capture triggers of table absent from
-// have (trigger names present). A table still carrying the legacy update
-// trigger needs only it next to the insert and delete triggers.
-func sqliteMissingTriggers(have map[string]bool, table string) []string {
-	kinds := sqliteCaptureTriggers
-	if have[sqliteTrigger(sqliteLegacyUpdate, table)] {
-		kinds = []string{"i", sqliteLegacyUpdate, "d"}
-	}
-	var missing []string
-	for _, k := range kinds {
-		if !have[sqliteTrigger(k, table)] {
-			missing = append(missing, sqliteTrigger(k, table))
-		}
-	}
-	return missing
-}
-
-// sqliteTriggerNames returns the names of all triggers in the database.
-func sqliteTriggerNames(ctx context.Context, q queryer) (map[string]bool, error) {
-	names, err := queryStrings(ctx, q, `SELECT name FROM sqlite_master WHERE type = 'trigger'`)
-	if err != nil {
-		return nil, err
-	}
-	have := map[string]bool{}
-	for _, name := range names {
-		have[name] = true
-	}
-	return have, nil
-}
 
 func (sqliteDialect) captureBefore(ctx context.Context, tx *sql.Tx, l *Layout) (captureState, error) {
 	st := captureState{intact: map[string]bool{}}
@@ -106,24 +66,42 @@ func (sqliteDialect) captureBefore(ctx context.Context, tx *sql.Tx, l *Layout) (
 		return st, err
 	}
 	st.hasLog = n > 0
-	have, err := sqliteTriggerNames(ctx, tx)
+	names, err := queryStrings(ctx, tx, `SELECT name FROM sqlite_master WHERE type = 'trigger'`)
 	if err != nil {
 		return st, err
 	}
+	have := map[string]bool{}
+	for _, name := range names {
+		have[name] = true
+	}
 	for _, t := range l.Tables {
-		st.intact[t] = len(sqliteMissingTriggers(have, t)) == 0
+		ok := true
+		for _, k := range sqliteCaptureTriggers {
+			ok = ok && have[sqliteTrigger(k, t)]
+		}
+		st.intact[t] = ok
 	}
 	return st, nil
 }
 
 func (d sqliteDialect) captureProblems(ctx context.Context, q queryer, _ string, tables []string) ([]string, error) {
-	have, err := sqliteTriggerNames(ctx, q)
+	names, err := queryStrings(ctx, q, `SELECT name FROM sqlite_master WHERE type = 'trigger'`)
 	if err != nil {
 		return nil, err
 	}
+	have := map[string]bool{}
+	for _, name := range names {
+		have[name] = true
+	}
 	var out []string
 	for _, t := range tables {
-		if missing := sqliteMissingTriggers(have, t); len(missing) > 0 {
+		var missing []string
+		for _, k := range sqliteCaptureTriggers {
+			if !have[sqliteTrigger(k, t)] {
+				missing = append(missing, sqliteTrigger(k, t))
+			}
+		}
+		if len(missing) > 0 {
 			out = append(out, fmt.Sprintf("table %s: capture triggers %s are missing (was the table rebuilt by a migration?)", t, strings.Join(missing, ", ")))
 		}
 	}
@@ -216,15 +194,19 @@ func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout
 }
 
 // sqliteLogInsert appends one log row for row r of t; op is an SQL
-// literal.
-func sqliteLogInsert(t *change.Table, op, r string) string {
+// expression. With a where condition the row is appended only if it holds.
+func sqliteLogInsert(t *change.Table, op, r, where string) string {
 	cols := []string{"tbl", "op", "ts"}
 	vals := []string{lit(t.Name), op, "julianday('now')"}
 	for i, c := range t.Columns {
 		cols = append(cols, LogColumn(i))
 		vals = append(vals, r+"."+qi(c.Name))
 	}
-	return "INSERT INTO " + ChangeLog + " (" + strings.Join(cols, ", ") + ") VALUES (" + strings.Join(vals, ", ") + ");"
+	q := "INSERT INTO " + ChangeLog + " (" + strings.Join(cols, ", ") + ")"
+	if where != "" {
+		return q + " SELECT " + strings.Join(vals, ", ") + " WHERE " + where + ";"
+	}
+	return q + " VALUES (" + strings.Join(vals, ", ") + ");"
 }
 
 // sqliteKeySame is true when an UPDATE leaves the primary key exactly as it
@@ -243,11 +225,11 @@ func sqliteCaptureDDL(t *change.Table) []string {
 	on := " ON " + qi(t.Name) + " FOR EACH ROW"
 	same := sqliteKeySame(t)
 	return []string{
-		"CREATE TRIGGER " + qi(sqliteTrigger("i", t.Name)) + " AFTER INSERT" + on + " BEGIN " + sqliteLogInsert(t, "'I'", "NEW") + " END",
-		"CREATE TRIGGER " + qi(sqliteTrigger("us", t.Name)) + " AFTER UPDATE" + on + " WHEN " + same + " BEGIN " + sqliteLogInsert(t, "'U'", "NEW") + " END",
-		"CREATE TRIGGER " + qi(sqliteTrigger("uk", t.Name)) + " AFTER UPDATE" + on + " WHEN NOT (" + same + ") BEGIN " +
-			sqliteLogInsert(t, "'D'", "OLD") + " " + sqliteLogInsert(t, "'I'", "NEW") + " END",
-		"CREATE TRIGGER " + qi(sqliteTrigger("d", t.Name)) + " AFTER DELETE" + on + " BEGIN " + sqliteLogInsert(t, "'D'", "OLD") + " " + sqliteGuardNeutral + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("i", t.Name)) + " AFTER INSERT" + on + " BEGIN " + sqliteLogInsert(t, "'I'", "NEW", "") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("u", t.Name)) + " AFTER UPDATE" + on + " BEGIN " +
+			sqliteLogInsert(t, "'D'", "OLD", "NOT ("+same+")") + " " +
+			sqliteLogInsert(t, "CASE WHEN "+same+" THEN 'U' ELSE 'I' END", "NEW", "") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("d", t.Name)) + " AFTER DELETE" + on + " BEGIN " + sqliteLogInsert(t, "'D'", "OLD", "") + " " + sqliteGuardNeutral + " END",
 	}
 }
 
