@@ -423,32 +423,6 @@ ALTER TABLE lifeline_changes_v1 RENAME TO lifeline_changes`)
 	}
 }
 
-// drainTenants is drain, also checking that every change carries its row's
-// tenant key.
-func (x *env) drainTenants(t *testing.T, src Source, m *model, cur Cursor) Cursor {
-	t.Helper()
-	for {
-		b, err := src.Read(x.ctx, cur, 7)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(b.Changes) == 0 {
-			return cur
-		}
-		checkBatch(t, cur, b)
-		m.shapes(b.Tables)
-		for i := range b.Changes {
-			c := &b.Changes[i]
-			tab := m.tables[c.Table]
-			if want := string(c.Row[tab.Tenant].Bytes); c.Tenant != want {
-				t.Fatalf("change %d of %s carries tenant %q, its row %q", c.Pos, c.Table, c.Tenant, want)
-			}
-			m.apply(t, c)
-		}
-		cur = b.End
-	}
-}
-
 // TestSQLiteLegacyCapture: a product protected by the previous version (a
 // log with a tenant column its triggers wrote). Capture goes on as it is
 // (key changes included); protect moves it to the current triggers without
@@ -469,7 +443,7 @@ UPDATE items SET title = 'a2' WHERE id = 1;
 UPDATE items SET id = 3 WHERE id = 2;
 INSERT INTO notes (id, site_id, body) VALUES (1, 's002', 'n');
 UPDATE sites SET name = 'renamed' WHERE id = 's002'`)
-	cur = x.drainTenants(t, src, m, cur)
+	cur = x.drain(t, src, m, cur)
 	x.same(t, m)
 
 	// Pending when protect runs: written by the legacy triggers, unread.
@@ -510,6 +484,6 @@ INSERT INTO notes (id, site_id, body, data) VALUES (2, 's001', '', X'00')`)
 	if err := x.raw.QueryRow("SELECT count(*) FROM lifeline_changes WHERE tenant IS NULL").Scan(&nullTenants); err != nil || nullTenants != 3 {
 		t.Fatalf("%d log rows without the old tenant column, %v; want the 3 the current triggers wrote", nullTenants, err)
 	}
-	cur = x.drainTenants(t, src, m, cur)
+	cur = x.drain(t, src, m, cur)
 	x.same(t, m)
 }
