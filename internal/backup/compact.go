@@ -74,7 +74,7 @@ func (r *Repo) Compact(ctx context.Context, product string, minSegments int) (*O
 		return nil, err
 	}
 	key := snapshotKey(product, last.Last)
-	if err := r.put(ctx, key, buf.Bytes(), sum); err != nil {
+	if err := r.put(ctx, key, buf.Bytes(), sum, nil); err != nil {
 		return nil, err
 	}
 	o := objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants))

@@ -25,49 +25,56 @@ type Lease struct {
 // (tenant.OwnerGone). Otherwise it is a fault.Conflict naming the holder.
 // Each update is conditional on what was read, so of two processes
 // claiming at once only one wins.
-func (r *Repo) claimLease(ctx context.Context, product, owner string, ttl time.Duration) error {
+//
+// renewed is true when owner was still the lease's owner: no other process
+// claimed it since owner last did (every claim writes its owner), so
+// whatever owner knows of the repository is current. Otherwise the lease
+// was taken, and another process may have shipped in between.
+func (r *Repo) claimLease(ctx context.Context, product, owner string, ttl time.Duration) (renewed bool, err error) {
 	db, now := r.State.DB(), r.Now()
 	until := micros(now.Add(ttl))
 	// Renewing is one statement; the row is created on the first claim.
-	renew := func() (bool, error) {
-		res, err := db.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET owner = ?, lease_until = ?
-			WHERE product = ? AND (owner = ? OR lease_until <= ?)`), owner, until, product, owner, micros(now))
+	update := func(cond string, args ...any) (bool, error) {
+		res, err := db.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET owner = ?, lease_until = ? WHERE product = ? AND `+cond),
+			append([]any{owner, until, product}, args...)...)
 		if err != nil {
 			return false, fmt.Errorf("backup lease: %w", err)
 		}
 		n, _ := res.RowsAffected()
 		return n == 1, nil
 	}
-	ok, err := renew()
-	if err != nil || ok {
-		return err
+	if ok, err := update("owner = ?", owner); err != nil || ok {
+		return ok, err
+	}
+	if ok, err := update("lease_until <= ?", micros(now)); err != nil || ok {
+		return false, err
 	}
 	res, err := db.ExecContext(ctx, r.State.Rebind(`INSERT INTO backup_leases (product, owner, lease_until) VALUES (?, ?, ?)
 		ON CONFLICT (product) DO NOTHING`), product, owner, until)
 	if err != nil {
-		return fmt.Errorf("backup lease: %w", err)
+		return false, fmt.Errorf("backup lease: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
-		return nil
+		return false, nil
 	}
 	held, err := r.Lease(ctx, product)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if tenant.OwnerGone(held.Owner) {
 		res, err := db.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET owner = ?, lease_until = ?
 			WHERE product = ? AND owner = ? AND lease_until = ?`), owner, until, product, held.Owner, micros(held.Until))
 		if err != nil {
-			return fmt.Errorf("backup lease: %w", err)
+			return false, fmt.Errorf("backup lease: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n == 1 {
-			return nil
+			return false, nil
 		}
 		if held, err = r.Lease(ctx, product); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return fault.New(fault.Conflict, "nothing to do: that process ships it; stop it first to ship from here",
+	return false, fault.New(fault.Conflict, "nothing to do: that process ships it; stop it first to ship from here",
 		"%s is shipped by %s (lease until %s)", product, held.Owner, held.Until.Format(time.RFC3339))
 }
 
@@ -95,4 +102,46 @@ func (r *Repo) Lease(ctx context.Context, product string) (Lease, error) {
 	}
 	l.Until = fromMicros(until)
 	return l, nil
+}
+
+// fence is the lease a shipper must still hold for what it writes to the
+// catalog to count (nil: no lease involved, as for maintenance).
+type fence struct {
+	product, owner string
+	ttl            time.Duration
+	// top is the catalog's last position the object continues (-1: the
+	// catalog must be empty).
+	top int64
+}
+
+// errCatalogMoved: another process (`backup list` or `verify` rescanning)
+// adopted an upload of the positions a shipper was about to record.
+var errCatalogMoved = errors.New("the catalog moved on")
+
+// check renews the fence's lease inside tx and fails with a fault.Conflict
+// wrapping ErrLeased when its owner no longer holds it: another process
+// claimed the lease since, and may have shipped the same positions. The
+// update also locks the lease row until tx ends, so a concurrent claim
+// waits for tx and then finds the lease renewed. It fails wrapping
+// errCatalogMoved when the catalog no longer ends at f.top.
+func (f *fence) check(ctx context.Context, r *Repo, tx *sql.Tx) error {
+	now := r.Now()
+	res, err := tx.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET lease_until = ? WHERE product = ? AND owner = ?`),
+		micros(now.Add(f.ttl)), f.product, f.owner)
+	if err != nil {
+		return fmt.Errorf("backup lease: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fault.Wrap(ErrLeased, fault.Conflict, "nothing to do: the process that took the lease over ships the product",
+			"%s: %s lost the shipping lease during its upload; that object is left out of the repository", f.product, f.owner)
+	}
+	var top int64
+	if err := tx.QueryRowContext(ctx, r.State.Rebind(`SELECT coalesce(max(last_pos), -1) FROM backup_objects WHERE product = ?`), f.product).Scan(&top); err != nil {
+		return fmt.Errorf("backup catalog: %w", err)
+	}
+	if top != f.top {
+		return fault.Wrap(errCatalogMoved, fault.Conflict, "nothing to do: the next round continues from the catalog",
+			"%s: the catalog reached position %d while an upload continuing %d was in flight; that object is left out", f.product, top, f.top)
+	}
+	return nil
 }

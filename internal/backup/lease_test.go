@@ -1,15 +1,21 @@
 package backup
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"lifeline/internal/backup/format"
+	"lifeline/internal/blob"
+	"lifeline/internal/capture"
+	"lifeline/internal/change"
 	"lifeline/internal/fault"
 )
 
@@ -124,4 +130,159 @@ func TestRunMaintainsWhileHoldingTheLease(t *testing.T) {
 		}
 	}
 	t.Fatal("Run never merged the small segments")
+}
+
+// stallingStore runs stall (once) inside the first Put of a segment, before
+// the object lands: an upload that outlasts its lease.
+type stallingStore struct {
+	blob.Store
+	stall func()
+}
+
+func (s *stallingStore) Put(ctx context.Context, key string, r io.Reader, size int64, retain time.Time) error {
+	if f := s.stall; f != nil && strings.Contains(key, "/segments/") {
+		s.stall = nil
+		f()
+	}
+	return s.Store.Put(ctx, key, r, size, retain)
+}
+
+// ackCounter counts a shipper's acknowledgements.
+type ackCounter struct {
+	capture.Source
+	acks int
+}
+
+func (a *ackCounter) Ack(ctx context.Context, cur capture.Cursor) error {
+	a.acks++
+	return a.Source.Ack(ctx, cur)
+}
+
+// A holder whose upload outlasts its lease while another process takes
+// over: the new holder ships the same positions cut differently; the old
+// one's object lands afterwards, but the fence keeps it out of the catalog
+// and it acknowledges nothing. Verify finds no overlap, and every tenant
+// rebuilds equal to the live rows.
+func TestStalledUploadIsFencedAfterTakeOver(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	now := time.Now()
+	b.repo.Now = func() time.Time { return now }
+	stalling := &stallingStore{Store: b.repo.Blobs}
+	b.repo.Blobs = stalling
+	aSrc, bSrc := &ackCounter{Source: b.src}, &ackCounter{Source: b.src}
+	a := &Shipper{Repo: b.repo, Product: "tracker", Source: aSrc, MaxBatch: 100, Owner: "host-a:1", LeaseTTL: time.Minute}
+	other := &Shipper{Repo: b.repo, Product: "tracker", Source: bSrc, MaxBatch: 3, Owner: "host-b:2", LeaseTTL: time.Minute}
+	b.src.write("acme", 2)
+	if _, err := a.Ship(ctx); err != nil { // the snapshot
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		b.src.write([]string{"acme", "zed"}[i%2], 2) // positions 3-8, one segment of A's
+	}
+	acksBefore := aSrc.acks
+	var otherErr error
+	stalling.stall = func() {
+		// A's lease runs out mid-upload; the standby takes over and ships
+		// the same positions and two more cut elsewhere (3-6, 7-10), so
+		// A's object would overlap them.
+		now = now.Add(2 * time.Minute)
+		b.src.write("zed", 2)
+		_, otherErr = other.Ship(ctx)
+	}
+	_, err := a.Ship(ctx)
+	if otherErr != nil {
+		t.Fatalf("the standby's take-over: %v", otherErr)
+	}
+	if !errors.Is(err, ErrLeased) || fault.CodeOf(err) != fault.Conflict {
+		t.Fatalf("the stalled holder's round returned %v; want the lease lost", err)
+	}
+	if aSrc.acks != acksBefore {
+		t.Errorf("the stalled holder acknowledged %d times after losing the lease", aSrc.acks-acksBefore)
+	}
+	stale := segmentKey("tracker", 3, 8)
+	if _, err := b.repo.Blobs.Stat(ctx, stale); err != nil {
+		t.Fatalf("the stalled upload %s did not land: %v", stale, err)
+	}
+	if _, err := a.Ship(ctx); !errors.Is(err, ErrLeased) {
+		t.Fatalf("the former holder shipped again: %v", err)
+	}
+	b.src.write("acme", 1)
+	if _, err := other.Ship(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, problems, err := b.repo.Verify(ctx, "tracker")
+	if err != nil || len(problems) != 0 {
+		t.Fatalf("verify: %v %v", problems, err)
+	}
+	objs, err := b.repo.Objects(ctx, "tracker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(objs)+1 {
+		t.Errorf("verify checked %d objects; want the %d catalogued and the superseded one", n, len(objs))
+	}
+	for _, o := range objs {
+		if o.Key == stale {
+			t.Fatalf("the superseded upload %s is in the catalog", stale)
+		}
+	}
+	for _, tenant := range []string{"acme", "zed"} {
+		if got, want := rebuilt(t, b, tenant, Upto{}), b.src.stateOf(tenant); !sameState(got, want) {
+			t.Errorf("%s rebuilt %v, live %v", tenant, got, want)
+		}
+	}
+}
+
+// While a holder uploads, a rescan elsewhere (`backup list`) adopts a former
+// holder's object for the same positions, cut elsewhere: the holder's
+// object is then the superseded one. It records and acknowledges nothing,
+// and the next round continues from the catalog.
+func TestUploadOverlappingAnAdoptedObjectIsLeftOut(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	stalling := &stallingStore{Store: b.repo.Blobs}
+	b.repo.Blobs = stalling
+	src := &ackCounter{Source: b.src}
+	s := &Shipper{Repo: b.repo, Product: "tracker", Source: src, MaxBatch: 100}
+	b.src.write("acme", 2)
+	if _, err := s.Ship(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		b.src.write([]string{"acme", "zed"}[i%2], 2) // positions 3-8
+	}
+	stalling.stall = func() {
+		var buf bytes.Buffer
+		h := format.Header{Product: "tracker", First: 3, Last: 6, Source: 6, Tables: []change.Table{docs}, Created: time.Now()}
+		if _, err := format.WriteSegment(&buf, h, b.src.log[2:6], b.repo.options()); err != nil {
+			t.Error(err)
+			return
+		}
+		if err := stalling.Store.Put(ctx, segmentKey("tracker", 3, 6), &buf, int64(buf.Len()), time.Time{}); err != nil {
+			t.Error(err)
+		}
+		if _, err := b.repo.Rescan(ctx, "tracker"); err != nil {
+			t.Error(err)
+		}
+	}
+	acks := src.acks
+	if _, err := s.Ship(ctx); !errors.Is(err, errCatalogMoved) {
+		t.Fatalf("the round whose positions were adopted meanwhile returned %v", err)
+	}
+	if src.acks != acks {
+		t.Error("the shipper acknowledged an object it did not record")
+	}
+	res, err := s.Ship(ctx)
+	if err != nil || res.Cursor.Pos != 8 || res.Changes != 2 {
+		t.Fatalf("the next round shipped %+v, %v; want positions 7-8 after the adopted 3-6", res, err)
+	}
+	if _, problems, err := b.repo.Verify(ctx, "tracker"); err != nil || len(problems) != 0 {
+		t.Fatalf("verify: %v %v", problems, err)
+	}
+	for _, tenant := range []string{"acme", "zed"} {
+		if got, want := rebuilt(t, b, tenant, Upto{}), b.src.stateOf(tenant); !sameState(got, want) {
+			t.Errorf("%s rebuilt %v, live %v", tenant, got, want)
+		}
+	}
 }

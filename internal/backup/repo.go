@@ -6,6 +6,7 @@ package backup
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -107,23 +109,24 @@ func parseKey(product, key string) (kind format.Kind, first, last uint64, ok boo
 	return 0, 0, 0, false
 }
 
-// put stores one finished object and records it in the catalog. An object
-// that already exists under the key (a shipper that crashed after the upload
-// and before the catalog) is adopted if it is the same range.
-func (r *Repo) put(ctx context.Context, key string, data []byte, sum format.Summary) error {
+// put stores one finished object and records it in the catalog, if f is
+// not nil only while f's lease is held. An object that already exists under
+// the key (a shipper that crashed after the upload and before the catalog)
+// is adopted if it is the same range.
+func (r *Repo) put(ctx context.Context, key string, data []byte, sum format.Summary, f *fence) error {
 	var retain time.Time
 	if r.RetainFor > 0 {
 		retain = r.Now().Add(r.RetainFor)
 	}
 	err := r.Blobs.Put(ctx, key, bytes.NewReader(data), int64(len(data)), retain)
 	if errors.Is(err, blob.ErrExists) {
-		_, err = r.adopt(ctx, sum.Header.Product, key)
+		_, err = r.adopt(ctx, sum.Header.Product, key, f)
 		return err
 	}
 	if err != nil {
 		return err
 	}
-	return r.record(ctx, objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants)))
+	return r.record(ctx, objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants)), f)
 }
 
 func objectOf(key string, h format.Header, size, plain int64, records uint64, tenants int) Object {
@@ -133,8 +136,8 @@ func objectOf(key string, h format.Header, size, plain int64, records uint64, te
 }
 
 // adopt reads an object's header and index from the blob store and records
-// it in the catalog.
-func (r *Repo) adopt(ctx context.Context, product, key string) (Object, error) {
+// it in the catalog (fenced by f, if not nil).
+func (r *Repo) adopt(ctx context.Context, product, key string, f *fence) (Object, error) {
 	info, err := r.Blobs.Stat(ctx, key)
 	if err != nil {
 		return Object{}, err
@@ -157,7 +160,7 @@ func (r *Repo) adopt(ctx context.Context, product, key string) (Object, error) {
 		}
 	}
 	o := objectOf(key, h, info.Size, plain, records, len(rd.Tenants()))
-	return o, r.record(ctx, o)
+	return o, r.record(ctx, o, f)
 }
 
 // open reads an object's footer, header and index.
@@ -185,14 +188,30 @@ func (b blobRange) ReadRange(ctx context.Context, off, n int64) ([]byte, error) 
 	return io.ReadAll(io.LimitReader(rc, n))
 }
 
-func (r *Repo) record(ctx context.Context, o Object) error {
-	db := r.State.DB()
-	_, err := db.ExecContext(ctx, r.State.Rebind(`INSERT INTO backup_objects
+// record adds o to the catalog. With a fence, the lease is checked in the
+// same state-store transaction: a shipper that lost its lease records
+// nothing, so the catalog (and the cursor it gives) never holds two
+// shippers' versions of the same positions.
+func (r *Repo) record(ctx context.Context, o Object, f *fence) error {
+	tx, err := r.State.DB().BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("backup catalog: %w", err)
+	}
+	defer tx.Rollback()
+	if f != nil {
+		if err := f.check(ctx, r, tx); err != nil {
+			return err
+		}
+	}
+	_, err = tx.ExecContext(ctx, r.State.Rebind(`INSERT INTO backup_objects
 		(key, product, kind, first_pos, last_pos, source_pos, first_time, last_time, size, plain_bytes, records, tenants, created)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (key) DO NOTHING`),
 		o.Key, o.Product, o.Kind.String(), int64(o.First), int64(o.Last), int64(o.Source), micros(o.FirstTime), micros(o.LastTime),
 		o.Size, o.PlainBytes, int64(o.Records), o.Tenants, micros(o.Created))
+	if err == nil {
+		err = tx.Commit()
+	}
 	if err != nil {
 		return fmt.Errorf("backup catalog: %w", err)
 	}
@@ -228,30 +247,88 @@ func (r *Repo) Objects(ctx context.Context, product string) ([]Object, error) {
 }
 
 // Rescan brings the catalog up to date with the objects of product in the
-// blob store, reading the header and index of each object it did not know.
-// It returns the keys found under the product's prefix that are not
-// repository objects.
+// blob store, reading the header and index of each object it did not know
+// and may adopt (see adoptable). It returns the keys found under the
+// product's prefix that are not repository objects.
 func (r *Repo) Rescan(ctx context.Context, product string) (strays []string, err error) {
-	known := map[string]bool{}
 	objs, err := r.Objects(ctx, product)
 	if err != nil {
 		return nil, err
 	}
+	known := map[string]bool{}
 	for _, o := range objs {
 		known[o.Key] = true
 	}
+	var unknown []Object
 	err = r.Blobs.List(ctx, product+"/", func(info blob.Info) error {
-		if _, _, _, ok := parseKey(product, info.Key); !ok {
+		kind, first, last, ok := parseKey(product, info.Key)
+		switch {
+		case !ok:
 			strays = append(strays, info.Key)
-			return nil
+		case !known[info.Key]:
+			unknown = append(unknown, Object{Key: info.Key, Kind: kind, First: first, Last: last})
 		}
-		if known[info.Key] {
-			return nil
-		}
-		_, err := r.adopt(ctx, product, info.Key)
-		return err
+		return nil
 	})
-	return strays, err
+	if err != nil {
+		return strays, err
+	}
+	// In stream order, so that an adopted object lets the next continue it.
+	slices.SortFunc(unknown, func(a, b Object) int {
+		return cmp.Or(cmp.Compare(streamStart(a), streamStart(b)), cmp.Compare(b.Kind, a.Kind), cmp.Compare(b.Last, a.Last))
+	})
+	for _, u := range unknown {
+		if !adoptable(objs, u) {
+			continue // superseded
+		}
+		o, err := r.adopt(ctx, product, u.Key, nil)
+		if err != nil {
+			return strays, err
+		}
+		objs = append(objs, o)
+	}
+	return strays, nil
+}
+
+// streamStart is the position after which an object's changes begin.
+func streamStart(o Object) uint64 {
+	if o.Kind == format.Snapshot {
+		return o.Last
+	}
+	return o.First - 1
+}
+
+// adoptable says whether an object found in the blob store but missing from
+// the catalog objs belongs in it:
+//
+//   - the first snapshot, when the catalog is empty;
+//   - a segment continuing the catalog (first = its last position + 1): the
+//     shipper crashed after the upload and before recording it;
+//   - an object on the catalog's boundaries (a segment starting where a
+//     catalogued object starts or one ends, and ending where one ends; a
+//     snapshot where one ends): a merge or compaction whose recording was
+//     cut short.
+//
+// Anything else is superseded: the upload of a shipper that lost its lease
+// while uploading (fence.check kept it out of the catalog) and whose
+// positions the new holder shipped in objects cut elsewhere. Its changes
+// are the same as theirs, but adopting it would overlap them; readers
+// (rebuild, verify, maintenance) go by the catalog and ignore it.
+func adoptable(objs []Object, u Object) bool {
+	if len(objs) == 0 {
+		return u.Kind == format.Snapshot
+	}
+	starts, ends := map[uint64]bool{}, map[uint64]bool{}
+	var top uint64
+	for _, o := range objs {
+		starts[streamStart(o)+1] = true
+		ends[o.Last] = true
+		top = max(top, o.Last)
+	}
+	if u.Kind == format.Snapshot {
+		return ends[u.Last]
+	}
+	return u.First == top+1 || starts[u.First] && ends[u.Last]
 }
 
 // Cursor returns how far the repository holds product's stream, or ok=false

@@ -74,10 +74,11 @@ func (s *Shipper) leaseTTL() time.Duration {
 	return 30 * time.Second
 }
 
-// claim takes or renews the lease. A shipper that did not hold it forgets
-// its cursor: the previous holder moved the repository on.
+// claim takes or renews the lease. A shipper whose lease was taken in the
+// meantime (even if it is back now) forgets its cursor: another holder may
+// have moved the repository on.
 func (s *Shipper) claim(ctx context.Context) error {
-	err := s.Repo.claimLease(ctx, s.Product, s.owner(), s.leaseTTL())
+	renewed, err := s.Repo.claimLease(ctx, s.Product, s.owner(), s.leaseTTL())
 	if err != nil {
 		s.held, s.ready = false, false
 		if fault.CodeOf(err) == fault.Conflict {
@@ -86,6 +87,9 @@ func (s *Shipper) claim(ctx context.Context) error {
 		return err
 	}
 	s.claimed = time.Now()
+	if !renewed {
+		s.held = false
+	}
 	if !s.held {
 		s.held, s.ready = true, false
 		if s.Log != nil {
@@ -206,7 +210,7 @@ func (s *Shipper) segment(ctx context.Context, b capture.Batch) (int64, error) {
 			return 0, err
 		}
 	}
-	if err := s.Repo.put(ctx, segmentKey(s.Product, first, last), buf.Bytes(), sum); err != nil {
+	if err := s.put(ctx, segmentKey(s.Product, first, last), buf.Bytes(), sum); err != nil {
 		return 0, err
 	}
 	s.cur = b.End
@@ -219,6 +223,34 @@ func (s *Shipper) segment(ctx context.Context, b capture.Batch) (int64, error) {
 		s.Log.Warn("acknowledging shipped changes failed; they will be skipped when read again", "product", s.Product, "err", err)
 	}
 	return sum.Size, nil
+}
+
+// put uploads an object and records it, fenced by the lease: an upload
+// that outlasted the lease (another process took over meanwhile) is not
+// recorded, nothing is acknowledged, and the shipper stands by. Its object
+// stays in the blob store, superseded (see Repo.Rescan): the positions it
+// holds are the ones the new holder ships from the same cursor.
+//
+// The catalog must also still end where this shipper's cursor is: a rescan
+// elsewhere may have adopted the fenced object of a former holder for the
+// same positions. Then this object is the superseded one, and the next
+// round starts from the catalog.
+func (s *Shipper) put(ctx context.Context, key string, data []byte, sum format.Summary) error {
+	f := &fence{product: s.Product, owner: s.owner(), ttl: s.leaseTTL(), top: -1}
+	if s.ready {
+		f.top = int64(s.cur.Pos)
+	}
+	err := s.Repo.put(ctx, key, data, sum, f)
+	switch {
+	case errors.Is(err, ErrLeased):
+		s.held, s.ready = false, false
+		if s.Log != nil {
+			s.Log.Warn("lost the shipping lease during an upload; standing by", "product", s.Product, "object", key)
+		}
+	case errors.Is(err, errCatalogMoved):
+		s.ready = false
+	}
+	return err
 }
 
 // snapshot writes the first full image of the product, consistent with the
@@ -278,7 +310,7 @@ func (s *Shipper) snapshot(ctx context.Context) (Object, error) {
 		return Object{}, err
 	}
 	key := snapshotKey(s.Product, cur.Pos)
-	if err := s.Repo.put(ctx, key, buf.Bytes(), sum); err != nil {
+	if err := s.put(ctx, key, buf.Bytes(), sum); err != nil {
 		return Object{}, err
 	}
 	s.cur, s.ready = cur, true

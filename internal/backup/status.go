@@ -125,8 +125,21 @@ type Problem struct {
 
 // Verify reads and decodes every object of product, checks every checksum,
 // the index, the order, and that the positions chain from a snapshot with no
-// gap or overlap, and that the catalog matches the blob store.
+// gap or overlap, and that the catalog matches the blob store. It rescans
+// first; an object the catalog still lacks then is a superseded upload (see
+// adoptable): checked, but left out of the chain, as readers leave it out.
 func (r *Repo) Verify(ctx context.Context, product string) (checked int, problems []Problem, err error) {
+	if _, err := r.Rescan(ctx, product); err != nil {
+		return 0, nil, err
+	}
+	cat, err := r.Objects(ctx, product)
+	if err != nil {
+		return 0, nil, err
+	}
+	inCatalog := map[string]bool{}
+	for _, o := range cat {
+		inCatalog[o.Key] = true
+	}
 	var objs []span
 	err = r.Blobs.List(ctx, product+"/", func(info blob.Info) error {
 		kind, first, last, ok := parseKey(product, info.Key)
@@ -149,17 +162,15 @@ func (r *Repo) Verify(ctx context.Context, product string) (checked int, problem
 			problems = append(problems, Problem{info.Key, fmt.Sprintf("its header says %s %s %d-%d, its name says otherwise", h.Product, h.Kind, h.First, h.Last)})
 			return nil
 		}
-		objs = append(objs, span{info.Key, kind, first, last})
+		if inCatalog[info.Key] {
+			objs = append(objs, span{info.Key, kind, first, last})
+		}
 		return nil
 	})
 	if err != nil {
 		return checked, problems, err
 	}
 	problems = append(problems, chain(objs)...)
-	cat, err := r.Objects(ctx, product)
-	if err != nil {
-		return checked, problems, err
-	}
 	inStore := map[string]bool{}
 	for _, o := range objs {
 		inStore[o.key] = true

@@ -3,6 +3,7 @@ package capture
 import (
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -376,4 +377,113 @@ func TestCut(t *testing.T) {
 			t.Errorf("cut(%d, %d, %d, %v, %v) = %d, %v; want %d, %v", c.from, c.top, c.max, c.ends, c.shapes, end, ok, c.end, c.ok)
 		}
 	}
+}
+
+// makeLegacyCapture turns x's installed SQLite capture into what the
+// previous version installed: a change log with a tenant column after op,
+// which every trigger wrote. Pending log rows are kept, with their tenant.
+func (x *env) makeLegacyCapture(t *testing.T) {
+	t.Helper()
+	type trig struct{ name, sql string }
+	var trigs []trig
+	rows, err := x.raw.Query(`SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_cap\_%' ESCAPE '\'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var tr trig
+		if err := rows.Scan(&tr.name, &tr.sql); err != nil {
+			t.Fatal(err)
+		}
+		trigs = append(trigs, tr)
+	}
+	rows.Close()
+	tenantOf := map[string]string{"sites": `"id"`, "items": `"site_id"`, "notes": `"site_id"`}
+	// The update trigger's first insert is INSERT … SELECT … WHERE, its op
+	// a CASE: match the op as anything up to the time.
+	values := regexp.MustCompile(`(VALUES \(|SELECT )'(\w+)', (.*?), julianday\('now'\), (NEW|OLD)\.`)
+	for _, tr := range trigs {
+		x.exec(t, "DROP TRIGGER "+tr.name)
+	}
+	x.exec(t, `CREATE TABLE lifeline_changes_v1 (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, op TEXT NOT NULL, tenant TEXT, ts REAL NOT NULL, c0, c1, c2, c3, c4);
+INSERT INTO lifeline_changes_v1 (seq, tbl, op, tenant, ts, c0, c1, c2, c3, c4)
+  SELECT seq, tbl, op, CASE tbl WHEN 'notes' THEN CAST(c1 AS TEXT) ELSE CAST(c0 AS TEXT) END, ts, c0, c1, c2, c3, c4 FROM lifeline_changes;
+DROP TABLE lifeline_changes;
+ALTER TABLE lifeline_changes_v1 RENAME TO lifeline_changes`)
+	for _, tr := range trigs {
+		legacy := strings.ReplaceAll(tr.sql, "(tbl, op, ts, ", "(tbl, op, tenant, ts, ")
+		legacy = values.ReplaceAllStringFunc(legacy, func(m string) string {
+			g := values.FindStringSubmatch(m)
+			return g[1] + "'" + g[2] + "', " + g[3] + ", CAST(" + g[4] + "." + tenantOf[g[2]] + " AS TEXT), julianday('now'), " + g[4] + "."
+		})
+		if legacy == tr.sql {
+			t.Fatalf("trigger %s: the legacy rewrite changed nothing:\n%s", tr.name, tr.sql)
+		}
+		x.exec(t, legacy)
+	}
+}
+
+// TestSQLiteLegacyCapture: a product protected by the previous version (a
+// log with a tenant column its triggers wrote). Capture goes on as it is
+// (key changes included); protect moves it to the current triggers without
+// losing or re-imaging a pending change, keeps the old column (unused), and
+// is idempotent; every change reads with its tenant key, before and after.
+func TestSQLiteLegacyCapture(t *testing.T) {
+	t.Parallel()
+	x := setup(t, engines[0], 3)
+	m, cur := x.snapshot(t, x.src)
+	x.exec(t, "INSERT INTO items (site_id, id, title) VALUES ('s000', 7, 'pending before')")
+	x.makeLegacyCapture(t)
+	src := x.open(t)
+	if p, err := x.db.CaptureProblems(x.ctx, nil, x.product, x.l.Tables); err != nil || len(p) != 0 {
+		t.Fatalf("legacy capture: problems %q, %v", p, err)
+	}
+	x.exec(t, `INSERT INTO items (site_id, id, title) VALUES ('s000', 1, 'a'), ('s001', 2, 'b');
+UPDATE items SET title = 'a2' WHERE id = 1;
+UPDATE items SET id = 3 WHERE id = 2;
+INSERT INTO notes (id, site_id, body) VALUES (1, 's002', 'n');
+UPDATE sites SET name = 'renamed' WHERE id = 's002'`)
+	cur = x.drain(t, src, m, cur)
+	x.same(t, m)
+
+	// Pending when protect runs: written by the legacy triggers, unread.
+	x.exec(t, `UPDATE items SET title = 'pending' WHERE id = 1;
+DELETE FROM notes WHERE id = 1;
+UPDATE items SET id = 4 WHERE id = 3`)
+	before, _, err := src.Backlog(x.ctx, cur)
+	if err != nil || before != 4 {
+		t.Fatalf("backlog %d, %v; want 4", before, err)
+	}
+	src.Close()
+	logColumns := func() int {
+		var n int
+		if err := x.raw.QueryRow("SELECT count(*) FROM pragma_table_info('lifeline_changes')").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for range 2 {
+		x.protect(t)
+		var oldTenant int
+		if err := x.raw.QueryRow(`SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_cap\_%' ESCAPE '\' AND sql LIKE '%tenant%'`).Scan(&oldTenant); err != nil || oldTenant != 0 {
+			t.Fatalf("after protect %d capture triggers still write the tenant column, %v", oldTenant, err)
+		}
+		if n := logColumns(); n != 10 {
+			t.Fatalf("after protect the log has %d columns, want the 10 it had", n)
+		}
+		src = x.open(t)
+		if after, _, err := src.Backlog(x.ctx, cur); err != nil || after != before {
+			t.Fatalf("protect over the legacy capture changed the backlog from %d to %d (%v)", before, after, err)
+		}
+		src.Close()
+	}
+	src = x.open(t)
+	x.exec(t, `UPDATE items SET id = 5 WHERE id = 4;
+INSERT INTO notes (id, site_id, body, data) VALUES (2, 's001', '', X'00')`)
+	var nullTenants int
+	if err := x.raw.QueryRow("SELECT count(*) FROM lifeline_changes WHERE tenant IS NULL").Scan(&nullTenants); err != nil || nullTenants != 3 {
+		t.Fatalf("%d log rows without the old tenant column, %v; want the 3 the current triggers wrote", nullTenants, err)
+	}
+	cur = x.drain(t, src, m, cur)
+	x.same(t, m)
 }

@@ -300,7 +300,9 @@ func (x *env) snapshot(t *testing.T, src Source) (*model, Cursor) {
 	return m, snap.Cursor()
 }
 
-// drain reads until a Read comes back empty, applying everything.
+// drain reads until a Read comes back empty, applying everything and
+// checking that each change carries its row's tenant key (when that is
+// text, as in the sample product).
 func (x *env) drain(t *testing.T, src Source, m *model, cur Cursor) Cursor {
 	t.Helper()
 	for {
@@ -314,7 +316,11 @@ func (x *env) drain(t *testing.T, src Source, m *model, cur Cursor) Cursor {
 		checkBatch(t, cur, b)
 		m.shapes(b.Tables)
 		for i := range b.Changes {
-			m.apply(t, &b.Changes[i])
+			c := &b.Changes[i]
+			if v := c.Row[m.tables[c.Table].Tenant]; v.Kind == change.Text && c.Tenant != string(v.Bytes) {
+				t.Fatalf("change %d of %s carries tenant %q, its row %q", c.Pos, c.Table, c.Tenant, v.Bytes)
+			}
+			m.apply(t, c)
 		}
 		cur = b.End
 	}

@@ -216,7 +216,7 @@ func (s *sqliteSource) Read(ctx context.Context, cur Cursor, max int) (Batch, er
 	end, _ := cut(cur.Src, top, uint64(max), ends, h.bounds())
 
 	w := h.width()
-	cols := []string{"seq", "tbl", "op", "tenant", "ts"}
+	cols := []string{"seq", "tbl", "op", sqliteLogTenant(h, end), "ts"}
 	for i := range w {
 		cols = append(cols, productdb.LogColumn(i))
 	}
@@ -278,6 +278,20 @@ func (s *sqliteSource) Read(ctx context.Context, cur Cursor, max int) (Batch, er
 	}
 	b.End = Cursor{Pos: cur.Pos + (end - cur.Src), Src: end}
 	return b, nil
+}
+
+// sqliteLogTenant selects a log row's tenant text: the tenant column's value
+// of the row's table, CAST to TEXT as the snapshot does (the triggers do not
+// write it). A batch never crosses a shape boundary, so each table's shape
+// as of the batch's end places the column.
+func sqliteLogTenant(h *history, end uint64) string {
+	q := "CASE tbl"
+	for _, n := range h.names {
+		if t := h.at(n, end); t != nil {
+			q += " WHEN '" + strings.ReplaceAll(n, "'", "''") + "' THEN CAST(" + productdb.LogColumn(t.Tenant) + " AS TEXT)"
+		}
+	}
+	return q + " END"
 }
 
 // gap reports a change-log row missing where the cursor needs it.

@@ -12,11 +12,20 @@ import (
 // SQLite capture: AFTER triggers on every protected table append the full row
 // image to one change log,
 //
-//	lifeline_changes(seq INTEGER PRIMARY KEY, tbl, op, tenant, ts, c0, c1, …, cN)
+//	lifeline_changes(seq INTEGER PRIMARY KEY, tbl, op, ts, c0, c1, …, cN)
 //
 // with N+1 the widest protected table. The c-columns have no declared type,
 // so every value keeps its storage class exactly (an INTEGER stays an
-// INTEGER, a REAL keeps all 64 bits, a BLOB stays a BLOB).
+// INTEGER, a REAL keeps all 64 bits, a BLOB stays a BLOB). The tenant key is
+// in the image: the reader computes its text from the tenant column's value
+// exactly as a trigger would (CAST … AS TEXT of the same stored value), so
+// the triggers do not write it. Logs made by earlier versions have a tenant
+// column after op, which their triggers wrote; it stays, unused, and every
+// pending row in it reads the same.
+//
+// Each trigger body is one INSERT per logged change, of the row's columns as
+// they are: no JSON, no sequence lookup, and the change log has no index but
+// its rowid (the reader reads by seq).
 //
 // seq is the rowid: SQLite gives a new row the largest rowid plus one.
 // Writers are serialised and a rolled-back transaction (or statement) takes
@@ -121,7 +130,7 @@ func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout
 		width = max(width, len(t.Columns))
 	}
 	if !before.hasLog {
-		cols := []string{"seq INTEGER PRIMARY KEY", "tbl TEXT NOT NULL", "op TEXT NOT NULL", "tenant TEXT", "ts REAL NOT NULL"}
+		cols := []string{"seq INTEGER PRIMARY KEY", "tbl TEXT NOT NULL", "op TEXT NOT NULL", "ts REAL NOT NULL"}
 		for i := range width {
 			cols = append(cols, LogColumn(i))
 		}
@@ -133,7 +142,13 @@ func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout
 		if err != nil {
 			return err
 		}
-		for i := len(have) - 5; i < width; i++ {
+		n := 0 // value columns: the log may still have the tenant column
+		for _, c := range have {
+			if c.name == LogColumn(n) {
+				n++
+			}
+		}
+		for i := n; i < width; i++ {
 			if _, err := tx.ExecContext(ctx, "ALTER TABLE "+ChangeLog+" ADD COLUMN "+LogColumn(i)); err != nil {
 				return err
 			}
@@ -178,17 +193,11 @@ func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout
 	return nil
 }
 
-// sqliteTenant is the tenant text of row r (NEW, OLD or a table alias), as
-// the trigger and the snapshot both compute it.
-func sqliteTenant(t *change.Table, r string) string {
-	return "CAST(" + r + "." + qi(t.Columns[t.Tenant].Name) + " AS TEXT)"
-}
-
 // sqliteLogInsert appends one log row for row r of t; op is an SQL
 // expression. With a where condition the row is appended only if it holds.
 func sqliteLogInsert(t *change.Table, op, r, where string) string {
-	cols := []string{"tbl", "op", "tenant", "ts"}
-	vals := []string{lit(t.Name), op, sqliteTenant(t, r), "julianday('now')"}
+	cols := []string{"tbl", "op", "ts"}
+	vals := []string{lit(t.Name), op, "julianday('now')"}
 	for i, c := range t.Columns {
 		cols = append(cols, LogColumn(i))
 		vals = append(vals, r+"."+qi(c.Name))
@@ -233,8 +242,8 @@ const sqliteGuardNeutral = "UPDATE lifeline_guard SET mark = mark + 2 WHERE id =
 // sqliteImage logs the current image (op U) of the rows of t matching where
 // ("" for all).
 func sqliteImage(t *change.Table, where string) string {
-	cols := []string{"tbl", "op", "tenant", "ts"}
-	vals := []string{lit(t.Name), "'U'", sqliteTenant(t, "x"), "julianday('now')"}
+	cols := []string{"tbl", "op", "ts"}
+	vals := []string{lit(t.Name), "'U'", "julianday('now')"}
 	for i, c := range t.Columns {
 		cols = append(cols, LogColumn(i))
 		vals = append(vals, "x."+qi(c.Name))
