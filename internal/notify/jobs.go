@@ -37,6 +37,9 @@ type mailJob struct {
 	// until River cleans completed jobs (24h), like the key that signs
 	// every link; whoever reads the store can already forge links.
 	Text string `json:"text"`
+	// SubscriberID is whose confirmation this is: a mailbox that refuses
+	// it for good stops that subscription.
+	SubscriberID string `json:"subscriber_id,omitempty"`
 }
 
 func (mailJob) Kind() string { return "notify_mail" }
@@ -197,7 +200,21 @@ func (s *Service) deliverMail(ctx context.Context, job *river.Job[mailJob]) erro
 	if err != nil || st == StateSent {
 		return err
 	}
-	return s.sendMail(ctx, job.JobRow, d, msg)
+	err = s.sendMail(ctx, job.JobRow, d, msg)
+	if a.What == "confirm" && IsBounce(err) {
+		// Stopped before the job ends; if that cannot be recorded now, the
+		// job is retried, refused again, and stops it then.
+		reason := "confirmation mail refused for good: " + bounceReason(err)
+		stopped, serr := s.status.StopUnconfirmed(context.WithoutCancel(ctx), a.SubscriberID, a.To, reason)
+		if serr != nil {
+			s.log.Warn("notify: could not stop a subscription whose confirmation bounced; retrying", "subscriber", a.SubscriberID, "err", serr)
+			return serr
+		}
+		if stopped {
+			s.log.Warn("notify: subscription stopped, its confirmation mail was refused for good", "subscriber", a.SubscriberID, "reason", reason)
+		}
+	}
+	return err
 }
 
 // sendMail is one attempt at a mail whose record is d: it waits for the

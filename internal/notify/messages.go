@@ -159,7 +159,7 @@ func (s *Service) confirmMail(p *status.Pending) mailJob {
 		text = fmt.Sprintf(word(lang, "confirm.hook"), s.cfg.PageName, sub.Address, link)
 	}
 	return mailJob{Key: "confirm:" + sub.ID + ":" + tokenTag(p.Token), What: "confirm", To: p.ConfirmTo,
-		Subject: fmt.Sprintf(word(lang, "confirm.subj"), s.cfg.PageName), Text: text}
+		Subject: fmt.Sprintf(word(lang, "confirm.subj"), s.cfg.PageName), Text: text, SubscriberID: sub.ID}
 }
 
 // disabledMail tells a webhook's owner it was disabled; run identifies the

@@ -16,6 +16,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"lifeline/internal/fault"
 	"lifeline/internal/pgtest"
 	"lifeline/internal/state"
 	"lifeline/internal/status"
@@ -328,6 +329,80 @@ func TestRefusedMailboxDisablesItsSubscriber(t *testing.T) {
 		}
 		if owed != 1 {
 			t.Errorf("the disabled subscriber is owed %d notices, want only the first", owed)
+		}
+	})
+}
+
+// TestRefusedConfirmationStopsTheSubscription: mailpit refuses the
+// confirmation mail to an address outside example.com (and to a webhook
+// owner's) with a 550. Each subscription is stopped with the reply,
+// listed as stopped, its link no longer confirms it and no notice is
+// owed to it; subscribing the address again clears the stop and mails a
+// fresh link, whose refusal stops it again.
+func TestRefusedConfirmationStopsTheSubscription(t *testing.T) {
+	engines(t, func(t *testing.T, dsn string) {
+		b := setup(t, dsn, true, nil)
+		gone, err := b.svc.Subscribe(b.ctx, status.SubscribeRequest{Channel: status.ChannelEmail, Address: "someone@refused.test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hook, err := b.svc.Subscribe(b.ctx, status.SubscribeRequest{Channel: status.ChannelWebhook, Address: b.hooks.URL + "/ok", OwnerEmail: "owner@refused.test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.svc.Subscribe(b.ctx, status.SubscribeRequest{Channel: status.ChannelEmail, Address: "reader@example.com"}); err != nil {
+			t.Fatal(err)
+		}
+		b.confirmByMail(t, "reader@example.com")
+		stoppedWith := func(id, reason string) bool {
+			sub, err := b.status.Subscriber(b.ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return !sub.Disabled.IsZero() && strings.HasPrefix(sub.DisabledReason, reason)
+		}
+		const reason = "confirmation mail refused for good: 550"
+		eventually(t, 20*time.Second, "both subscriptions stopped", func() bool {
+			return stoppedWith(gone.Subscriber.ID, reason) && stoppedWith(hook.Subscriber.ID, reason)
+		})
+		stopped, err := b.status.StoppedSubscribers(b.ctx)
+		if err != nil || len(stopped) != 2 {
+			t.Fatalf("stopped subscribers: %+v, %v; want the email and the webhook", stopped, err)
+		}
+		if _, err := b.svc.Confirm(b.ctx, gone.Token); fault.CodeOf(err) != fault.NotFound {
+			t.Fatalf("confirming a stopped subscription: %v; its link must no longer work", err)
+		}
+		eventually(t, 10*time.Second, "both confirmation jobs cancelled", func() bool {
+			n := 0
+			for _, j := range b.jobs(t, mailJob{}.Kind()) {
+				if j.State == rivertype.JobStateCancelled {
+					n++
+				}
+			}
+			return n == 2
+		})
+
+		b.open(t, "Tracker down")
+		b.mp.WaitFor(t, "reader@example.com", 10*time.Second)
+		eventually(t, 20*time.Second, "the reader's notice", func() bool { return b.mp.To(t)["reader@example.com"] == 2 })
+		var owed int
+		if err := b.st.DB().QueryRowContext(b.ctx, b.st.Rebind("SELECT COUNT(*) FROM status_notices WHERE subscriber_id IN (?, ?)"),
+			gone.Subscriber.ID, hook.Subscriber.ID).Scan(&owed); err != nil {
+			t.Fatal(err)
+		}
+		if owed != 0 {
+			t.Errorf("the stopped subscriptions are owed %d notices, want none", owed)
+		}
+
+		again, err := b.svc.Subscribe(b.ctx, status.SubscribeRequest{Channel: status.ChannelEmail, Address: "someone@refused.test"})
+		if err != nil || again.Subscriber.ID != gone.Subscriber.ID || again.Token == "" || !again.Subscriber.Disabled.IsZero() {
+			t.Fatalf("subscribing again: %+v, %v; want the same subscriber, no longer stopped, with a fresh link", again, err)
+		}
+		eventually(t, 20*time.Second, "the fresh link refused and the subscription stopped again", func() bool {
+			return stoppedWith(gone.Subscriber.ID, reason)
+		})
+		if _, err := b.svc.Confirm(b.ctx, again.Token); fault.CodeOf(err) != fault.NotFound {
+			t.Fatalf("confirming with the refused fresh link: %v", err)
 		}
 	})
 }

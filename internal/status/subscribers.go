@@ -273,6 +273,28 @@ func (s *Service) DisableSubscriber(ctx context.Context, id, reason string) (Sub
 	return s.disable(ctx, id, reason)
 }
 
+// StopUnconfirmed stops a subscription whose confirmation mail to `to` was
+// refused for good: nobody can follow a link that never arrived, and
+// mailing the address again would be refused again. The link stops
+// working too. It reports whether it stopped it; it leaves alone a
+// subscription confirmed or stopped meanwhile, and a webhook whose
+// confirmation now goes to another owner (it was subscribed again).
+// Subscribing again clears the stop and sends a fresh link.
+func (s *Service) StopUnconfirmed(ctx context.Context, id, to, reason string) (bool, error) {
+	now := micros(s.stamp())
+	var n int64
+	err := s.db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.db.q(`UPDATE status_subscribers SET disabled_at = ?, disabled_reason = ?, confirm_hash = '', updated_at = ?
+			WHERE id = ? AND confirmed_at = 0 AND disabled_at = 0 AND (CASE WHEN channel = ? THEN owner_email ELSE address END) = ?`),
+			now, reason, now, id, ChannelWebhook, to)
+		if err == nil {
+			n, err = res.RowsAffected()
+		}
+		return storeErr(err)
+	})
+	return n == 1, err
+}
+
 func (s *Service) disable(ctx context.Context, id, reason string) (Subscriber, error) {
 	var sub Subscriber
 	now := s.stamp()
