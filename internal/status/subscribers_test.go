@@ -210,3 +210,46 @@ func TestRateBucketsAreShared(t *testing.T) {
 		}
 	})
 }
+
+// TestStopUnconfirmedLeavesOthersAlone: a refused confirmation stops only
+// a subscription still waiting for that very mailbox: not one confirmed
+// meanwhile, nor a webhook subscribed again with another owner.
+func TestStopUnconfirmedLeavesOthersAlone(t *testing.T) {
+	engines(t, func(t *testing.T, b *bundle) {
+		ctx, svc := b.ctx, b.svc
+		const reason = "confirmation mail refused for good: 550 no such user"
+		subscribe := func(req SubscribeRequest) *Pending {
+			t.Helper()
+			p, err := svc.Subscribe(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		confirmed := subscribe(SubscribeRequest{Channel: ChannelEmail, Address: "ann@example.com"})
+		if _, err := svc.Confirm(ctx, confirmed.Token); err != nil {
+			t.Fatal(err)
+		}
+		hook := SubscribeRequest{Channel: ChannelWebhook, Address: "https://example.com/hook", OwnerEmail: "old@example.com"}
+		subscribe(hook)
+		hook.OwnerEmail = "new@example.com"
+		moved := subscribe(hook)
+		for _, c := range []struct{ id, to string }{{confirmed.Subscriber.ID, "ann@example.com"}, {moved.Subscriber.ID, "old@example.com"}} {
+			if stopped, err := svc.StopUnconfirmed(ctx, c.id, c.to, reason); err != nil || stopped {
+				t.Fatalf("stopping %s for %s: %v, %v; want it left alone", c.id, c.to, stopped, err)
+			}
+		}
+		if stopped, err := svc.StopUnconfirmed(ctx, moved.Subscriber.ID, "new@example.com", reason); err != nil || !stopped {
+			t.Fatalf("stopping the webhook for its current owner: %v, %v", stopped, err)
+		}
+		if list, err := svc.StoppedSubscribers(ctx); err != nil || len(list) != 1 || list[0].ID != moved.Subscriber.ID || list[0].DisabledReason != reason {
+			t.Fatalf("stopped: %+v, %v", list, err)
+		}
+		if _, err := svc.Confirm(ctx, moved.Token); fault.CodeOf(err) != fault.NotFound {
+			t.Fatalf("the stopped webhook's link still confirms: %v", err)
+		}
+		if stopped, err := svc.StopUnconfirmed(ctx, moved.Subscriber.ID, "new@example.com", reason); err != nil || stopped {
+			t.Fatalf("stopping it twice: %v, %v", stopped, err)
+		}
+	})
+}
