@@ -255,47 +255,33 @@ func killMidRestore(t *testing.T) (c *cli, args []string, atT map[string][]strin
 	return c, args, atT, restored
 }
 
+// hitSites are the sites damagedSites damages.
+var hitSites = []int{2, 3, 4}
+
+// damagedSites makes a demo SaaS of 8 sites, backed up, and damages
+// hitSites with aprilScript, backed up too. It returns the moment T before
+// the damage and the sites' rows at T and now.
+func damagedSites(t *testing.T) (c *cli, T string, atT, damaged map[string][]string) {
+	t.Helper()
+	c = demoSaaS(t, 8)
+	c.must("backup", "run")
+	T = moment()
+	atT = c.rowsOf(hitSites...)
+	c.aprilScript(hitSites...)
+	c.must("backup", "run")
+	return c, T, atT, c.rowsOf(hitSites...)
+}
+
 // restoreMidway damages sites 2, 3 and 4, runs their restore (--json) with
 // the real binary and hook (a LIFELINE_TEST_… variable) in its
 // environment, and checks that no site was left half restored. It returns
 // the restore's command, the sites' rows at the moment, how many
 // site-products the run restored, and how the run ended.
 func restoreMidway(t *testing.T, hook string) (c *cli, args []string, atT map[string][]string, restored int, r result, ws syscall.WaitStatus) {
-	c = demoSaaS(t, 8)
-	bin := buildLifeline(t)
-	c.must("backup", "run")
-	T := moment()
-	hit := []int{2, 3, 4}
-	atT = c.rowsOf(hit...)
-	c.aprilScript(hit...)
-	c.must("backup", "run")
-	damaged := c.rowsOf(hit...)
-
+	c, T, atT, damaged := damagedSites(t)
 	args = []string{"restore", "--tenants", "2,3,4", "--to", T}
-	cmd := exec.CommandContext(context.Background(), bin, append(append([]string{"--config", c.config}, args...), "--json")...)
-	cmd.Env = append(os.Environ(), hook, "LIFELINE_ACTOR=tester")
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	_ = cmd.Run()
-	ws, _ = cmd.ProcessState.Sys().(syscall.WaitStatus)
-	r = result{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
-	now := c.rowsOf(hit...)
-	for _, s := range hit {
-		for product, tables := range demoTables {
-			full, none := true, true
-			for _, table := range tables {
-				k := fmt.Sprintf("%s/%s/%d", product, table, s)
-				full = full && slices.Equal(now[k], atT[k])
-				none = none && slices.Equal(now[k], damaged[k])
-			}
-			switch {
-			case full && !none:
-				restored++
-			case !full && !none:
-				t.Errorf("site %d in %s is half restored after the run", s, product)
-			}
-		}
-	}
+	r, ws = runHooked(t, c, buildLifeline(t), hook, append(args, "--json")...)
+	restored = moved(t, c, hitSites, damaged, atT, "restored")
 	c.refused([]string{"tenants", "deactivate", "site:3"}, "restore")
 	return c, args, atT, restored, r, ws
 }
@@ -331,6 +317,44 @@ func TestInterruptedRestoreReportsAndIsResumedByTheSameCommand(t *testing.T) {
 		t.Errorf("running restore %s, want the interrupted %s", op, rep.Operation)
 	}
 	checkResumed(t, c, c.run(append(args, "--json")...), atT, restored)
+}
+
+// runHooked runs the real binary bin with args on c's config and hook (a
+// LIFELINE_TEST_… variable) in its environment, and returns how it ended.
+func runHooked(t *testing.T, c *cli, bin, hook string, args ...string) (result, syscall.WaitStatus) {
+	t.Helper()
+	cmd := exec.CommandContext(context.Background(), bin, append([]string{"--config", c.config}, args...)...)
+	cmd.Env = append(os.Environ(), hook, "LIFELINE_ACTOR=tester")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return result{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}, ws
+}
+
+// moved counts the site-products of sites whose rows are now wholly as in
+// to and no longer as in from; a site-product that is neither (half moved)
+// is an error. what names the move in the error.
+func moved(t *testing.T, c *cli, sites []int, from, to map[string][]string, what string) (n int) {
+	t.Helper()
+	now := c.rowsOf(sites...)
+	for _, s := range sites {
+		for product, tables := range demoTables {
+			full, none := true, true
+			for _, table := range tables {
+				k := fmt.Sprintf("%s/%s/%d", product, table, s)
+				full = full && slices.Equal(now[k], to[k])
+				none = none && slices.Equal(now[k], from[k])
+			}
+			switch {
+			case full && !none:
+				n++
+			case !full && !none:
+				t.Errorf("site %d in %s is half %s after the run", s, product, what)
+			}
+		}
+	}
+	return n
 }
 
 // checkResumed checks the run r that finished a killed restore: it
