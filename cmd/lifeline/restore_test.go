@@ -295,16 +295,7 @@ func TestInterruptedRestoreReportsAndIsResumedByTheSameCommand(t *testing.T) {
 	if ws.Signaled() || r.code != 1 {
 		t.Fatalf("an interrupted restore must exit 1 by itself; got %v, exit %d\n%s\n%s", ws, r.code, r.out, r.err)
 	}
-	var rep restoreJSON
-	if err := json.Unmarshal([]byte(r.out), &rep); err != nil {
-		t.Fatalf("%v\n%s", err, r.out)
-	}
-	statuses := map[string]int{}
-	for _, tr := range rep.Tenants {
-		for _, p := range tr.Products {
-			statuses[p.Status]++
-		}
-	}
+	rep, statuses, _ := decodeReport(t, r.out)
 	if rep.Status != "interrupted" || statuses["restored"] != restored || statuses["interrupted"] != 6-restored || restored == 0 || restored == 6 {
 		t.Errorf("report: %s, steps %v; %d site-products restored in the databases", rep.Status, statuses, restored)
 	}
@@ -317,6 +308,24 @@ func TestInterruptedRestoreReportsAndIsResumedByTheSameCommand(t *testing.T) {
 		t.Errorf("running restore %s, want the interrupted %s", op, rep.Operation)
 	}
 	checkResumed(t, c, c.run(append(args, "--json")...), atT, restored)
+}
+
+// opsOf lists the operations of one action as "ID status".
+func opsOf(t *testing.T, c *cli, action string) []string {
+	t.Helper()
+	var ops struct {
+		Operations []struct{ ID, Action, Status string }
+	}
+	if err := json.Unmarshal([]byte(c.must("ops", "list", "--json")), &ops); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, op := range ops.Operations {
+		if op.Action == action {
+			out = append(out, op.ID+" "+op.Status)
+		}
+	}
+	return out
 }
 
 // runHooked runs the real binary bin with args on c's config and hook (a
@@ -357,6 +366,25 @@ func moved(t *testing.T, c *cli, sites []int, from, to map[string][]string, what
 	return n
 }
 
+// decodeReport decodes a restore's --json report and counts its tenant
+// steps by status and those recognised as committed by an earlier run.
+func decodeReport(t *testing.T, out string) (rep restoreJSON, statuses map[string]int, resumed int) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	statuses = map[string]int{}
+	for _, tr := range rep.Tenants {
+		for _, p := range tr.Products {
+			statuses[p.Status]++
+			if p.Resumed {
+				resumed++
+			}
+		}
+	}
+	return rep, statuses, resumed
+}
+
 // checkResumed checks the run r that finished a killed restore: it
 // succeeded, recognised the steps the killed run committed, restored every
 // site as at the moment, and finished the killed operation rather than
@@ -366,35 +394,13 @@ func checkResumed(t *testing.T, c *cli, r result, atT map[string][]string, resto
 	if r.code != 0 {
 		t.Fatalf("rerun: exit %d\n%s\n%s", r.code, r.out, r.err)
 	}
-	var rep restoreJSON
-	if err := json.Unmarshal([]byte(r.out), &rep); err != nil {
-		t.Fatal(err)
-	}
-	resumed := 0
-	for _, tr := range rep.Tenants {
-		for _, p := range tr.Products {
-			if p.Resumed {
-				resumed++
-			}
-		}
-	}
+	rep, _, resumed := decodeReport(t, r.out)
 	if resumed != restored {
 		t.Errorf("%d steps recognised as committed by the killed run, %d were", resumed, restored)
 	}
 	sameRows(t, "after the rerun", atT, c.rowsOf(2, 3, 4))
-	var ops struct {
-		Operations []struct{ ID, Action, Status string }
-	}
-	if err := json.Unmarshal([]byte(c.must("ops", "list", "--json")), &ops); err != nil {
-		t.Fatal(err)
-	}
-	var restores []string
-	for _, op := range ops.Operations {
-		if op.Action == "restore" {
-			restores = append(restores, op.ID+" "+op.Status)
-		}
-	}
-	if len(restores) != 1 || !strings.HasSuffix(restores[0], "done") || !strings.HasPrefix(restores[0], rep.Operation) {
+	restores := opsOf(t, c, "restore")
+	if len(restores) != 1 || restores[0] != rep.Operation+" done" {
 		t.Errorf("restore operations %v; the rerun must resume the killed one (%s) and finish it", restores, rep.Operation)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,14 +31,9 @@ func TestInterruptedUndoReportsAndIsResumedByTheSameCommand(t *testing.T) {
 	if ws.Signaled() || r.code != 1 {
 		t.Fatalf("an interrupted undo must exit 1 by itself; got %v, exit %d\n%s\n%s", ws, r.code, r.out, r.err)
 	}
-	var rep restoreJSON
-	if err := json.Unmarshal([]byte(r.out), &rep); err != nil {
-		t.Fatalf("%v\n%s", err, r.out)
-	}
-	statuses := map[string]int{}
+	rep, statuses, _ := decodeReport(t, r.out)
 	for _, tr := range rep.Tenants {
 		for _, p := range tr.Products {
-			statuses[p.Status]++
 			if p.Status == "interrupted" && !strings.Contains(r.err, tr.Tenant+" in "+p.Product) {
 				t.Errorf("stderr does not name %s in %s, left as it was:\n%s", tr.Tenant, p.Product, r.err)
 			}
@@ -90,20 +84,9 @@ func checkUndone(t *testing.T, c *cli, r result, restoreOp string, before map[st
 	if r.code != 0 {
 		t.Fatalf("rerun: exit %d\n%s\n%s", r.code, r.out, r.err)
 	}
-	var rep restoreJSON
-	if err := json.Unmarshal([]byte(r.out), &rep); err != nil {
-		t.Fatal(err)
-	}
-	resumed := 0
-	for _, tr := range rep.Tenants {
-		for _, p := range tr.Products {
-			if p.Resumed {
-				resumed++
-			}
-			if p.Status != "undone" {
-				t.Errorf("tenant %s in %s after the rerun: %+v", tr.Tenant, p.Product, p)
-			}
-		}
+	rep, statuses, resumed := decodeReport(t, r.out)
+	if statuses["undone"] != 6 {
+		t.Errorf("steps after the rerun %v, want all 6 undone", statuses)
 	}
 	if rep.Status != "done" || resumed != undone {
 		t.Errorf("rerun %s: %d steps recognised as committed by the first run, %d were", rep.Status, resumed, undone)
@@ -122,22 +105,4 @@ func checkUndone(t *testing.T, c *cli, r result, restoreOp string, before map[st
 	if ops := opsOf(t, c, "restore"); len(ops) != 1 || ops[0] != restoreOp+" rolled_back" {
 		t.Errorf("restore operations %v, want %s rolled_back", ops, restoreOp)
 	}
-}
-
-// opsOf lists the operations of one action as "ID status".
-func opsOf(t *testing.T, c *cli, action string) []string {
-	t.Helper()
-	var ops struct {
-		Operations []struct{ ID, Action, Status string }
-	}
-	if err := json.Unmarshal([]byte(c.must("ops", "list", "--json")), &ops); err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, op := range ops.Operations {
-		if op.Action == action {
-			out = append(out, op.ID+" "+op.Status)
-		}
-	}
-	return out
 }
