@@ -255,47 +255,33 @@ func killMidRestore(t *testing.T) (c *cli, args []string, atT map[string][]strin
 	return c, args, atT, restored
 }
 
+// hitSites are the sites damagedSites damages.
+var hitSites = []int{2, 3, 4}
+
+// damagedSites makes a demo SaaS of 8 sites, backed up, and damages
+// hitSites with aprilScript, backed up too. It returns the moment T before
+// the damage and the sites' rows at T and now.
+func damagedSites(t *testing.T) (c *cli, T string, atT, damaged map[string][]string) {
+	t.Helper()
+	c = demoSaaS(t, 8)
+	c.must("backup", "run")
+	T = moment()
+	atT = c.rowsOf(hitSites...)
+	c.aprilScript(hitSites...)
+	c.must("backup", "run")
+	return c, T, atT, c.rowsOf(hitSites...)
+}
+
 // restoreMidway damages sites 2, 3 and 4, runs their restore (--json) with
 // the real binary and hook (a LIFELINE_TEST_… variable) in its
 // environment, and checks that no site was left half restored. It returns
 // the restore's command, the sites' rows at the moment, how many
 // site-products the run restored, and how the run ended.
 func restoreMidway(t *testing.T, hook string) (c *cli, args []string, atT map[string][]string, restored int, r result, ws syscall.WaitStatus) {
-	c = demoSaaS(t, 8)
-	bin := buildLifeline(t)
-	c.must("backup", "run")
-	T := moment()
-	hit := []int{2, 3, 4}
-	atT = c.rowsOf(hit...)
-	c.aprilScript(hit...)
-	c.must("backup", "run")
-	damaged := c.rowsOf(hit...)
-
+	c, T, atT, damaged := damagedSites(t)
 	args = []string{"restore", "--tenants", "2,3,4", "--to", T}
-	cmd := exec.CommandContext(context.Background(), bin, append(append([]string{"--config", c.config}, args...), "--json")...)
-	cmd.Env = append(os.Environ(), hook, "LIFELINE_ACTOR=tester")
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	_ = cmd.Run()
-	ws, _ = cmd.ProcessState.Sys().(syscall.WaitStatus)
-	r = result{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
-	now := c.rowsOf(hit...)
-	for _, s := range hit {
-		for product, tables := range demoTables {
-			full, none := true, true
-			for _, table := range tables {
-				k := fmt.Sprintf("%s/%s/%d", product, table, s)
-				full = full && slices.Equal(now[k], atT[k])
-				none = none && slices.Equal(now[k], damaged[k])
-			}
-			switch {
-			case full && !none:
-				restored++
-			case !full && !none:
-				t.Errorf("site %d in %s is half restored after the run", s, product)
-			}
-		}
-	}
+	r, ws = runHooked(t, c, buildLifeline(t), hook, append(args, "--json")...)
+	restored = moved(t, c, hitSites, damaged, atT, "restored")
 	c.refused([]string{"tenants", "deactivate", "site:3"}, "restore")
 	return c, args, atT, restored, r, ws
 }
@@ -309,16 +295,7 @@ func TestInterruptedRestoreReportsAndIsResumedByTheSameCommand(t *testing.T) {
 	if ws.Signaled() || r.code != 1 {
 		t.Fatalf("an interrupted restore must exit 1 by itself; got %v, exit %d\n%s\n%s", ws, r.code, r.out, r.err)
 	}
-	var rep restoreJSON
-	if err := json.Unmarshal([]byte(r.out), &rep); err != nil {
-		t.Fatalf("%v\n%s", err, r.out)
-	}
-	statuses := map[string]int{}
-	for _, tr := range rep.Tenants {
-		for _, p := range tr.Products {
-			statuses[p.Status]++
-		}
-	}
+	rep, statuses, _ := decodeReport(t, r.out)
 	if rep.Status != "interrupted" || statuses["restored"] != restored || statuses["interrupted"] != 6-restored || restored == 0 || restored == 6 {
 		t.Errorf("report: %s, steps %v; %d site-products restored in the databases", rep.Status, statuses, restored)
 	}
@@ -333,6 +310,81 @@ func TestInterruptedRestoreReportsAndIsResumedByTheSameCommand(t *testing.T) {
 	checkResumed(t, c, c.run(append(args, "--json")...), atT, restored)
 }
 
+// opsOf lists the operations of one action as "ID status".
+func opsOf(t *testing.T, c *cli, action string) []string {
+	t.Helper()
+	var ops struct {
+		Operations []struct{ ID, Action, Status string }
+	}
+	if err := json.Unmarshal([]byte(c.must("ops", "list", "--json")), &ops); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, op := range ops.Operations {
+		if op.Action == action {
+			out = append(out, op.ID+" "+op.Status)
+		}
+	}
+	return out
+}
+
+// runHooked runs the real binary bin with args on c's config and hook (a
+// LIFELINE_TEST_… variable) in its environment, and returns how it ended.
+func runHooked(t *testing.T, c *cli, bin, hook string, args ...string) (result, syscall.WaitStatus) {
+	t.Helper()
+	cmd := exec.CommandContext(context.Background(), bin, append([]string{"--config", c.config}, args...)...)
+	cmd.Env = append(os.Environ(), hook, "LIFELINE_ACTOR=tester")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return result{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}, ws
+}
+
+// moved counts the site-products of sites whose rows are now wholly as in
+// to and no longer as in from; a site-product that is neither (half moved)
+// is an error. what names the move in the error.
+func moved(t *testing.T, c *cli, sites []int, from, to map[string][]string, what string) (n int) {
+	t.Helper()
+	now := c.rowsOf(sites...)
+	for _, s := range sites {
+		for product, tables := range demoTables {
+			full, none := true, true
+			for _, table := range tables {
+				k := fmt.Sprintf("%s/%s/%d", product, table, s)
+				full = full && slices.Equal(now[k], to[k])
+				none = none && slices.Equal(now[k], from[k])
+			}
+			switch {
+			case full && !none:
+				n++
+			case !full && !none:
+				t.Errorf("site %d in %s is half %s after the run", s, product, what)
+			}
+		}
+	}
+	return n
+}
+
+// decodeReport decodes a restore's --json report and counts its tenant
+// steps by status and those recognised as committed by an earlier run.
+func decodeReport(t *testing.T, out string) (rep restoreJSON, statuses map[string]int, resumed int) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	statuses = map[string]int{}
+	for _, tr := range rep.Tenants {
+		for _, p := range tr.Products {
+			statuses[p.Status]++
+			if p.Resumed {
+				resumed++
+			}
+		}
+	}
+	return rep, statuses, resumed
+}
+
 // checkResumed checks the run r that finished a killed restore: it
 // succeeded, recognised the steps the killed run committed, restored every
 // site as at the moment, and finished the killed operation rather than
@@ -342,35 +394,13 @@ func checkResumed(t *testing.T, c *cli, r result, atT map[string][]string, resto
 	if r.code != 0 {
 		t.Fatalf("rerun: exit %d\n%s\n%s", r.code, r.out, r.err)
 	}
-	var rep restoreJSON
-	if err := json.Unmarshal([]byte(r.out), &rep); err != nil {
-		t.Fatal(err)
-	}
-	resumed := 0
-	for _, tr := range rep.Tenants {
-		for _, p := range tr.Products {
-			if p.Resumed {
-				resumed++
-			}
-		}
-	}
+	rep, _, resumed := decodeReport(t, r.out)
 	if resumed != restored {
 		t.Errorf("%d steps recognised as committed by the killed run, %d were", resumed, restored)
 	}
 	sameRows(t, "after the rerun", atT, c.rowsOf(2, 3, 4))
-	var ops struct {
-		Operations []struct{ ID, Action, Status string }
-	}
-	if err := json.Unmarshal([]byte(c.must("ops", "list", "--json")), &ops); err != nil {
-		t.Fatal(err)
-	}
-	var restores []string
-	for _, op := range ops.Operations {
-		if op.Action == "restore" {
-			restores = append(restores, op.ID+" "+op.Status)
-		}
-	}
-	if len(restores) != 1 || !strings.HasSuffix(restores[0], "done") || !strings.HasPrefix(restores[0], rep.Operation) {
+	restores := opsOf(t, c, "restore")
+	if len(restores) != 1 || restores[0] != rep.Operation+" done" {
 		t.Errorf("restore operations %v; the rerun must resume the killed one (%s) and finish it", restores, rep.Operation)
 	}
 }

@@ -537,6 +537,9 @@ func (s *Service) takeOver(ctx context.Context, a productdb.Action, t Target) (o
 		if interrupted {
 			what = "was interrupted"
 			hint = "finish it first with `lifeline ops resume " + old.ID + "` (or rerun its command)"
+			if old.Action == "restore-undo" { // Resume refuses it: only its own command finishes it
+				hint = "finish it first: run the same `lifeline restore --undo` again (`lifeline ops show " + old.ID + "` names the restore)"
+			}
 		}
 		return nil, true, fault.New(fault.Conflict, hint, "tenant %s already has an operation: %s %s %s %s",
 			t.Tenant, old.ID, old.Action, strings.Join(old.Targets, ","), what)
