@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -77,6 +78,27 @@ func (m *Mailpit) WaitFor(t testing.TB, addr string, timeout time.Duration) Mail
 		}
 	}
 	t.Fatalf("no mail to %s within %s", addr, timeout)
+	return MailMessage{}
+}
+
+// WaitForSubject waits until the newest message to addr has a subject
+// containing part. A notice is recorded sent just before its mail goes out
+// (at most once), so the notice can be "sent" while the newest mail in the
+// box is still an earlier one, such as the confirmation.
+func (m *Mailpit) WaitForSubject(t testing.TB, addr, part string, timeout time.Duration) MailMessage {
+	t.Helper()
+	var last MailMessage
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		msg, ok, err := m.Newest(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && strings.Contains(msg.Subject, part) {
+			return msg
+		}
+		last = msg
+	}
+	t.Fatalf("no mail to %s with %q in its subject within %s; the newest: %q", addr, part, timeout, last.Subject)
 	return MailMessage{}
 }
 

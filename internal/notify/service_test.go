@@ -231,12 +231,12 @@ func TestNoticesReachConfirmedSubscribersOnce(t *testing.T) {
 		inc := b.open(t, "Tracker down")
 		u1 := inc.Updates[0]
 		eventually(t, 20*time.Second, "three notices sent", func() bool { return len(b.notices(t, status.NoticeSent)) == 3 })
-		mail := b.mp.WaitFor(t, "ann@example.com", time.Second)
+		mail := b.mp.WaitForSubject(t, "ann@example.com", "Tracker down", 10*time.Second)
 		if mail.Subject != "[Lifeline test] Tracker down: Investigating" || !strings.Contains(mail.Text, "A script deleted 883 sites.") ||
 			!strings.Contains(mail.Text, "Sites restored: 12.5%") || !strings.Contains(mail.Text, "https://status.example.test/#incident-"+inc.ID) {
 			t.Fatalf("notice mail:\nSubject: %s\n%s", mail.Subject, mail.Text)
 		}
-		if zh := b.mp.WaitFor(t, "li@example.com", time.Second); !strings.Contains(zh.Subject, "调查中") || !strings.Contains(zh.Text, "一个脚本删除了 883 个站点。") {
+		if zh := b.mp.WaitForSubject(t, "li@example.com", "调查中", 10*time.Second); !strings.Contains(zh.Subject, "调查中") || !strings.Contains(zh.Text, "一个脚本删除了 883 个站点。") {
 			t.Fatalf("Chinese notice:\nSubject: %s\n%s", zh.Subject, zh.Text)
 		}
 		// One-click unsubscribe (RFC 8058) in the headers.
