@@ -161,11 +161,7 @@ func (s *Store) lockTenant(ctx context.Context, tx *sql.Tx, opID, tenant string,
 		}
 		msg := fmt.Sprintf("tenant %s is locked by operation %s (%s by %s)", tenant, holder, action, actor)
 		hint := fmt.Sprintf("wait for operation %s to finish (`lifeline ops show %s`)", holder, holder)
-		// An undo of a restore is finished by its own command, not ops resume.
-		finish := fmt.Sprintf("`lifeline ops resume %s`", holder)
-		if action == "restore-undo" {
-			finish = "the same `lifeline restore --undo` again"
-		}
+		finish := FinishCommand(holder, action)
 		if lu := fromMicros(lease); !lu.After(now) {
 			msg += fmt.Sprintf(", whose runner %s stopped renewing its lease at %s", owner, lu.Format(time.RFC3339))
 			hint = fmt.Sprintf("operation %s was interrupted: finish it with %s", holder, finish)
@@ -175,6 +171,17 @@ func (s *Store) lockTenant(ctx context.Context, tx *sql.Tx, opID, tenant string,
 		return fault.New(fault.Conflict, hint, "%s", msg)
 	}
 	return fault.New(fault.Conflict, "retry", "tenant %s is being locked and released by other operations", tenant)
+}
+
+// FinishCommand says what finishes interrupted operation id of action:
+// `lifeline ops resume ID`, except for an undo of a restore, which only the
+// same `lifeline restore --undo` finishes (ops resume refuses it). Every
+// hint about an interrupted operation takes its wording from here.
+func FinishCommand(id, action string) string {
+	if action == "restore-undo" {
+		return "the same `lifeline restore --undo` again (`lifeline ops show " + id + "` names the restore)"
+	}
+	return "`lifeline ops resume " + id + "`"
 }
 
 // UpdateStep records a step's new Status, Rows and Error, matched by

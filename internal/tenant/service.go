@@ -479,7 +479,7 @@ func (s *Service) Resume(ctx context.Context, id string) (*state.Operation, erro
 	// Only lifecycle operations resume here; any other (an undo of a
 	// restore) would be marked failed with its tenants half done.
 	if _, ok := rules[productdb.Action(op.Action)]; !ok {
-		return op, fault.New(fault.Refused, "run the command that started it again: the same `lifeline restore --undo OP` finishes an undo",
+		return op, fault.New(fault.Refused, "finish it with "+state.FinishCommand(op.ID, op.Action),
 			"operation %s is a %s, not a lifecycle operation this resumes", id, op.Action)
 	}
 	if err := s.claim(ctx, op); err != nil {
@@ -536,10 +536,7 @@ func (s *Service) takeOver(ctx context.Context, a productdb.Action, t Target) (o
 		hint := "wait for it to finish: `lifeline ops show " + old.ID + "`"
 		if interrupted {
 			what = "was interrupted"
-			hint = "finish it first with `lifeline ops resume " + old.ID + "` (or rerun its command)"
-			if old.Action == "restore-undo" { // Resume refuses it: only its own command finishes it
-				hint = "finish it first: run the same `lifeline restore --undo` again (`lifeline ops show " + old.ID + "` names the restore)"
-			}
+			hint = "finish it first with " + state.FinishCommand(old.ID, old.Action) + " (or rerun its command)"
 		}
 		return nil, true, fault.New(fault.Conflict, hint, "tenant %s already has an operation: %s %s %s %s",
 			t.Tenant, old.ID, old.Action, strings.Join(old.Targets, ","), what)
