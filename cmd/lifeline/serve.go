@@ -47,7 +47,6 @@ func serve(e *env, a *app, listen string) error {
 	servedAt(a, ln.Addr())
 	log := slog.New(slog.NewTextHandler(e.stderr, nil))
 	a.tenants.Log = log
-	resumeInterrupted(e, a, log)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), tenant.NewCollector(a.tenants))
@@ -75,7 +74,9 @@ func serve(e *env, a *app, listen string) error {
 		return err
 	}
 	wg.Go(func() { expireRestoreTrash(e.ctx, restores, log) })
-	wg.Go(func() { resumeRestores(e.ctx, a, restores, log) })
+	if restoresLeft := resumeInterrupted(e.ctx, a, log); len(restoresLeft) > 0 {
+		wg.Go(func() { resumeRestores(e.ctx, restores, restoresLeft, log) })
+	}
 	page, err := statusPage(e, a, log)
 	if err != nil {
 		return err
@@ -147,42 +148,39 @@ func expireRestoreTrash(ctx context.Context, svc *restore.Service, log *slog.Log
 	}
 }
 
-// resumeRestores finishes, in the background, restores whose runner died
-// (restore.Service.Resume: the request they were recorded with runs again).
-func resumeRestores(ctx context.Context, a *app, svc *restore.Service, log *slog.Logger) {
+// resumeInterrupted finishes lifecycle operations whose runner died, so a
+// crash never leaves a tenant half deleted for long, and returns the
+// interrupted restores, which take longer and run on in the background.
+func resumeInterrupted(ctx context.Context, a *app, log *slog.Logger) (restores []string) {
 	ops, err := a.store.ListOperations(ctx, state.OpFilter{Status: state.OpRunning, Limit: 1000})
 	if err != nil {
-		log.Warn("listing interrupted restores failed", "err", err)
-		return
-	}
-	for _, op := range ops {
-		if op.Action != "restore" || !a.tenants.Interrupted(&op) {
-			continue
-		}
-		if rep, err := svc.Resume(ctx, op.ID); err != nil {
-			log.Warn("restore not resumed", "op", op.ID, "err", err)
-		} else {
-			log.Info("resumed interrupted restore", "op", op.ID, "status", rep.Status, "rows", rep.Rows)
-		}
-	}
-}
-
-// resumeInterrupted finishes operations whose runner died, so a crash never
-// leaves a tenant half deleted for long.
-func resumeInterrupted(e *env, a *app, log *slog.Logger) {
-	ops, err := a.store.ListOperations(e.ctx, state.OpFilter{Status: state.OpRunning, Limit: 1000})
-	if err != nil {
 		log.Warn("listing interrupted operations failed", "err", err)
-		return
+		return nil
 	}
 	for _, op := range ops {
 		if op.Action == "restore" {
-			continue // resumeRestores
+			if a.tenants.Interrupted(&op) {
+				restores = append(restores, op.ID)
+			}
+			continue
 		}
-		if _, err := a.tenants.Resume(e.ctx, op.ID); err != nil {
+		if _, err := a.tenants.Resume(ctx, op.ID); err != nil {
 			log.Warn("operation not resumed", "op", op.ID, "err", err)
 		} else {
 			log.Info("resumed interrupted operation", "op", op.ID)
+		}
+	}
+	return restores
+}
+
+// resumeRestores finishes restores whose runner died
+// (restore.Service.Resume: the request they were recorded with runs again).
+func resumeRestores(ctx context.Context, svc *restore.Service, ids []string, log *slog.Logger) {
+	for _, id := range ids {
+		if rep, err := svc.Resume(ctx, id); err != nil {
+			log.Warn("restore not resumed", "op", id, "err", err)
+		} else {
+			log.Info("resumed interrupted restore", "op", id, "status", rep.Status, "rows", rep.Rows)
 		}
 	}
 }
