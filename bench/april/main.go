@@ -19,6 +19,7 @@
 //
 //	go run ./bench/april [-tenants 10000] [-victims 883] [-engine sqlite|postgres]
 //	go run ./bench/april -tenants 500   # the small run, under a minute
+//	go run ./bench/april -cpuprofile restore.pprof   # where the restore spends its CPU
 package main
 
 import (
@@ -74,6 +75,7 @@ var cleanup = func() {}
 func main() {
 	tenants := flag.Int("tenants", 10000, "tenants (sites) in each product")
 	victims := flag.Int("victims", 0, "tenants the script damages (default 883, as in April 2022; 883 per 10,000 below 10,000 tenants)")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of Lifeline's restore to this file (go tool pprof)")
 	engineName := flag.String("engine", "sqlite", "where the products live: sqlite, or postgres (a throwaway server from the local PostgreSQL binaries)")
 	flag.Parse()
 	var eng engine
@@ -131,9 +133,15 @@ func main() {
 	var during []time.Duration
 	var wg sync.WaitGroup
 	wg.Go(func() { during = latency(eng.db("tracker"), *tenants, isVictim, time.Hour, stop) })
+	if *profile != "" {
+		abs, err := filepath.Abs(*profile)
+		check(err)
+		check(os.Setenv("LIFELINE_CPUPROFILE", abs))
+	}
 	t0 := time.Now()
 	out := lifeline("restore", "--tenants", "@"+filepath.Join(dir, "victims.txt"), "--to", moment.Format(time.RFC3339Nano), "--json", "--reason", "april")
 	ours := time.Since(t0)
+	check(os.Unsetenv("LIFELINE_CPUPROFILE"))
 	close(stop)
 	wg.Wait()
 	var rep struct {

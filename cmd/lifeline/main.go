@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"syscall"
@@ -22,8 +23,16 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// LIFELINE_CPUPROFILE names a file for a CPU profile of this run (go
+	// tool pprof reads it): how bench/ finds where a command spends its time.
+	if path := os.Getenv("LIFELINE_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	code := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	stop()
+	pprof.StopCPUProfile() // os.Exit skips the deferred stop
 	os.Exit(code)
 }
 
