@@ -239,13 +239,13 @@ type lockedState struct {
 // ends. A missing row is active; a placeholder row is inserted so there is
 // something to lock (it is removed again if the state ends up active).
 func (db *DB) lockState(ctx context.Context, tx *sql.Tx, tenant, app string) (lockedState, error) {
-	if _, err := tx.ExecContext(ctx, `INSERT INTO lifeline_tenant_state (tenant, app, state, op_id, changed_at)
+	if _, err := db.txExec(ctx, tx, `INSERT INTO lifeline_tenant_state (tenant, app, state, op_id, changed_at)
 		VALUES ($1, $2, 'active', '', $3) ON CONFLICT (tenant, app) DO NOTHING`, tenant, app, db.d.now()); err != nil {
 		return lockedState{}, db.internal(err, "lock tenant state")
 	}
 	var s lockedState
-	if err := tx.QueryRowContext(ctx, `SELECT state, op_id FROM lifeline_tenant_state WHERE tenant = $1 AND app = $2`+db.d.forUpdate(),
-		tenant, app).Scan(&s.state, &s.op); err != nil {
+	if err := db.txScan(ctx, tx, `SELECT state, op_id FROM lifeline_tenant_state WHERE tenant = $1 AND app = $2`+db.d.forUpdate(),
+		[]any{tenant, app}, &s.state, &s.op); err != nil {
 		return lockedState{}, db.internal(err, "lock tenant state")
 	}
 	return s, nil
@@ -255,9 +255,9 @@ func (db *DB) lockState(ctx context.Context, tx *sql.Tx, tenant, app string) (lo
 func (db *DB) setState(ctx context.Context, tx *sql.Tx, tenant, app string, to State, opID string) error {
 	var err error
 	if to == Active {
-		_, err = tx.ExecContext(ctx, `DELETE FROM lifeline_tenant_state WHERE tenant = $1 AND app = $2`, tenant, app)
+		_, err = db.txExec(ctx, tx, `DELETE FROM lifeline_tenant_state WHERE tenant = $1 AND app = $2`, tenant, app)
 	} else {
-		_, err = tx.ExecContext(ctx, `UPDATE lifeline_tenant_state SET state = $3, op_id = $4, changed_at = $5 WHERE tenant = $1 AND app = $2`,
+		_, err = db.txExec(ctx, tx, `UPDATE lifeline_tenant_state SET state = $3, op_id = $4, changed_at = $5 WHERE tenant = $1 AND app = $2`,
 			tenant, app, string(to), opID, db.d.now())
 	}
 	return db.internal(err, "set tenant state")

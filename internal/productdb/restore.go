@@ -518,6 +518,11 @@ type SwapSpec struct {
 	States []TenantState
 	// Action names the step in its applied marker ("restore" by default).
 	Action string
+	// Rows, when set, are the tenant's rebuilt rows themselves, nothing
+	// staged: a small tenant is swapped directly (see swapdirect.go). Every
+	// batch must pass CanSwapDirect and hold at most DirectMaxRows rows of
+	// its table.
+	Rows []Batch
 }
 
 // TableResult is what a restore did to one table of one tenant.
@@ -653,8 +658,8 @@ func (db *DB) swapOne(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec) (
 		return SwapResult{}, err
 	}
 	var recorded string
-	err = tx.QueryRowContext(ctx, `SELECT rows_json FROM lifeline_applied WHERE op_id = $1 AND tenant = $2 AND app = ''`,
-		sp.OpID, sp.Tenant).Scan(&recorded)
+	err = db.txScan(ctx, tx, `SELECT rows_json FROM lifeline_applied WHERE op_id = $1 AND tenant = $2 AND app = ''`,
+		[]any{sp.OpID, sp.Tenant}, &recorded)
 	if err == nil {
 		if err := json.Unmarshal([]byte(recorded), &res); err != nil {
 			return SwapResult{}, db.internal(err, "read applied marker")
@@ -694,7 +699,15 @@ func (db *DB) swapOne(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec) (
 
 // appStates reads the tenant's app states that are not active.
 func (db *DB) appStates(ctx context.Context, tx *sql.Tx, tenant string) ([]TenantState, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT app, state, op_id FROM lifeline_tenant_state WHERE tenant = $1 AND app <> '' AND state <> 'active' ORDER BY app`+db.d.forUpdate(), tenant)
+	query := `SELECT app, state, op_id FROM lifeline_tenant_state WHERE tenant = $1 AND app <> '' AND state <> 'active' ORDER BY app` + db.d.forUpdate()
+	st, err := db.txStmt(ctx, tx, query)
+	var rows *sql.Rows
+	if err == nil && st != nil {
+		defer st.Close()
+		rows, err = st.QueryContext(ctx, tenant)
+	} else if err == nil {
+		rows, err = tx.QueryContext(ctx, query, tenant)
+	}
 	if err != nil {
 		return nil, db.internal(err, "read app states")
 	}
@@ -776,6 +789,9 @@ func hasApp(states []TenantState, app string) bool {
 // SET NULL on its unchanged children, and PostgreSQL checks non-deferrable
 // foreign keys at each statement.
 func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, out map[string]TableResult) error {
+	if sp.Rows != nil {
+		return db.swapDirect(ctx, tx, l, sp, out)
+	}
 	rd := db.rd()
 	inserted := sp.OpID + InsertedSuffix
 	// $1 the tenant as the key column's type sees it, $2 as text, $3 the op.
@@ -1015,6 +1031,19 @@ func (db *DB) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any)
 	}
 	defer st.Close()
 	return st.ExecContext(ctx, args...)
+}
+
+// txScan runs a query of one row in tx, as txExec does, into dest.
+func (db *DB) txScan(ctx context.Context, tx *sql.Tx, query string, args []any, dest ...any) error {
+	st, err := db.txStmt(ctx, tx, query)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		return tx.QueryRowContext(ctx, query, args...).Scan(dest...)
+	}
+	defer st.Close()
+	return st.QueryRowContext(ctx, args...).Scan(dest...)
 }
 
 func (db *DB) txStmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"lifeline/internal/fault"
@@ -246,11 +247,17 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 			stagers[p.Name] = s.newStager(p.DB, op.ID)
 		}
 	}
+	var budget atomic.Int64 // bytes held for direct swaps
+	budget.Store(maxHeldBytes)
 	err := pool(ctx, s.workers(), pending, func(ctx context.Context, st *step) error {
 		t0 := time.Now()
 		p := st.product
 		r := newRebuilder(p.DB.Engine(), st.tables, pl.req.AllowDrift, s.chunkRows())
-		if pl.req.Policy == productdb.Replace {
+		// A small tenant is held in memory and swapped directly; one that
+		// turns out larger (or with columns added since) is staged.
+		g := stagers[p.Name]
+		held := &directRows{ok: p.DB.Engine() == productdb.SQLite && pl.req.Policy == productdb.Replace, budget: &budget, rows: map[string]int{}}
+		if !held.ok && pl.req.Policy == productdb.Replace {
 			// A table already as at the moment needs no staging; the swap
 			// checks it again inside its transaction.
 			r.unchanged = func(rt *productdb.RestoreTable, h *productdb.TableHash) bool {
@@ -261,11 +268,22 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 				return err == nil && live.Equal(h, rt.Columns)
 			}
 		}
-		g := stagers[p.Name]
 		want, err := r.run(ctx, pl.readings[p.Name], st.tenant, func(batches []productdb.Batch) error {
 			s.advance("rebuild", len(pending), 0, countRows(batches))
+			if held.take(p.DB, batches) {
+				return nil
+			}
+			if len(held.batches) > 0 {
+				if err := g.add(ctx, held.batches); err != nil {
+					return err
+				}
+				held.release()
+			}
 			return g.add(ctx, batches)
 		})
+		if err != nil {
+			held.release()
+		}
 		st.report.Notes = append(st.report.Notes, r.notes()...)
 		st.report.Seconds += time.Since(t0).Seconds()
 		if err != nil {
@@ -287,6 +305,9 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 			return err
 		}
 		st.want = want
+		if held.ok {
+			st.direct, st.rows = true, append([]productdb.Batch{}, held.batches...)
+		}
 		s.advance("rebuild", len(pending), 1, 0)
 		return nil
 	})
@@ -299,6 +320,66 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 		}
 	}
 	return nil
+}
+
+// maxHeldBytes bounds the rebuilt rows held in memory for direct swaps,
+// from the end of the rebuild until each tenant's swap: tenants beyond it
+// are staged.
+const maxHeldBytes = 256 << 20
+
+// directRows holds one tenant's rebuilt rows for a direct swap while they
+// fit: at most productdb.DirectMaxRows per table, every column present,
+// within the restore's shared memory budget. ok turns false, for good,
+// once they do not.
+type directRows struct {
+	ok      bool
+	batches []productdb.Batch
+	rows    map[string]int
+	size    int64
+	budget  *atomic.Int64
+}
+
+func (d *directRows) take(db *productdb.DB, batches []productdb.Batch) bool {
+	if !d.ok {
+		return false
+	}
+	var size int64
+	for _, b := range batches {
+		n := d.rows[b.Table.Name] + len(b.Rows)
+		if !db.CanSwapDirect(productdb.Replace, b) || n > productdb.DirectMaxRows(b.Table) {
+			d.ok = false
+			return false
+		}
+		size += batchBytes(b)
+	}
+	if d.budget.Add(-size) < 0 {
+		d.budget.Add(size)
+		d.ok = false
+		return false
+	}
+	for _, b := range batches {
+		d.rows[b.Table.Name] += len(b.Rows)
+	}
+	d.size += size
+	d.batches = append(d.batches, batches...)
+	return true
+}
+
+// release gives the rows' memory back to the budget: staged, swapped or
+// dropped.
+func (d *directRows) release() {
+	d.budget.Add(d.size)
+	d.size, d.batches, d.ok = 0, nil, false
+}
+
+func batchBytes(b productdb.Batch) int64 {
+	var n int64
+	for _, row := range b.Rows {
+		for _, v := range row {
+			n += 24 + int64(len(v.Bytes))
+		}
+	}
+	return n
 }
 
 // stager gathers one product's rebuilt rows, from every tenant being
@@ -542,6 +623,9 @@ func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation,
 	specs := make([]productdb.SwapSpec, len(batch))
 	for i, st := range batch {
 		specs[i] = productdb.SwapSpec{OpID: op.ID, Tenant: st.tenant, Policy: pl.req.Policy, Tables: st.tables, Want: st.want}
+		if st.direct {
+			specs[i].Rows = append([]productdb.Batch{}, st.rows...)
+		}
 	}
 	bg := context.WithoutCancel(ctx)
 	records := make([]state.Step, len(batch))
@@ -567,6 +651,9 @@ func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation,
 		for i, st := range batch {
 			records[i] = fail(st, err)
 		}
+	}
+	for _, st := range batch {
+		st.rows = nil // swapped or failed: the memory can go
 	}
 	// The batch's time, shared by its tenants.
 	each := time.Since(t0).Seconds() / float64(len(batch))

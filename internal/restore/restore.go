@@ -230,8 +230,12 @@ type step struct {
 	tables  []productdb.RestoreTable // restored tables, parents first
 	report  *StepReport
 	want    map[string]*productdb.TableHash
-	skip    bool // erased, broken or already done: nothing to apply
-	done    bool
+	// rows are the rebuilt rows of a tenant swapped directly, without
+	// staging (direct is then set; see productdb.SwapSpec.Rows).
+	rows   []productdb.Batch
+	direct bool
+	skip   bool // erased, broken or already done: nothing to apply
+	done   bool
 }
 
 // plan is a validated request, ready to run.

@@ -1,0 +1,348 @@
+package productdb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+
+	"lifeline/internal/change"
+)
+
+// The direct swap: for a tenant whose rebuilt rows are few (SwapSpec.Rows),
+// staging them first costs more than the swap itself: every row written to
+// a staging table, read back by set statements that each probe the live
+// table again, and deleted. Instead, each table's live rows of the tenant
+// are read once inside the swap's transaction and compared with the
+// rebuilt rows by primary key in memory; only rows that differ are
+// written, each kind in one statement per table. The guarantees are those
+// of the staged swap: the same trash records (old versions of rows removed
+// or overwritten, keys of rows put in), the same order (removals children
+// first, then insertions and overwrites parents first), and the same
+// verification by hash of the tenant's live rows before commit.
+
+// DirectMaxRows bounds the rows of one table a direct swap takes; larger
+// tenants are staged. One statement writes a table's rows of a kind, and
+// SQLite binds at most 32,766 values per statement.
+func DirectMaxRows(rt *RestoreTable) int { return min(500, 30000/(len(rt.Columns)+2)) }
+
+// CanSwapDirect reports whether Swap can take b's rows directly (see
+// SwapSpec.Rows): SQLite, replace, every column of the table present.
+func (db *DB) CanSwapDirect(policy Policy, b Batch) bool {
+	return db.d.engine() == SQLite && policy == Replace && len(b.Cols) == len(b.Table.Columns)
+}
+
+// tableDiff is what a direct swap writes into one table.
+type tableDiff struct {
+	rt        *RestoreTable
+	before    *TableHash
+	gone      [][]change.Value // live rows the tenant did not have
+	add       [][]change.Value // rebuilt rows the tenant lacks
+	old, upd  [][]change.Value // live and rebuilt versions of rows that differ
+	unchanged bool
+}
+
+// swapDirect is swapRows for sp.Rows (SQLite, replace).
+func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, out map[string]TableResult) error {
+	rebuilt := map[string][][]change.Value{}
+	for _, b := range sp.Rows {
+		if !db.CanSwapDirect(sp.Policy, b) {
+			return fmt.Errorf("rows of %s cannot be swapped directly", b.Table.Name)
+		}
+		rebuilt[b.Table.Name] = append(rebuilt[b.Table.Name], b.Rows...)
+	}
+	diffs := make([]*tableDiff, len(sp.Tables))
+	for i := range sp.Tables {
+		d, err := db.diffTable(ctx, tx, &sp.Tables[i], sp, rebuilt[sp.Tables[i].Name])
+		if err != nil {
+			return err
+		}
+		diffs[i] = d
+	}
+	// $1..$3 as in swapRows: the tenant as the key column sees it, as text,
+	// the operation.
+	args := []any{sp.Tenant, sp.Tenant, sp.OpID}
+	extra := []any{sp.OpID, sp.Tenant}
+	extraCols := []string{"lifeline_op", "lifeline_tenant"}
+	for i := len(diffs) - 1; i >= 0; i-- {
+		d := diffs[i]
+		if d.unchanged || len(d.gone) == 0 {
+			continue
+		}
+		rt := d.rt
+		if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt.Columns, extraCols, extra, d.gone); err != nil {
+			return db.swapError(err, l, sp, rt, "moving its current rows to the trash")
+		}
+		n, err := db.deleteKeys(ctx, tx, rt, d.gone, args[0])
+		if err != nil {
+			return db.swapError(err, l, sp, rt, "moving its current rows to the trash")
+		}
+		if n != int64(len(d.gone)) {
+			return db.internal(fmt.Errorf("kept %d old rows but deleted %d", len(d.gone), n), "remove rows of "+rt.Name)
+		}
+	}
+	for _, d := range diffs {
+		rt := d.rt
+		if d.unchanged {
+			continue
+		}
+		if len(d.add) > 0 {
+			keys := make([][]change.Value, len(d.add))
+			for j, row := range d.add {
+				keys[j] = keyValues(rt, row)
+			}
+			if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt.Key, extraCols, []any{sp.OpID + InsertedSuffix, sp.Tenant}, keys); err != nil {
+				return db.swapError(err, l, sp, rt, "noting the keys of the rows it inserts")
+			}
+			if err := db.insertValues(ctx, tx, db.d.live(rt.Name), rt.Columns, nil, nil, d.add); err != nil {
+				return db.swapError(err, l, sp, rt, "inserting its rows")
+			}
+		}
+		if len(d.upd) > 0 {
+			if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt.Columns, extraCols, extra, d.old); err != nil {
+				return db.swapError(err, l, sp, rt, "updating the rows that differ")
+			}
+			n, err := db.updateValues(ctx, tx, rt, d.upd)
+			if err != nil {
+				return db.swapError(err, l, sp, rt, "updating the rows that differ")
+			}
+			if n != int64(len(d.upd)) {
+				return db.internal(fmt.Errorf("kept %d old rows but updated %d", len(d.upd), n), "update rows of "+rt.Name)
+			}
+		}
+	}
+	for _, d := range diffs {
+		rt := d.rt
+		want := sp.Want[rt.Name]
+		if want == nil {
+			want = NewTableHash(db.d.engine(), rt.Name)
+		}
+		got := d.before
+		if !d.unchanged {
+			var err error
+			if got, err = db.HashLive(ctx, tx, rt, sp.Tenant); err != nil {
+				return err
+			}
+			if err := checkHash(l, sp, rt, got); err != nil {
+				return err
+			}
+		}
+		out[rt.Name] = TableResult{Rows: got.Rows, Inserted: int64(len(d.add)), Replaced: int64(len(d.upd)), Removed: int64(len(d.gone)),
+			Hash: got.Digest(rt.Columns, want)}
+	}
+	return nil
+}
+
+// diffTable reads the tenant's live rows of rt once and compares them with
+// the rebuilt rows by primary key.
+func (db *DB) diffTable(ctx context.Context, tx *sql.Tx, rt *RestoreTable, sp SwapSpec, rebuilt [][]change.Value) (*tableDiff, error) {
+	want := sp.Want[rt.Name]
+	if want == nil {
+		want = NewTableHash(db.d.engine(), rt.Name)
+	}
+	live := map[string][]change.Value{}
+	var order []string // live keys as read, so removals are in a stable order
+	var kb []byte
+	before, err := db.hashQuery(ctx, tx, rt, "SELECT "+db.selectList("x", rt)+" FROM "+db.d.live(rt.Name)+" x WHERE x."+qi(rt.KeyCol)+" = $1",
+		func(vals []change.Value) error {
+			kb = db.appendKey(kb[:0], rt, vals)
+			k := string(kb)
+			live[k] = slices.Clone(vals)
+			order = append(order, k)
+			return nil
+		}, sp.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	d := &tableDiff{rt: rt, before: before}
+	if before.Equal(want, rt.Columns) {
+		d.unchanged = true
+		return d, nil
+	}
+	for _, row := range rebuilt {
+		kb = db.appendKey(kb[:0], rt, row)
+		cur, ok := live[string(kb)]
+		switch {
+		case !ok:
+			d.add = append(d.add, row)
+		case !db.sameRow(cur, row):
+			d.old, d.upd = append(d.old, cur), append(d.upd, row)
+		}
+		delete(live, string(kb))
+	}
+	for _, k := range order {
+		if row, ok := live[k]; ok {
+			d.gone = append(d.gone, row)
+		}
+	}
+	return d, nil
+}
+
+// appendKey appends the canonical encoding of row's primary key values.
+func (db *DB) appendKey(b []byte, rt *RestoreTable, row []change.Value) []byte {
+	for _, i := range rt.KeyIndex() {
+		b = AppendValue(db.d.engine(), b, row[i])
+	}
+	return b
+}
+
+// sameRow reports whether two rows hold the same values as the hash sees
+// them.
+func (db *DB) sameRow(a, b []change.Value) bool {
+	var x, y []byte
+	for i := range a {
+		x = AppendValue(db.d.engine(), x[:0], a[i])
+		y = AppendValue(db.d.engine(), y[:0], b[i])
+		if string(x) != string(y) {
+			return false
+		}
+	}
+	return true
+}
+
+func keyValues(rt *RestoreTable, row []change.Value) []change.Value {
+	out := make([]change.Value, len(rt.Key))
+	for i, k := range rt.KeyIndex() {
+		out[i] = row[k]
+	}
+	return out
+}
+
+// The statements below write many rows each, and are prepared once per
+// shape and reused (txExec): a statement takes a power-of-two number of
+// rows (a table's 100 rows go as 64, 32 and 4), so a handful of shapes
+// serve every tenant, and no statement is parsed per tenant. Splitting a
+// table's rows over several statements is safe: a swap's foreign keys are
+// checked at commit (beginStep defers them).
+
+// chunks splits n rows into power-of-two counts of at most limit (itself
+// rounded down to a power of two).
+func chunks(n, limit int) []int {
+	top := 1
+	for top*2 <= limit {
+		top *= 2
+	}
+	var out []int
+	for n > 0 {
+		c := top
+		for c > n {
+			c /= 2
+		}
+		out = append(out, c)
+		n -= c
+	}
+	return out
+}
+
+// tuples is "(?, …), …": rows of width placeholders.
+func tuples(rows, width int) string {
+	t := "(" + strings.TrimSuffix(strings.Repeat("?, ", width), ", ") + ")"
+	return strings.TrimSuffix(strings.Repeat(t+", ", rows), ", ")
+}
+
+// bindRows appends rows' values to args as SQLite stores them.
+func bindRows(args []any, rows [][]change.Value, cols []int) ([]any, error) {
+	for _, row := range rows {
+		for _, i := range cols {
+			a, err := sqliteArg(row[i])
+			if err != nil {
+				return nil, err
+			}
+			args = append(args, a)
+		}
+	}
+	return args, nil
+}
+
+func allColumns(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// insertValues inserts rows (values of cols) into target; extra are the
+// values of extraCols, the same on every row.
+func (db *DB) insertValues(ctx context.Context, tx *sql.Tx, target string, cols, extraCols []string, extra []any, rows [][]change.Value) error {
+	head := "INSERT INTO " + target + " (" + quoteAll(append(append([]string{}, cols...), extraCols...)) + ") "
+	if len(extra) > 0 {
+		head += "SELECT *" + strings.Repeat(", ?", len(extra)) + " FROM (VALUES "
+	} else {
+		head += "VALUES "
+	}
+	idx := allColumns(len(cols))
+	for _, n := range chunks(len(rows), 30000/(len(cols)+1)) {
+		query := head + tuples(n, len(cols))
+		if len(extra) > 0 {
+			query += ")"
+		}
+		args, err := bindRows(append(make([]any, 0, len(extra)+n*len(cols)), extra...), rows[:n], idx)
+		if err != nil {
+			return err
+		}
+		if _, err := db.txExec(ctx, tx, query, args...); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
+}
+
+// deleteKeys deletes the tenant's live rows of rt with the keys of rows.
+func (db *DB) deleteKeys(ctx context.Context, tx *sql.Tx, rt *RestoreTable, rows [][]change.Value, tenant any) (int64, error) {
+	lhs := "(" + quoteAll(rt.Key) + ")"
+	if len(rt.Key) == 1 {
+		lhs = qi(rt.Key[0])
+	}
+	var total int64
+	for _, n := range chunks(len(rows), 30000/len(rt.Key)) {
+		args, err := bindRows([]any{tenant}, rows[:n], rt.KeyIndex())
+		if err != nil {
+			return 0, err
+		}
+		res, err := db.txExec(ctx, tx, "DELETE FROM "+db.d.live(rt.Name)+" WHERE "+qi(rt.KeyCol)+" = ? AND "+lhs+" IN (VALUES "+tuples(n, len(rt.Key))+")", args...)
+		if err != nil {
+			return 0, err
+		}
+		m, _ := res.RowsAffected()
+		total += m
+		rows = rows[n:]
+	}
+	return total, nil
+}
+
+// updateValues overwrites the rows of rt with the keys of rows with their
+// values, with UPDATE … FROM (VALUES …).
+func (db *DB) updateValues(ctx context.Context, tx *sql.Tx, rt *RestoreTable, rows [][]change.Value) (int64, error) {
+	var set, match []string
+	for i, c := range rt.Columns {
+		ref := fmt.Sprintf("v.column%d", i+1)
+		if contains(rt.Key, c) {
+			match = append(match, qi(rt.Name)+"."+qi(c)+" = "+ref)
+		} else {
+			set = append(set, qi(c)+" = "+ref)
+		}
+	}
+	if len(set) == 0 {
+		return int64(len(rows)), nil // every column is key: equal keys, equal rows
+	}
+	idx := allColumns(len(rt.Columns))
+	var total int64
+	for _, n := range chunks(len(rows), 30000/len(rt.Columns)) {
+		args, err := bindRows(nil, rows[:n], idx)
+		if err != nil {
+			return 0, err
+		}
+		res, err := db.txExec(ctx, tx, "UPDATE "+db.d.live(rt.Name)+" SET "+strings.Join(set, ", ")+" FROM (VALUES "+tuples(n, len(rt.Columns))+
+			") AS v WHERE "+strings.Join(match, " AND "), args...)
+		if err != nil {
+			return 0, err
+		}
+		m, _ := res.RowsAffected()
+		total += m
+		rows = rows[n:]
+	}
+	return total, nil
+}
