@@ -1116,6 +1116,16 @@ func (db *DB) LiveRows(ctx context.Context, rt *RestoreTable, tenant string, fn 
 // hashQuery runs a query selecting rt.Columns (through selectList), hashes
 // every row, and hands each to each if it is not nil.
 func (db *DB) hashQuery(ctx context.Context, q queryer, rt *RestoreTable, query string, each func([]change.Value) error, args ...any) (*TableHash, error) {
+	h := NewTableHash(db.d.engine(), rt.Name)
+	if err := db.scanQuery(ctx, q, rt, query, h, each, args...); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// scanQuery runs a query selecting rt.Columns (through selectList), adds
+// every row to h unless h is nil, and hands each to each if it is not nil.
+func (db *DB) scanQuery(ctx context.Context, q queryer, rt *RestoreTable, query string, h *TableHash, each func([]change.Value) error, args ...any) error {
 	var rows *sql.Rows
 	var err error
 	if tx, ok := q.(*sql.Tx); ok {
@@ -1130,12 +1140,11 @@ func (db *DB) hashQuery(ctx context.Context, q queryer, rt *RestoreTable, query 
 	}
 	if err != nil {
 		if db.d.badKey(err) {
-			return NewTableHash(db.d.engine(), rt.Name), nil // "abc" for an integer key: no rows
+			return nil // "abc" for an integer key: no rows
 		}
-		return nil, db.internal(err, "read rows of "+rt.Name)
+		return db.internal(err, "read rows of "+rt.Name)
 	}
 	defer rows.Close()
-	h := NewTableHash(db.d.engine(), rt.Name)
 	raw := make([]any, len(rt.Columns))
 	ptrs := make([]any, len(raw))
 	for i := range raw {
@@ -1146,27 +1155,29 @@ func (db *DB) hashQuery(ctx context.Context, q queryer, rt *RestoreTable, query 
 	idx := rt.KeyIndex()
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
-			return nil, db.internal(err, "read rows of "+rt.Name)
+			return db.internal(err, "read rows of "+rt.Name)
 		}
 		for i, v := range raw {
 			if vals[i], err = db.scanValue(v); err != nil {
-				return nil, db.internal(err, "read rows of "+rt.Name)
+				return db.internal(err, "read rows of "+rt.Name)
 			}
 		}
 		for i, k := range idx {
 			key[i] = vals[k]
 		}
-		h.Add(key, rt.Columns, vals, rt.Columns)
+		if h != nil {
+			h.Add(key, rt.Columns, vals, rt.Columns)
+		}
 		if each != nil {
 			if err := each(vals); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, db.internal(err, "read rows of "+rt.Name)
+		return db.internal(err, "read rows of "+rt.Name)
 	}
-	return h, nil
+	return nil
 }
 
 // selectList reads rt's columns of row alias as Values: on SQLite the

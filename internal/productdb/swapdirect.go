@@ -36,7 +36,6 @@ func (db *DB) CanSwapDirect(policy Policy, b Batch) bool {
 // tableDiff is what a direct swap writes into one table.
 type tableDiff struct {
 	rt        *RestoreTable
-	before    *TableHash
 	gone      [][]change.Value // live rows the tenant did not have
 	add       [][]change.Value // rebuilt rows the tenant lacks
 	old, upd  [][]change.Value // live and rebuilt versions of rows that differ
@@ -118,7 +117,7 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 		if want == nil {
 			want = NewTableHash(db.d.engine(), rt.Name)
 		}
-		got := d.before
+		got := want // unchanged: every live row equals its rebuilt one
 		if !d.unchanged {
 			var err error
 			if got, err = db.HashLive(ctx, tx, rt, sp.Tenant); err != nil {
@@ -137,14 +136,11 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 // diffTable reads the tenant's live rows of rt once and compares them with
 // the rebuilt rows by primary key.
 func (db *DB) diffTable(ctx context.Context, tx *sql.Tx, rt *RestoreTable, sp SwapSpec, rebuilt [][]change.Value) (*tableDiff, error) {
-	want := sp.Want[rt.Name]
-	if want == nil {
-		want = NewTableHash(db.d.engine(), rt.Name)
-	}
 	live := map[string][]change.Value{}
 	var order []string // live keys as read, so removals are in a stable order
 	var kb []byte
-	before, err := db.hashQuery(ctx, tx, rt, "SELECT "+db.selectList("x", rt)+" FROM "+db.d.live(rt.Name)+" x WHERE x."+qi(rt.KeyCol)+" = $1",
+	// Not hashed: comparing every value, by key, is the stronger check.
+	err := db.scanQuery(ctx, tx, rt, "SELECT "+db.selectList("x", rt)+" FROM "+db.d.live(rt.Name)+" x WHERE x."+qi(rt.KeyCol)+" = $1", nil,
 		func(vals []change.Value) error {
 			kb = db.appendKey(kb[:0], rt, vals)
 			k := string(kb)
@@ -155,11 +151,7 @@ func (db *DB) diffTable(ctx context.Context, tx *sql.Tx, rt *RestoreTable, sp Sw
 	if err != nil {
 		return nil, err
 	}
-	d := &tableDiff{rt: rt, before: before}
-	if before.Equal(want, rt.Columns) {
-		d.unchanged = true
-		return d, nil
-	}
+	d := &tableDiff{rt: rt}
 	for _, row := range rebuilt {
 		kb = db.appendKey(kb[:0], rt, row)
 		cur, ok := live[string(kb)]
@@ -176,6 +168,7 @@ func (db *DB) diffTable(ctx context.Context, tx *sql.Tx, rt *RestoreTable, sp Sw
 			d.gone = append(d.gone, row)
 		}
 	}
+	d.unchanged = len(d.add)+len(d.upd)+len(d.gone) == 0
 	return d, nil
 }
 
