@@ -601,7 +601,20 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 	}
 	results := make([]SwapResult, len(specs))
 	errs := make([]error, len(specs))
-	tx, err := db.beginStep(ctx)
+	// On SQLite the foreign keys are checked per statement at first, and
+	// deferred to commit (beginStep) only once a tenant needs it: a
+	// self-reference or cycle whose rows a swap writes in several
+	// statements, a row moved away from a parent the swap removes. The
+	// pragma that defers them makes SQLite recompile every prepared
+	// statement of the connection, at a cost near a small tenant's swap.
+	var tx *sql.Tx
+	var err error
+	deferred := db.d.engine() != SQLite
+	if deferred {
+		tx, err = db.beginStep(ctx)
+	} else if tx, err = db.db.BeginTx(ctx, nil); err != nil {
+		err = db.unavailable(err)
+	}
 	if err != nil {
 		return err
 	}
@@ -611,6 +624,16 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 			return db.internal(err, "savepoint")
 		}
 		results[i], errs[i] = db.swapOne(ctx, tx, l, sp)
+		if errs[i] != nil && !deferred && db.d.constraint(errs[i]) {
+			if _, err := db.txExec(ctx, tx, "ROLLBACK TO SAVEPOINT lifeline_tenant"); err != nil {
+				return db.internal(err, "roll back tenant "+sp.Tenant)
+			}
+			if err := db.d.beginStep(ctx, tx); err != nil {
+				return db.internal(err, "defer foreign keys")
+			}
+			deferred = true
+			results[i], errs[i] = db.swapOne(ctx, tx, l, sp)
+		}
 		if errs[i] != nil || results[i].Already {
 			if _, err := db.txExec(ctx, tx, "ROLLBACK TO SAVEPOINT lifeline_tenant"); err != nil {
 				return db.internal(err, "roll back tenant "+sp.Tenant)

@@ -256,7 +256,7 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 		// A small tenant is held in memory and swapped directly; one that
 		// turns out larger (or with columns added since) is staged.
 		g := stagers[p.Name]
-		held := &directRows{ok: p.DB.Engine() == productdb.SQLite && pl.req.Policy == productdb.Replace, budget: &budget, rows: map[string]int{}}
+		held := &directRows{ok: p.DB.Engine() == productdb.SQLite && pl.req.Policy == productdb.Replace && s.DirectRows >= 0, budget: &budget, rows: map[string]int{}, limit: s.directRows}
 		if !held.ok && pl.req.Policy == productdb.Replace {
 			// A table already as at the moment needs no staging; the swap
 			// checks it again inside its transaction.
@@ -337,6 +337,7 @@ type directRows struct {
 	rows    map[string]int
 	size    int64
 	budget  *atomic.Int64
+	limit   func(*productdb.RestoreTable) int
 }
 
 func (d *directRows) take(db *productdb.DB, batches []productdb.Batch) bool {
@@ -346,7 +347,7 @@ func (d *directRows) take(db *productdb.DB, batches []productdb.Batch) bool {
 	var size int64
 	for _, b := range batches {
 		n := d.rows[b.Table.Name] + len(b.Rows)
-		if !db.CanSwapDirect(productdb.Replace, b) || n > productdb.DirectMaxRows(b.Table) {
+		if !db.CanSwapDirect(productdb.Replace, b) || n > d.limit(b.Table) {
 			d.ok = false
 			return false
 		}

@@ -49,6 +49,11 @@ type Service struct {
 	// transaction takes.
 	ChunkRows    int
 	BatchTenants int
+	// DirectRows is the most rows of one table that a tenant may have to
+	// be swapped directly, without staging (SQLite, replace; see
+	// productdb.SwapSpec.Rows): default productdb.DirectMaxRows, at most
+	// that; negative stages every tenant.
+	DirectRows int
 	// TxBudget is about how long one SQLite write transaction of the
 	// restore lasts (default 20ms), and Pause the time left between two
 	// (default 10ms): meanwhile the application's writers, waiting for
@@ -103,6 +108,14 @@ func (s *Service) txBudget() time.Duration {
 		return s.TxBudget
 	}
 	return 20 * time.Millisecond
+}
+
+// directRows is the most rows of rt a tenant swapped directly may have.
+func (s *Service) directRows(rt *productdb.RestoreTable) int {
+	if s.DirectRows != 0 {
+		return min(s.DirectRows, productdb.DirectMaxRows(rt))
+	}
+	return productdb.DirectMaxRows(rt)
 }
 
 func (s *Service) chunkRows() int {
