@@ -73,13 +73,15 @@ func openSQLite(ctx context.Context, path, baseDir string) (*DB, error) {
 	}
 	// mode=rw: never create the file. WAL lets the application read while
 	// Lifeline writes; busy_timeout makes writers wait instead of failing.
-	// A 32 MB page cache (the default is 2 MB) keeps a restore's batch of
+	// An 8 MB page cache (the default is 2 MB) keeps a restore's batch of
 	// tenants' pages in memory from the diff to the verification, instead
-	// of spilling and reading them again; temp_store=MEMORY keeps the
+	// of spilling and reading them again (not larger: a write by another
+	// connection empties it at the next transaction, and freeing a large
+	// one costs); temp_store=MEMORY keeps the
 	// journal of each tenant's savepoint in memory rather than a temp file.
 	u := url.URL{Scheme: "file", Path: abs}
 	conn := u.String() + "?mode=rw&_txlock=immediate" +
-		"&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=cache_size(-32768)&_pragma=temp_store(2)"
+		"&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=cache_size(-8192)&_pragma=temp_store(2)"
 	sdb, err := sql.Open("sqlite", conn)
 	if err != nil {
 		return nil, fault.Wrap(err, fault.Unavailable, "check products[].database in lifeline.yaml", "cannot open product database %s", shown)
