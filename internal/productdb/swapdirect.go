@@ -23,14 +23,14 @@ import (
 // verification by hash of the tenant's live rows before commit.
 
 // DirectMaxRows bounds the rows of one table a direct swap takes; larger
-// tenants are staged. One statement writes a table's rows of a kind, and
-// SQLite binds at most 32,766 values per statement.
+// tenants are staged. A statement writes a table's rows of a kind, and
+// SQLite binds at most 32,766 values per statement (PostgreSQL 65,535).
 func DirectMaxRows(rt *RestoreTable) int { return min(500, 30000/(len(rt.Columns)+2)) }
 
 // CanSwapDirect reports whether Swap can take b's rows directly (see
-// SwapSpec.Rows): SQLite, replace, every column of the table present.
+// SwapSpec.Rows): replace, every column of the table present.
 func (db *DB) CanSwapDirect(policy Policy, b Batch) bool {
-	return db.d.engine() == SQLite && policy == Replace && len(b.Cols) == len(b.Table.Columns)
+	return policy == Replace && len(b.Cols) == len(b.Table.Columns)
 }
 
 // tableDiff is what a direct swap writes into one table.
@@ -42,7 +42,7 @@ type tableDiff struct {
 	unchanged bool
 }
 
-// swapDirect is swapRows for sp.Rows (SQLite, replace).
+// swapDirect is swapRows for sp.Rows (replace).
 func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, out map[string]TableResult) error {
 	rebuilt := map[string][][]change.Value{}
 	for _, b := range sp.Rows {
@@ -59,21 +59,17 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 		}
 		diffs[i] = d
 	}
-	// $1..$3 as in swapRows: the tenant as the key column sees it, as text,
-	// the operation.
-	args := []any{sp.Tenant, sp.Tenant, sp.OpID}
-	extra := []any{sp.OpID, sp.Tenant}
-	extraCols := []string{"lifeline_op", "lifeline_tenant"}
+	extra := []string{sp.OpID, sp.Tenant}
 	for i := len(diffs) - 1; i >= 0; i-- {
 		d := diffs[i]
 		if d.unchanged || len(d.gone) == 0 {
 			continue
 		}
 		rt := d.rt
-		if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt.Columns, extraCols, extra, d.gone); err != nil {
+		if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, false, extra, d.gone); err != nil {
 			return db.swapError(err, l, sp, rt, "moving its current rows to the trash")
 		}
-		n, err := db.deleteKeys(ctx, tx, rt, d.gone, args[0])
+		n, err := db.deleteKeys(ctx, tx, rt, d.gone, sp.Tenant)
 		if err != nil {
 			return db.swapError(err, l, sp, rt, "moving its current rows to the trash")
 		}
@@ -87,19 +83,15 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 			continue
 		}
 		if len(d.add) > 0 {
-			keys := make([][]change.Value, len(d.add))
-			for j, row := range d.add {
-				keys[j] = keyValues(rt, row)
-			}
-			if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt.Key, extraCols, []any{sp.OpID + InsertedSuffix, sp.Tenant}, keys); err != nil {
+			if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, true, []string{sp.OpID + InsertedSuffix, sp.Tenant}, d.add); err != nil {
 				return db.swapError(err, l, sp, rt, "noting the keys of the rows it inserts")
 			}
-			if err := db.insertValues(ctx, tx, db.d.live(rt.Name), rt.Columns, nil, nil, d.add); err != nil {
+			if err := db.insertValues(ctx, tx, db.d.live(rt.Name), rt, false, nil, d.add); err != nil {
 				return db.swapError(err, l, sp, rt, "inserting its rows")
 			}
 		}
 		if len(d.upd) > 0 {
-			if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt.Columns, extraCols, extra, d.old); err != nil {
+			if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, false, extra, d.old); err != nil {
 				return db.swapError(err, l, sp, rt, "updating the rows that differ")
 			}
 			n, err := db.updateValues(ctx, tx, rt, d.upd)
@@ -194,29 +186,30 @@ func (db *DB) sameRow(a, b []change.Value) bool {
 	return true
 }
 
-func keyValues(rt *RestoreTable, row []change.Value) []change.Value {
-	out := make([]change.Value, len(rt.Key))
-	for i, k := range rt.KeyIndex() {
-		out[i] = row[k]
+// The statements below write many rows each. On SQLite a statement takes
+// a power-of-two number of rows (a table's 100 rows go as 64, 32 and 4),
+// so that a handful of shapes, each prepared once and reused (txExec),
+// serve every tenant: no statement is parsed per tenant. Splitting a
+// table's rows over several statements can break a foreign key part way;
+// SwapAll then swaps the tenant again with them deferred. On PostgreSQL a
+// statement takes all of a kind's rows (within its parameter limit): its
+// non-deferrable foreign keys are checked per statement, and pgx keeps the
+// prepared statements.
+
+// chunks splits n rows into the row counts of the statements that write
+// them, at most limit each.
+func (db *DB) chunks(n, limit int) []int {
+	var out []int
+	if db.d.engine() != SQLite {
+		for ; n > 0; n -= min(n, limit) {
+			out = append(out, min(n, limit))
+		}
+		return out
 	}
-	return out
-}
-
-// The statements below write many rows each, and are prepared once per
-// shape and reused (txExec): a statement takes a power-of-two number of
-// rows (a table's 100 rows go as 64, 32 and 4), so a handful of shapes
-// serve every tenant, and no statement is parsed per tenant. Splitting a
-// table's rows over several statements is safe: a swap's foreign keys are
-// checked at commit (beginStep defers them).
-
-// chunks splits n rows into power-of-two counts of at most limit (itself
-// rounded down to a power of two).
-func chunks(n, limit int) []int {
 	top := 1
 	for top*2 <= limit {
 		top *= 2
 	}
-	var out []int
 	for n > 0 {
 		c := top
 		for c > n {
@@ -228,24 +221,65 @@ func chunks(n, limit int) []int {
 	return out
 }
 
-// tuples is "(?, …), …": rows of width placeholders.
-func tuples(rows, width int) string {
-	t := "(" + strings.TrimSuffix(strings.Repeat("?, ", width), ", ") + ")"
-	return strings.TrimSuffix(strings.Repeat(t+", ", rows), ", ")
+// params builds a statement's placeholders and their arguments: SQLite's
+// plain ?, each value bound with its storage class; PostgreSQL's $n, cast
+// to the column's type, each value bound as the text capture recorded
+// (the type's input function reads it, as COPY's does).
+type params struct {
+	db   *DB
+	args []any
 }
 
-// bindRows appends rows' values to args as SQLite stores them.
-func bindRows(args []any, rows [][]change.Value, cols []int) ([]any, error) {
-	for _, row := range rows {
-		for _, i := range cols {
-			a, err := sqliteArg(row[i])
-			if err != nil {
-				return nil, err
-			}
-			args = append(args, a)
-		}
+func (p *params) mark(typ string) string {
+	if p.db.d.engine() == SQLite {
+		return "?"
 	}
-	return args, nil
+	if typ == "" {
+		return fmt.Sprintf("$%d", len(p.args))
+	}
+	return fmt.Sprintf("$%d::%s", len(p.args), typ)
+}
+
+// add binds a value; typ is its column's type ("" to let the server infer
+// it).
+func (p *params) add(v any, typ string) string {
+	p.args = append(p.args, v)
+	return p.mark(typ)
+}
+
+// value binds a row value.
+func (p *params) value(v change.Value, typ string) (string, error) {
+	if p.db.d.engine() == SQLite {
+		a, err := sqliteArg(v)
+		if err != nil {
+			return "", err
+		}
+		return p.add(a, typ), nil
+	}
+	return p.add(p.db.keyArg(v), typ), nil
+}
+
+// tuples binds rows' values at idx (of types) as "(…), (…)".
+func (p *params) tuples(rows [][]change.Value, idx []int, types []string) (string, error) {
+	var b strings.Builder
+	for r, row := range rows {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for j, i := range idx {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			m, err := p.value(row[i], types[i])
+			if err != nil {
+				return "", err
+			}
+			b.WriteString(m)
+		}
+		b.WriteByte(')')
+	}
+	return b.String(), nil
 }
 
 func allColumns(n int) []int {
@@ -256,26 +290,39 @@ func allColumns(n int) []int {
 	return out
 }
 
-// insertValues inserts rows (values of cols) into target; extra are the
-// values of extraCols, the same on every row.
-func (db *DB) insertValues(ctx context.Context, tx *sql.Tx, target string, cols, extraCols []string, extra []any, rows [][]change.Value) error {
-	head := "INSERT INTO " + target + " (" + quoteAll(append(append([]string{}, cols...), extraCols...)) + ") "
-	if len(extra) > 0 {
-		head += "SELECT *" + strings.Repeat(", ?", len(extra)) + " FROM (VALUES "
-	} else {
-		head += "VALUES "
+// insertValues inserts rows of rt (values of rt.Columns, or of its key
+// when keysOnly) into target; extra are the values of lifeline_op and
+// lifeline_tenant for a trash table, none for the live table.
+func (db *DB) insertValues(ctx context.Context, tx *sql.Tx, target string, rt *RestoreTable, keysOnly bool, extra []string, rows [][]change.Value) error {
+	cols, idx := rt.Columns, allColumns(len(rt.Columns))
+	if keysOnly {
+		cols, idx = rt.Key, rt.KeyIndex()
 	}
-	idx := allColumns(len(cols))
-	for _, n := range chunks(len(rows), 30000/(len(cols)+1)) {
-		query := head + tuples(n, len(cols))
+	names := quoteAll(cols)
+	if len(extra) > 0 {
+		names += ", lifeline_op, lifeline_tenant"
+	}
+	for _, n := range db.chunks(len(rows), 30000/(len(cols)+1)) {
+		p := &params{db: db}
+		query := "INSERT INTO " + target + " (" + names + ")"
 		if len(extra) > 0 {
-			query += ")"
+			query += " SELECT v.*"
+			for _, e := range extra {
+				query += ", " + p.add(e, "text")
+			}
+			query += " FROM (VALUES "
+		} else {
+			query += db.rd().overriding() + " VALUES "
 		}
-		args, err := bindRows(append(make([]any, 0, len(extra)+n*len(cols)), extra...), rows[:n], idx)
+		values, err := p.tuples(rows[:n], idx, rt.Types)
 		if err != nil {
 			return err
 		}
-		if _, err := db.txExec(ctx, tx, query, args...); err != nil {
+		query += values
+		if len(extra) > 0 {
+			query += ") AS v"
+		}
+		if _, err := db.txExec(ctx, tx, query, p.args...); err != nil {
 			return err
 		}
 		rows = rows[n:]
@@ -284,18 +331,20 @@ func (db *DB) insertValues(ctx context.Context, tx *sql.Tx, target string, cols,
 }
 
 // deleteKeys deletes the tenant's live rows of rt with the keys of rows.
-func (db *DB) deleteKeys(ctx context.Context, tx *sql.Tx, rt *RestoreTable, rows [][]change.Value, tenant any) (int64, error) {
+func (db *DB) deleteKeys(ctx context.Context, tx *sql.Tx, rt *RestoreTable, rows [][]change.Value, tenant string) (int64, error) {
 	lhs := "(" + quoteAll(rt.Key) + ")"
 	if len(rt.Key) == 1 {
 		lhs = qi(rt.Key[0])
 	}
 	var total int64
-	for _, n := range chunks(len(rows), 30000/len(rt.Key)) {
-		args, err := bindRows([]any{tenant}, rows[:n], rt.KeyIndex())
+	for _, n := range db.chunks(len(rows), 30000/len(rt.Key)) {
+		p := &params{db: db}
+		query := "DELETE FROM " + db.d.live(rt.Name) + " WHERE " + qi(rt.KeyCol) + " = " + p.add(tenant, "") + " AND " + lhs + " IN (VALUES "
+		values, err := p.tuples(rows[:n], rt.KeyIndex(), rt.Types)
 		if err != nil {
 			return 0, err
 		}
-		res, err := db.txExec(ctx, tx, "DELETE FROM "+db.d.live(rt.Name)+" WHERE "+qi(rt.KeyCol)+" = ? AND "+lhs+" IN (VALUES "+tuples(n, len(rt.Key))+")", args...)
+		res, err := db.txExec(ctx, tx, query+values+")", p.args...)
 		if err != nil {
 			return 0, err
 		}
@@ -323,13 +372,14 @@ func (db *DB) updateValues(ctx context.Context, tx *sql.Tx, rt *RestoreTable, ro
 	}
 	idx := allColumns(len(rt.Columns))
 	var total int64
-	for _, n := range chunks(len(rows), 30000/len(rt.Columns)) {
-		args, err := bindRows(nil, rows[:n], idx)
+	for _, n := range db.chunks(len(rows), 30000/len(rt.Columns)) {
+		p := &params{db: db}
+		values, err := p.tuples(rows[:n], idx, rt.Types)
 		if err != nil {
 			return 0, err
 		}
-		res, err := db.txExec(ctx, tx, "UPDATE "+db.d.live(rt.Name)+" SET "+strings.Join(set, ", ")+" FROM (VALUES "+tuples(n, len(rt.Columns))+
-			") AS v WHERE "+strings.Join(match, " AND "), args...)
+		res, err := db.txExec(ctx, tx, "UPDATE "+db.d.live(rt.Name)+" SET "+strings.Join(set, ", ")+" FROM (VALUES "+values+
+			") AS v WHERE "+strings.Join(match, " AND "), p.args...)
 		if err != nil {
 			return 0, err
 		}

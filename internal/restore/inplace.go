@@ -256,7 +256,7 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 		// A small tenant is held in memory and swapped directly; one that
 		// turns out larger (or with columns added since) is staged.
 		g := stagers[p.Name]
-		held := &directRows{ok: p.DB.Engine() == productdb.SQLite && pl.req.Policy == productdb.Replace && s.DirectRows >= 0, budget: &budget, rows: map[string]int{}, limit: s.directRows}
+		held := &directRows{ok: pl.req.Policy == productdb.Replace && s.DirectRows >= 0, budget: &budget, rows: map[string]int{}, limit: s.directRows}
 		if !held.ok && pl.req.Policy == productdb.Replace {
 			// A table already as at the moment needs no staging; the swap
 			// checks it again inside its transaction.

@@ -50,7 +50,7 @@ type Service struct {
 	ChunkRows    int
 	BatchTenants int
 	// DirectRows is the most rows of one table that a tenant may have to
-	// be swapped directly, without staging (SQLite, replace; see
+	// be swapped directly, without staging (policy replace; see
 	// productdb.SwapSpec.Rows): default productdb.DirectMaxRows, at most
 	// that; negative stages every tenant.
 	DirectRows int
