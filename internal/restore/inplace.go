@@ -532,11 +532,13 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 			total++
 		}
 	}
+	rec := s.recordSteps(context.WithoutCancel(ctx), op.ID)
+	defer rec.wait()
 	apply := func(b []*step) {
 		if ctx.Err() != nil {
 			return // interrupted: the rest stays pending
 		}
-		s.applyBatch(ctx, pl, op, b)
+		rec.add(s.applyBatch(ctx, pl, op, b))
 		s.advance("apply", total, len(b), 0)
 	}
 	var wg sync.WaitGroup
@@ -606,12 +608,70 @@ func (s *Service) batches(steps []*step) [][]*step {
 	return out
 }
 
+// stepRecorder writes swapped steps to the state store in the background,
+// as many at a time as have come since the last write: a write waits for
+// the disk, and the next transaction need not wait for it. A crash that
+// loses a record loses nothing: the product's applied markers say which
+// tenants committed (recognise).
+type stepRecorder struct {
+	mu      sync.Mutex
+	pending []state.Step
+	wake    chan struct{}
+	closed  chan struct{}
+	done    chan struct{}
+}
+
+func (s *Service) recordSteps(ctx context.Context, opID string) *stepRecorder {
+	r := &stepRecorder{wake: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		for {
+			select {
+			case <-r.wake:
+			case <-r.closed:
+			}
+			r.mu.Lock()
+			steps := r.pending
+			r.pending = nil
+			r.mu.Unlock()
+			if len(steps) > 0 {
+				if err := s.Tenants.Store.UpdateSteps(ctx, opID, steps); err != nil && s.Log != nil {
+					s.Log.Warn("recording restored steps failed; the product's markers still record them", "op", opID, "err", err)
+				}
+				continue
+			}
+			select {
+			case <-r.closed:
+				return
+			default:
+			}
+		}
+	}()
+	return r
+}
+
+func (r *stepRecorder) add(steps []state.Step) {
+	r.mu.Lock()
+	r.pending = append(r.pending, steps...)
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// wait writes what is left and returns once it is written.
+func (r *stepRecorder) wait() {
+	close(r.closed)
+	<-r.done
+}
+
 // applyBatch swaps a batch of tenants of one product in one transaction,
-// each in its own savepoint, and records every outcome with one write to
+// each in its own savepoint, and returns every outcome, to be recorded in
 // the state store. A batch once started is finished even if ctx is
 // cancelled meanwhile: a restore stops between transactions, never inside
 // one it would then record as failed.
-func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation, batch []*step) {
+func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation, batch []*step) []state.Step {
 	if s.BeforeStep != nil {
 		s.hookMu.Lock() // products apply at once; the hook need not be safe for that
 		for _, st := range batch {
@@ -661,9 +721,7 @@ func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation,
 	for _, st := range batch {
 		st.report.Seconds += each
 	}
-	if err := s.Tenants.Store.UpdateSteps(bg, op.ID, records); err != nil && s.Log != nil {
-		s.Log.Warn("recording restored steps failed; the product's markers still record them", "op", op.ID, "err", err)
-	}
+	return records
 }
 
 // record fills a step's report from what the swap did.
