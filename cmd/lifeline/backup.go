@@ -211,7 +211,8 @@ func backupList(e *env, args []string) error {
 	return tw.Flush()
 }
 
-// backupVerify reads every object; any problem exits 2, naming each.
+// backupVerify reads every object and changes nothing; any problem exits
+// 2, naming each and what repairs it.
 func backupVerify(e *env, args []string) error {
 	fs := flags(e, "backup verify")
 	asJSON := jsonFlag(fs)
@@ -244,6 +245,9 @@ func backupVerify(e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "%s: %d objects checked, %d problems\n", r.Product, r.Checked, len(r.Problems))
 			for _, p := range r.Problems {
 				fmt.Fprintf(e.stdout, "  %s: %s\n", orDash(p.Key), strings.ReplaceAll(p.What, "\n", "\n    "))
+				if p.Fix != "" {
+					fmt.Fprintf(e.stdout, "    fix: %s\n", p.Fix)
+				}
 			}
 		}
 	}

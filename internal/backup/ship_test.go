@@ -197,8 +197,14 @@ type bundle struct {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
+	return setupOn(t, "sqlite:state.db")
+}
+
+// setupOn is setup with the state store at dsn.
+func setupOn(t *testing.T, dsn string) *bundle {
+	t.Helper()
 	dir := t.TempDir()
-	store, err := state.Open(ctx, "sqlite:state.db", dir, nil)
+	store, err := state.Open(ctx, dsn, dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
