@@ -124,7 +124,7 @@ func backupRun(e *env, args []string) error {
 			line += fmt.Sprintf("; compacted into a snapshot at position %d", r.Compacted.Last)
 		}
 		if len(r.Pruned) > 0 {
-			line += fmt.Sprintf("; pruned %d objects older than the window", len(r.Pruned))
+			line += fmt.Sprintf("; pruned %d objects (older than the window, merged or superseded)", len(r.Pruned))
 		}
 		fmt.Fprintf(e.stdout, "%s; repository at position %d\n", line, r.Cursor.Pos)
 	}

@@ -11,12 +11,18 @@ import (
 	"time"
 
 	"lifeline/internal/backup/format"
+	"lifeline/internal/blob/blobtest"
 	"lifeline/internal/change"
 	"lifeline/internal/fault"
 	"lifeline/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	blobtest.S3Env()
+	code := pgtest.Run(m)
+	blobtest.StopS3()
+	os.Exit(code)
+}
 
 // stateStores runs fn once on a SQLite state store and once on PostgreSQL.
 func stateStores(t *testing.T, fn func(t *testing.T, b *bundle)) {
@@ -28,7 +34,7 @@ func stateStores(t *testing.T, fn func(t *testing.T, b *bundle)) {
 			if engine == "postgres" {
 				dsn = pgtest.NewDB(t)
 			}
-			fn(t, setupOn(t, dsn))
+			fn(t, setupOn(t, dsn, nil))
 		})
 	}
 }
