@@ -118,7 +118,7 @@ func backupRun(e *env, args []string) error {
 	for _, r := range results {
 		line := fmt.Sprintf("%s: %d changes in %d segments (%s)", r.Product, r.Changes, r.Segments, bytesText(r.Bytes))
 		if r.Snapshot != nil {
-			line += fmt.Sprintf("; first snapshot at position %d: %d rows of %d tenants (%s)", r.Snapshot.Last, r.Snapshot.Records, r.Snapshot.Tenants, bytesText(r.Snapshot.Size))
+			line += fmt.Sprintf("; snapshot at position %d: %d rows of %d tenants (%s)", r.Snapshot.Last, r.Snapshot.Records, r.Snapshot.Tenants, bytesText(r.Snapshot.Size))
 		}
 		if r.Compacted != nil {
 			line += fmt.Sprintf("; compacted into a snapshot at position %d", r.Compacted.Last)
