@@ -118,13 +118,13 @@ func backupRun(e *env, args []string) error {
 	for _, r := range results {
 		line := fmt.Sprintf("%s: %d changes in %d segments (%s)", r.Product, r.Changes, r.Segments, bytesText(r.Bytes))
 		if r.Snapshot != nil {
-			line += fmt.Sprintf("; first snapshot at position %d: %d rows of %d tenants (%s)", r.Snapshot.Last, r.Snapshot.Records, r.Snapshot.Tenants, bytesText(r.Snapshot.Size))
+			line += fmt.Sprintf("; snapshot at position %d: %d rows of %d tenants (%s)", r.Snapshot.Last, r.Snapshot.Records, r.Snapshot.Tenants, bytesText(r.Snapshot.Size))
 		}
 		if r.Compacted != nil {
 			line += fmt.Sprintf("; compacted into a snapshot at position %d", r.Compacted.Last)
 		}
 		if len(r.Pruned) > 0 {
-			line += fmt.Sprintf("; pruned %d objects older than the window", len(r.Pruned))
+			line += fmt.Sprintf("; pruned %d objects (older than the window, merged or superseded)", len(r.Pruned))
 		}
 		fmt.Fprintf(e.stdout, "%s; repository at position %d\n", line, r.Cursor.Pos)
 	}
@@ -211,7 +211,8 @@ func backupList(e *env, args []string) error {
 	return tw.Flush()
 }
 
-// backupVerify reads every object; any problem exits 2, naming each.
+// backupVerify reads every object and changes nothing; any problem exits
+// 2, naming each and what repairs it.
 func backupVerify(e *env, args []string) error {
 	fs := flags(e, "backup verify")
 	asJSON := jsonFlag(fs)
@@ -244,6 +245,9 @@ func backupVerify(e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "%s: %d objects checked, %d problems\n", r.Product, r.Checked, len(r.Problems))
 			for _, p := range r.Problems {
 				fmt.Fprintf(e.stdout, "  %s: %s\n", orDash(p.Key), strings.ReplaceAll(p.What, "\n", "\n    "))
+				if p.Fix != "" {
+					fmt.Fprintf(e.stdout, "    fix: %s\n", p.Fix)
+				}
 			}
 		}
 	}

@@ -163,6 +163,24 @@ func (r *Repo) Unpin(ctx context.Context, holder string) error {
 	return err
 }
 
+// pinned returns the keys pinned now.
+func (r *Repo) pinned(ctx context.Context) (map[string]bool, error) {
+	rows, err := r.State.DB().QueryContext(ctx, r.State.Rebind(`SELECT key FROM backup_pins WHERE until > ?`), micros(r.Now()))
+	if err != nil {
+		return nil, fmt.Errorf("backup pins: %w", err)
+	}
+	defer rows.Close()
+	pinned := map[string]bool{}
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("backup pins: %w", err)
+		}
+		pinned[k] = true
+	}
+	return pinned, rows.Err()
+}
+
 // Prune deletes the objects of product that no restorable moment inside
 // the window needs: every snapshot older than the newest snapshot taken at
 // or before now-window (the base of the oldest restorable moment), and the
@@ -186,20 +204,10 @@ func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) 
 	if base == nil && len(redundant) == 0 {
 		return nil, nil
 	}
-	pinned := map[string]bool{}
-	rows, err := r.State.DB().QueryContext(ctx, r.State.Rebind(`SELECT key FROM backup_pins WHERE until > ?`), micros(r.Now()))
+	pinned, err := r.pinned(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("backup pins: %w", err)
+		return nil, err
 	}
-	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		pinned[k] = true
-	}
-	rows.Close()
 	for _, o := range objs {
 		old := base != nil && ((o.Kind == format.Snapshot && o.Last < base.Last) || (o.Kind == format.Segment && o.Last <= base.Last))
 		if !(old || redundant[o.Key]) || pinned[o.Key] {
@@ -225,9 +233,10 @@ func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) 
 const CompactAfter = 64
 
 // Maintain merges runs of small segments, compacts product's repository
-// when enough segments have piled up, and prunes what the window no longer
-// needs (and the segments a merge holds). serve runs it every minute and
-// `lifeline backup run` after shipping.
+// when enough segments have piled up, prunes what the window no longer
+// needs (and the segments a merge holds) and sweeps superseded uploads
+// (Sweep); pruned lists what the last two deleted. serve runs it every
+// minute and `lifeline backup run` after shipping.
 func (r *Repo) Maintain(ctx context.Context, product string, window time.Duration) (compacted *Object, pruned []string, err error) {
 	if _, err = r.Merge(ctx, product); err != nil {
 		return nil, nil, err
@@ -235,6 +244,9 @@ func (r *Repo) Maintain(ctx context.Context, product string, window time.Duratio
 	if compacted, err = r.Compact(ctx, product, CompactAfter); err != nil {
 		return nil, nil, err
 	}
-	pruned, err = r.Prune(ctx, product, window)
-	return compacted, pruned, err
+	if pruned, err = r.Prune(ctx, product, window); err != nil {
+		return compacted, pruned, err
+	}
+	swept, err := r.Sweep(ctx, product)
+	return compacted, append(pruned, swept...), err
 }

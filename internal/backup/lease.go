@@ -114,8 +114,9 @@ type fence struct {
 	top int64
 }
 
-// errCatalogMoved: another process (`backup list` or `verify` rescanning)
-// adopted an upload of the positions a shipper was about to record.
+// errCatalogMoved: another process (`backup list` or another `backup run`
+// rescanning) adopted an upload of the positions a shipper was about to
+// record.
 var errCatalogMoved = errors.New("the catalog moved on")
 
 // check renews the fence's lease inside tx and fails with a fault.Conflict

@@ -168,45 +168,7 @@ func TestStalledUploadIsFencedAfterTakeOver(t *testing.T) {
 	b := setup(t)
 	now := time.Now()
 	b.repo.Now = func() time.Time { return now }
-	stalling := &stallingStore{Store: b.repo.Blobs}
-	b.repo.Blobs = stalling
-	aSrc, bSrc := &ackCounter{Source: b.src}, &ackCounter{Source: b.src}
-	a := &Shipper{Repo: b.repo, Product: "tracker", Source: aSrc, MaxBatch: 100, Owner: "host-a:1", LeaseTTL: time.Minute}
-	other := &Shipper{Repo: b.repo, Product: "tracker", Source: bSrc, MaxBatch: 3, Owner: "host-b:2", LeaseTTL: time.Minute}
-	b.src.write("acme", 2)
-	if _, err := a.Ship(ctx); err != nil { // the snapshot
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		b.src.write([]string{"acme", "zed"}[i%2], 2) // positions 3-8, one segment of A's
-	}
-	acksBefore := aSrc.acks
-	var otherErr error
-	stalling.stall = func() {
-		// A's lease runs out mid-upload; the standby takes over and ships
-		// the same positions and two more cut elsewhere (3-6, 7-10), so
-		// A's object would overlap them.
-		now = now.Add(2 * time.Minute)
-		b.src.write("zed", 2)
-		_, otherErr = other.Ship(ctx)
-	}
-	_, err := a.Ship(ctx)
-	if otherErr != nil {
-		t.Fatalf("the standby's take-over: %v", otherErr)
-	}
-	if !errors.Is(err, ErrLeased) || fault.CodeOf(err) != fault.Conflict {
-		t.Fatalf("the stalled holder's round returned %v; want the lease lost", err)
-	}
-	if aSrc.acks != acksBefore {
-		t.Errorf("the stalled holder acknowledged %d times after losing the lease", aSrc.acks-acksBefore)
-	}
-	stale := segmentKey("tracker", 3, 8)
-	if _, err := b.repo.Blobs.Stat(ctx, stale); err != nil {
-		t.Fatalf("the stalled upload %s did not land: %v", stale, err)
-	}
-	if _, err := a.Ship(ctx); !errors.Is(err, ErrLeased) {
-		t.Fatalf("the former holder shipped again: %v", err)
-	}
+	stale, other := stallPastTheLease(t, b, &now)
 	b.src.write("acme", 1)
 	if _, err := other.Ship(ctx); err != nil {
 		t.Fatal(err)
@@ -232,6 +194,55 @@ func TestStalledUploadIsFencedAfterTakeOver(t *testing.T) {
 			t.Errorf("%s rebuilt %v, live %v", tenant, got, want)
 		}
 	}
+}
+
+// stallPastTheLease has a holder's segment upload outlast its lease while
+// another shipper takes over and ships the same positions cut elsewhere
+// (the clock is *now). It checks that the stalled holder records and
+// acknowledges nothing, and returns its superseded object's key and the
+// new holder.
+func stallPastTheLease(t *testing.T, b *bundle, now *time.Time) (stale string, other *Shipper) {
+	t.Helper()
+	stalling := &stallingStore{Store: b.repo.Blobs}
+	b.repo.Blobs = stalling
+	aSrc, bSrc := &ackCounter{Source: b.src}, &ackCounter{Source: b.src}
+	a := &Shipper{Repo: b.repo, Product: "tracker", Source: aSrc, MaxBatch: 100, Owner: "host-a:1", LeaseTTL: time.Minute}
+	other = &Shipper{Repo: b.repo, Product: "tracker", Source: bSrc, MaxBatch: 3, Owner: "host-b:2", LeaseTTL: time.Minute}
+	b.src.write("acme", 2)
+	if _, err := a.Ship(ctx); err != nil { // the snapshot
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		b.src.write([]string{"acme", "zed"}[i%2], 2) // positions 3-8, one segment of A's
+	}
+	acksBefore := aSrc.acks
+	var otherErr error
+	stalling.stall = func() {
+		// A's lease runs out mid-upload; the standby takes over and ships
+		// the same positions and two more cut elsewhere (3-6, 7-10), so
+		// A's object would overlap them.
+		*now = now.Add(2 * time.Minute)
+		b.src.write("zed", 2)
+		_, otherErr = other.Ship(ctx)
+	}
+	_, err := a.Ship(ctx)
+	if otherErr != nil {
+		t.Fatalf("the standby's take-over: %v", otherErr)
+	}
+	if !errors.Is(err, ErrLeased) || fault.CodeOf(err) != fault.Conflict {
+		t.Fatalf("the stalled holder's round returned %v; want the lease lost", err)
+	}
+	if aSrc.acks != acksBefore {
+		t.Errorf("the stalled holder acknowledged %d times after losing the lease", aSrc.acks-acksBefore)
+	}
+	stale = segmentKey("tracker", 3, 8)
+	if _, err := b.repo.Blobs.Stat(ctx, stale); err != nil {
+		t.Fatalf("the stalled upload %s did not land: %v", stale, err)
+	}
+	if _, err := a.Ship(ctx); !errors.Is(err, ErrLeased) {
+		t.Fatalf("the former holder shipped again: %v", err)
+	}
+	return stale, other
 }
 
 // While a holder uploads, a rescan elsewhere (`backup list`) adopts a former

@@ -1,8 +1,10 @@
 package backup
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"slices"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"lifeline/internal/backup/format"
+	"lifeline/internal/blob"
 	"lifeline/internal/change"
 	"lifeline/internal/fault"
 )
@@ -32,6 +35,16 @@ func (u Upto) keeps(c *change.Change) bool {
 	return true
 }
 
+// startsBy says whether o's first change is at or before the moment.
+func (u Upto) startsBy(o Object) bool {
+	return (u.Pos == 0 || o.First <= u.Pos) && (u.Time.IsZero() || !o.FirstTime.After(u.Time))
+}
+
+// keepsAll says whether all of o's changes are at or before the moment.
+func (u Upto) keepsAll(o Object) bool {
+	return (u.Pos == 0 || o.Last <= u.Pos) && (u.Time.IsZero() || !o.LastTime.After(u.Time))
+}
+
 func (u Upto) String() string {
 	if u.Pos != 0 {
 		return fmt.Sprintf("position %d", u.Pos)
@@ -52,6 +65,16 @@ type Reading struct {
 	// present caches the shapes rows with Absent values are handed over
 	// under, by shape and absent columns, so each is one pointer.
 	present map[presentKey]*change.Table
+	// gap names the positions between the snapshot and the moment that no
+	// readable object holds ("" when none). Then only tenants that cover
+	// holds as they were at the moment can be rebuilt (see Depends).
+	gap string
+	// cover is the first snapshot after the moment, when every change
+	// between the moment and it is readable in checks (nil otherwise).
+	cover    *format.Reader
+	coverObj Object
+	checks   []*format.Reader
+	extra    []Object // cover and checks, for Objects
 }
 
 type presentKey struct {
@@ -102,37 +125,170 @@ func (r *Repo) OpenAt(ctx context.Context, product string, upto Upto) (*Reading,
 	}
 	rd := &Reading{repo: r, product: product, upto: upto, objects: []Object{*base}}
 	for _, o := range objs {
-		if o.Kind == format.Segment && o.First > base.Last && (upto.Pos == 0 || o.First <= upto.Pos) && (upto.Time.IsZero() || !o.FirstTime.After(upto.Time)) {
+		if o.Kind == format.Segment && o.First > base.Last {
 			segs = append(segs, o)
 		}
 	}
 	// At each position the longest segment: a merge rather than the small
-	// segments it holds.
+	// segments it holds. Positions no segment holds, or whose segment
+	// cannot be read, are missing; missing positions that may lie after
+	// the moment (unsure) leave no tenant's state at the moment known.
 	slices.SortFunc(segs, byFirstLongest)
+	var missing [][2]uint64
+	unsure := false
 	next := base.Last + 1
-	for _, s := range segs {
-		if s.First < next {
+	i := 0
+	for ; i < len(segs) && (segs[i].First < next || upto.startsBy(segs[i])); i++ {
+		if s := segs[i]; s.First >= next {
+			if s.First > next {
+				missing = append(missing, [2]uint64{next, s.First - 1})
+			}
+			next = s.Last + 1
+			rd.objects = append(rd.objects, s)
+		}
+	}
+	// After the last segment the moment uses, the repository goes on at
+	// next, or positions from next are missing: before the moment if it is
+	// a position they do not pass; a time does not tell.
+	resumes := lastPos + 1
+	if i < len(segs) {
+		resumes = segs[i].First
+	}
+	if resumes > next {
+		missing = append(missing, [2]uint64{next, resumes - 1})
+		unsure = !upto.Time.IsZero() || upto.Pos != 0 && resumes-1 > upto.Pos
+		next = resumes
+	}
+	fr, err := r.open(ctx, base.Key, base.Size)
+	if err != nil {
+		return nil, err
+	}
+	rd.readers = append(rd.readers, fr)
+	var checks []Object // what changed between the moment and a cover
+	for _, o := range slices.Clone(rd.objects[1:]) {
+		fr, err := r.open(ctx, o.Key, o.Size)
+		if unreadable(err) {
+			missing = append(missing, [2]uint64{o.First, o.Last})
+			unsure = unsure || !upto.keepsAll(o)
+			rd.objects = slices.DeleteFunc(rd.objects, func(x Object) bool { return x.Key == o.Key })
 			continue
 		}
-		if s.First != next {
-			return nil, fault.New(fault.Refused, "run `lifeline backup verify` to list the damage; a restore to before the gap or after a newer snapshot still works",
-				"%s cannot be rebuilt as of %s: positions %d..%d are missing from the repository", product, upto, next, s.First-1)
-		}
-		next = s.Last + 1
-		rd.objects = append(rd.objects, s)
-	}
-	for _, o := range rd.objects {
-		fr, err := r.open(ctx, o.Key, o.Size)
 		if err != nil {
 			return nil, err
 		}
 		rd.readers = append(rd.readers, fr)
+		if !upto.keepsAll(o) {
+			checks = append(checks, o)
+		}
+	}
+	if len(missing) == 0 {
+		return rd, nil
+	}
+	slices.SortFunc(missing, func(a, b [2]uint64) int { return cmp.Compare(a[0], b[0]) })
+	var ranges []string
+	for _, m := range missing {
+		ranges = append(ranges, fmt.Sprintf("%d..%d", m[0], m[1]))
+	}
+	rd.gap = strings.Join(ranges, ", ")
+	if !unsure {
+		if err := rd.findCover(ctx, objs, segs[i:], next, checks); err != nil {
+			return nil, err
+		}
 	}
 	return rd, nil
 }
 
-// Objects returns the objects the reading uses, snapshot first.
-func (rd *Reading) Objects() []Object { return rd.objects }
+// unreadable says whether err means an object cannot be read at all:
+// gone from the blob store, or damaged beyond its footer.
+func unreadable(err error) bool {
+	return errors.Is(err, blob.ErrNotFound) || errors.Is(err, format.ErrCorrupt)
+}
+
+// findCover looks, for a reading with missing positions before the moment,
+// for the first snapshot after the moment, with every change between the
+// moment and it readable: checks (the reading's segments that reach past
+// the moment) and after (the following segments, from position next). A
+// tenant none of them touches was at the moment as that snapshot holds it.
+func (rd *Reading) findCover(ctx context.Context, objs, after []Object, next uint64, checks []Object) error {
+	var cover *Object
+	for i := range objs {
+		if o := &objs[i]; o.Kind == format.Snapshot && o.Last >= next-1 && o.Last > rd.objects[0].Last && (cover == nil || o.Last < cover.Last) {
+			cover = o
+		}
+	}
+	if cover == nil {
+		return nil
+	}
+	for _, s := range after {
+		if next > cover.Last {
+			break
+		}
+		if s.First < next {
+			continue
+		}
+		if s.First > next {
+			return nil // missing positions after the moment too
+		}
+		checks = append(checks, s)
+		next = s.Last + 1
+	}
+	if next <= cover.Last {
+		return nil
+	}
+	for _, o := range append([]Object{*cover}, checks...) {
+		fr, err := rd.repo.open(ctx, o.Key, o.Size)
+		if unreadable(err) {
+			rd.cover, rd.checks = nil, nil
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if rd.cover == nil {
+			rd.cover, rd.coverObj = fr, o
+		} else {
+			rd.checks = append(rd.checks, fr)
+		}
+	}
+	rd.extra = append([]Object{*cover}, checks...)
+	return nil
+}
+
+// Gap names the positions between the snapshot and the moment that no
+// readable object holds, "" when none.
+func (rd *Reading) Gap() string { return rd.gap }
+
+// Depends says whether rebuilding tenant as of the moment needs the
+// changes at the missing positions (Gap): it does unless the first
+// snapshot after the moment holds the tenant as it was at the moment,
+// because no readable change between the moment and that snapshot touches
+// it. Tenant refuses a tenant that depends on the gap.
+func (rd *Reading) Depends(tenant string) bool {
+	if rd.gap == "" {
+		return false
+	}
+	if rd.cover == nil {
+		return true
+	}
+	for _, fr := range rd.checks {
+		if _, ok := fr.Lookup(tenant); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// gapError is Tenant's refusal of a tenant that depends on the gap. It
+// wraps blob.ErrNotFound: the objects holding those positions are gone,
+// which a restore treats like any unreadable object (--skip-broken).
+func (rd *Reading) gapError(tenant string) error {
+	return fault.Wrap(blob.ErrNotFound, fault.Refused, "run `lifeline backup verify` to list the damage; a restore to before the gap or after a newer snapshot still works",
+		"tenant %s of %s cannot be rebuilt as of %s: positions %s are missing from the repository", tenant, rd.product, rd.upto, rd.gap)
+}
+
+// Objects returns the objects the reading uses, snapshot first (with a
+// gap, then the snapshot after the moment and the segments before it).
+func (rd *Reading) Objects() []Object { return append(slices.Clone(rd.objects), rd.extra...) }
 
 // Tables returns the table shapes of the moment rebuilt: the newest object's.
 func (rd *Reading) Tables() []change.Table {
@@ -141,12 +297,22 @@ func (rd *Reading) Tables() []change.Table {
 
 // Cost returns how many stored bytes rebuilding tenant reads, beyond the
 // indexes already read.
+// With a gap, a tenant that depends on it costs at least 1 (what the
+// missing objects held of it is unknown), and one that does not costs its
+// bytes in the snapshot after the moment.
 func (rd *Reading) Cost(tenant string) int64 {
+	readers := rd.readers
+	if rd.gap != "" && !rd.Depends(tenant) {
+		readers = []*format.Reader{rd.cover}
+	}
 	var n int64
-	for _, fr := range rd.readers {
+	for _, fr := range readers {
 		if t, ok := fr.Lookup(tenant); ok {
 			n += t.Bytes()
 		}
+	}
+	if rd.Depends(tenant) {
+		n = max(n, 1)
 	}
 	return n
 }
@@ -174,8 +340,19 @@ func (rd *Reading) Tenants() []string {
 // tenant's size. fn gets each row's own table shape: when a column was added
 // between objects, older rows have fewer columns, mapped by name.
 func (rd *Reading) Tenant(ctx context.Context, tenant string, fn func(t *change.Table, c *change.Change) error) error {
+	readers, objects, upto := rd.readers, rd.objects, rd.upto
+	if rd.gap != "" {
+		if rd.Depends(tenant) {
+			return rd.gapError(tenant)
+		}
+		// As the snapshot after the moment holds it.
+		readers, objects, upto = []*format.Reader{rd.cover}, []Object{rd.coverObj}, Upto{}
+	}
+	wrap := func(obj int, err error) error {
+		return fault.Wrap(err, fault.CodeOf(err), fault.HintOf(err), "reading backup object %s", objects[obj].Key)
+	}
 	h := &mergeHeap{}
-	for i, fr := range rd.readers {
+	for i, fr := range readers {
 		if _, ok := fr.Lookup(tenant); !ok {
 			continue
 		}
@@ -183,7 +360,7 @@ func (rd *Reading) Tenant(ctx context.Context, tenant string, fn func(t *change.
 		defer stop()
 		cur := &cursor{obj: i, next: next, hdr: fr.Header()}
 		if err := cur.advance(); err != nil {
-			return rd.wrap(i, err)
+			return wrap(i, err)
 		}
 		if cur.ok {
 			heap.Push(h, cur)
@@ -204,7 +381,7 @@ func (rd *Reading) Tenant(ctx context.Context, tenant string, fn func(t *change.
 		cur := (*h)[0]
 		c, t := cur.c, cur.table()
 		if t == nil {
-			return rd.wrap(cur.obj, fault.New(fault.Internal, "", "record names table %q missing from its header", c.Table))
+			return wrap(cur.obj, fault.New(fault.Internal, "", "record names table %q missing from its header", c.Table))
 		}
 		if best != nil && !sameKey(best, bestTable, &c, t) {
 			if err := emit(); err != nil {
@@ -212,7 +389,7 @@ func (rd *Reading) Tenant(ctx context.Context, tenant string, fn func(t *change.
 			}
 			best = nil
 		}
-		if rd.upto.keeps(&c) && (best == nil || c.Pos >= best.Pos) {
+		if upto.keeps(&c) && (best == nil || c.Pos >= best.Pos) {
 			cp := c
 			best, bestTable = &cp, t
 		} else if best == nil {
@@ -224,7 +401,7 @@ func (rd *Reading) Tenant(ctx context.Context, tenant string, fn func(t *change.
 			best, bestTable = &cp, t
 		}
 		if err := cur.advance(); err != nil {
-			return rd.wrap(cur.obj, err)
+			return wrap(cur.obj, err)
 		}
 		if cur.ok {
 			heap.Fix(h, 0)
@@ -279,10 +456,6 @@ func (rd *Reading) withoutAbsent(t *change.Table, c *change.Change) *change.Tabl
 	}
 	c.Row = row
 	return shape
-}
-
-func (rd *Reading) wrap(obj int, err error) error {
-	return fault.Wrap(err, fault.CodeOf(err), fault.HintOf(err), "reading backup object %s", rd.objects[obj].Key)
 }
 
 // sameKey reports whether two records are versions of the same row.

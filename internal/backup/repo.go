@@ -255,39 +255,58 @@ func (r *Repo) Rescan(ctx context.Context, product string) (strays []string, err
 	if err != nil {
 		return nil, err
 	}
+	var unknown []Object
+	strays, err = r.uncatalogued(ctx, product, objs, func(o Object, _ blob.Info) { unknown = append(unknown, o) })
+	if err != nil {
+		return strays, err
+	}
+	for _, u := range adoptions(objs, unknown) {
+		if _, err := r.adopt(ctx, product, u.Key, nil); err != nil {
+			return strays, err
+		}
+	}
+	return strays, nil
+}
+
+// uncatalogued lists product's objects in the blob store: fn gets each one
+// missing from the catalog objs (kind and positions from its name), and the
+// keys that are not repository objects are returned.
+func (r *Repo) uncatalogued(ctx context.Context, product string, objs []Object, fn func(Object, blob.Info)) (strays []string, err error) {
 	known := map[string]bool{}
 	for _, o := range objs {
 		known[o.Key] = true
 	}
-	var unknown []Object
 	err = r.Blobs.List(ctx, product+"/", func(info blob.Info) error {
 		kind, first, last, ok := parseKey(product, info.Key)
 		switch {
 		case !ok:
 			strays = append(strays, info.Key)
 		case !known[info.Key]:
-			unknown = append(unknown, Object{Key: info.Key, Kind: kind, First: first, Last: last})
+			fn(Object{Key: info.Key, Product: product, Kind: kind, KindName: kind.String(), First: first, Last: last}, info)
 		}
 		return nil
 	})
-	if err != nil {
-		return strays, err
-	}
-	// In stream order, so that an adopted object lets the next continue it.
+	return strays, err
+}
+
+// adoptions returns which of the uncatalogued objects unknown Rescan adopts
+// into the catalog objs, in the order it adopts them: in stream order, so
+// that an adopted object lets the next continue it. The rest are
+// superseded.
+func adoptions(objs, unknown []Object) []Object {
+	objs = slices.Clone(objs)
+	unknown = slices.Clone(unknown)
 	slices.SortFunc(unknown, func(a, b Object) int {
 		return cmp.Or(cmp.Compare(streamStart(a), streamStart(b)), cmp.Compare(b.Kind, a.Kind), cmp.Compare(b.Last, a.Last))
 	})
+	var out []Object
 	for _, u := range unknown {
-		if !adoptable(objs, u) {
-			continue // superseded
+		if adoptable(objs, u) {
+			out = append(out, u)
+			objs = append(objs, u)
 		}
-		o, err := r.adopt(ctx, product, u.Key, nil)
-		if err != nil {
-			return strays, err
-		}
-		objs = append(objs, o)
 	}
-	return strays, nil
+	return out
 }
 
 // streamStart is the position after which an object's changes begin.

@@ -178,16 +178,24 @@ func (s *Shipper) ship(ctx context.Context, res *Shipped) error {
 			return err
 		}
 		if len(b.Changes) == 0 {
-			return nil
+			return s.refresh(ctx, res)
 		}
-		n, err := s.segment(ctx, b)
-		if err != nil {
+		if err := s.shipBatch(ctx, b, res); err != nil {
 			return err
 		}
-		res.Segments++
-		res.Changes += len(b.Changes)
-		res.Bytes += n
 	}
+}
+
+// shipBatch writes one batch as a segment and counts it in res.
+func (s *Shipper) shipBatch(ctx context.Context, b capture.Batch, res *Shipped) error {
+	n, err := s.segment(ctx, b)
+	if err != nil {
+		return err
+	}
+	res.Segments++
+	res.Changes += len(b.Changes)
+	res.Bytes += n
+	return nil
 }
 
 // segment writes one batch as a segment, then acknowledges it.
@@ -262,13 +270,29 @@ func (s *Shipper) snapshot(ctx context.Context) (Object, error) {
 	}
 	defer snap.Close()
 	cur := snap.Cursor()
+	key, data, sum, err := s.image(ctx, snap, cur)
+	if err != nil {
+		return Object{}, err
+	}
+	if err := s.put(ctx, key, data, sum); err != nil {
+		return Object{}, err
+	}
+	s.cur, s.ready = cur, true
+	if err := s.Source.Ack(ctx, cur); err != nil && s.Log != nil {
+		s.Log.Warn("acknowledging the snapshot position failed", "product", s.Product, "err", err)
+	}
+	return objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants)), nil
+}
+
+// image encodes snap's rows as a snapshot object at position cur.
+func (s *Shipper) image(ctx context.Context, snap capture.Snapshot, cur capture.Cursor) (key string, data []byte, sum format.Summary, err error) {
 	now := s.Repo.Now()
 	h := format.Header{Product: s.Product, First: cur.Pos, Last: cur.Pos, Source: cur.Src, Tables: snap.Tables(),
 		FirstTime: now, LastTime: now, Created: now}
 	var buf bytes.Buffer
 	w, err := format.NewSnapshotWriter(&buf, h, s.Repo.options())
 	if err != nil {
-		return Object{}, err
+		return "", nil, sum, err
 	}
 	tables := map[string]*change.Table{}
 	for i := range h.Tables {
@@ -303,21 +327,12 @@ func (s *Shipper) snapshot(ctx context.Context) (Object, error) {
 		err = flush()
 	}
 	if err != nil {
-		return Object{}, err
+		return "", nil, sum, err
 	}
-	sum, err := w.Close()
-	if err != nil {
-		return Object{}, err
+	if sum, err = w.Close(); err != nil {
+		return "", nil, sum, err
 	}
-	key := snapshotKey(s.Product, cur.Pos)
-	if err := s.put(ctx, key, buf.Bytes(), sum); err != nil {
-		return Object{}, err
-	}
-	s.cur, s.ready = cur, true
-	if err := s.Source.Ack(ctx, cur); err != nil && s.Log != nil {
-		s.Log.Warn("acknowledging the snapshot position failed", "product", s.Product, "err", err)
-	}
-	return objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants)), nil
+	return snapshotKey(s.Product, cur.Pos), buf.Bytes(), sum, nil
 }
 
 // cloneRow copies a row whose byte slices may be reused by the source.

@@ -197,17 +197,25 @@ type bundle struct {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
+	return setupOn(t, "sqlite:state.db", nil)
+}
+
+// setupOn is setup with the state store at dsn and the repository in
+// blobs (nil: a folder).
+func setupOn(t *testing.T, dsn string, blobs blob.Store) *bundle {
+	t.Helper()
 	dir := t.TempDir()
-	store, err := state.Open(ctx, "sqlite:state.db", dir, nil)
+	store, err := state.Open(ctx, dsn, dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	files, err := blob.OpenFile(filepath.Join(dir, "backups"))
-	if err != nil {
-		t.Fatal(err)
+	if blobs == nil {
+		if blobs, err = blob.OpenFile(filepath.Join(dir, "backups")); err != nil {
+			t.Fatal(err)
+		}
 	}
-	faulty := blob.NewFaulty(files)
+	faulty := blob.NewFaulty(blobs)
 	repo, err := OpenRepo(ctx, &Repo{Blobs: faulty, State: store})
 	if err != nil {
 		t.Fatal(err)

@@ -117,70 +117,95 @@ func (r *Repo) Status(ctx context.Context, product string, backlogLimit int64) (
 	return st, nil
 }
 
-// Problem is one thing `backup verify` found wrong.
+// Problem is one thing `backup verify` found wrong; Fix says what repairs
+// it, when a command does.
 type Problem struct {
 	Key  string `json:"key,omitempty"`
 	What string `json:"what"`
+	Fix  string `json:"fix,omitempty"`
 }
+
+// fixByShipping repairs a catalog that lacks objects the repository holds:
+// every shipping round starts with a Rescan.
+const fixByShipping = "`lifeline backup run` records it (every shipping round rescans the repository)"
 
 // Verify reads and decodes every object of product, checks every checksum,
 // the index, the order, and that the positions chain from a snapshot with no
-// gap or overlap, and that the catalog matches the blob store. It rescans
-// first; an object the catalog still lacks then is a superseded upload (see
-// adoptable): checked, but left out of the chain, as readers leave it out.
+// gap or overlap, and that the catalog matches the blob store. It only
+// reads: the catalog is left as it is, and where it disagrees with the
+// repository that is a problem saying what repairs it. An object the
+// catalog lacks that Rescan would adopt and that holds positions past the
+// catalog's end is such a problem (and is chained as if adopted); any other
+// uncatalogued object holds nothing the catalog lacks (a superseded upload
+// or an interrupted merge, see adoptable): checked, but left out of the
+// chain, as readers leave it out.
 func (r *Repo) Verify(ctx context.Context, product string) (checked int, problems []Problem, err error) {
-	if _, err := r.Rescan(ctx, product); err != nil {
-		return 0, nil, err
-	}
 	cat, err := r.Objects(ctx, product)
 	if err != nil {
 		return 0, nil, err
 	}
-	inCatalog := map[string]bool{}
+	inCatalog := map[string]Object{}
 	for _, o := range cat {
-		inCatalog[o.Key] = true
+		inCatalog[o.Key] = o
 	}
-	var objs []span
+	// Every object, catalogued or not, is read and checked.
+	readable := map[string]bool{}
+	var unknown []Object
 	err = r.Blobs.List(ctx, product+"/", func(info blob.Info) error {
 		kind, first, last, ok := parseKey(product, info.Key)
 		if !ok {
-			problems = append(problems, Problem{info.Key, "not a repository object (unexpected name)"})
+			problems = append(problems, Problem{Key: info.Key, What: "not a repository object (unexpected name)"})
 			return nil
 		}
 		checked++
 		if err := format.Verify(ctx, blobRange{r.Blobs, info.Key}, info.Size, r.Key); err != nil {
-			problems = append(problems, Problem{info.Key, err.Error()})
+			problems = append(problems, Problem{Key: info.Key, What: err.Error()})
 			return nil
 		}
 		rd, err := r.open(ctx, info.Key, info.Size)
 		if err != nil {
-			problems = append(problems, Problem{info.Key, err.Error()})
+			problems = append(problems, Problem{Key: info.Key, What: err.Error()})
 			return nil
 		}
 		h := rd.Header()
 		if h.Kind != kind || h.First != first || h.Last != last || h.Product != product {
-			problems = append(problems, Problem{info.Key, fmt.Sprintf("its header says %s %s %d-%d, its name says otherwise", h.Product, h.Kind, h.First, h.Last)})
+			problems = append(problems, Problem{Key: info.Key, What: fmt.Sprintf("its header says %s %s %d-%d, its name says otherwise", h.Product, h.Kind, h.First, h.Last)})
 			return nil
 		}
-		if inCatalog[info.Key] {
-			objs = append(objs, span{info.Key, kind, first, last})
+		readable[info.Key] = true
+		o, known := inCatalog[info.Key]
+		switch {
+		case !known:
+			unknown = append(unknown, Object{Key: info.Key, Kind: kind, First: first, Last: last})
+		case o.Size != info.Size:
+			problems = append(problems, Problem{Key: info.Key, What: fmt.Sprintf("the catalog says %d bytes, the blob store holds %d", o.Size, info.Size),
+				Fix: "put back the object the catalog recorded from another copy"})
 		}
 		return nil
 	})
 	if err != nil {
 		return checked, problems, err
 	}
-	problems = append(problems, chain(objs)...)
-	inStore := map[string]bool{}
-	for _, o := range objs {
-		inStore[o.key] = true
-	}
+	var objs []span
 	for _, o := range cat {
-		if !inStore[o.Key] {
-			problems = append(problems, Problem{o.Key, "listed in the catalog but missing or unreadable in the blob store"})
+		if readable[o.Key] {
+			objs = append(objs, span{o.Key, o.Kind, o.First, o.Last})
+		} else {
+			problems = append(problems, Problem{Key: o.Key, What: "listed in the catalog but missing or unreadable in the blob store"})
 		}
 	}
-	return checked, problems, nil
+	top, _, err := r.Cursor(ctx, product)
+	if err != nil {
+		return checked, problems, err
+	}
+	for _, u := range adoptions(cat, unknown) {
+		if len(cat) > 0 && u.Last <= top.Pos {
+			continue // on the catalog's boundaries: holds nothing it lacks
+		}
+		problems = append(problems, Problem{Key: u.Key, What: "holds positions the catalog lacks (a shipper stopped between upload and record)", Fix: fixByShipping})
+		objs = append(objs, span{u.Key, u.Kind, u.First, u.Last})
+	}
+	return checked, append(problems, chain(objs)...), nil
 }
 
 // span is an object's place in its product's stream.
@@ -228,13 +253,13 @@ func chain(objs []span) []Problem {
 			// Older than the chain so far: covered by a snapshot, or by an
 			// overlapping segment, which is a problem.
 			if sg.last > base.last {
-				problems = append(problems, Problem{sg.key, fmt.Sprintf("overlaps positions before %d", next)})
+				problems = append(problems, Problem{Key: sg.key, What: fmt.Sprintf("overlaps positions before %d", next)})
 			}
 		case sg.first > next:
-			problems = append(problems, Problem{sg.key, fmt.Sprintf("gap: positions %d..%d are missing before it", next, sg.first-1)})
+			problems = append(problems, Problem{Key: sg.key, What: fmt.Sprintf("gap: positions %d..%d are missing before it", next, sg.first-1)})
 			next = sg.last + 1
 		case sg.first < next:
-			problems = append(problems, Problem{sg.key, fmt.Sprintf("overlaps: starts at %d, the chain is at %d", sg.first, next)})
+			problems = append(problems, Problem{Key: sg.key, What: fmt.Sprintf("overlaps: starts at %d, the chain is at %d", sg.first, next)})
 			next = sg.last + 1
 		default:
 			next = sg.last + 1
@@ -243,11 +268,20 @@ func chain(objs []span) []Problem {
 	return problems
 }
 
-// VerifyError turns problems into the refusal `backup verify` exits with.
+// VerifyError turns problems into the refusal `backup verify` exits with;
+// its hint is the problems' own fix when they share one.
 func VerifyError(problems []Problem) error {
 	if len(problems) == 0 {
 		return nil
 	}
-	return fault.New(fault.Refused, "restore the named objects from another copy, or take a new snapshot with `lifeline backup run --snapshot`",
-		"%d problem(s) in the backup repository", len(problems))
+	hint := problems[0].Fix
+	for _, p := range problems {
+		if p.Fix != hint {
+			hint = ""
+		}
+	}
+	if hint == "" {
+		hint = "put damaged or missing objects back from another copy of the repository; a problem that a command repairs names the command"
+	}
+	return fault.New(fault.Refused, hint, "%d problem(s) in the backup repository", len(problems))
 }

@@ -99,6 +99,17 @@ type Snapshot interface {
 	Close() error
 }
 
+// Refresher is implemented by sources whose database can ask for a fresh
+// snapshot: protect asks when it found a protected table rebuilt by a
+// migration, because what the rebuild deleted was never captured.
+type Refresher interface {
+	// SnapshotWanted says why a fresh snapshot is wanted, or "".
+	SnapshotWanted(ctx context.Context) (string, error)
+	// SnapshotTaken withdraws the request why, once a snapshot taken after
+	// it is durable in the repository.
+	SnapshotTaken(ctx context.Context, why string) error
+}
+
 // Lagger is implemented by sources that can say how much the database holds
 // for them beyond what was acknowledged, in bytes: the PostgreSQL slot's lag
 // (pg_current_wal_lsn() - confirmed_flush_lsn), which is WAL the server

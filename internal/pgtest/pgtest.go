@@ -44,12 +44,16 @@ var (
 )
 
 // Main runs the package's tests and stops the shared server afterwards.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main for a TestMain that has more to stop: it returns the exit
+// code instead of exiting.
+func Run(m *testing.M) int {
 	code := m.Run()
 	if shared != nil {
 		shared.Stop()
 	}
-	os.Exit(code)
+	return code
 }
 
 // Shared returns the package's server, starting it on first use.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -198,13 +199,20 @@ type captureDialect interface {
 	// step dropped Lifeline's triggers.
 	captureBefore(ctx context.Context, tx *sql.Tx, l *Layout) (captureState, error)
 	// installCapture installs or updates capture for l's tables, whose
-	// current shapes are given.
-	installCapture(ctx context.Context, tx *sql.Tx, l *Layout, shapes []change.Table, before captureState) error
+	// current shapes are given. It returns the tables that were captured
+	// but whose capture objects were gone: a migration rebuilt them.
+	installCapture(ctx context.Context, tx *sql.Tx, l *Layout, shapes []change.Table, before captureState) (rebuilt []string, err error)
 	// captureProblems: see DB.CaptureProblems.
 	captureProblems(ctx context.Context, q queryer, product string, tables []string) ([]string, error)
 	// uninstall removes guards and capture (not trash, states or markers).
 	uninstall(ctx context.Context, db *DB, product string) error
 }
+
+// Both engines capture.
+var (
+	_ captureDialect = sqliteDialect{}
+	_ captureDialect = pgDialect{}
+)
 
 // captureState is what captureBefore found.
 type captureState struct {
@@ -269,12 +277,49 @@ func (db *DB) installCapture(ctx context.Context, tx *sql.Tx, l *Layout, before 
 	if err != nil {
 		return err
 	}
-	if err := cd.installCapture(ctx, tx, l, shapes, before); err != nil {
+	rebuilt, err := cd.installCapture(ctx, tx, l, shapes, before)
+	if err != nil {
 		var fe *fault.Error
 		if errors.As(err, &fe) {
 			return err
 		}
 		return db.internal(err, "install change capture")
+	}
+	if len(rebuilt) > 0 {
+		// What the rebuild deleted was never captured, so the repository
+		// needs the tables' rows as they are: a fresh snapshot. Asked for
+		// in protect's own transaction, so no protect forgets to.
+		why := fmt.Sprintf("protect at %s found %s rebuilt", time.Now().UTC().Format(time.RFC3339Nano), strings.Join(rebuilt, ", "))
+		if _, err := tx.ExecContext(ctx, `INSERT INTO lifeline_meta (key, value) VALUES ($1, $2)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, metaSnapshotWanted, why); err != nil {
+			return db.internal(err, "ask for a fresh snapshot")
+		}
+	}
+	return nil
+}
+
+// metaSnapshotWanted is the lifeline_meta key under which protect asks the
+// shipper for a fresh snapshot.
+const metaSnapshotWanted = "snapshot_wanted"
+
+// SnapshotWanted returns why protect asked for a fresh snapshot of the
+// product (it found a protected table rebuilt), or "" when nothing is
+// asked.
+func (db *DB) SnapshotWanted(ctx context.Context) (string, error) {
+	var why string
+	err := db.db.QueryRowContext(ctx, "SELECT value FROM lifeline_meta WHERE key = $1", metaSnapshotWanted).Scan(&why)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", db.unavailable(err)
+	}
+	return why, nil
+}
+
+// SnapshotTaken withdraws the request why once its snapshot is in the
+// repository; a newer request (a later protect) stays.
+func (db *DB) SnapshotTaken(ctx context.Context, why string) error {
+	_, err := db.db.ExecContext(ctx, "DELETE FROM lifeline_meta WHERE key = $1 AND value = $2", metaSnapshotWanted, why)
+	if err != nil {
+		return db.unavailable(err)
 	}
 	return nil
 }
@@ -333,7 +378,7 @@ func (db *DB) Unprotect(ctx context.Context) error {
 }
 
 // unprotectMeta forgets that protect ran.
-const unprotectMeta = `DELETE FROM lifeline_meta WHERE key IN ('version', 'fingerprint', 'drop_guard', 'protected_at', 'replica_identity')`
+const unprotectMeta = `DELETE FROM lifeline_meta WHERE key IN ('version', 'fingerprint', 'drop_guard', 'protected_at', 'replica_identity', '` + metaSnapshotWanted + `')`
 
 // ReplicationConn opens a PostgreSQL replication connection
 // (replication=database) to the product database with the pool's own

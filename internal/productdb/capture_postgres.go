@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,26 +41,37 @@ const pgPartitions = `SELECT format('%I.%I', n.nspname, c.relname), c.relreplide
 	JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE c.relkind = 'r' AND (c.oid = to_regclass($1) OR c.oid IN (SELECT relid FROM pg_partition_tree(to_regclass($1))))`
 
-func (d pgDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout, shapes []change.Table, _ captureState) error {
+func (d pgDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout, shapes []change.Table, before captureState) (rebuilt []string, err error) {
+	// A captured table missing from the publication was dropped and made
+	// anew (a migration rebuilt it): its changes since were not published.
+	published, err := queryStrings(ctx, tx, "SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = 'public'", CaptureName(l.Product))
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range l.Tables {
+		if before.latest[t] != nil && !slices.Contains(published, t) {
+			rebuilt = append(rebuilt, t)
+		}
+	}
 	if _, err := tx.ExecContext(ctx, "DELETE FROM lifeline_capture_shapes"); err != nil {
-		return err
+		return nil, err
 	}
 	for i := range shapes {
 		if err := recordShape(ctx, tx, shapes[i].Name, 0, &shapes[i]); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// The identity each relation had before Lifeline, so Unprotect can put
 	// it back; recorded once.
 	orig := map[string]string{}
 	var js string
-	err := tx.QueryRowContext(ctx, "SELECT value FROM lifeline_meta WHERE key = 'replica_identity'").Scan(&js)
+	err = tx.QueryRowContext(ctx, "SELECT value FROM lifeline_meta WHERE key = 'replica_identity'").Scan(&js)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return err
+		return nil, err
 	}
 	if js != "" {
 		if err := json.Unmarshal([]byte(js), &orig); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	var stmts, rels []string
@@ -67,13 +79,13 @@ func (d pgDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout, sh
 		rels = append(rels, d.live(t))
 		rows, err := tx.QueryContext(ctx, pgPartitions, d.live(t))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for rows.Next() {
 			var rel, ident, index string
 			if err := rows.Scan(&rel, &ident, &index); err != nil {
 				rows.Close()
-				return err
+				return nil, err
 			}
 			if _, ok := orig[rel]; !ok {
 				orig[rel] = map[string]string{"d": "DEFAULT", "n": "NOTHING", "f": "FULL", "i": "USING INDEX " + index}[ident]
@@ -84,7 +96,7 @@ func (d pgDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout, sh
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	b, _ := json.Marshal(orig)
@@ -94,7 +106,7 @@ func (d pgDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout, sh
 	pub := qi(CaptureName(l.Product))
 	var exists bool
 	if err := tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", CaptureName(l.Product)).Scan(&exists); err != nil {
-		return err
+		return nil, err
 	}
 	// TRUNCATE is published so that one slipping past the guard stops
 	// capture loudly instead of leaving rows in the repository that are gone.
@@ -104,7 +116,7 @@ func (d pgDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout, sh
 	} else {
 		stmts = append(stmts, "CREATE PUBLICATION "+pub+" FOR TABLE "+strings.Join(rels, ", ")+" WITH"+with)
 	}
-	return execAll(ctx, tx, stmts...)
+	return rebuilt, execAll(ctx, tx, stmts...)
 }
 
 func (d pgDialect) captureProblems(ctx context.Context, q queryer, product string, tables []string) ([]string, error) {

@@ -118,13 +118,13 @@ func (d sqliteDialect) captureProblems(ctx context.Context, q queryer, _ string,
 //   - a table newly protected while the log already exists: all its rows
 //     (the repository's snapshot does not have them);
 //   - a table whose capture triggers were missing (rebuilt by a migration):
-//     all its rows. Rows deleted while it had no triggers cannot be seen;
-//     docs/capture.md says to take a fresh snapshot then;
+//     all its rows. Rows deleted while it had no triggers cannot be seen,
+//     so it is returned as rebuilt and the shipper takes a fresh snapshot;
 //   - a table whose shape changed (a column added): the rows that pending
 //     log entries touched, because those entries were written by the old
 //     triggers without the new column. Capture stopped (ErrDrift) as soon as
 //     the schema changed, so none of them has been shipped yet.
-func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout, shapes []change.Table, before captureState) error {
+func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout, shapes []change.Table, before captureState) (rebuilt []string, err error) {
 	width := 1
 	for _, t := range shapes {
 		width = max(width, len(t.Columns))
@@ -135,12 +135,12 @@ func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout
 			cols = append(cols, LogColumn(i))
 		}
 		if _, err := tx.ExecContext(ctx, "CREATE TABLE "+ChangeLog+" ("+strings.Join(cols, ", ")+")"); err != nil {
-			return err
+			return nil, err
 		}
 	} else {
 		have, err := d.columns(ctx, tx, ChangeLog, false)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		n := 0 // value columns: the log may still have the tenant column
 		for _, c := range have {
@@ -150,16 +150,16 @@ func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout
 		}
 		for i := n; i < width; i++ {
 			if _, err := tx.ExecContext(ctx, "ALTER TABLE "+ChangeLog+" ADD COLUMN "+LogColumn(i)); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 	if _, err := tx.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+CaptureEnds+" (seq INTEGER PRIMARY KEY)"); err != nil {
-		return err
+		return nil, err
 	}
 	var next int64
 	if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(seq), 0) + 1 FROM "+ChangeLog).Scan(&next); err != nil {
-		return err
+		return nil, err
 	}
 	protected := map[string]bool{}
 	for i := range shapes {
@@ -168,29 +168,32 @@ func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout
 		prev := before.latest[t.Name]
 		if !SameShape(prev, t) {
 			if err := recordShape(ctx, tx, t.Name, next, t); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		var stmts []string
 		switch {
-		case prev == nil && before.hasLog, prev != nil && !before.intact[t.Name]:
+		case prev != nil && !before.intact[t.Name]:
+			rebuilt = append(rebuilt, t.Name)
+			fallthrough
+		case prev == nil && before.hasLog:
 			stmts = append(stmts, sqliteImage(t, ""))
 		case prev != nil && !SameShape(prev, t):
 			stmts = append(stmts, sqliteImage(t, sqliteTouched(prev, t, next)))
 		}
 		stmts = append(stmts, sqliteCaptureDDL(t)...)
 		if err := execAll(ctx, tx, stmts...); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for name, t := range before.latest {
 		if t != nil && !protected[name] {
 			if err := recordShape(ctx, tx, name, next, nil); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
-	return nil
+	return rebuilt, nil
 }
 
 // sqliteLogInsert appends one log row for row r of t; op is an SQL

@@ -1,4 +1,4 @@
-package blob_test
+package blobtest
 
 import (
 	"os/exec"
