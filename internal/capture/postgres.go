@@ -157,22 +157,36 @@ func (s *pgSource) startStream(ctx context.Context, from uint64) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	conn, err := s.db.ReplicationConn(ctx, pgTextSettings)
-	if err != nil {
-		return err
-	}
-	err = pglogrepl.StartReplication(ctx, conn, s.slot, pglogrepl.LSN(from), pglogrepl.StartReplicationOptions{
-		Mode:       pglogrepl.LogicalReplication,
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + s.slot + "'"},
-	})
-	if err != nil {
+	// A slot stays active for a moment after its last reader closed its
+	// connection (the server's walsender exits on its own time), so a
+	// source reopened at once (a restart, a new round) tries again for a
+	// few seconds before it says the slot is another reader's.
+	var conn *pgconn.PgConn
+	for wait := 50 * time.Millisecond; ; wait *= 2 {
+		if conn, err = s.db.ReplicationConn(ctx, pgTextSettings); err != nil {
+			return err
+		}
+		err = pglogrepl.StartReplication(ctx, conn, s.slot, pglogrepl.LSN(from), pglogrepl.StartReplicationOptions{
+			Mode:       pglogrepl.LogicalReplication,
+			PluginArgs: []string{"proto_version '1'", "publication_names '" + s.slot + "'"},
+		})
+		if err == nil {
+			break
+		}
 		conn.Close(context.Background())
 		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "55006" {
+		if !errors.As(err, &pe) || pe.Code != "55006" {
+			return s.unavailable(err)
+		}
+		if wait > 2*time.Second {
 			return fault.Wrap(err, fault.Conflict, "only one `lifeline serve` may ship a product; stop the other one",
 				"product %s: replication slot %s is in use", s.layout.Product, s.slot)
 		}
-		return s.unavailable(err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
 	}
 	s.conn, s.expect, s.start = conn, from, from
 	s.rels, s.inTx, s.pending, s.seenData, s.safe, s.progress = map[uint32]*change.Table{}, nil, nil, 0, 0, 0
