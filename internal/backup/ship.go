@@ -450,7 +450,7 @@ func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 func (s *Shipper) stream(ctx context.Context, target time.Duration, caught time.Time, maintained *time.Time) error {
 	poll := max(min(target/10, 100*time.Millisecond), time.Millisecond)
 	type done struct {
-		read time.Time // when the read of the segment started
+		took time.Duration // from the start of its read to recorded
 		err  error
 	}
 	var (
@@ -470,7 +470,7 @@ func (s *Shipper) stream(ctx context.Context, target time.Duration, caught time.
 		r := <-flight
 		flight = nil
 		if r.err == nil {
-			took[rounds%len(took)] = time.Since(r.read)
+			took[rounds%len(took)] = r.took
 			rounds++
 		}
 		return r.err
@@ -575,7 +575,7 @@ func (s *Shipper) stream(ctx context.Context, target time.Duration, caught time.
 			if err == nil {
 				offer(p.end)
 			}
-			ch <- done{start, err}
+			ch <- done{time.Since(start), err}
 		}()
 	}
 }
