@@ -57,11 +57,30 @@ func (w *signalWriter) Write(p []byte) (int, error) {
 // polled waits until the shipper has asked for the backlog n more times.
 func (w *watchedSource) polled(t *testing.T, n int64) {
 	t.Helper()
-	for until, deadline := w.backlogs.Load()+n, time.Now().Add(30*time.Second); w.backlogs.Load() < until; time.Sleep(time.Millisecond) {
+	until := w.backlogs.Load() + n
+	eventually(t, "the shipper polls its source", func() bool { return w.backlogs.Load() >= until })
+}
+
+// eventually waits until cond holds, and fails the test if that takes
+// more than 30 s (so long only on a stalled machine).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the shipper stopped polling its source")
+			t.Fatalf("never happened: %s", what)
 		}
 	}
+}
+
+// running runs s.Run in the background until the returned stop is called.
+func running(s *Shipper, interval time.Duration) (stop func()) {
+	run, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run(run, interval)
+	}()
+	return func() { cancel(); <-done }
 }
 
 // With an interval of an hour, Run leaves a fresh change pending while it
@@ -74,13 +93,7 @@ func TestRunShipsWhenTheOldestChangeNearsTheInterval(t *testing.T) {
 	b.src.clock = time.Now
 	src := &watchedSource{Source: b.src}
 	b.ship.Source = src
-	run, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		b.ship.Run(run, time.Hour)
-	}()
-	defer func() { stop(); <-done }()
+	defer running(b.ship, time.Hour)()
 	src.polled(t, 2) // the first round's status report, then the stream's first poll
 
 	b.src.write("acme", 1)
@@ -93,14 +106,10 @@ func TestRunShipsWhenTheOldestChangeNearsTheInterval(t *testing.T) {
 	b.src.mu.Lock()
 	b.src.log[0].Time = time.Now().Add(-time.Hour)
 	b.src.mu.Unlock()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
-		if cur, _, _ := b.repo.Cursor(ctx, "tracker"); cur.Pos == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Run did not ship a change nearing the interval; it waits for the interval after its last round")
-		}
-	}
+	eventually(t, "Run ships a change an interval old, without waiting an interval after its last round", func() bool {
+		cur, _, _ := b.repo.Cursor(ctx, "tracker")
+		return cur.Pos == 1
+	})
 }
 
 // Run reads and encodes the next segment while one uploads, but uploads
@@ -152,12 +161,9 @@ func TestRunReadsAheadButRecordsInOrderUnderTheFence(t *testing.T) {
 	}
 	fenced := &signalWriter{match: "lost the shipping lease during an upload", seen: make(chan struct{})}
 	a.Log = slog.New(slog.NewTextHandler(fenced, nil))
-	run, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		a.Run(run, 500*time.Millisecond) // the writes below land well within one interval
-	}()
+	// The interval leaves the writes below time to land before the read.
+	stop := sync.OnceFunc(running(a, 500*time.Millisecond))
+	defer stop()
 	src.polled(t, 2) // Run's first round reported; the stream polls
 	for i := range 3 {
 		b.src.write([]string{"acme", "zed"}[i%2], 2) // 3-8
@@ -168,7 +174,6 @@ func TestRunReadsAheadButRecordsInOrderUnderTheFence(t *testing.T) {
 		t.Fatal("the stalled upload was never fenced")
 	}
 	stop()
-	<-done
 	if otherErr != nil {
 		t.Fatalf("the standby's take-over: %v", otherErr)
 	}
