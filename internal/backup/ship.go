@@ -200,37 +200,76 @@ func (s *Shipper) shipBatch(ctx context.Context, b capture.Batch, res *Shipped) 
 
 // segment writes one batch as a segment, then acknowledges it.
 func (s *Shipper) segment(ctx context.Context, b capture.Batch) (int64, error) {
-	first, last := s.cur.Pos+1, b.End.Pos
+	p, err := s.encode(s.cur, b)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.record(ctx, p); err != nil {
+		return 0, err
+	}
+	s.ack(ctx, s.cur)
+	return p.sum.Size, nil
+}
+
+// piece is a batch encoded as a segment, not yet uploaded.
+type piece struct {
+	from, end capture.Cursor // the cursor it continues, and the one after it
+	key       string
+	data      []byte
+	sum       format.Summary
+	changes   int
+}
+
+// encode writes batch b, read after cursor from, as a segment. It touches
+// no shipper state, so Run encodes while the previous piece uploads.
+func (s *Shipper) encode(from capture.Cursor, b capture.Batch) (piece, error) {
+	first, last := from.Pos+1, b.End.Pos
 	if b.Changes[0].Pos != first || last != b.Changes[len(b.Changes)-1].Pos {
-		return 0, fault.New(fault.Internal, "", "%s: capture returned positions %d..%d after cursor %d", s.Product, b.Changes[0].Pos, last, s.cur.Pos)
+		return piece{}, fault.New(fault.Internal, "", "%s: capture returned positions %d..%d after cursor %d", s.Product, b.Changes[0].Pos, last, from.Pos)
 	}
 	h := format.Header{Product: s.Product, First: first, Last: last, Source: b.End.Src, Tables: b.Tables, Created: s.Repo.Now()}
 	var buf bytes.Buffer
 	sum, err := format.WriteSegment(&buf, h, b.Changes, s.Repo.options())
 	if err != nil {
-		return 0, err
+		return piece{}, err
 	}
-	// Renewed before an upload when the round has taken a third of the
-	// lease already: the lease cannot pass to another process during the
-	// upload unless the upload outlasts two thirds of it.
+	return piece{from: from, end: b.End, key: segmentKey(s.Product, first, last), data: buf.Bytes(), sum: sum, changes: len(b.Changes)}, nil
+}
+
+// record uploads and records p, and moves the cursor past it. p must
+// continue the shipper's cursor: pieces are recorded one at a time, in
+// order.
+func (s *Shipper) record(ctx context.Context, p piece) error {
+	if p.from != s.cur {
+		return fault.New(fault.Internal, "", "%s: segment %s continues cursor %d, the shipper is at %d", s.Product, p.key, p.from.Pos, s.cur.Pos)
+	}
+	// Renewed before an upload when the lease was last renewed a third of
+	// it ago: the lease cannot pass to another process during the upload
+	// unless the upload outlasts two thirds of it.
 	if time.Since(s.claimed) > s.leaseTTL()/3 {
 		if err := s.claim(ctx); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	if err := s.put(ctx, segmentKey(s.Product, first, last), buf.Bytes(), sum); err != nil {
-		return 0, err
+	started := time.Now()
+	if err := s.put(ctx, p.key, p.data, p.sum); err != nil {
+		return err
 	}
-	s.cur = b.End
+	s.claimed = started // recording renewed the lease (fence.check)
+	s.cur = p.end
 	if s.Metrics != nil {
-		s.Metrics.shipped(s.Product, len(b.Changes), sum.Size)
+		s.Metrics.shipped(s.Product, p.changes, p.sum.Size)
 	}
-	// The segment is durable: the source may forget its changes. A failed
-	// Ack only means they are read again and skipped next time.
-	if err := s.Source.Ack(ctx, s.cur); err != nil && s.Log != nil {
+	return nil
+}
+
+// ack tells the source that everything up to cur is durable in the
+// repository, so it may forget it. A failed Ack only means those changes
+// are read again and skipped next time.
+func (s *Shipper) ack(ctx context.Context, cur capture.Cursor) {
+	if err := s.Source.Ack(ctx, cur); err != nil && ctx.Err() == nil && s.Log != nil {
 		s.Log.Warn("acknowledging shipped changes failed; they will be skipped when read again", "product", s.Product, "err", err)
 	}
-	return sum.Size, nil
 }
 
 // put uploads an object and records it, fenced by the lease: an upload
@@ -351,12 +390,14 @@ func (r *Repo) options() format.Options {
 	return format.Options{Key: r.Key, KeyID: r.KeyID}
 }
 
-// Run ships every interval until ctx ends, and maintains the repository
-// every minute (Repo.Maintain), while this process holds the product's
-// lease; otherwise it stands by and claims the lease every
-// interval, taking over when the holder stops, dies or stops renewing.
-// Errors are recorded for status and retried with backoff; they never stop
-// the loop. It releases the lease when ctx ends.
+// Run ships until ctx ends, keeping interval as the RPO target: each change
+// is to be recorded in the repository within interval of its commit (see
+// stream). While this process holds the product's lease it also maintains
+// the repository every MaintainEvery (Repo.Maintain); otherwise it stands
+// by and claims the lease every interval, taking over when the holder
+// stops, dies or stops renewing. Errors are recorded for status and retried
+// with backoff; they never stop the loop. It releases the lease when ctx
+// ends.
 func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -366,39 +407,191 @@ func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 		}
 	}()
 	wait := interval
-	var took [8]time.Duration // the last rounds' durations
 	maintained := time.Now()
-	for round := 0; ; round++ {
-		// A change committed just after a round read the source waits for
-		// the next round and for that round's read and upload: starting
-		// rounds earlier by the longest of the last rounds' durations keeps
-		// that within about one interval.
+	for {
+		// A round claims the lease, takes the first snapshot if needed and
+		// catches up; then stream ships as changes come, until it fails or
+		// the lease was taken.
 		started := time.Now()
 		_, err := s.Ship(ctx)
-		took[round%len(took)] = time.Since(started)
-		early := slices.Max(took[:])
+		if err == nil {
+			wait = interval
+			if err = s.stream(ctx, interval, started, &maintained); err != nil && !errors.Is(err, ErrLeased) {
+				s.report(ctx, err)
+			}
+		}
 		switch {
 		case ctx.Err() != nil:
 			return
+		case err == nil:
+			continue // the lease changed hands meanwhile: start over from the catalog
 		case errors.Is(err, ErrLeased):
-			wait, early = interval, 0 // standing by
-		case err != nil:
+			wait = interval // standing by
+		default:
 			if s.Log != nil {
 				s.Log.Error("shipping failed; changes stay in the product database until it works", "product", s.Product, "err", err)
 			}
-			wait, early = min(wait*2, time.Minute), 0
-		default:
-			wait = interval
-			if time.Since(maintained) >= cmp.Or(s.MaintainEvery, time.Minute) {
-				s.maintain(ctx)
-				maintained = time.Now()
-			}
+			wait = min(wait*2, time.Minute)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Until(started.Add(max(wait-early, wait/10)))):
+		case <-time.After(wait):
 		}
+	}
+}
+
+// stream ships while this process holds the lease and knows its cursor,
+// and returns when that ends (nil) or a step fails. A change must be
+// recorded within target of its commit, and recording a segment takes up
+// to d after its read starts (the longest of the last rounds), so a read
+// starts at the latest target-d after the oldest change it would find. No
+// change committed before the last read that caught up started is
+// pending, so that read's start bounds it. While reads find nothing the
+// source's Backlog is polled every target/10 (at most 100 ms; on SQLite a
+// read-only query while nothing is pending), and its oldest pending
+// change's commit time sets the read instead: a change is read when it is
+// about to be target old, not on a fixed beat, and a backlog of a batch or
+// more at once. Reads start no closer than the poll period, so segments do
+// not shrink to a change or two when rounds are slow.
+//
+// The upload and record of a segment overlap the read and encoding of the
+// next, but uploads are one at a time, in order: a segment is uploaded only
+// after the previous one is recorded, so each is still recorded in a
+// transaction that renews this shipper's lease and finds the catalog at the
+// segment's first position minus one (put), and acknowledged only after
+// that. When an upload fails, the segment read after it is dropped unsent;
+// Run's next round reads it again from the shipper's cursor.
+func (s *Shipper) stream(ctx context.Context, target time.Duration, caught time.Time, maintained *time.Time) error {
+	poll := max(min(target/10, 100*time.Millisecond), time.Millisecond)
+	type done struct {
+		took time.Duration // from the start of its read to recorded
+		err  error
+	}
+	var (
+		next     = s.cur
+		flight   chan done // the commit in flight, nil when none
+		took     [8]time.Duration
+		rounds   int
+		reported = time.Now()
+		idle     = true // the last read found nothing
+	)
+	// settle waits for the commit in flight. The shipper's own state (its
+	// cursor, lease) is touched only while nothing is in flight.
+	settle := func() error {
+		if flight == nil {
+			return nil
+		}
+		r := <-flight
+		flight = nil
+		if r.err == nil {
+			took[rounds%len(took)] = r.took
+			rounds++
+		}
+		return r.err
+	}
+	// Acknowledging (SQLite: deleting from the change log, which waits for
+	// the product's write lock) is off the path of the next upload: a
+	// goroutine acknowledges the newest recorded cursor, skipping those
+	// recorded while it waited.
+	acks, acked := make(chan capture.Cursor, 1), make(chan struct{})
+	go func() {
+		defer close(acked)
+		for cur := range acks {
+			s.ack(ctx, cur)
+		}
+	}()
+	offer := func(cur capture.Cursor) {
+		for {
+			select {
+			case acks <- cur:
+				return
+			default:
+				select {
+				case <-acks:
+				default:
+				}
+			}
+		}
+	}
+	defer func() {
+		settle()
+		close(acks)
+		<-acked
+	}()
+	for {
+		if flight == nil && time.Since(s.claimed) > s.leaseTTL()/3 {
+			if err := s.claim(ctx); err != nil {
+				return err
+			}
+			if !s.ready {
+				return nil
+			}
+		}
+		d := slices.Max(took[:])
+		due := caught.Add(target - d)
+		if idle {
+			n, oldest, err := s.Source.Backlog(ctx, next)
+			switch {
+			case err != nil:
+				return errors.Join(err, settle())
+			case n >= int64(s.maxBatch()):
+				due = time.Time{}
+			case n > 0:
+				due = oldest.Add(target - d)
+			}
+		}
+		if floor := caught.Add(poll); due.Before(floor) && !due.IsZero() {
+			due = floor
+		}
+		if wait := time.Until(due); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(min(wait, poll)):
+			}
+			continue
+		}
+		start := time.Now()
+		b, err := s.Source.Read(ctx, next, s.maxBatch())
+		if err != nil {
+			return errors.Join(err, settle())
+		}
+		if len(b.Changes) < s.maxBatch() {
+			caught = start
+		}
+		idle = len(b.Changes) == 0
+		var p piece
+		if len(b.Changes) > 0 {
+			if p, err = s.encode(next, b); err != nil {
+				return errors.Join(err, settle())
+			}
+		}
+		// The previous segment must be recorded before this one uploads:
+		// its fence continues the catalog where that one ends.
+		if err := settle(); err != nil {
+			return err
+		}
+		if time.Since(reported) >= target {
+			s.report(ctx, nil)
+			reported = time.Now()
+		}
+		if time.Since(*maintained) >= cmp.Or(s.MaintainEvery, time.Minute) {
+			s.maintain(ctx)
+			*maintained = time.Now()
+		}
+		if len(b.Changes) == 0 {
+			continue
+		}
+		ch := make(chan done, 1)
+		flight, next = ch, b.End
+		go func() {
+			err := s.record(ctx, p)
+			if err == nil {
+				offer(p.end)
+			}
+			ch <- done{time.Since(start), err}
+		}()
 	}
 }
 

@@ -37,7 +37,8 @@ type Batch struct {
 }
 
 // Source reads one product's change stream. Its methods may be called from
-// several goroutines; they run one at a time.
+// several goroutines; they run one at a time, except that on SQLite Read and
+// Backlog of cursors not older than an Ack's run while it deletes.
 type Source interface {
 	// Read returns the transactions committed after cur, in commit order,
 	// stopping at the first transaction boundary after max changes (a

@@ -38,9 +38,10 @@ type sqliteSource struct {
 	layout *productdb.Layout
 	opts   Options
 
-	mu      sync.Mutex
-	checked int64    // PRAGMA schema_version last verified; -1 none
-	hist    *history // the shapes as of checked
+	mu      sync.Mutex // held by every method but Ack's deletes
+	ackMu   sync.Mutex // one Ack at a time
+	checked int64      // PRAGMA schema_version last verified; -1 none
+	hist    *history   // the shapes as of checked
 	acked   uint64
 }
 
@@ -319,8 +320,12 @@ func atLeastOne(n int) int {
 const ackChunk = 1000
 
 func (s *sqliteSource) Ack(ctx context.Context, cur Cursor) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	// Deleting waits for the product's write lock, which busy application
+	// writers hold most of the time: Read and Backlog (s.mu) go on
+	// meanwhile. They read after cursors not older than cur, so they never
+	// see the rows being deleted.
+	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
 	// One write transaction per chunk; the last chunk also forgets the
 	// shapes and transaction ends, so steady shipping takes the product's
 	// write lock once per Ack, not once per statement.
@@ -333,7 +338,9 @@ func (s *sqliteSource) Ack(ctx context.Context, cur Cursor) error {
 			break
 		}
 	}
+	s.mu.Lock()
 	s.acked = max(s.acked, cur.Src)
+	s.mu.Unlock()
 	return nil
 }
 

@@ -61,7 +61,9 @@ type Guard struct {
 
 // Shipping tunes how captured changes reach the backup repository.
 type Shipping struct {
-	// Interval between shipping rounds in serve (default 1s).
+	// Interval is serve's RPO target: every captured change is to be in
+	// the backup repository within this long of its commit (default 1s).
+	// It is also how often a standby serve claims a product's lease.
 	Interval Duration `yaml:"interval"`
 	// BacklogLimit: more changes than this waiting in a product database
 	// turn its status red and fire the alert metric (nothing is dropped).

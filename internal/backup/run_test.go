@@ -1,0 +1,200 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"lifeline/internal/blob"
+	"lifeline/internal/capture"
+)
+
+// watchedSource tells the test what the shipper asks its source.
+type watchedSource struct {
+	capture.Source
+	backlogs atomic.Int64
+	acks     atomic.Int64
+	read     func(from capture.Cursor, b capture.Batch) // after each Read, if set
+}
+
+func (w *watchedSource) Backlog(ctx context.Context, cur capture.Cursor) (int64, time.Time, error) {
+	w.backlogs.Add(1)
+	return w.Source.Backlog(ctx, cur)
+}
+
+func (w *watchedSource) Read(ctx context.Context, cur capture.Cursor, max int) (capture.Batch, error) {
+	b, err := w.Source.Read(ctx, cur, max)
+	if w.read != nil && err == nil {
+		w.read(cur, b)
+	}
+	return b, err
+}
+
+func (w *watchedSource) Ack(ctx context.Context, cur capture.Cursor) error {
+	w.acks.Add(1)
+	return w.Source.Ack(ctx, cur)
+}
+
+// signalWriter closes seen when a log line containing match is written.
+type signalWriter struct {
+	match string
+	seen  chan struct{}
+	once  sync.Once
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), w.match) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+// polled waits until the shipper has asked for the backlog n more times.
+func (w *watchedSource) polled(t *testing.T, n int64) {
+	t.Helper()
+	until := w.backlogs.Load() + n
+	eventually(t, "the shipper polls its source", func() bool { return w.backlogs.Load() >= until })
+}
+
+// eventually waits until cond holds, and fails the test if that takes
+// more than 30 s (so long only on a stalled machine).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never happened: %s", what)
+		}
+	}
+}
+
+// running runs s.Run in the background until the returned stop is called.
+func running(s *Shipper, interval time.Duration) (stop func()) {
+	run, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run(run, interval)
+	}()
+	return func() { cancel(); <-done }
+}
+
+// With an interval of an hour, Run leaves a fresh change pending while it
+// polls, and ships it as soon as the change is about an interval old,
+// not an interval after its last round: the interval is the RPO target
+// for the oldest pending change.
+func TestRunShipsWhenTheOldestChangeNearsTheInterval(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.src.clock = time.Now
+	src := &watchedSource{Source: b.src}
+	b.ship.Source = src
+	defer running(b.ship, time.Hour)()
+	src.polled(t, 2) // the first round's status report, then the stream's first poll
+
+	b.src.write("acme", 1)
+	src.polled(t, 3)
+	if cur, _, _ := b.repo.Cursor(ctx, "tracker"); cur.Pos != 0 {
+		t.Fatalf("a change a moment old was shipped at once (cursor %d); the interval is an hour", cur.Pos)
+	}
+	// The change is now an interval old (its commit time moved back, as
+	// the clock would have moved on).
+	b.src.mu.Lock()
+	b.src.log[0].Time = time.Now().Add(-time.Hour)
+	b.src.mu.Unlock()
+	eventually(t, "Run ships a change an interval old, without waiting an interval after its last round", func() bool {
+		cur, _, _ := b.repo.Cursor(ctx, "tracker")
+		return cur.Pos == 1
+	})
+}
+
+// Run reads and encodes the next segment while one uploads, but uploads
+// it only after the one before is recorded. When the first upload outlasts
+// the lease and another process takes over, the segment read ahead is
+// dropped: never uploaded, nothing acknowledged, and the new holder ships
+// every position once.
+func TestRunReadsAheadButRecordsInOrderUnderTheFence(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.src.clock = time.Now
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	b.repo.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	stalling := &stallingStore{Store: b.repo.Blobs}
+	b.repo.Blobs = stalling
+	src := &watchedSource{Source: b.src}
+	a := &Shipper{Repo: b.repo, Product: "tracker", Source: src, MaxBatch: 100, Owner: "host-a:1", LeaseTTL: time.Minute}
+	other := &Shipper{Repo: b.repo, Product: "tracker", Source: b.src, MaxBatch: 3, Owner: "host-b:2", LeaseTTL: time.Minute}
+	b.src.write("acme", 2)
+	if _, err := a.Ship(ctx); err != nil { // the snapshot, positions up to 2
+		t.Fatal(err)
+	}
+
+	readAhead := make(chan capture.Batch, 1)
+	src.read = func(from capture.Cursor, batch capture.Batch) {
+		if from.Pos == 8 && len(batch.Changes) > 0 {
+			readAhead <- batch
+		}
+	}
+	var otherErr error
+	var acksAfterTakeOver int64
+	stalling.stall = func() {
+		// A's first segment (3-8) is uploading: the next changes are read
+		// and encoded meanwhile.
+		b.src.write("zed", 2) // 9-10
+		select {
+		case batch := <-readAhead:
+			if batch.End.Pos != 10 {
+				t.Errorf("read ahead up to %d, want 10", batch.End.Pos)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("nothing was read while the first segment uploaded")
+		}
+		// A's lease runs out mid-upload; B takes over and ships 3-6, 7-10.
+		clock.Add(int64(2 * time.Minute))
+		_, otherErr = other.Ship(ctx)
+		acksAfterTakeOver = src.acks.Load()
+	}
+	fenced := &signalWriter{match: "lost the shipping lease during an upload", seen: make(chan struct{})}
+	a.Log = slog.New(slog.NewTextHandler(fenced, nil))
+	// The interval leaves the writes below time to land before the read.
+	stop := sync.OnceFunc(running(a, 500*time.Millisecond))
+	defer stop()
+	src.polled(t, 2) // Run's first round reported; the stream polls
+	for i := range 3 {
+		b.src.write([]string{"acme", "zed"}[i%2], 2) // 3-8
+	}
+	select {
+	case <-fenced.seen:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stalled upload was never fenced")
+	}
+	stop()
+	if otherErr != nil {
+		t.Fatalf("the standby's take-over: %v", otherErr)
+	}
+	if n := src.acks.Load(); n != acksAfterTakeOver {
+		t.Errorf("the fenced holder acknowledged %d times after losing the lease", n-acksAfterTakeOver)
+	}
+	if _, err := b.repo.Blobs.Stat(ctx, segmentKey("tracker", 3, 8)); err != nil {
+		t.Fatalf("the stalled upload did not land: %v", err)
+	}
+	if _, err := b.repo.Blobs.Stat(ctx, segmentKey("tracker", 9, 10)); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("the segment read ahead of a fenced upload was uploaded (%v)", err)
+	}
+	if _, problems, err := b.repo.Verify(ctx, "tracker"); err != nil || len(problems) != 0 {
+		t.Fatalf("verify: %v %v", problems, err)
+	}
+	if cur, _, _ := b.repo.Cursor(ctx, "tracker"); cur.Pos != uint64(len(b.src.log)) {
+		t.Fatalf("repository at %d, %d changes committed", cur.Pos, len(b.src.log))
+	}
+	for _, tenant := range []string{"acme", "zed"} {
+		if got, want := rebuilt(t, b, tenant, Upto{}), b.src.stateOf(tenant); !sameState(got, want) {
+			t.Errorf("%s rebuilt %v, live %v", tenant, got, want)
+		}
+	}
+}
