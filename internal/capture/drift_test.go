@@ -487,3 +487,68 @@ INSERT INTO notes (id, site_id, body, data) VALUES (2, 's001', '', X'00')`)
 	cur = x.drain(t, src, m, cur)
 	x.same(t, m)
 }
+
+// A read does not queue behind the application's writers to record where a
+// transaction ends: while another connection holds SQLite's write lock, a
+// batch stops at the last end already recorded, and the changes after it
+// come with the next read, grouped as a read of the whole range groups
+// them afterwards.
+func TestSQLiteReadDoesNotWaitForTheWriteLock(t *testing.T) {
+	t.Parallel()
+	x := setup(t, engines[0], 1)
+	m, cur := x.snapshot(t, x.src)
+	start := cur
+	x.exec(t, "INSERT INTO items (site_id, id) VALUES ('s000', 1), ('s000', 2)")
+	if _, _, err := x.src.Backlog(x.ctx, cur); err != nil { // records the end of the first transaction
+		t.Fatal(err)
+	}
+	x.exec(t, "INSERT INTO items (site_id, id) VALUES ('s000', 3)")
+
+	conn, err := x.raw.Conn(x.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(x.ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := x.src.Read(x.ctx, cur, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(x.ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Changes) != 2 || !b.Changes[1].TxEnd {
+		t.Fatalf("with the write lock held: %d changes, want the 2 of the recorded transaction", len(b.Changes))
+	}
+	var txs []uint64
+	for _, c := range b.Changes {
+		txs = append(txs, c.Tx)
+	}
+	next, err := x.src.Read(x.ctx, b.End, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(next.Changes) != 1 || !next.Changes[0].TxEnd {
+		t.Fatalf("once the lock is free: %d changes, want the last transaction", len(next.Changes))
+	}
+	txs = append(txs, next.Changes[0].Tx)
+	again, err := x.src.Read(x.ctx, start, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again.Changes) != 3 {
+		t.Fatalf("read again: %d changes, want 3", len(again.Changes))
+	}
+	for i, c := range again.Changes {
+		if c.Tx != txs[i] {
+			t.Fatalf("read again, change %d is in group %d, first read in %d", i, c.Tx, txs[i])
+		}
+	}
+	m.shapes(again.Tables)
+	for i := range again.Changes {
+		m.apply(t, &again.Changes[i])
+	}
+	x.same(t, m)
+}

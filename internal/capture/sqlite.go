@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -22,7 +23,9 @@ import (
 // Transactions: a trigger cannot see where a transaction ends, but a reader
 // can: everything visible in a read snapshot is committed, so the highest
 // seq a read sees ends a transaction. Read, Backlog and Snapshot record each
-// such end in lifeline_capture_ends, and a batch ends on one. The changes
+// such end in lifeline_capture_ends (Read and Backlog only if SQLite's
+// write lock is free within milliseconds), and a batch ends on a recorded
+// one. The changes
 // between two recorded ends form a commit group, one or more whole
 // transactions, which a batch carries as one transaction (Tx = the group's
 // last seq, TxEnd on it). Ends are recorded above every end already known,
@@ -91,24 +94,65 @@ func (s *sqliteSource) verify(ctx context.Context, tx *sql.Tx) (*history, error)
 	return h, nil
 }
 
+// How top records the end it finds.
+type endRecording int
+
+const (
+	tryRecord  endRecording = iota // Read, Backlog: if the write lock comes at once
+	waitRecord                     // Snapshot: wait for the lock as any writer does
+)
+
 // top is the last seq assigned, as of tx's snapshot (the newest log row is
-// never deleted): the end of the last committed transaction. It is recorded as a transaction end unless a
-// later one is known already.
-func (s *sqliteSource) top(ctx context.Context, tx *sql.Tx) (uint64, error) {
-	var top, known int64
-	err := tx.QueryRowContext(ctx, "SELECT (SELECT coalesce(max(seq), 0) FROM "+productdb.ChangeLog+"), (SELECT coalesce(max(seq), 0) FROM "+
-		productdb.CaptureEnds+")").Scan(&top, &known)
+// never deleted): the end of the last committed transaction. It is recorded
+// as a transaction end unless a later one is known already; ok is false if
+// it is neither recorded nor known, and known is then the last end that is.
+// Recording goes through another connection (tx only reads). Read only
+// tries for a few milliseconds: a reader must not queue behind the
+// application's writers (under a steady 2,000 writes/s that wait took
+// seconds, all of it shipping lag; bench/shipping).
+func (s *sqliteSource) top(ctx context.Context, tx *sql.Tx, rec endRecording) (top, known uint64, ok bool, err error) {
+	var t, k int64
+	err = tx.QueryRowContext(ctx, "SELECT (SELECT coalesce(max(seq), 0) FROM "+productdb.ChangeLog+"), (SELECT coalesce(max(seq), 0) FROM "+
+		productdb.CaptureEnds+")").Scan(&t, &k)
 	if err != nil {
-		return 0, s.unavailable(err)
+		return 0, 0, false, s.unavailable(err)
 	}
-	if top > known && uint64(top) > s.acked {
-		// Through another connection: tx only reads. Failing here only
-		// means a restarted reader may group these changes more coarsely.
-		if _, err := s.db.SQL().ExecContext(ctx, "INSERT OR IGNORE INTO "+productdb.CaptureEnds+" (seq) VALUES ($1)", top); err != nil {
-			s.opts.Log.Warn("recording a transaction end in the change log failed", "product", s.layout.Product, "err", err)
+	top, known = uint64(t), uint64(k)
+	if top <= known || top <= s.acked {
+		return top, known, true, nil
+	}
+	switch rec {
+	case tryRecord:
+		ok = s.recordEnd(ctx, t, 5)
+	case waitRecord:
+		ok = s.recordEnd(ctx, t, -1)
+	}
+	return top, known, ok, nil
+}
+
+// recordEnd records seq as a transaction end, waiting at most waitMS for
+// SQLite's write lock (negative: the connection's busy timeout).
+func (s *sqliteSource) recordEnd(ctx context.Context, seq int64, waitMS int) bool {
+	conn, err := s.db.SQL().Conn(ctx)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	if waitMS >= 0 {
+		var was int
+		if err := conn.QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&was); err != nil {
+			return false
 		}
+		if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", waitMS)); err != nil {
+			return false
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf("PRAGMA busy_timeout = %d", was))
 	}
-	return uint64(top), nil
+	if _, err := conn.ExecContext(ctx, "INSERT OR IGNORE INTO "+productdb.CaptureEnds+" (seq) VALUES ($1)", seq); err != nil {
+		s.opts.Log.Debug("a transaction end was not recorded: the write lock was busy", "product", s.layout.Product, "err", err)
+		return false
+	}
+	return true
 }
 
 func (s *sqliteSource) checkCursor(cur Cursor, top uint64) error {
@@ -200,12 +244,21 @@ func (s *sqliteSource) Read(ctx context.Context, cur Cursor, max int) (Batch, er
 	if err != nil {
 		return Batch{}, err
 	}
-	top, err := s.top(ctx, tx)
+	top, known, recorded, err := s.top(ctx, tx, tryRecord)
 	if err != nil {
 		return Batch{}, err
 	}
 	if err := s.checkCursor(cur, top); err != nil {
 		return Batch{}, err
+	}
+	if !recorded {
+		// A batch ends on a recorded end, so that a range read again groups
+		// exactly as before: the changes after the last one wait for the
+		// next read.
+		top = cur.Src
+		if known > top {
+			top = known
+		}
 	}
 	if top == cur.Src {
 		return Batch{End: cur}, nil
@@ -381,7 +434,7 @@ func (s *sqliteSource) Backlog(ctx context.Context, cur Cursor) (int64, time.Tim
 		return 0, time.Time{}, err
 	}
 	defer tx.Rollback()
-	top, err := s.top(ctx, tx)
+	top, _, _, err := s.top(ctx, tx, tryRecord)
 	if err != nil || top <= cur.Src {
 		return 0, time.Time{}, err
 	}
@@ -412,7 +465,7 @@ func (s *sqliteSource) Snapshot(ctx context.Context) (Snapshot, error) {
 		tx.Rollback()
 		return nil, err
 	}
-	top, err := s.top(ctx, tx)
+	top, _, _, err := s.top(ctx, tx, waitRecord)
 	if err != nil {
 		tx.Rollback()
 		return nil, err
