@@ -2,10 +2,13 @@
 // writers (issue 3): single-row write transactions per second on a product
 // database with capture (protected: triggers on SQLite; publication, REPLICA
 // IDENTITY FULL and a replication slot on PostgreSQL) against the same
-// database without it, measured in the same run. Rounds rotate between the
-// variants so that machine noise hits all alike; the ratios of the medians
-// are the result. In-process, it also reports transactions per CPU second
-// of the process, which other load on the machine disturbs far less.
+// database without it, measured in the same run. Protect also installs the
+// guards (on SQLite, BEFORE DELETE triggers that count the rows of each
+// delete), which are not capture: a guarded variant has them without the
+// capture objects. Rounds rotate between the variants so that machine noise
+// hits all alike; the ratios of the medians are the result. In-process, it
+// also reports transactions per CPU second of the process, which other load
+// on the machine disturbs less, and bytes written per transaction.
 //
 //	go run ./bench/capture [-seconds 3] [-rounds 5] [-mix 50,40,10] [-pg auto|off|postgres://…]
 package main
@@ -121,11 +124,62 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// run measures one engine on three databases with the same schema and rows:
-// plain; captured but not read (the cost inside the writers' transactions);
-// captured and read and acknowledged every second, as `lifeline serve`
-// ships it (adding the reader's load on the same machine). Rounds rotate
-// through them.
+// bytesWritten is what this process has passed to write calls so far (the
+// SQLite WAL frames in-process), or 0 where /proc does not say.
+func bytesWritten() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+			fmt.Sscan(v, &n)
+		}
+	}
+	return n
+}
+
+// protect protects a bench database as `lifeline protect` does. Without
+// capture, the capture objects are removed again, leaving the guards: the
+// capture triggers on SQLite; the publication and REPLICA IDENTITY FULL on
+// PostgreSQL (a slot exists only once a Source opens).
+func protect(ctx context.Context, dsn, base, product string, withCapture bool) (*productdb.DB, *productdb.Layout) {
+	db, err := productdb.Open(ctx, dsn, base)
+	check(err)
+	s, err := db.Inspect(ctx)
+	check(err)
+	l, err := productdb.Resolve(productdb.Spec{Product: product, TenantColumn: "site_id", TenantsTable: "sites"}, s)
+	check(err)
+	check(db.Protect(ctx, l))
+	if withCapture {
+		return db, l
+	}
+	stmts := []string{"DROP PUBLICATION " + productdb.CaptureName(product),
+		"ALTER TABLE items REPLICA IDENTITY DEFAULT", "ALTER TABLE sites REPLICA IDENTITY DEFAULT"}
+	if strings.HasPrefix(dsn, "sqlite:") {
+		rows, err := db.SQL().QueryContext(ctx, `SELECT 'DROP TRIGGER ' || name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_cap\_%' ESCAPE '\'`)
+		check(err)
+		for stmts = nil; rows.Next(); {
+			var q string
+			check(rows.Scan(&q))
+			stmts = append(stmts, q)
+		}
+		check(rows.Err())
+		rows.Close()
+	}
+	for _, q := range stmts {
+		_, err := db.SQL().ExecContext(ctx, q)
+		check(err)
+	}
+	return db, l
+}
+
+// run measures one engine on four databases with the same schema and rows:
+// plain; guarded (protected, capture removed: the guards' cost); captured
+// but not read (the cost inside the writers' transactions); captured and
+// read and acknowledged every second, as `lifeline serve` ships it (adding
+// the reader's load on the same machine). Rounds rotate through them.
 func run(ctx context.Context, engine string, newDB func(name string) (string, string, *sql.DB), writers int, round time.Duration, rounds int) {
 	type variant struct {
 		name string
@@ -134,9 +188,10 @@ func run(ctx context.Context, engine string, newDB func(name string) (string, st
 		next atomic.Int64
 		tps  []float64
 		tpc  []float64 // transactions per CPU second of this process
+		bpt  []float64 // bytes written per transaction
 	}
 	var vs []*variant
-	for _, name := range []string{"plain", "captured", "shipped"} {
+	for _, name := range []string{"plain", "guarded", "captured", "shipped"} {
 		dsn, base, raw := newDB(name)
 		raw.SetMaxOpenConns(writers + 1)
 		seed(raw)
@@ -146,19 +201,18 @@ func run(ctx context.Context, engine string, newDB func(name string) (string, st
 		if name == "plain" {
 			continue
 		}
-		db, err := productdb.Open(ctx, dsn, base)
-		check(err)
-		s, err := db.Inspect(ctx)
-		check(err)
-		l, err := productdb.Resolve(productdb.Spec{Product: "bench_" + name, TenantColumn: "site_id", TenantsTable: "sites"}, s)
-		check(err)
-		check(db.Protect(ctx, l))
+		db, l := protect(ctx, dsn, base, "bench_"+name, name != "guarded")
+		defer db.Close()
+		if name == "guarded" {
+			continue
+		}
+		var err error
 		v.src, err = capture.Open(ctx, db, l, capture.Options{})
 		check(err)
 		defer v.src.Close()
 	}
 
-	shipper := vs[2].src
+	shipper := vs[3].src
 	snap, err := shipper.Snapshot(ctx)
 	check(err)
 	cur := snap.Cursor()
@@ -190,9 +244,11 @@ func run(ctx context.Context, engine string, newDB func(name string) (string, st
 	for r := range rounds {
 		for i := range vs {
 			v := vs[(i+r)%len(vs)]
-			c0, n := cpuTime(), write(v.raw, &v.next, writers, round)
+			c0, b0 := cpuTime(), bytesWritten()
+			n := write(v.raw, &v.next, writers, round)
 			v.tps = append(v.tps, n)
 			v.tpc = append(v.tpc, n*round.Seconds()/(cpuTime()-c0).Seconds())
+			v.bpt = append(v.bpt, float64(bytesWritten()-b0)/(n*round.Seconds()))
 		}
 	}
 	close(stop)
@@ -210,6 +266,14 @@ func run(ctx context.Context, engine string, newDB func(name string) (string, st
 	for _, v := range vs {
 		fmt.Printf("  %-9s median %7.0f tx per CPU second  ratio %.2f\n", v.name, med(v.tpc), med(v.tpc)/plainCPU)
 	}
+	// Bytes this process wrote: the WAL on SQLite (and, in every round, the
+	// shipper's deletes of acknowledged log rows); on PostgreSQL the server
+	// writes, so there it would only be the client's traffic.
+	if engine == "SQLite" {
+		for _, v := range vs {
+			fmt.Printf("  %-9s median %7.0f bytes written per tx\n", v.name, med(v.bpt))
+		}
+	}
 	fmt.Printf("  (%d changes shipped from the shipped database meanwhile)\n", shipped.Load())
 	for _, v := range vs {
 		v.raw.Close()
@@ -219,29 +283,23 @@ func run(ctx context.Context, engine string, newDB func(name string) (string, st
 // runShell measures the same workload through the system's sqlite3 shell:
 // the C library an application links, preparing every statement as it
 // comes. Each round pipes a script of single-statement transactions to a
-// fresh shell on the plain and on the captured database.
+// fresh shell on the plain, the guarded and the captured database.
 func runShell(ctx context.Context, shell string, newDB func(name string) (string, string, *sql.DB), rounds int) {
 	const statements = 20000
+	names := []string{"plain", "guarded", "captured"}
 	var paths []string
-	for _, name := range []string{"shell_plain", "shell_captured"} {
-		dsn, base, raw := newDB(name)
+	for _, name := range names {
+		dsn, base, raw := newDB("shell_" + name)
 		seed(raw)
 		raw.Close()
 		paths = append(paths, filepath.Join(base, strings.TrimPrefix(dsn, "sqlite:")))
-		if name == "shell_plain" {
-			continue
+		if name != "plain" {
+			db, _ := protect(ctx, dsn, base, "bench_shell_"+name, name == "captured")
+			check(db.Close())
 		}
-		db, err := productdb.Open(ctx, dsn, base)
-		check(err)
-		s, err := db.Inspect(ctx)
-		check(err)
-		l, err := productdb.Resolve(productdb.Spec{Product: "bench_shell", TenantColumn: "site_id", TenantsTable: "sites"}, s)
-		check(err)
-		check(db.Protect(ctx, l))
-		db.Close()
 	}
-	tps, tpc := make([][]float64, 2), make([][]float64, 2)
-	next := []int64{tenants * 10, tenants * 10}
+	tps, tpc := make([][]float64, len(names)), make([][]float64, len(names))
+	next := []int64{tenants * 10, tenants * 10, tenants * 10}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for r := range rounds {
 		for i := range paths {
@@ -272,10 +330,10 @@ func runShell(ctx context.Context, shell string, newDB func(name string) (string
 	}
 	plain := median(tps[0])
 	fmt.Printf("SQLite through %s (C library, every statement prepared anew):\n", shell)
-	for i, name := range []string{"plain", "captured"} {
+	for i, name := range names {
 		fmt.Printf("  %-9s median %7.0f tx/s  ratio %.2f   rounds %v\n", name, median(tps[i]), median(tps[i])/plain, rounded(tps[i]))
 	}
-	for i, name := range []string{"plain", "captured"} {
+	for i, name := range names {
 		fmt.Printf("  %-9s median %7.0f tx per CPU second of the shell  ratio %.2f\n", name, median(tpc[i]), median(tpc[i])/median(tpc[0]))
 	}
 }
