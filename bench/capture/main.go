@@ -10,7 +10,14 @@
 // also reports transactions per CPU second of the process, which other load
 // on the machine disturbs less, and bytes written per transaction.
 //
-//	go run ./bench/capture [-seconds 3] [-rounds 5] [-mix 50,40,10] [-pg auto|off|postgres://…]
+//	go run ./bench/capture [-seconds 3] [-rounds 5] [-mix 50,40,10] [-pg auto|off|postgres://…] [-floor] [-cpuprofile f]
+//
+// -floor adds a variant on SQLite whose triggers log one constant per
+// changed row: the least a trigger-written log can cost (floorDDL).
+//
+// -cpuprofile writes a CPU profile of the in-process writers, labelled by
+// variant: `go tool pprof -tagfocus variant=captured f` shows where one
+// variant spends its CPU, compared within the same run.
 package main
 
 import (
@@ -24,6 +31,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -47,13 +55,47 @@ var mix [3]int
 // syncMode is the SQLite writers' synchronous setting.
 var syncMode *string
 
+// floorVariant adds the floor variant on SQLite: see floorDDL.
+var floorVariant *bool
+
+// floorDDL is the least any trigger-written change log can cost: one row of
+// a constant, no image and no time, per changed row, in a table with only a
+// rowid, on items (the only table the workload writes). Capture cannot be
+// cheaper than this without writing less than a row per change.
+const floorDDL = `CREATE TABLE floor_log (seq INTEGER PRIMARY KEY, x);
+CREATE TRIGGER floor_i AFTER INSERT ON items BEGIN INSERT INTO floor_log (x) VALUES (0); END;
+CREATE TRIGGER floor_u AFTER UPDATE ON items BEGIN INSERT INTO floor_log (x) VALUES (0); END;
+CREATE TRIGGER floor_d AFTER DELETE ON items BEGIN INSERT INTO floor_log (x) VALUES (0); END`
+
+// variants are the databases measured, in rotation order; the last one of
+// run's is the shipped one.
+func variants(engine string, shipped bool) []string {
+	vs := []string{"plain", "guarded"}
+	if engine == "SQLite" && *floorVariant {
+		vs = append(vs, "floor")
+	}
+	vs = append(vs, "captured")
+	if shipped {
+		vs = append(vs, "shipped")
+	}
+	return vs
+}
+
 func main() {
 	seconds := flag.Float64("seconds", 3, "length of one round")
 	rounds := flag.Int("rounds", 5, "rounds per variant")
 	syncMode = flag.String("sync", "NORMAL", "SQLite synchronous setting of the writers (NORMAL or FULL)")
+	floorVariant = flag.Bool("floor", false, "also measure the floor variant on SQLite: a trigger logging one constant per change, no capture")
 	mixFlag := flag.String("mix", "50,40,10", "percent of inserts, updates and deletes")
 	pg := flag.String("pg", "auto", "PostgreSQL: auto (start a throwaway server from the local binaries), off, or a server URL whose user may create databases")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of the in-process writers, labelled by variant, to this file")
 	flag.Parse()
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		check(err)
+		check(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	ctx := context.Background()
 	round := time.Duration(*seconds * float64(time.Second))
 	_, err := fmt.Sscanf(*mixFlag, "%d,%d,%d", &mix[0], &mix[1], &mix[2])
@@ -191,14 +233,18 @@ func run(ctx context.Context, engine string, newDB func(name string) (string, st
 		bpt  []float64 // bytes written per transaction
 	}
 	var vs []*variant
-	for _, name := range []string{"plain", "guarded", "captured", "shipped"} {
+	for _, name := range variants(engine, true) {
 		dsn, base, raw := newDB(name)
 		raw.SetMaxOpenConns(writers + 1)
 		seed(raw)
 		v := &variant{name: name, raw: raw}
 		v.next.Store(tenants * 10)
 		vs = append(vs, v)
-		if name == "plain" {
+		if name == "floor" {
+			_, err := raw.Exec(floorDDL)
+			check(err)
+		}
+		if name == "plain" || name == "floor" {
 			continue
 		}
 		db, l := protect(ctx, dsn, base, "bench_"+name, name != "guarded")
@@ -212,7 +258,7 @@ func run(ctx context.Context, engine string, newDB func(name string) (string, st
 		defer v.src.Close()
 	}
 
-	shipper := vs[3].src
+	shipper := vs[len(vs)-1].src
 	snap, err := shipper.Snapshot(ctx)
 	check(err)
 	cur := snap.Cursor()
@@ -245,7 +291,8 @@ func run(ctx context.Context, engine string, newDB func(name string) (string, st
 		for i := range vs {
 			v := vs[(i+r)%len(vs)]
 			c0, b0 := cpuTime(), bytesWritten()
-			n := write(v.raw, &v.next, writers, round)
+			var n float64
+			pprof.Do(ctx, pprof.Labels("variant", v.name), func(context.Context) { n = write(v.raw, &v.next, writers, round) })
 			v.tps = append(v.tps, n)
 			v.tpc = append(v.tpc, n*round.Seconds()/(cpuTime()-c0).Seconds())
 			v.bpt = append(v.bpt, float64(bytesWritten()-b0)/(n*round.Seconds()))
@@ -283,23 +330,28 @@ func run(ctx context.Context, engine string, newDB func(name string) (string, st
 // runShell measures the same workload through the system's sqlite3 shell:
 // the C library an application links, preparing every statement as it
 // comes. Each round pipes a script of single-statement transactions to a
-// fresh shell on the plain, the guarded and the captured database.
+// fresh shell on each variant's database.
 func runShell(ctx context.Context, shell string, newDB func(name string) (string, string, *sql.DB), rounds int) {
 	const statements = 20000
-	names := []string{"plain", "guarded", "captured"}
+	names := variants("SQLite", false)
 	var paths []string
-	for _, name := range names {
+	next := make([]int64, len(names))
+	for i, name := range names {
+		next[i] = tenants * 10
 		dsn, base, raw := newDB("shell_" + name)
 		seed(raw)
+		if name == "floor" {
+			_, err := raw.Exec(floorDDL)
+			check(err)
+		}
 		raw.Close()
 		paths = append(paths, filepath.Join(base, strings.TrimPrefix(dsn, "sqlite:")))
-		if name != "plain" {
+		if name == "guarded" || name == "captured" {
 			db, _ := protect(ctx, dsn, base, "bench_shell_"+name, name == "captured")
 			check(db.Close())
 		}
 	}
 	tps, tpc := make([][]float64, len(names)), make([][]float64, len(names))
-	next := []int64{tenants * 10, tenants * 10, tenants * 10}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for r := range rounds {
 		for i := range paths {

@@ -297,8 +297,9 @@ DELETE FROM items WHERE id = 1;
 
 // TestSQLiteKeyAssignments: the key-change trigger fires for every way an
 // UPDATE can change a key, including assigning rowid (or oid, _rowid_) to
-// an INTEGER PRIMARY KEY table, which changes the key without naming it; an
-// update assigning the key its own value stays one U change.
+// an INTEGER PRIMARY KEY table, which changes the key without naming it,
+// and an upsert's DO UPDATE; an update assigning the key its own value
+// stays one U change.
 func TestSQLiteKeyAssignments(t *testing.T) {
 	t.Parallel()
 	x := setup(t, engines[0], 1)
@@ -311,7 +312,8 @@ UPDATE docs SET rowid = 10 WHERE id = 1;
 UPDATE docs SET oid = 20, v = 'b2' WHERE id = 2;
 UPDATE docs SET _rowid_ = 30 WHERE id = 3;
 UPDATE docs SET "ID" = 40 WHERE id = 4;
-UPDATE docs SET id = id, v = 'same key' WHERE id = 40`)
+UPDATE docs SET id = id, v = 'same key' WHERE id = 40;
+INSERT INTO docs (id, site_id, v) VALUES (10, 's000', 'upsert') ON CONFLICT (id) DO UPDATE SET id = 50`)
 	b, err := src.Read(x.ctx, cur, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -320,7 +322,7 @@ UPDATE docs SET id = id, v = 'same key' WHERE id = 40`)
 	for _, c := range b.Changes {
 		ops = append(ops, string(c.Op))
 	}
-	if got, want := strings.Join(ops, ""), "IIII"+"DI"+"DI"+"DI"+"DI"+"U"; got != want {
+	if got, want := strings.Join(ops, ""), "IIII"+"DI"+"DI"+"DI"+"DI"+"U"+"DI"; got != want {
 		t.Fatalf("ops %s, want %s", got, want)
 	}
 	x.drain(t, src, m, cur)
