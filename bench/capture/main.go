@@ -321,6 +321,8 @@ func run(ctx context.Context, engine string, newDB func(name string) (string, st
 			fmt.Printf("  %-9s median %7.0f bytes written per tx\n", v.name, med(v.bpt))
 		}
 	}
+	fmt.Printf("  capture alone (captured/guarded): ratio %.2f, per CPU second %.2f\n",
+		med(vs[len(vs)-2].tps)/med(vs[1].tps), med(vs[len(vs)-2].tpc)/med(vs[1].tpc))
 	fmt.Printf("  (%d changes shipped from the shipped database meanwhile)\n", shipped.Load())
 	for _, v := range vs {
 		v.raw.Close()
@@ -388,6 +390,9 @@ func runShell(ctx context.Context, shell string, newDB func(name string) (string
 	for i, name := range names {
 		fmt.Printf("  %-9s median %7.0f tx per CPU second of the shell  ratio %.2f\n", name, median(tpc[i]), median(tpc[i])/median(tpc[0]))
 	}
+	last := len(names) - 1
+	fmt.Printf("  capture alone (captured/guarded): ratio %.2f, per CPU second %.2f\n",
+		median(tps[last])/median(tps[1]), median(tpc[last])/median(tpc[1]))
 }
 
 func median(xs []float64) float64 {
