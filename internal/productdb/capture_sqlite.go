@@ -50,9 +50,10 @@ import (
 // SQLite compiles a table's triggers into every statement prepared against
 // it, and most applications prepare each statement anew. UPDATE OF keeps
 // the key-change trigger out of every UPDATE that does not assign a key
-// column, so an ordinary UPDATE carries one plain INSERT; one trigger for
-// both cases (an INSERT … SELECT … WHERE and a CASE) cost a quarter of the
-// capture's share of the writer's CPU (docs/benchmarks.md). The rowid names
+// column, so an ordinary UPDATE carries one plain INSERT. With one trigger
+// for both cases (an INSERT … SELECT … WHERE and a CASE), compiling the
+// triggers was a third of what capture cost the writer's CPU in
+// bench/capture, split a quarter (docs/benchmarks.md). The rowid names
 // are in the OF list because assigning rowid changes an INTEGER PRIMARY KEY
 // without naming it. Earlier versions installed lifeline_cap_u_<t> for every
 // update instead of v and k; it keeps capturing until the next protect
