@@ -217,8 +217,9 @@ func protect(ctx context.Context, dsn, base, product string, withCapture bool) (
 	return db, l
 }
 
-// run measures one engine on four databases with the same schema and rows:
-// plain; guarded (protected, capture removed: the guards' cost); captured
+// run measures one engine on a database per variant, all with the same
+// schema and rows: plain; guarded (protected, capture removed: the guards'
+// cost); floor (SQLite with -floor, see floorDDL); captured
 // but not read (the cost inside the writers' transactions); captured and
 // read and acknowledged every second, as `lifeline serve` ships it (adding
 // the reader's load on the same machine). Rounds rotate through them.
