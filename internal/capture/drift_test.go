@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -294,6 +295,40 @@ DELETE FROM items WHERE id = 1;
 	}
 }
 
+// TestSQLiteKeyAssignments: the key-change trigger fires for every way an
+// UPDATE can change a key, including assigning rowid (or oid, _rowid_) to
+// an INTEGER PRIMARY KEY table, which changes the key without naming it,
+// and an upsert's DO UPDATE; an update assigning the key its own value
+// stays one U change.
+func TestSQLiteKeyAssignments(t *testing.T) {
+	t.Parallel()
+	x := setup(t, engines[0], 1)
+	x.exec(t, `CREATE TABLE docs (id INTEGER PRIMARY KEY, site_id TEXT NOT NULL, v TEXT)`)
+	x.protect(t)
+	src := x.open(t)
+	m, cur := x.snapshot(t, src)
+	x.exec(t, `INSERT INTO docs (id, site_id, v) VALUES (1, 's000', 'a'), (2, 's000', 'b'), (3, 's000', 'c'), (4, 's000', 'd');
+UPDATE docs SET rowid = 10 WHERE id = 1;
+UPDATE docs SET oid = 20, v = 'b2' WHERE id = 2;
+UPDATE docs SET _rowid_ = 30 WHERE id = 3;
+UPDATE docs SET "ID" = 40 WHERE id = 4;
+UPDATE docs SET id = id, v = 'same key' WHERE id = 40;
+INSERT INTO docs (id, site_id, v) VALUES (10, 's000', 'upsert') ON CONFLICT (id) DO UPDATE SET id = 50`)
+	b, err := src.Read(x.ctx, cur, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for _, c := range b.Changes {
+		ops = append(ops, string(c.Op))
+	}
+	if got, want := strings.Join(ops, ""), "IIII"+"DI"+"DI"+"DI"+"DI"+"U"+"DI"; got != want {
+		t.Fatalf("ops %s, want %s", got, want)
+	}
+	x.drain(t, src, m, cur)
+	x.same(t, m)
+}
+
 // TestSQLiteGroups: a backlog nobody read has no known transaction ends, so
 // batches are cut at max with TxEnd false and one Tx across them; once reads
 // interleave with writes, every batch ends at a recorded end.
@@ -379,25 +414,52 @@ func TestCut(t *testing.T) {
 	}
 }
 
-// makeLegacyCapture turns x's installed SQLite capture into what the
-// previous version installed: a change log with a tenant column after op,
-// which every trigger wrote. Pending log rows are kept, with their tenant.
-func (x *env) makeLegacyCapture(t *testing.T) {
+// makeLegacyCapture turns x's installed SQLite capture into what earlier
+// versions installed: one update trigger per table (lifeline_cap_u, an
+// INSERT … SELECT … WHERE for the old key and a CASE for the op) instead of
+// lifeline_cap_v and lifeline_cap_k; with tenant, also the version before
+// that, whose change log had a tenant column after op that every trigger
+// wrote. Pending log rows are kept, with their tenant.
+func (x *env) makeLegacyCapture(t *testing.T, tenant bool) {
 	t.Helper()
 	type trig struct{ name, sql string }
-	var trigs []trig
-	rows, err := x.raw.Query(`SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_cap\_%' ESCAPE '\'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var tr trig
-		if err := rows.Scan(&tr.name, &tr.sql); err != nil {
+	triggers := func() []trig {
+		var out []trig
+		rows, err := x.raw.Query(`SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_cap\_%' ESCAPE '\'`)
+		if err != nil {
 			t.Fatal(err)
 		}
-		trigs = append(trigs, tr)
+		defer rows.Close()
+		for rows.Next() {
+			var tr trig
+			if err := rows.Scan(&tr.name, &tr.sql); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, tr)
+		}
+		return out
 	}
-	rows.Close()
+	keyChange := regexp.MustCompile(`^CREATE TRIGGER "lifeline_cap_k_(\w+)" AFTER UPDATE OF .*? ON (\S+) FOR EACH ROW WHEN NOT \((.*)\) BEGIN ` +
+		`(INSERT INTO \S+ \([^)]*\)) VALUES \(('\w+'), 'D', (.*?)\); (INSERT INTO \S+ \([^)]*\)) VALUES \(('\w+'), 'I', (.*)\); END$`)
+	for _, tr := range triggers() {
+		switch {
+		case strings.HasPrefix(tr.name, "lifeline_cap_v_"):
+			x.exec(t, "DROP TRIGGER "+tr.name)
+		case strings.HasPrefix(tr.name, "lifeline_cap_k_"):
+			g := keyChange.FindStringSubmatch(tr.sql)
+			if g == nil {
+				t.Fatalf("trigger %s does not look as expected:\n%s", tr.name, tr.sql)
+			}
+			x.exec(t, "DROP TRIGGER "+tr.name)
+			x.exec(t, `CREATE TRIGGER "lifeline_cap_u_`+g[1]+`" AFTER UPDATE ON `+g[2]+` FOR EACH ROW BEGIN `+
+				g[4]+` SELECT `+g[5]+`, 'D', `+g[6]+` WHERE NOT (`+g[3]+`); `+
+				g[7]+` VALUES (`+g[8]+`, CASE WHEN `+g[3]+` THEN 'U' ELSE 'I' END, `+g[9]+`); END`)
+		}
+	}
+	if !tenant {
+		return
+	}
+	trigs := triggers()
 	tenantOf := map[string]string{"sites": `"id"`, "items": `"site_id"`, "notes": `"site_id"`}
 	// The update trigger's first insert is INSERT … SELECT … WHERE, its op
 	// a CASE: match the op as anything up to the time.
@@ -423,17 +485,27 @@ ALTER TABLE lifeline_changes_v1 RENAME TO lifeline_changes`)
 	}
 }
 
-// TestSQLiteLegacyCapture: a product protected by the previous version (a
-// log with a tenant column its triggers wrote). Capture goes on as it is
-// (key changes included); protect moves it to the current triggers without
-// losing or re-imaging a pending change, keeps the old column (unused), and
-// is idempotent; every change reads with its tenant key, before and after.
+// TestSQLiteLegacyCapture: a product protected by an earlier version (one
+// update trigger per table; before that also a log with a tenant column its
+// triggers wrote). Capture goes on as it is (key changes included); protect
+// moves it to the current triggers without losing or re-imaging a pending
+// change, keeps an old tenant column (unused), and is idempotent; every
+// change reads with its tenant key, before and after.
 func TestSQLiteLegacyCapture(t *testing.T) {
 	t.Parallel()
+	for _, tenant := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tenant_column=%v", tenant), func(t *testing.T) {
+			t.Parallel()
+			testSQLiteLegacyCapture(t, tenant)
+		})
+	}
+}
+
+func testSQLiteLegacyCapture(t *testing.T, tenant bool) {
 	x := setup(t, engines[0], 3)
 	m, cur := x.snapshot(t, x.src)
 	x.exec(t, "INSERT INTO items (site_id, id, title) VALUES ('s000', 7, 'pending before')")
-	x.makeLegacyCapture(t)
+	x.makeLegacyCapture(t, tenant)
 	src := x.open(t)
 	if p, err := x.db.CaptureProblems(x.ctx, nil, x.product, x.l.Tables); err != nil || len(p) != 0 {
 		t.Fatalf("legacy capture: problems %q, %v", p, err)
@@ -462,14 +534,17 @@ UPDATE items SET id = 4 WHERE id = 3`)
 		}
 		return n
 	}
+	wantColumns := logColumns()
 	for range 2 {
 		x.protect(t)
-		var oldTenant int
-		if err := x.raw.QueryRow(`SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_cap\_%' ESCAPE '\' AND sql LIKE '%tenant%'`).Scan(&oldTenant); err != nil || oldTenant != 0 {
-			t.Fatalf("after protect %d capture triggers still write the tenant column, %v", oldTenant, err)
+		var old, current int
+		if err := x.raw.QueryRow(`SELECT count(*) FILTER (WHERE name LIKE 'lifeline\_cap\_u\_%' ESCAPE '\' OR sql LIKE '%tenant%'),
+			count(*) FILTER (WHERE name LIKE 'lifeline\_cap\_v\_%' ESCAPE '\' OR name LIKE 'lifeline\_cap\_k\_%' ESCAPE '\')
+			FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_cap\_%' ESCAPE '\'`).Scan(&old, &current); err != nil || old != 0 || current != 6 {
+			t.Fatalf("after protect %d legacy capture triggers are left and %d of the 6 update triggers are there, %v", old, current, err)
 		}
-		if n := logColumns(); n != 10 {
-			t.Fatalf("after protect the log has %d columns, want the 10 it had", n)
+		if n := logColumns(); n != wantColumns {
+			t.Fatalf("after protect the log has %d columns, want the %d it had", n, wantColumns)
 		}
 		src = x.open(t)
 		if after, _, err := src.Backlog(x.ctx, cur); err != nil || after != before {
@@ -480,9 +555,11 @@ UPDATE items SET id = 4 WHERE id = 3`)
 	src = x.open(t)
 	x.exec(t, `UPDATE items SET id = 5 WHERE id = 4;
 INSERT INTO notes (id, site_id, body, data) VALUES (2, 's001', '', X'00')`)
-	var nullTenants int
-	if err := x.raw.QueryRow("SELECT count(*) FROM lifeline_changes WHERE tenant IS NULL").Scan(&nullTenants); err != nil || nullTenants != 3 {
-		t.Fatalf("%d log rows without the old tenant column, %v; want the 3 the current triggers wrote", nullTenants, err)
+	if tenant {
+		var nullTenants int
+		if err := x.raw.QueryRow("SELECT count(*) FROM lifeline_changes WHERE tenant IS NULL").Scan(&nullTenants); err != nil || nullTenants != 3 {
+			t.Fatalf("%d log rows without the old tenant column, %v; want the 3 the current triggers wrote", nullTenants, err)
+		}
 	}
 	cur = x.drain(t, src, m, cur)
 	x.same(t, m)

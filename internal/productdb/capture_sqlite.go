@@ -39,11 +39,25 @@ import (
 // Per table:
 //
 //   - lifeline_cap_i_<t>: AFTER INSERT, op I with NEW;
-//   - lifeline_cap_u_<t>: AFTER UPDATE, op U with NEW; when the update
-//     changes the primary key, op D with OLD and then op I with NEW
-//     instead, so a replay by key removes the old key;
+//   - lifeline_cap_v_<t>: AFTER UPDATE, when the update leaves the primary
+//     key as it was: op U with NEW;
+//   - lifeline_cap_k_<t>: AFTER UPDATE OF the key columns (and rowid), when
+//     the update changes the key: op D with OLD, then op I with NEW, so a
+//     replay by key removes the old key;
 //   - lifeline_cap_d_<t>: AFTER DELETE, op D with OLD (and the guard's
 //     bookkeeping, see sqliteGuardNeutral).
+//
+// SQLite compiles a table's triggers into every statement prepared against
+// it, and most applications prepare each statement anew. UPDATE OF keeps
+// the key-change trigger out of every UPDATE that does not assign a key
+// column, so an ordinary UPDATE carries one plain INSERT. With one trigger
+// for both cases (an INSERT … SELECT … WHERE and a CASE), compiling the
+// triggers was a third of what capture cost the writer's CPU in
+// bench/capture, split a quarter (docs/benchmarks.md). The rowid names
+// are in the OF list because assigning rowid changes an INTEGER PRIMARY KEY
+// without naming it. Earlier versions installed lifeline_cap_u_<t> for every
+// update instead of v and k; it keeps capturing until the next protect
+// replaces it.
 //
 // The trigger SQL uses nothing newer than SQLite 3.37 offers, so it runs in
 // whatever library the application links.
@@ -55,36 +69,26 @@ import (
 const CaptureEnds = "lifeline_capture_ends"
 
 // sqliteCaptureTriggers are the suffixes of one table's capture triggers.
-var sqliteCaptureTriggers = []string{"i", "u", "d"}
+var sqliteCaptureTriggers = []string{"i", "v", "k", "d"}
 
 func sqliteTrigger(kind, table string) string { return "lifeline_cap_" + kind + "_" + table }
 
-func (sqliteDialect) captureBefore(ctx context.Context, tx *sql.Tx, l *Layout) (captureState, error) {
-	st := captureState{intact: map[string]bool{}}
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1`, ChangeLog).Scan(&n); err != nil {
-		return st, err
-	}
-	st.hasLog = n > 0
-	names, err := queryStrings(ctx, tx, `SELECT name FROM sqlite_master WHERE type = 'trigger'`)
-	if err != nil {
-		return st, err
-	}
-	have := map[string]bool{}
-	for _, name := range names {
-		have[name] = true
-	}
-	for _, t := range l.Tables {
-		ok := true
-		for _, k := range sqliteCaptureTriggers {
-			ok = ok && have[sqliteTrigger(k, t)]
+// sqliteMissingCapture lists the capture triggers of table that are not in
+// have (names of existing triggers). An earlier version's single update
+// trigger (u) stands in for v and k.
+func sqliteMissingCapture(have map[string]bool, table string) []string {
+	var missing []string
+	for _, k := range sqliteCaptureTriggers {
+		legacy := (k == "v" || k == "k") && have[sqliteTrigger("u", table)]
+		if !have[sqliteTrigger(k, table)] && !legacy {
+			missing = append(missing, sqliteTrigger(k, table))
 		}
-		st.intact[t] = ok
 	}
-	return st, nil
+	return missing
 }
 
-func (d sqliteDialect) captureProblems(ctx context.Context, q queryer, _ string, tables []string) ([]string, error) {
+// sqliteTriggerNames is the set of trigger names in the database.
+func sqliteTriggerNames(ctx context.Context, q queryer) (map[string]bool, error) {
 	names, err := queryStrings(ctx, q, `SELECT name FROM sqlite_master WHERE type = 'trigger'`)
 	if err != nil {
 		return nil, err
@@ -93,15 +97,34 @@ func (d sqliteDialect) captureProblems(ctx context.Context, q queryer, _ string,
 	for _, name := range names {
 		have[name] = true
 	}
+	return have, nil
+}
+
+func (sqliteDialect) captureBefore(ctx context.Context, tx *sql.Tx, l *Layout) (captureState, error) {
+	st := captureState{intact: map[string]bool{}}
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1`, ChangeLog).Scan(&n); err != nil {
+		return st, err
+	}
+	st.hasLog = n > 0
+	have, err := sqliteTriggerNames(ctx, tx)
+	if err != nil {
+		return st, err
+	}
+	for _, t := range l.Tables {
+		st.intact[t] = len(sqliteMissingCapture(have, t)) == 0
+	}
+	return st, nil
+}
+
+func (d sqliteDialect) captureProblems(ctx context.Context, q queryer, _ string, tables []string) ([]string, error) {
+	have, err := sqliteTriggerNames(ctx, q)
+	if err != nil {
+		return nil, err
+	}
 	var out []string
 	for _, t := range tables {
-		var missing []string
-		for _, k := range sqliteCaptureTriggers {
-			if !have[sqliteTrigger(k, t)] {
-				missing = append(missing, sqliteTrigger(k, t))
-			}
-		}
-		if len(missing) > 0 {
+		if missing := sqliteMissingCapture(have, t); len(missing) > 0 {
 			out = append(out, fmt.Sprintf("table %s: capture triggers %s are missing (was the table rebuilt by a migration?)", t, strings.Join(missing, ", ")))
 		}
 	}
@@ -196,20 +219,15 @@ func (d sqliteDialect) installCapture(ctx context.Context, tx *sql.Tx, l *Layout
 	return rebuilt, nil
 }
 
-// sqliteLogInsert appends one log row for row r of t; op is an SQL
-// expression. With a where condition the row is appended only if it holds.
-func sqliteLogInsert(t *change.Table, op, r, where string) string {
+// sqliteLogInsert appends one log row, op, for row r of t.
+func sqliteLogInsert(t *change.Table, op, r string) string {
 	cols := []string{"tbl", "op", "ts"}
-	vals := []string{lit(t.Name), op, "julianday('now')"}
+	vals := []string{lit(t.Name), lit(op), "julianday('now')"}
 	for i, c := range t.Columns {
 		cols = append(cols, LogColumn(i))
 		vals = append(vals, r+"."+qi(c.Name))
 	}
-	q := "INSERT INTO " + ChangeLog + " (" + strings.Join(cols, ", ") + ")"
-	if where != "" {
-		return q + " SELECT " + strings.Join(vals, ", ") + " WHERE " + where + ";"
-	}
-	return q + " VALUES (" + strings.Join(vals, ", ") + ");"
+	return "INSERT INTO " + ChangeLog + " (" + strings.Join(cols, ", ") + ") VALUES (" + strings.Join(vals, ", ") + ");"
 }
 
 // sqliteKeySame is true when an UPDATE leaves the primary key exactly as it
@@ -227,12 +245,17 @@ func sqliteKeySame(t *change.Table) string {
 func sqliteCaptureDDL(t *change.Table) []string {
 	on := " ON " + qi(t.Name) + " FOR EACH ROW"
 	same := sqliteKeySame(t)
+	var keyCols []string
+	for _, i := range t.PrimaryKey {
+		keyCols = append(keyCols, qi(t.Columns[i].Name))
+	}
+	keyCols = append(keyCols, "rowid", "oid", "_rowid_")
 	return []string{
-		"CREATE TRIGGER " + qi(sqliteTrigger("i", t.Name)) + " AFTER INSERT" + on + " BEGIN " + sqliteLogInsert(t, "'I'", "NEW", "") + " END",
-		"CREATE TRIGGER " + qi(sqliteTrigger("u", t.Name)) + " AFTER UPDATE" + on + " BEGIN " +
-			sqliteLogInsert(t, "'D'", "OLD", "NOT ("+same+")") + " " +
-			sqliteLogInsert(t, "CASE WHEN "+same+" THEN 'U' ELSE 'I' END", "NEW", "") + " END",
-		"CREATE TRIGGER " + qi(sqliteTrigger("d", t.Name)) + " AFTER DELETE" + on + " BEGIN " + sqliteLogInsert(t, "'D'", "OLD", "") + " " + sqliteGuardNeutral + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("i", t.Name)) + " AFTER INSERT" + on + " BEGIN " + sqliteLogInsert(t, "I", "NEW") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("v", t.Name)) + " AFTER UPDATE" + on + " WHEN " + same + " BEGIN " + sqliteLogInsert(t, "U", "NEW") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("k", t.Name)) + " AFTER UPDATE OF " + strings.Join(keyCols, ", ") + on + " WHEN NOT (" + same + ") BEGIN " +
+			sqliteLogInsert(t, "D", "OLD") + " " + sqliteLogInsert(t, "I", "NEW") + " END",
+		"CREATE TRIGGER " + qi(sqliteTrigger("d", t.Name)) + " AFTER DELETE" + on + " BEGIN " + sqliteLogInsert(t, "D", "OLD") + " " + sqliteGuardNeutral + " END",
 	}
 }
 
