@@ -444,7 +444,8 @@ func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 // stream ships while this process holds the lease and knows its cursor,
 // and returns when that ends (nil) or a step fails. A change must be
 // recorded within target of its commit, and recording a segment takes up
-// to d after its read starts (the longest of the last rounds), so a read
+// to d after its read starts (the longest of the last rounds, plus a poll
+// period of margin), so a read
 // starts at the latest target-d after the oldest change it would find. No
 // change committed before the last read that caught up started is
 // pending, so that read's start bounds it. While reads find nothing the
@@ -528,7 +529,9 @@ func (s *Shipper) stream(ctx context.Context, target time.Duration, caught time.
 				return nil
 			}
 		}
-		d := slices.Max(took[:])
+		// A poll period of margin: a round may be slower than the last
+		// eight, and the change may be found a poll late.
+		d := slices.Max(took[:]) + poll
 		due := caught.Add(target - d)
 		if idle {
 			n, oldest, err := s.Source.Backlog(ctx, next)
