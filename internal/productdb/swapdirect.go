@@ -59,22 +59,15 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 		}
 		diffs[i] = d
 	}
-	extra := []string{sp.OpID, sp.Tenant}
 	for i := len(diffs) - 1; i >= 0; i-- {
 		d := diffs[i]
 		if d.unchanged || len(d.gone) == 0 {
 			continue
 		}
-		rt := d.rt
-		if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, false, extra, d.gone); err != nil {
-			return db.swapError(err, l, sp, rt, "moving its current rows to the trash")
-		}
-		n, err := db.deleteKeys(ctx, tx, rt, d.gone, sp.Tenant)
-		if err != nil {
-			return db.swapError(err, l, sp, rt, "moving its current rows to the trash")
-		}
-		if n != int64(len(d.gone)) {
-			return db.internal(fmt.Errorf("kept %d old rows but deleted %d", len(d.gone), n), "remove rows of "+rt.Name)
+		if err := db.keepThen(ctx, tx, l, sp, d.rt, d.gone, "moving its current rows to the trash", func() (int64, error) {
+			return db.deleteKeys(ctx, tx, d.rt, d.gone, sp.Tenant)
+		}); err != nil {
+			return err
 		}
 	}
 	for _, d := range diffs {
@@ -91,15 +84,10 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 			}
 		}
 		if len(d.upd) > 0 {
-			if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, false, extra, d.old); err != nil {
-				return db.swapError(err, l, sp, rt, "updating the rows that differ")
-			}
-			n, err := db.updateValues(ctx, tx, rt, d.upd)
-			if err != nil {
-				return db.swapError(err, l, sp, rt, "updating the rows that differ")
-			}
-			if n != int64(len(d.upd)) {
-				return db.internal(fmt.Errorf("kept %d old rows but updated %d", len(d.upd), n), "update rows of "+rt.Name)
+			if err := db.keepThen(ctx, tx, l, sp, rt, d.old, "updating the rows that differ", func() (int64, error) {
+				return db.updateValues(ctx, tx, rt, d.upd)
+			}); err != nil {
+				return err
 			}
 		}
 	}
@@ -121,6 +109,22 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 		}
 		out[rt.Name] = TableResult{Rows: got.Rows, Inserted: int64(len(d.add)), Replaced: int64(len(d.upd)), Removed: int64(len(d.gone)),
 			Hash: got.Digest(rt.Columns, want)}
+	}
+	return nil
+}
+
+// keepThen copies old, live rows of rt, to the trash under the swap's
+// operation, then runs write, which must change exactly those rows.
+func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, rt *RestoreTable, old [][]change.Value, doing string, write func() (int64, error)) error {
+	if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, false, []string{sp.OpID, sp.Tenant}, old); err != nil {
+		return db.swapError(err, l, sp, rt, doing)
+	}
+	n, err := write()
+	if err != nil {
+		return db.swapError(err, l, sp, rt, doing)
+	}
+	if n != int64(len(old)) {
+		return db.internal(fmt.Errorf("kept %d old rows but changed %d", len(old), n), rt.Name+": "+doing)
 	}
 	return nil
 }
