@@ -186,29 +186,55 @@ func backupList(e *env, args []string) error {
 		return err
 	}
 	defer a.Close()
+	// Read only: objects the catalog lacks are listed apart, with what
+	// becomes of them, and left as they are.
+	type unrecorded struct {
+		backup.Object
+		Fate string `json:"fate"`
+	}
 	var objs []backup.Object
+	others := []unrecorded{}
 	for _, p := range a.cfg.Products {
 		if *product != "" && p.Name != *product {
 			continue
-		}
-		if _, err := repo.Rescan(e.ctx, p.Name); err != nil {
-			return err
 		}
 		o, err := repo.Objects(e.ctx, p.Name)
 		if err != nil {
 			return err
 		}
 		objs = append(objs, o...)
+		adopt, superseded, strays, err := repo.Unrecorded(e.ctx, p.Name)
+		if err != nil {
+			return err
+		}
+		for _, u := range adopt {
+			others = append(others, unrecorded{u, "not recorded yet: the next `lifeline backup run` (or serve's next round) records it"})
+		}
+		for _, u := range superseded {
+			others = append(others, unrecorded{u, "superseded: maintenance deletes it once it is a day old"})
+		}
+		for _, k := range strays {
+			others = append(others, unrecorded{backup.Object{Key: k, Product: p.Name}, "not a repository object: nothing reads or deletes it"})
+		}
 	}
 	if *asJSON {
-		return printJSON(e.stdout, map[string]any{"objects": objs})
+		return printJSON(e.stdout, map[string]any{"objects": objs, "unrecorded": others})
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tKIND\tPOSITIONS\tCOMMITTED\tRECORDS\tTENANTS\tSIZE")
 	for _, o := range objs {
 		fmt.Fprintf(tw, "%s\t%s\t%d-%d\t%s .. %s\t%d\t%d\t%s\n", o.Key, o.KindName, o.First, o.Last, since(o.FirstTime), since(o.LastTime), o.Records, o.Tenants, bytesText(o.Size))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(others) > 0 {
+		fmt.Fprintln(e.stdout, "\nIn the blob store but not in the catalog:")
+		for _, u := range others {
+			fmt.Fprintf(e.stdout, "  %s (%s): %s\n", u.Key, bytesText(u.Size), u.Fate)
+		}
+	}
+	return nil
 }
 
 // backupVerify reads every object and changes nothing; any problem exits

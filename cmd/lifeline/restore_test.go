@@ -128,6 +128,13 @@ func TestRestoreThroughTheCLI(t *testing.T) {
 	c.aprilScript(hit...)
 	c.must("backup", "run")
 	damaged := c.rowsOf(hit...)
+	var listed struct {
+		Objects    []struct{ Key, Product string }
+		Unrecorded []struct{ Key string }
+	}
+	if err := json.Unmarshal([]byte(c.must("backup", "list", "--json")), &listed); err != nil || len(listed.Objects) < 4 || len(listed.Unrecorded) != 0 {
+		t.Fatalf("backup list: %+v %v; want a snapshot and a segment per product, nothing unrecorded", listed, err)
+	}
 
 	plan := c.restoreJSON("--tenants", "3,4,9", "--to", T, "--dry-run")
 	if plan.Status != "planned" || plan.Operation != "" || plan.Bytes == 0 {

@@ -268,6 +268,33 @@ func (r *Repo) Rescan(ctx context.Context, product string) (strays []string, err
 	return strays, nil
 }
 
+// Unrecorded lists, without changing anything, product's objects in the
+// blob store that the catalog lacks: those the next rescan (`backup run`)
+// records (an upload or merge whose recording a crash cut short), and
+// those it never will (superseded: maintenance deletes them, see sweep.go);
+// and the keys under the product's prefix that are not repository objects.
+func (r *Repo) Unrecorded(ctx context.Context, product string) (adoptable, superseded []Object, strays []string, err error) {
+	objs, err := r.Objects(ctx, product)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var unknown []Object
+	strays, err = r.uncatalogued(ctx, product, objs, func(o Object, info blob.Info) {
+		o.Size = info.Size
+		unknown = append(unknown, o)
+	})
+	if err != nil {
+		return nil, nil, strays, err
+	}
+	adoptable = adoptions(objs, unknown)
+	for _, u := range unknown {
+		if !slices.ContainsFunc(adoptable, func(a Object) bool { return a.Key == u.Key }) {
+			superseded = append(superseded, u)
+		}
+	}
+	return adoptable, superseded, strays, nil
+}
+
 // uncatalogued lists product's objects in the blob store: fn gets each one
 // missing from the catalog objs (kind and positions from its name), and the
 // keys that are not repository objects are returned.

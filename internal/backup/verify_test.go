@@ -73,7 +73,8 @@ func catalogDump(t *testing.T, db *sql.DB) string {
 // repaired; a superseded upload is checked but no problem; a flipped byte
 // in any object, catalogued or not, is found; and through all of it the
 // catalog stays byte for byte the same. Then `backup run`'s rescan repairs
-// the catalog and verify is clean.
+// the catalog and verify is clean. Listing what the catalog lacks only reads
+// too.
 func TestVerifyLeavesTheCatalogAsItIs(t *testing.T) {
 	t.Parallel()
 	stateStores(t, func(t *testing.T, b *bundle) {
@@ -112,6 +113,14 @@ func TestVerifyLeavesTheCatalogAsItIs(t *testing.T) {
 		}
 		if after := catalogDump(t, b.repo.State.DB()); after != before {
 			t.Fatalf("verify changed the catalog:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+		// So does the listing `backup list` prints, which tells the two apart.
+		adopt, old, strays, err := b.repo.Unrecorded(ctx, "tracker")
+		if err != nil || len(adopt) != 1 || adopt[0].Key != unrecorded || len(old) != 1 || old[0].Key != superseded || len(strays) != 0 {
+			t.Fatalf("unrecorded: to record %+v, superseded %+v, strays %v, %v; want %s to record and %s superseded", adopt, old, strays, err, unrecorded, superseded)
+		}
+		if after := catalogDump(t, b.repo.State.DB()); after != before {
+			t.Fatalf("listing changed the catalog:\nbefore:\n%s\nafter:\n%s", before, after)
 		}
 
 		var keys []string
