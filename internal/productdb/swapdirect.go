@@ -51,13 +51,27 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 		}
 		rebuilt[b.Table.Name] = append(rebuilt[b.Table.Name], b.Rows...)
 	}
-	diffs := make([]*tableDiff, len(sp.Tables))
+	// Every table's live rows of the tenant, in one statement.
+	all := make([]*RestoreTable, len(sp.Tables))
+	live := make([]map[string][]change.Value, len(sp.Tables))
+	order := make([][]string, len(sp.Tables)) // live keys as read: removals in a stable order
 	for i := range sp.Tables {
-		d, err := db.diffTable(ctx, tx, &sp.Tables[i], sp, rebuilt[sp.Tables[i].Name])
-		if err != nil {
-			return err
-		}
-		diffs[i] = d
+		all[i], live[i] = &sp.Tables[i], map[string][]change.Value{}
+	}
+	var kb []byte
+	// Not hashed: comparing every value, by key, is the stronger check.
+	if err := db.readTenant(ctx, tx, all, sp.Tenant, func(i int, vals []change.Value) error {
+		kb = db.appendKey(kb[:0], all[i], vals)
+		k := string(kb)
+		live[i][k] = slices.Clone(vals)
+		order[i] = append(order[i], k)
+		return nil
+	}); err != nil {
+		return err
+	}
+	diffs := make([]*tableDiff, len(sp.Tables))
+	for i, rt := range all {
+		diffs[i] = db.diffTable(rt, live[i], order[i], rebuilt[rt.Name])
 	}
 	for i := len(diffs) - 1; i >= 0; i-- {
 		d := diffs[i]
@@ -91,6 +105,27 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 			}
 		}
 	}
+	// The written tables read back and hashed, in one statement.
+	var written []*RestoreTable
+	var hashes []*TableHash
+	for _, d := range diffs {
+		if !d.unchanged {
+			written = append(written, d.rt)
+			hashes = append(hashes, NewTableHash(db.d.engine(), d.rt.Name))
+		}
+	}
+	key := []change.Value{}
+	if err := db.readTenant(ctx, tx, written, sp.Tenant, func(i int, vals []change.Value) error {
+		rt := written[i]
+		key = key[:0]
+		for _, k := range rt.KeyIndex() {
+			key = append(key, vals[k])
+		}
+		hashes[i].Add(key, rt.Columns, vals, rt.Columns)
+		return nil
+	}); err != nil {
+		return err
+	}
 	for _, d := range diffs {
 		rt := d.rt
 		want := sp.Want[rt.Name]
@@ -99,16 +134,79 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 		}
 		got := want // unchanged: every live row equals its rebuilt one
 		if !d.unchanged {
-			var err error
-			if got, err = db.HashLive(ctx, tx, rt, sp.Tenant); err != nil {
-				return err
-			}
+			got = hashes[slices.Index(written, rt)]
 			if err := checkHash(l, sp, rt, got); err != nil {
 				return err
 			}
 		}
 		out[rt.Name] = TableResult{Rows: got.Rows, Inserted: int64(len(d.add)), Replaced: int64(len(d.upd)), Removed: int64(len(d.gone)),
 			Hash: got.Digest(rt.Columns, want)}
+	}
+	return nil
+}
+
+// readTenant reads the tenant's live rows of every table in rts with one
+// UNION ALL statement (a round trip per table adds up, on PostgreSQL
+// most of all), handing each row to fn with its table's index in rts;
+// values as scanQuery reads them. fn must not keep vals.
+func (db *DB) readTenant(ctx context.Context, tx *sql.Tx, rts []*RestoreTable, tenant string, fn func(i int, vals []change.Value) error) error {
+	if len(rts) == 0 {
+		return nil
+	}
+	width := 0
+	for _, rt := range rts {
+		width = max(width, len(rt.Columns))
+	}
+	p := &params{db: db}
+	parts := make([]string, len(rts))
+	for i, rt := range rts {
+		// The tenant is bound once per table: on PostgreSQL each key
+		// column may have its own type.
+		parts[i] = fmt.Sprintf("SELECT %d, %s%s FROM %s x WHERE x.%s = %s", i, db.selectList("x", rt),
+			strings.Repeat(", NULL", width-len(rt.Columns)), db.d.live(rt.Name), qi(rt.KeyCol), p.add(tenant, ""))
+	}
+	query := strings.Join(parts, " UNION ALL ")
+	var rows *sql.Rows
+	st, err := db.txStmt(ctx, tx, query)
+	if err == nil && st != nil {
+		defer st.Close()
+		rows, err = st.QueryContext(ctx, p.args...)
+	} else if err == nil {
+		rows, err = tx.QueryContext(ctx, query, p.args...)
+	}
+	if err != nil {
+		if db.d.badKey(err) {
+			return nil // "abc" for an integer key: no rows
+		}
+		return db.internal(err, "read the tenant's rows")
+	}
+	defer rows.Close()
+	var table int
+	raw := make([]any, width)
+	ptrs := append([]any{&table}, make([]any, width)...)
+	for i := range raw {
+		ptrs[i+1] = &raw[i]
+	}
+	vals := make([]change.Value, width)
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return db.internal(err, "read the tenant's rows")
+		}
+		if table < 0 || table >= len(rts) {
+			return db.internal(fmt.Errorf("row of table %d", table), "read the tenant's rows")
+		}
+		n := len(rts[table].Columns)
+		for i := range n {
+			if vals[i], err = db.scanValue(raw[i]); err != nil {
+				return db.internal(err, "read rows of "+rts[table].Name)
+			}
+		}
+		if err := fn(table, vals[:n]); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return db.internal(err, "read the tenant's rows")
 	}
 	return nil
 }
@@ -129,25 +227,11 @@ func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 	return nil
 }
 
-// diffTable reads the tenant's live rows of rt once and compares them with
-// the rebuilt rows by primary key.
-func (db *DB) diffTable(ctx context.Context, tx *sql.Tx, rt *RestoreTable, sp SwapSpec, rebuilt [][]change.Value) (*tableDiff, error) {
-	live := map[string][]change.Value{}
-	var order []string // live keys as read, so removals are in a stable order
-	var kb []byte
-	// Not hashed: comparing every value, by key, is the stronger check.
-	err := db.scanQuery(ctx, tx, rt, "SELECT "+db.selectList("x", rt)+" FROM "+db.d.live(rt.Name)+" x WHERE x."+qi(rt.KeyCol)+" = $1", nil,
-		func(vals []change.Value) error {
-			kb = db.appendKey(kb[:0], rt, vals)
-			k := string(kb)
-			live[k] = slices.Clone(vals)
-			order = append(order, k)
-			return nil
-		}, sp.Tenant)
-	if err != nil {
-		return nil, err
-	}
+// diffTable compares the tenant's live rows of rt (by key, and their keys
+// in the order read) with the rebuilt rows.
+func (db *DB) diffTable(rt *RestoreTable, live map[string][]change.Value, order []string, rebuilt [][]change.Value) *tableDiff {
 	d := &tableDiff{rt: rt}
+	var kb []byte
 	for _, row := range rebuilt {
 		kb = db.appendKey(kb[:0], rt, row)
 		cur, ok := live[string(kb)]
@@ -165,7 +249,7 @@ func (db *DB) diffTable(ctx context.Context, tx *sql.Tx, rt *RestoreTable, sp Sw
 		}
 	}
 	d.unchanged = len(d.add)+len(d.upd)+len(d.gone) == 0
-	return d, nil
+	return d
 }
 
 // appendKey appends the canonical encoding of row's primary key values.
