@@ -89,8 +89,19 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 		if d.unchanged {
 			continue
 		}
-		if len(d.add) > 0 {
-			if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, true, []string{sp.OpID + InsertedSuffix, sp.Tenant}, d.add); err != nil {
+		note := []string{sp.OpID + InsertedSuffix, sp.Tenant}
+		switch {
+		case len(d.add) == 0:
+		case db.d.engine() == Postgres:
+			n, err := db.insertNoted(ctx, tx, rt, note, d.add)
+			if err != nil {
+				return db.swapError(err, l, sp, rt, "inserting its rows")
+			}
+			if n != int64(len(d.add)) {
+				return db.internal(fmt.Errorf("inserted %d rows but noted %d", len(d.add), n), rt.Name+": inserting its rows")
+			}
+		default:
+			if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, true, note, d.add); err != nil {
 				return db.swapError(err, l, sp, rt, "noting the keys of the rows it inserts")
 			}
 			if err := db.insertValues(ctx, tx, db.d.live(rt.Name), rt, false, nil, d.add); err != nil {
@@ -416,6 +427,25 @@ func (db *DB) insertValues(ctx context.Context, tx *sql.Tx, target string, rt *R
 		rows = rows[n:]
 	}
 	return nil
+}
+
+// insertNoted inserts rows into rt's live table and notes their keys in
+// its trash under note (lifeline_op, lifeline_tenant), in one PostgreSQL
+// statement (a round trip saved per table), and returns how many it noted.
+func (db *DB) insertNoted(ctx context.Context, tx *sql.Tx, rt *RestoreTable, note []string, rows [][]change.Value) (int64, error) {
+	p := &params{db: db}
+	values, err := p.tuples(rows, allColumns(len(rt.Columns)), rt.Types)
+	if err != nil {
+		return 0, err
+	}
+	query := "WITH ins AS (INSERT INTO " + db.d.live(rt.Name) + " (" + quoteAll(rt.Columns) + ")" + db.rd().overriding() + " VALUES " + values +
+		" RETURNING " + quoteAll(rt.Key) + ") INSERT INTO " + db.d.trash(rt.Name) + " (" + quoteAll(rt.Key) + ", lifeline_op, lifeline_tenant) SELECT ins.*, " +
+		p.add(note[0], "text") + ", " + p.add(note[1], "text") + " FROM ins"
+	res, err := db.txExec(ctx, tx, query, p.args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // deleteKeys deletes the tenant's live rows of rt with the keys of rows.
