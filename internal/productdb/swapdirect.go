@@ -78,8 +78,8 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 		if d.unchanged || len(d.gone) == 0 {
 			continue
 		}
-		if err := db.keepThen(ctx, tx, l, sp, d.rt, d.gone, "moving its current rows to the trash", func() (int64, error) {
-			return db.deleteKeys(ctx, tx, d.rt, d.gone, sp.Tenant)
+		if err := db.keepThen(ctx, tx, l, sp, d.rt, d.gone, d.gone, "moving its current rows to the trash", func(p *params, rows [][]change.Value) (string, error) {
+			return db.deleteSQL(p, d.rt, rows, sp.Tenant)
 		}); err != nil {
 			return err
 		}
@@ -109,8 +109,8 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 			}
 		}
 		if len(d.upd) > 0 {
-			if err := db.keepThen(ctx, tx, l, sp, rt, d.old, "updating the rows that differ", func() (int64, error) {
-				return db.updateValues(ctx, tx, rt, d.upd)
+			if err := db.keepThen(ctx, tx, l, sp, rt, d.old, d.upd, "updating the rows that differ", func(p *params, rows [][]change.Value) (string, error) {
+				return db.updateSQL(p, rt, rows)
 			}); err != nil {
 				return err
 			}
@@ -223,17 +223,49 @@ func (db *DB) readTenant(ctx context.Context, tx *sql.Tx, rts []*RestoreTable, t
 }
 
 // keepThen copies old, live rows of rt, to the trash under the swap's
-// operation, then runs write, which must change exactly those rows.
-func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, rt *RestoreTable, old [][]change.Value, doing string, write func() (int64, error)) error {
-	if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, false, []string{sp.OpID, sp.Tenant}, old); err != nil {
-		return db.swapError(err, l, sp, rt, doing)
+// operation, then writes rows with the statements write builds (deleteSQL
+// or updateSQL), which must change exactly len(old) rows. On PostgreSQL
+// both are one statement (the copy in a data-modifying WITH).
+func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, rt *RestoreTable, old, rows [][]change.Value, doing string,
+	write func(p *params, rows [][]change.Value) (string, error)) error {
+	keep := []string{sp.OpID, sp.Tenant}
+	var changed int64
+	if db.d.engine() == Postgres {
+		p := &params{db: db}
+		trash, err := db.insertSQL(p, db.d.trash(rt.Name), rt, false, keep, old)
+		if err != nil {
+			return db.swapError(err, l, sp, rt, doing)
+		}
+		stmt, err := write(p, rows)
+		if err != nil {
+			return db.swapError(err, l, sp, rt, doing)
+		}
+		res, err := db.txExec(ctx, tx, "WITH kept AS ("+trash+") "+stmt, p.args...)
+		if err != nil {
+			return db.swapError(err, l, sp, rt, doing)
+		}
+		changed, _ = res.RowsAffected()
+	} else {
+		if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, false, keep, old); err != nil {
+			return db.swapError(err, l, sp, rt, doing)
+		}
+		for _, n := range db.chunks(len(rows), 30000/len(rt.Columns)) {
+			p := &params{db: db}
+			stmt, err := write(p, rows[:n])
+			var res sql.Result
+			if err == nil {
+				res, err = db.txExec(ctx, tx, stmt, p.args...)
+			}
+			if err != nil {
+				return db.swapError(err, l, sp, rt, doing)
+			}
+			m, _ := res.RowsAffected()
+			changed += m
+			rows = rows[n:]
+		}
 	}
-	n, err := write()
-	if err != nil {
-		return db.swapError(err, l, sp, rt, doing)
-	}
-	if n != int64(len(old)) {
-		return db.internal(fmt.Errorf("kept %d old rows but changed %d", len(old), n), rt.Name+": "+doing)
+	if changed != int64(len(old)) {
+		return db.internal(fmt.Errorf("kept %d old rows but changed %d", len(old), changed), rt.Name+": "+doing)
 	}
 	return nil
 }
@@ -393,6 +425,26 @@ func allColumns(n int) []int {
 // when keysOnly) into target; extra are the values of lifeline_op and
 // lifeline_tenant for a trash table, none for the live table.
 func (db *DB) insertValues(ctx context.Context, tx *sql.Tx, target string, rt *RestoreTable, keysOnly bool, extra []string, rows [][]change.Value) error {
+	width := len(rt.Columns)
+	if keysOnly {
+		width = len(rt.Key)
+	}
+	for _, n := range db.chunks(len(rows), 30000/(width+1)) {
+		p := &params{db: db}
+		query, err := db.insertSQL(p, target, rt, keysOnly, extra, rows[:n])
+		if err != nil {
+			return err
+		}
+		if _, err := db.txExec(ctx, tx, query, p.args...); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
+}
+
+// insertSQL is one INSERT of insertValues, its values bound in p.
+func (db *DB) insertSQL(p *params, target string, rt *RestoreTable, keysOnly bool, extra []string, rows [][]change.Value) (string, error) {
 	cols, idx := rt.Columns, allColumns(len(rt.Columns))
 	if keysOnly {
 		cols, idx = rt.Key, rt.KeyIndex()
@@ -401,32 +453,25 @@ func (db *DB) insertValues(ctx context.Context, tx *sql.Tx, target string, rt *R
 	if len(extra) > 0 {
 		names += ", lifeline_op, lifeline_tenant"
 	}
-	for _, n := range db.chunks(len(rows), 30000/(len(cols)+1)) {
-		p := &params{db: db}
-		query := "INSERT INTO " + target + " (" + names + ")"
-		if len(extra) > 0 {
-			query += " SELECT v.*"
-			for _, e := range extra {
-				query += ", " + p.add(e, "text")
-			}
-			query += " FROM (VALUES "
-		} else {
-			query += db.rd().overriding() + " VALUES "
+	query := "INSERT INTO " + target + " (" + names + ")"
+	if len(extra) > 0 {
+		query += " SELECT v.*"
+		for _, e := range extra {
+			query += ", " + p.add(e, "text")
 		}
-		values, err := p.tuples(rows[:n], idx, rt.Types)
-		if err != nil {
-			return err
-		}
-		query += values
-		if len(extra) > 0 {
-			query += ") AS v"
-		}
-		if _, err := db.txExec(ctx, tx, query, p.args...); err != nil {
-			return err
-		}
-		rows = rows[n:]
+		query += " FROM (VALUES "
+	} else {
+		query += db.rd().overriding() + " VALUES "
 	}
-	return nil
+	values, err := p.tuples(rows, idx, rt.Types)
+	if err != nil {
+		return "", err
+	}
+	query += values
+	if len(extra) > 0 {
+		query += ") AS v"
+	}
+	return query, nil
 }
 
 // insertNoted inserts rows into rt's live table and notes their keys in
@@ -448,34 +493,21 @@ func (db *DB) insertNoted(ctx context.Context, tx *sql.Tx, rt *RestoreTable, not
 	return res.RowsAffected()
 }
 
-// deleteKeys deletes the tenant's live rows of rt with the keys of rows.
-func (db *DB) deleteKeys(ctx context.Context, tx *sql.Tx, rt *RestoreTable, rows [][]change.Value, tenant string) (int64, error) {
+// deleteSQL deletes the tenant's live rows of rt with the keys of rows.
+func (db *DB) deleteSQL(p *params, rt *RestoreTable, rows [][]change.Value, tenant string) (string, error) {
 	lhs := "(" + quoteAll(rt.Key) + ")"
 	if len(rt.Key) == 1 {
 		lhs = qi(rt.Key[0])
 	}
-	var total int64
-	for _, n := range db.chunks(len(rows), 30000/len(rt.Key)) {
-		p := &params{db: db}
-		query := "DELETE FROM " + db.d.live(rt.Name) + " WHERE " + qi(rt.KeyCol) + " = " + p.add(tenant, "") + " AND " + lhs + " IN (VALUES "
-		values, err := p.tuples(rows[:n], rt.KeyIndex(), rt.Types)
-		if err != nil {
-			return 0, err
-		}
-		res, err := db.txExec(ctx, tx, query+values+")", p.args...)
-		if err != nil {
-			return 0, err
-		}
-		m, _ := res.RowsAffected()
-		total += m
-		rows = rows[n:]
-	}
-	return total, nil
+	query := "DELETE FROM " + db.d.live(rt.Name) + " WHERE " + qi(rt.KeyCol) + " = " + p.add(tenant, "") + " AND " + lhs + " IN (VALUES "
+	values, err := p.tuples(rows, rt.KeyIndex(), rt.Types)
+	return query + values + ")", err
 }
 
-// updateValues overwrites the rows of rt with the keys of rows with their
-// values, with UPDATE … FROM (VALUES …).
-func (db *DB) updateValues(ctx context.Context, tx *sql.Tx, rt *RestoreTable, rows [][]change.Value) (int64, error) {
+// updateSQL overwrites the rows of rt with the keys of rows with their
+// values, with UPDATE … FROM (VALUES …). (A table whose every column is
+// key has no rows to overwrite: equal keys, equal rows.)
+func (db *DB) updateSQL(p *params, rt *RestoreTable, rows [][]change.Value) (string, error) {
 	var set, match []string
 	for i, c := range rt.Columns {
 		ref := fmt.Sprintf("v.column%d", i+1)
@@ -485,25 +517,7 @@ func (db *DB) updateValues(ctx context.Context, tx *sql.Tx, rt *RestoreTable, ro
 			set = append(set, qi(c)+" = "+ref)
 		}
 	}
-	if len(set) == 0 {
-		return int64(len(rows)), nil // every column is key: equal keys, equal rows
-	}
-	idx := allColumns(len(rt.Columns))
-	var total int64
-	for _, n := range db.chunks(len(rows), 30000/len(rt.Columns)) {
-		p := &params{db: db}
-		values, err := p.tuples(rows[:n], idx, rt.Types)
-		if err != nil {
-			return 0, err
-		}
-		res, err := db.txExec(ctx, tx, "UPDATE "+db.d.live(rt.Name)+" SET "+strings.Join(set, ", ")+" FROM (VALUES "+values+
-			") AS v WHERE "+strings.Join(match, " AND "), p.args...)
-		if err != nil {
-			return 0, err
-		}
-		m, _ := res.RowsAffected()
-		total += m
-		rows = rows[n:]
-	}
-	return total, nil
+	values, err := p.tuples(rows, allColumns(len(rt.Columns)), rt.Types)
+	return "UPDATE " + db.d.live(rt.Name) + " SET " + strings.Join(set, ", ") + " FROM (VALUES " + values +
+		") AS v WHERE " + strings.Join(match, " AND "), err
 }
