@@ -1132,8 +1132,7 @@ func (db *DB) HashLive(ctx context.Context, q queryer, rt *RestoreTable, tenant 
 // LiveRows streams the tenant's live rows of rt, values in rt.Columns
 // order. fn must not keep vals.
 func (db *DB) LiveRows(ctx context.Context, rt *RestoreTable, tenant string, fn func(vals []change.Value) error) error {
-	_, err := db.hashQuery(ctx, db.db, rt, "SELECT "+db.selectList("x", rt)+" FROM "+db.d.live(rt.Name)+" x WHERE x."+qi(rt.KeyCol)+" = $1", fn, tenant)
-	return err
+	return db.scanQuery(ctx, db.db, rt, "SELECT "+db.selectList("x", rt)+" FROM "+db.d.live(rt.Name)+" x WHERE x."+qi(rt.KeyCol)+" = $1", nil, fn, tenant)
 }
 
 // hashQuery runs a query selecting rt.Columns (through selectList), hashes

@@ -305,8 +305,8 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 			return err
 		}
 		st.want = want
-		if held.ok {
-			st.direct, st.rows = true, append([]productdb.Batch{}, held.batches...)
+		if held.ok { // non-nil, even for a tenant without rows: swapped directly
+			st.rows = append([]productdb.Batch{}, held.batches...)
 		}
 		s.advance("rebuild", len(pending), 1, 0)
 		return nil
@@ -418,11 +418,7 @@ func (g *stager) add(ctx context.Context, batches []productdb.Batch) error {
 	defer g.mu.Unlock()
 	for _, b := range batches {
 		g.rows += len(b.Rows)
-		for _, row := range b.Rows {
-			for _, v := range row {
-				g.size += 24 + len(v.Bytes)
-			}
-		}
+		g.size += int(batchBytes(b))
 	}
 	g.pending = append(g.pending, batches...)
 	if g.rows < g.limit && g.size < maxBatchBytes {
@@ -683,10 +679,7 @@ func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation,
 	p := batch[0].product
 	specs := make([]productdb.SwapSpec, len(batch))
 	for i, st := range batch {
-		specs[i] = productdb.SwapSpec{OpID: op.ID, Tenant: st.tenant, Policy: pl.req.Policy, Tables: st.tables, Want: st.want}
-		if st.direct {
-			specs[i].Rows = append([]productdb.Batch{}, st.rows...)
-		}
+		specs[i] = productdb.SwapSpec{OpID: op.ID, Tenant: st.tenant, Policy: pl.req.Policy, Tables: st.tables, Want: st.want, Rows: st.rows}
 	}
 	bg := context.WithoutCancel(ctx)
 	records := make([]state.Step, len(batch))

@@ -244,11 +244,10 @@ type step struct {
 	report  *StepReport
 	want    map[string]*productdb.TableHash
 	// rows are the rebuilt rows of a tenant swapped directly, without
-	// staging (direct is then set; see productdb.SwapSpec.Rows).
-	rows   []productdb.Batch
-	direct bool
-	skip   bool // erased, broken or already done: nothing to apply
-	done   bool
+	// staging (see productdb.SwapSpec.Rows); nil: staged.
+	rows []productdb.Batch
+	skip bool // erased, broken or already done: nothing to apply
+	done bool
 }
 
 // plan is a validated request, ready to run.
