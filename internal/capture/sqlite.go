@@ -330,6 +330,10 @@ func (s *sqliteSource) Read(ctx context.Context, cur Cursor, max int) (Batch, er
 			b.Tables = append(b.Tables, *t)
 		}
 	}
+	// Nothing leaves that a power cut could still take from the database.
+	if err := s.db.SyncLog(); err != nil {
+		return Batch{}, err
+	}
 	b.End = Cursor{Pos: cur.Pos + (end - cur.Src), Src: end}
 	return b, nil
 }

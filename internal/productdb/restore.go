@@ -343,11 +343,11 @@ type Batch struct {
 // synchronous_commit off): staged rows are disposable, and a crash only
 // means staging them again.
 func (db *DB) StageRows(ctx context.Context, opID string, batches []Batch) error {
-	conn, err := db.db.Conn(ctx)
+	conn, done, err := db.lazyConn(ctx)
 	if err != nil {
-		return db.unavailable(err)
+		return err
 	}
-	defer conn.Close()
+	defer done()
 	extraCols := []string{"lifeline_op", "lifeline_tenant"}
 	if db.d.engine() == Postgres {
 		if err := execAll(ctx, conn, "BEGIN", "SET LOCAL synchronous_commit = off"); err != nil {
@@ -364,12 +364,7 @@ func (db *DB) StageRows(ctx context.Context, opID string, batches []Batch) error
 		}
 		return nil
 	}
-	var sync int
-	if err := conn.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
-		return db.unavailable(err)
-	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf("PRAGMA synchronous = %d", sync))
-	if err := execAll(ctx, conn, "PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE"); err != nil {
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return db.unavailable(err)
 	}
 	for _, b := range batches {
@@ -607,13 +602,24 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 	// statements, a row moved away from a parent the swap removes. The
 	// pragma that defers them makes SQLite recompile every prepared
 	// statement of the connection, at a cost near a small tenant's swap.
+	//
+	// A SQLite batch commits without waiting for the disk and is made
+	// durable after the write lock is given back (lazyConn, SyncLog):
+	// nobody learns that a swap is done before it is durable.
 	var tx *sql.Tx
 	var err error
 	deferred := db.d.engine() != SQLite
 	if deferred {
 		tx, err = db.beginStep(ctx)
-	} else if tx, err = db.db.BeginTx(ctx, nil); err != nil {
-		err = db.unavailable(err)
+	} else {
+		conn, done, cerr := db.lazyConn(ctx)
+		if cerr != nil {
+			return cerr
+		}
+		defer done()
+		if tx, err = conn.BeginTx(ctx, nil); err != nil {
+			err = db.unavailable(err)
+		}
 	}
 	if err != nil {
 		return err
@@ -656,6 +662,9 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 			done(i, res, serr)
 		}
 		return nil
+	}
+	if err := db.SyncLog(); err != nil {
+		return err
 	}
 	for i := range specs {
 		done(i, results[i], errs[i])

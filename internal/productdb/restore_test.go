@@ -1,6 +1,7 @@
 package productdb
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -389,5 +390,51 @@ func TestSwapAllSeveralTenants(t *testing.T) {
 			t.Fatal(err)
 		}
 		sameDump(t, "tenant 2 after undo", before2, x.dumpAll(t, "site_id = 2"))
+	})
+}
+
+// A SQLite swap commits on a connection of its own that does not wait for
+// the disk (the log is synced once, after the write lock is given back);
+// that connection goes back to the pool waiting for the disk again, so
+// Lifeline's other commits (lifecycle steps, protect) stay durable.
+func TestSwapGivesBackDurableConnections(t *testing.T) {
+	each(t, func(t *testing.T, e engine) {
+		if e.Name != "sqlite" {
+			t.Skip("PostgreSQL commits are durable when they return")
+		}
+		x := setup(t, e)
+		x.db.db.SetMaxIdleConns(100) // keep every connection the swap used
+		var was int
+		if err := x.db.db.QueryRowContext(x.ctx, "PRAGMA synchronous").Scan(&was); err != nil {
+			t.Fatal(err)
+		}
+		rts, err := x.db.PrepareRestore(x.ctx, x.l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := x.image(t, rts, "2")
+		x.damage(t)
+		if _, err := x.restore(t, rts, "op_d", "2", Replace, img); err != nil {
+			t.Fatal(err)
+		}
+		open := x.db.db.Stats().OpenConnections
+		var conns []*sql.Conn
+		for range open {
+			c, err := x.db.db.Conn(x.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			conns = append(conns, c)
+		}
+		for i, c := range conns {
+			var now int
+			if err := c.QueryRowContext(x.ctx, "PRAGMA synchronous").Scan(&now); err != nil {
+				t.Fatal(err)
+			}
+			if now != was {
+				t.Errorf("connection %d of %d: synchronous = %d after a swap, was %d", i+1, open, now, was)
+			}
+		}
 	})
 }
