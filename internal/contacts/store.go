@@ -24,6 +24,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"lifeline/internal/fault"
+	"lifeline/internal/state"
 )
 
 // Engines a Store runs on.
@@ -322,21 +323,9 @@ func (t *tx) record(c Change) error {
 	return nil
 }
 
-// micros stores a time as microseconds since the epoch; the zero time is 0.
-func micros(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMicro()
-}
-
-// fromMicros is the inverse of micros, in UTC.
-func fromMicros(us int64) time.Time {
-	if us == 0 {
-		return time.Time{}
-	}
-	return time.UnixMicro(us).UTC()
-}
+// micros and fromMicros are the state store's time encoding, which this
+// package's tables share (state.Micros).
+var micros, fromMicros = state.Micros, state.FromMicros
 
 // newID makes a random identifier with a readable prefix.
 func newID(prefix string) string {

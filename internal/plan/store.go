@@ -27,19 +27,9 @@ func migrate(ctx context.Context, store *state.Store) error {
 	return store.Migrate(ctx, "plan", sub)
 }
 
-func micros(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMicro()
-}
-
-func fromMicros(us int64) time.Time {
-	if us == 0 {
-		return time.Time{}
-	}
-	return time.UnixMicro(us).UTC()
-}
+// micros and fromMicros are the state store's time encoding, which this
+// package's tables share (state.Micros).
+var micros, fromMicros = state.Micros, state.FromMicros
 
 const planColumns = `id, action, kind, reason, requester, spec, status, report, report_hash, required_role,
 	approved_by, approved_role, approved_hash, approved_at, wave, phase, gate_until, promoted, runner, lease_until,

@@ -247,16 +247,18 @@ func (s *Store) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return fn(tx)
 }
 
-// micros stores a time as microseconds since the epoch; the zero time is 0.
-func micros(t time.Time) int64 {
+// Micros stores a time as microseconds since the epoch; the zero time is 0.
+// It is how every Lifeline table keeps a time (the packages with tables in
+// the state store, and the contacts vault), so one encoding reads them all.
+func Micros(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
 	return t.UnixMicro()
 }
 
-// fromMicros is the inverse of micros, in UTC.
-func fromMicros(us int64) time.Time {
+// FromMicros is the inverse of Micros, in UTC.
+func FromMicros(us int64) time.Time {
 	if us == 0 {
 		return time.Time{}
 	}
@@ -264,7 +266,7 @@ func fromMicros(us int64) time.Time {
 }
 
 // stamp is now at the precision the store keeps.
-func (s *Store) stamp() time.Time { return fromMicros(s.now().UnixMicro()) }
+func (s *Store) stamp() time.Time { return FromMicros(s.now().UnixMicro()) }
 
 type actorKey struct{}
 
