@@ -289,6 +289,28 @@ func (s *Store) FinishOperation(ctx context.Context, opID string, status OpStatu
 	})
 }
 
+// KeepLease calls renew, in a goroutine of its own, every third of ttl (a
+// lease of that length survives two failed renewals) until the returned
+// stop is called; stop returns once no renewal is running.
+func KeepLease(ctx context.Context, ttl time.Duration, renew func(ctx context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				renew(ctx)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
 // ClaimOperation takes or renews the lease on a running operation for
 // owner, until now+ttl. It succeeds when owner already holds the lease or
 // the lease has expired (the previous runner died); taking over from
