@@ -21,7 +21,6 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"lifeline/internal/fault"
 	"lifeline/internal/state"
@@ -48,11 +47,6 @@ var (
 	//go:embed sql/append_only_postgres.sql
 	appendOnlyPostgres string
 )
-
-// sqliteParams: wait for locks instead of failing, WAL so readers never
-// block the writer, foreign keys on, and write transactions that take the
-// write lock at BEGIN so two writers never interleave their reads and writes.
-const sqliteParams = "?_pragma=busy_timeout(15000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate"
 
 // writeLockKey is the PostgreSQL advisory lock every vault write holds: the
 // vault is small and written rarely, and one writer at a time makes history
@@ -90,7 +84,10 @@ func OpenStore(ctx context.Context, dsn, baseDir string) (*Store, error) {
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(baseDir, path)
 		}
-		db, err := sql.Open("sqlite", path+sqliteParams)
+		// Wait for locks instead of failing, WAL so readers never block the
+		// writer, and write transactions that take the write lock at BEGIN
+		// so two writers never interleave their reads and writes.
+		db, err := state.OpenSQLite(path)
 		if err != nil {
 			return nil, fault.Wrap(err, fault.Invalid, "", "contacts vault %s", path)
 		}

@@ -45,6 +45,10 @@ var migrationFiles embed.FS
 // then race to append after it.
 const sqliteParams = "?_pragma=busy_timeout(15000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate"
 
+// OpenSQLite opens the SQLite file at path with sqliteParams: the state
+// store's settings, which the contacts vault shares.
+func OpenSQLite(path string) (*sql.DB, error) { return sql.Open("sqlite", path+sqliteParams) }
+
 // Store is an open state store. It is safe for concurrent use.
 type Store struct {
 	db     *sql.DB
@@ -79,7 +83,7 @@ func Open(ctx context.Context, dsn, baseDir string, now func() time.Time) (*Stor
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(baseDir, path)
 		}
-		db, err := sql.Open("sqlite", path+sqliteParams)
+		db, err := OpenSQLite(path)
 		if err != nil {
 			return nil, fault.Wrap(err, fault.Invalid, "", "state store %s", path)
 		}
