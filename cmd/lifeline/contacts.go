@@ -195,26 +195,11 @@ func newVaultCommand(e *env, name, actorDoc string) *vaultCommand {
 // positionals, and opens the vault (with the product databases when
 // products is set). The caller closes the vault.
 func (c *vaultCommand) open(e *env, args []string, products bool, usage string, valid func(pos []string) bool) (*vault, []string, error) {
-	pos, err := parse(c.FlagSet, args)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !valid(pos) {
-		return nil, nil, usageErr("%s", usage)
-	}
-	v, err := openVault(e, products)
-	if err != nil {
-		return nil, nil, err
-	}
-	return v, pos, nil
+	return startArgs(e, c.FlagSet, args, func(e *env) (*vault, error) { return openVault(e, products) }, usage, valid)
 }
 
 // who is the actor recorded for this command.
 func (c *vaultCommand) who(e *env) string { return actor(e, *c.actor) }
-
-func noArgs(pos []string) bool   { return len(pos) == 0 }
-func oneArg(pos []string) bool   { return len(pos) == 1 }
-func someArgs(pos []string) bool { return len(pos) > 0 }
 
 func contactsSync(e *env, args []string) error {
 	c := newVaultCommand(e, "sync", "who is syncing (default $LIFELINE_ACTOR or user@host)")

@@ -43,15 +43,11 @@ func freezeSet(e *env, on bool, args []string) error {
 func freezeStatus(e *env, args []string) error {
 	fs := flags(e, "freeze status")
 	asJSON := jsonFlag(fs)
-	a, _, err := start(e, fs, args, openPlanStore)
+	svc, _, done, err := readPlans(e, fs, args, "", nil)
 	if err != nil {
 		return err
 	}
-	defer a.Close()
-	svc, err := plansOver(e, a)
-	if err != nil {
-		return err
-	}
+	defer done()
 	f, err := svc.Frozen(e.ctx)
 	if err != nil {
 		return err

@@ -157,16 +157,31 @@ func jsonFlag(fs *flag.FlagSet) *bool { return fs.Bool("json", false, "print JSO
 // commands that read only Lifeline's own state, openApp for those that touch
 // the products too. The caller closes the app.
 func start(e *env, fs *flag.FlagSet, args []string, open func(*env) (*app, error)) (*app, []string, error) {
+	return startArgs(e, fs, args, open, "", nil)
+}
+
+// startArgs is start for commands that check their positionals: unless
+// valid accepts them (nil accepts any), they are refused with usage before
+// anything is opened. open may open an app, a vault or a plan app.
+func startArgs[T any](e *env, fs *flag.FlagSet, args []string, open func(*env) (T, error), usage string, valid func(pos []string) bool) (T, []string, error) {
+	var none T
 	pos, err := parse(fs, args)
 	if err != nil {
-		return nil, nil, err
+		return none, nil, err
 	}
-	a, err := open(e)
+	if valid != nil && !valid(pos) {
+		return none, nil, usageErr("%s", usage)
+	}
+	t, err := open(e)
 	if err != nil {
-		return nil, nil, err
+		return none, nil, err
 	}
-	return a, pos, nil
+	return t, pos, nil
 }
+
+func noArgs(pos []string) bool   { return len(pos) == 0 }
+func oneArg(pos []string) bool   { return len(pos) == 1 }
+func someArgs(pos []string) bool { return len(pos) > 0 }
 
 // parse parses flags that may come before or after positional arguments,
 // and returns the positionals.

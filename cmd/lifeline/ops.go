@@ -38,14 +38,7 @@ func opsList(e *env, args []string) error {
 func opsShow(e *env, args []string) error {
 	fs := flags(e, "ops show")
 	asJSON := jsonFlag(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageErr("usage: lifeline ops show ID")
-	}
-	a, err := openStore(e)
+	a, pos, err := startArgs(e, fs, args, openStore, "usage: lifeline ops show ID", oneArg)
 	if err != nil {
 		return err
 	}
@@ -76,14 +69,7 @@ func opsShow(e *env, args []string) error {
 func opsResume(e *env, args []string) error {
 	fs := flags(e, "ops resume")
 	asJSON := jsonFlag(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageErr("usage: lifeline ops resume ID")
-	}
-	a, err := openApp(e)
+	a, pos, err := startArgs(e, fs, args, openApp, "usage: lifeline ops resume ID", oneArg)
 	if err != nil {
 		return err
 	}
@@ -99,14 +85,7 @@ func opsResume(e *env, args []string) error {
 		return restoreOutput(e, rep, err, *asJSON)
 	}
 	op, err := a.tenants.Resume(e.ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(e.stdout, op)
-	}
-	printOp(e, op)
-	return nil
+	return opOutput(e, op, err, *asJSON)
 }
 
 func auditCmd(e *env, args []string) error {

@@ -380,15 +380,11 @@ func shortHash(h string) string {
 func planList(e *env, args []string) error {
 	fs := flags(e, "plan list")
 	asJSON := jsonFlag(fs)
-	a, _, err := start(e, fs, args, openPlanStore)
+	svc, _, done, err := readPlans(e, fs, args, "", nil)
 	if err != nil {
 		return err
 	}
-	defer a.Close()
-	svc, err := plansOver(e, a)
-	if err != nil {
-		return err
-	}
+	defer done()
 	list, err := svc.List(e.ctx, 100)
 	if err != nil {
 		return err
@@ -408,6 +404,21 @@ func planList(e *env, args []string) error {
 // plans and to set the freeze, not to validate or run them.
 func plansOver(e *env, a *app) (*plan.Service, error) {
 	return plan.OpenService(e.ctx, &plan.Service{Tenants: &tenant.Service{Store: a.store}, Config: planConfig(a.cfg.Plans)})
+}
+
+// readPlans is startArgs for the commands that only read plans, their
+// events and the freeze: the plan service over the state store alone
+// (plansOver). done closes the state store.
+func readPlans(e *env, fs *flag.FlagSet, args []string, usage string, valid func(pos []string) bool) (svc *plan.Service, pos []string, done func(), err error) {
+	a, pos, err := startArgs(e, fs, args, openPlanStore, usage, valid)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if svc, err = plansOver(e, a); err != nil {
+		a.Close()
+		return nil, nil, nil, err
+	}
+	return svc, pos, func() { a.Close() }, nil
 }
 
 // plansAs is plansOver for the person --actor or --token names: the
@@ -447,18 +458,11 @@ func openPlanStore(e *env) (*app, error) { return openStore(e) }
 func planShow(e *env, args []string) error {
 	fs := flags(e, "plan show")
 	asJSON := jsonFlag(fs)
-	a, pos, err := start(e, fs, args, openPlanStore)
+	svc, pos, done, err := readPlans(e, fs, args, "usage: lifeline plan show ID", oneArg)
 	if err != nil {
 		return err
 	}
-	defer a.Close()
-	if len(pos) != 1 {
-		return usageErr("usage: lifeline plan show ID")
-	}
-	svc, err := plansOver(e, a)
-	if err != nil {
-		return err
-	}
+	defer done()
 	p, err := svc.Get(e.ctx, pos[0])
 	if err != nil {
 		return err
@@ -479,14 +483,7 @@ func planStep(e *env, name string, args []string, extra func(fs *flag.FlagSet) f
 	nameFlag, token := identity(fs)
 	asJSON := jsonFlag(fs)
 	act := extra(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageErr("usage: lifeline plan %s ID", name)
-	}
-	pa, err := openPlans(e)
+	pa, pos, err := startArgs(e, fs, args, openPlans, "usage: lifeline plan "+name+" ID", oneArg)
 	if err != nil {
 		return err
 	}

@@ -16,18 +16,12 @@ func planEvents(e *env, args []string) error {
 	fs := flags(e, "plan events")
 	failed := fs.Bool("failed", false, "only the events given up after every delivery attempt")
 	asJSON := jsonFlag(fs)
-	a, pos, err := start(e, fs, args, openPlanStore)
+	svc, pos, done, err := readPlans(e, fs, args, "usage: lifeline plan events [PLAN-ID] [--failed] [--json], or lifeline plan events retry EVENT-ID|--all-failed",
+		func(pos []string) bool { return len(pos) <= 1 })
 	if err != nil {
 		return err
 	}
-	defer a.Close()
-	if len(pos) > 1 {
-		return usageErr("usage: lifeline plan events [PLAN-ID] [--failed] [--json], or lifeline plan events retry EVENT-ID|--all-failed")
-	}
-	svc, err := plansOver(e, a)
-	if err != nil {
-		return err
-	}
+	defer done()
 	id := ""
 	if len(pos) == 1 {
 		if _, err := svc.Get(e.ctx, pos[0]); err != nil {

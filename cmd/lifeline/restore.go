@@ -65,14 +65,7 @@ func restoreCmd(e *env, args []string) error {
 	}
 	if *validate {
 		op, err := svc.Validate(e.ctx, req.Tenants, req.Actor, *reason)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(e.stdout, op)
-		}
-		printOp(e, op)
-		return nil
+		return opOutput(e, op, err, *asJSON)
 	}
 	var rep *restore.Report
 	if *undo != "" {

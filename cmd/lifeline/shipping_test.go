@@ -18,6 +18,7 @@ import (
 	"lifeline/internal/blob"
 	"lifeline/internal/change"
 	"lifeline/internal/config"
+	"lifeline/internal/productdb/productdbtest"
 	"lifeline/internal/state"
 )
 
@@ -216,18 +217,8 @@ func liveRows(t *testing.T, db *sql.DB, table string, site int) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rows.Close()
-	cols, _ := rows.Columns()
 	var out []string
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
+	for _, vals := range productdbtest.Values(t, rows) {
 		row := make([]change.Value, len(vals))
 		for i, v := range vals {
 			switch x := v.(type) {

@@ -60,14 +60,7 @@ func productNames(a *app) []string {
 func tenantsShow(e *env, args []string) error {
 	fs := flags(e, "tenants show")
 	asJSON := jsonFlag(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageErr("usage: lifeline tenants show KEY")
-	}
-	a, err := openApp(e)
+	a, pos, err := startArgs(e, fs, args, openApp, "usage: lifeline tenants show KEY", oneArg)
 	if err != nil {
 		return err
 	}
@@ -127,14 +120,8 @@ func tenantsAction(e *env, act productdb.Action, args []string) error {
 	reason := fs.String("reason", "", "why (required for delete and purge; recorded in the audit log)")
 	who := fs.String("actor", "", "who is running this (default $LIFELINE_ACTOR or user@host)")
 	asJSON := fs.Bool("json", false, "print the operation as JSON")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageErr("usage: lifeline tenants %s TARGET [--reason TEXT]  (TARGET: site:KEY, product:KEY/PRODUCT or app:KEY/PRODUCT/APP)", act)
-	}
-	a, err := openApp(e)
+	a, pos, err := startArgs(e, fs, args, openApp,
+		fmt.Sprintf("usage: lifeline tenants %s TARGET [--reason TEXT]  (TARGET: site:KEY, product:KEY/PRODUCT or app:KEY/PRODUCT/APP)", act), oneArg)
 	if err != nil {
 		return err
 	}
@@ -147,14 +134,7 @@ func tenantsAction(e *env, act productdb.Action, args []string) error {
 	}
 	defer closePlans()
 	op, err := a.tenants.Run(e.ctx, tenant.Request{Action: act, Target: pos[0], Actor: actor(e, *who), Reason: *reason})
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(e.stdout, op)
-	}
-	printOp(e, op)
-	return nil
+	return opOutput(e, op, err, *asJSON)
 }
 
 func printOps(e *env, ops []state.Operation) {
@@ -164,6 +144,18 @@ func printOps(e *env, ops []state.Operation) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", op.ID, op.Action, strings.Join(op.Targets, ","), op.Status, op.Actor, since(op.Created), orDash(op.Reason))
 	}
 	tw.Flush()
+}
+
+// opOutput prints an operation (as JSON, or for people), or passes err on.
+func opOutput(e *env, op *state.Operation, err error, asJSON bool) error {
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(e.stdout, op)
+	}
+	printOp(e, op)
+	return nil
 }
 
 func printOp(e *env, op *state.Operation) {

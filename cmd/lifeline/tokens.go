@@ -61,14 +61,7 @@ func tokensList(e *env, args []string) error {
 
 func tokensRevoke(e *env, args []string) error {
 	fs := flags(e, "tokens revoke")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageErr("usage: lifeline tokens revoke ID")
-	}
-	a, err := openStore(e)
+	a, pos, err := startArgs(e, fs, args, openStore, "usage: lifeline tokens revoke ID", oneArg)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"fmt"
+	"maps"
 	"testing"
 	"time"
 
@@ -60,17 +61,8 @@ func rebuilt(t *testing.T, b *bundle, tenant string, upto Upto) map[int64]string
 	return out
 }
 
-func sameState(a, b map[int64]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
-}
+// sameState compares two states of a tenant (row id to row text).
+var sameState = maps.Equal[map[int64]string, map[int64]string]
 
 // Rebuilding a tenant at any shipped position gives exactly the rows it had
 // then, through snapshots, segments and a compaction.

@@ -392,19 +392,9 @@ func (r *Repo) Cursor(ctx context.Context, product string) (cur capture.Cursor, 
 	return capture.Cursor{Pos: uint64(last), Src: uint64(src)}, true, nil
 }
 
-func micros(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMicro()
-}
-
-func fromMicros(us int64) time.Time {
-	if us == 0 {
-		return time.Time{}
-	}
-	return time.UnixMicro(us).UTC()
-}
+// micros and fromMicros are the state store's time encoding, which this
+// package's tables share (state.Micros).
+var micros, fromMicros = state.Micros, state.FromMicros
 
 // KeyID names an encryption key without revealing it: the first 8 bytes of
 // its SHA-256, in hex.

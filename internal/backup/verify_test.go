@@ -15,6 +15,7 @@ import (
 	"lifeline/internal/change"
 	"lifeline/internal/fault"
 	"lifeline/internal/pgtest"
+	"lifeline/internal/productdb/productdbtest"
 )
 
 func TestMain(m *testing.M) {
@@ -49,20 +50,8 @@ func catalogDump(t *testing.T, db *sql.DB) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cols, _ := rows.Columns()
-		for rows.Next() {
-			vals := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatal(err)
-			}
+		for _, vals := range productdbtest.Values(t, rows) {
 			fmt.Fprintf(&out, "%s %q\n", table, vals)
-		}
-		if err := rows.Close(); err != nil {
-			t.Fatal(err)
 		}
 	}
 	return out.String()

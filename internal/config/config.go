@@ -618,25 +618,37 @@ func ParseDuration(s string) (time.Duration, error) {
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
+// readSecret reads the secret a config section names by its NAME_file
+// (relative to the config's folder) or NAME_env key; named is false when
+// the section names neither. A file that cannot be read or a variable that
+// is not set is fault.Invalid, with fileHint or envHint saying how to make
+// one.
+func (c *Config) readSecret(getenv func(string) string, name, file, env, fileHint, envHint string) (secret []byte, named bool, err error) {
+	switch {
+	case file != "":
+		b, err := os.ReadFile(c.ResolvePath(file))
+		if err != nil {
+			return nil, true, fault.Wrap(err, fault.Invalid, fileHint, "%s_file %s cannot be read", name, file)
+		}
+		return b, true, nil
+	case env != "":
+		v := getenv(env)
+		if v == "" {
+			return nil, true, fault.New(fault.Invalid, envHint, "%s_env names %s, which is not set", name, env)
+		}
+		return []byte(v), true, nil
+	}
+	return nil, false, nil
+}
+
 // LoadKey returns the repository encryption key, or nil when none is
 // configured. getenv reads the environment (injected for tests).
 func (c *Config) LoadKey(getenv func(string) string) ([]byte, error) {
-	var raw []byte
-	switch {
-	case c.Encryption.KeyFile != "":
-		b, err := os.ReadFile(c.ResolvePath(c.Encryption.KeyFile))
-		if err != nil {
-			return nil, fault.Wrap(err, fault.Invalid, "create it with 32 random bytes, e.g. `head -c 32 /dev/urandom > backup.key`", "encryption.key_file %s cannot be read", c.Encryption.KeyFile)
-		}
-		raw = b
-	case c.Encryption.KeyEnv != "":
-		v := getenv(c.Encryption.KeyEnv)
-		if v == "" {
-			return nil, fault.New(fault.Invalid, "export it with 64 hex characters, e.g. from `openssl rand -hex 32`", "encryption.key_env names %s, which is not set", c.Encryption.KeyEnv)
-		}
-		raw = []byte(v)
-	default:
-		return nil, nil
+	raw, named, err := c.readSecret(getenv, "encryption.key", c.Encryption.KeyFile, c.Encryption.KeyEnv,
+		"create it with 32 random bytes, e.g. `head -c 32 /dev/urandom > backup.key`",
+		"export it with 64 hex characters, e.g. from `openssl rand -hex 32`")
+	if !named || err != nil {
+		return nil, err
 	}
 	if len(raw) == 32 {
 		return raw, nil

@@ -133,17 +133,8 @@ func TestLoadKey(t *testing.T) {
 		{Encryption{KeyEnv: "UNSET"}, 0, "not set"},
 		{Encryption{KeyFile: "missing.key"}, 0, "cannot be read"},
 	} {
-		c := &Config{Dir: dir, Encryption: tc.enc}
-		k, err := c.LoadKey(getenv)
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || fault.ExitStatus(err) != 2 {
-				t.Errorf("%+v: err %v, want %q (exit 2)", tc.enc, err, tc.wantErr)
-			}
-			continue
-		}
-		if err != nil || len(k) != tc.wantLen {
-			t.Errorf("%+v: key of %d bytes, %v; want %d", tc.enc, len(k), err, tc.wantLen)
-		}
+		k, err := (&Config{Dir: dir, Encryption: tc.enc}).LoadKey(getenv)
+		wantSecret(t, tc.enc, k, err, tc.wantLen, tc.wantErr)
 	}
 	if _, err := Parse([]byte(good+"encryption: {key_file: a, key_env: B}\n"), dir); err == nil {
 		t.Error("both key_file and key_env accepted")

@@ -2,7 +2,6 @@ package config
 
 import (
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -99,21 +98,10 @@ func (v *Vault) validate() error {
 // the environment (injected for tests). A secret that cannot be read or is
 // shorter than 32 bytes is fault.Invalid.
 func (c *Config) LinkSecret(getenv func(string) string) ([]byte, error) {
-	var raw []byte
-	switch {
-	case c.Vault.LinkSecretFile != "":
-		b, err := os.ReadFile(c.ResolvePath(c.Vault.LinkSecretFile))
-		if err != nil {
-			return nil, fault.Wrap(err, fault.Invalid, "create it, e.g. `head -c 32 /dev/urandom > link.secret`", "vault.link_secret_file %s cannot be read", c.Vault.LinkSecretFile)
-		}
-		raw = b
-	case c.Vault.LinkSecretEnv != "":
-		raw = []byte(getenv(c.Vault.LinkSecretEnv))
-		if len(raw) == 0 {
-			return nil, fault.New(fault.Invalid, "export it, e.g. from `openssl rand -hex 32`", "vault.link_secret_env names %s, which is not set", c.Vault.LinkSecretEnv)
-		}
-	default:
-		return nil, nil
+	raw, named, err := c.readSecret(getenv, "vault.link_secret", c.Vault.LinkSecretFile, c.Vault.LinkSecretEnv,
+		"create it, e.g. `head -c 32 /dev/urandom > link.secret`", "export it, e.g. from `openssl rand -hex 32`")
+	if !named || err != nil {
+		return nil, err
 	}
 	if len(raw) < 32 {
 		return nil, fault.New(fault.Invalid, "use at least 32 bytes, e.g. `openssl rand -hex 32`", "the link secret has %d bytes", len(raw))

@@ -94,16 +94,23 @@ func TestLinkSecret(t *testing.T) {
 		{Vault{LinkSecretEnv: "UNSET"}, 0, "not set"},
 		{Vault{LinkSecretFile: "missing"}, 0, "cannot be read"},
 	} {
-		c := &Config{Dir: dir, Vault: tc.v}
-		k, err := c.LinkSecret(getenv)
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || fault.ExitStatus(err) != 2 {
-				t.Errorf("%+v: err %v, want %q (exit 2)", tc.v, err, tc.wantErr)
-			}
-			continue
+		k, err := (&Config{Dir: dir, Vault: tc.v}).LinkSecret(getenv)
+		wantSecret(t, tc.v, k, err, tc.wantLen, tc.wantErr)
+	}
+}
+
+// wantSecret checks a secret read for the config section sec: an error
+// that mentions wantErr and exits 2 when wantErr is set, else a secret of
+// wantLen bytes (0: none configured).
+func wantSecret(t *testing.T, sec any, k []byte, err error, wantLen int, wantErr string) {
+	t.Helper()
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) || fault.ExitStatus(err) != 2 {
+			t.Errorf("%+v: err %v, want %q (exit 2)", sec, err, wantErr)
 		}
-		if err != nil || len(k) != tc.wantLen {
-			t.Errorf("%+v: secret of %d bytes, %v; want %d", tc.v, len(k), err, tc.wantLen)
-		}
+		return
+	}
+	if err != nil || len(k) != wantLen {
+		t.Errorf("%+v: secret of %d bytes, %v; want %d", sec, len(k), err, wantLen)
 	}
 }

@@ -21,9 +21,9 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"lifeline/internal/fault"
+	"lifeline/internal/state"
 )
 
 // Engines a Store runs on.
@@ -47,11 +47,6 @@ var (
 	//go:embed sql/append_only_postgres.sql
 	appendOnlyPostgres string
 )
-
-// sqliteParams: wait for locks instead of failing, WAL so readers never
-// block the writer, foreign keys on, and write transactions that take the
-// write lock at BEGIN so two writers never interleave their reads and writes.
-const sqliteParams = "?_pragma=busy_timeout(15000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate"
 
 // writeLockKey is the PostgreSQL advisory lock every vault write holds: the
 // vault is small and written rarely, and one writer at a time makes history
@@ -89,7 +84,10 @@ func OpenStore(ctx context.Context, dsn, baseDir string) (*Store, error) {
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(baseDir, path)
 		}
-		db, err := sql.Open("sqlite", path+sqliteParams)
+		// Wait for locks instead of failing, WAL so readers never block the
+		// writer, and write transactions that take the write lock at BEGIN
+		// so two writers never interleave their reads and writes.
+		db, err := state.OpenSQLite(path)
 		if err != nil {
 			return nil, fault.Wrap(err, fault.Invalid, "", "contacts vault %s", path)
 		}
@@ -322,21 +320,9 @@ func (t *tx) record(c Change) error {
 	return nil
 }
 
-// micros stores a time as microseconds since the epoch; the zero time is 0.
-func micros(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMicro()
-}
-
-// fromMicros is the inverse of micros, in UTC.
-func fromMicros(us int64) time.Time {
-	if us == 0 {
-		return time.Time{}
-	}
-	return time.UnixMicro(us).UTC()
-}
+// micros and fromMicros are the state store's time encoding, which this
+// package's tables share (state.Micros).
+var micros, fromMicros = state.Micros, state.FromMicros
 
 // newID makes a random identifier with a readable prefix.
 func newID(prefix string) string {

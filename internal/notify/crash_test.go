@@ -89,15 +89,7 @@ func TestNoDuplicateMailAfterKill(t *testing.T) {
 	const subscribers = 400
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.db")
-	st, err := state.Open(ctx, "sqlite:"+path, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	stat, err := status.New(ctx, status.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, stat := openStatus(t, "sqlite:"+path)
 	if _, err := stat.PutComponent(ctx, status.Component{Name: status.Text{En: "tracker"}}); err != nil {
 		t.Fatal(err)
 	}

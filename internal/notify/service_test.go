@@ -60,21 +60,29 @@ func testConfig() Config {
 		DrainEvery: 50 * time.Millisecond, Backoff: Backoff{Base: 100 * time.Millisecond, Max: time.Second}, JobTimeout: 5 * time.Second}
 }
 
+// openStatus opens the state store at dsn, closed when the test ends, and
+// the status domain over it.
+func openStatus(t *testing.T, dsn string) (*state.Store, *status.Service) {
+	t.Helper()
+	st, err := state.Open(context.Background(), dsn, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	stat, err := status.New(context.Background(), status.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, stat
+}
+
 // setup opens a state store with a "tracker" component, a mailpit that
 // accepts only example.com recipients (others are refused for good), and
 // webhook receivers, and starts a Service on them unless start is false.
 func setup(t *testing.T, dsn string, start bool, tweak func(*Config)) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	st, err := state.Open(ctx, dsn, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	stat, err := status.New(ctx, status.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, stat := openStatus(t, dsn)
 	tracker, err := stat.PutComponent(ctx, status.Component{Name: status.Text{En: "tracker", Zh: "追踪器"}})
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"lifeline/internal/fault"
-	"lifeline/internal/state"
 	"lifeline/internal/status"
 )
 
@@ -185,15 +184,7 @@ func TestNoDuplicateTargetedMailAfterKill(t *testing.T) {
 	const tenants = 200
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.db")
-	st, err := state.Open(ctx, "sqlite:"+path, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	stat, err := status.New(ctx, status.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, stat := openStatus(t, "sqlite:"+path)
 	var keys []string
 	for i := range tenants {
 		keys = append(keys, fmt.Sprintf("t%03d", i))

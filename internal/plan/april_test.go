@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"lifeline/internal/fault"
 	"lifeline/internal/productdb"
+	"lifeline/internal/productdb/productdbtest"
 	"lifeline/internal/tenant"
 )
 
@@ -57,7 +59,7 @@ func TestAprilReplay(t *testing.T) {
 			t.Fatalf("%s: %v; want the guards' refusal", stmt, err)
 		}
 	}
-	if !equalMaps(original, b.digests(t, sites)) {
+	if !maps.Equal(original, b.digests(t, sites)) {
 		t.Fatal("the refused plan or SQL changed data")
 	}
 
@@ -113,7 +115,7 @@ func TestAprilReplay(t *testing.T) {
 			t.Fatalf("site %s is %s: only its app should have gone", k, st)
 		}
 	}
-	if after := b.otherData(t, sites); !equalMaps(others, after) {
+	if after := b.otherData(t, sites); !maps.Equal(others, after) {
 		t.Fatal("the app removal touched other data")
 	}
 	for i := victims + 1; i <= sites; i++ {
@@ -130,7 +132,7 @@ func TestAprilReplay(t *testing.T) {
 	if p := must[*Plan](t)(b.plans.Rollback(ctx, deactivate.ID, carol)); p.Status != RolledBack {
 		t.Fatalf("rollback of the deactivate: %s %s", p.Status, p.Note)
 	}
-	if !equalMaps(original, b.digests(t, sites)) {
+	if !maps.Equal(original, b.digests(t, sites)) {
 		t.Fatal("after rollback the rows differ from before")
 	}
 	for _, k := range siteKeys {
@@ -168,20 +170,7 @@ func (b *bundle) otherData(t *testing.T, n int) map[string]string {
 
 func hashRows(t *testing.T, h io.Writer, rows *sql.Rows) {
 	t.Helper()
-	defer rows.Close()
-	cols, _ := rows.Columns()
-	vals := make([]any, len(cols))
-	ptrs := make([]any, len(cols))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
+	for _, vals := range productdbtest.Values(t, rows) {
 		fmt.Fprintf(h, "%#v\n", vals)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 }

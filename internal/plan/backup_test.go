@@ -1,13 +1,14 @@
 package plan
 
 import (
-	"os"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"lifeline/internal/backup/format"
+	"lifeline/internal/backup/format/formattest"
 	"lifeline/internal/fault"
 	"lifeline/internal/productdb"
 	"lifeline/internal/tenant"
@@ -40,32 +41,8 @@ func (b *bundle) corruptTenant(t *testing.T, product, key string) {
 			snap = o.Key
 		}
 	}
-	path := filepath.Join(b.blobDir, snap)
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _ := f.Stat()
-	rd, err := format.Open(ctx, format.ReaderAt(f), st.Size(), nil)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ti, ok := rd.Lookup(key)
-	if !ok {
+	if !formattest.CorruptTenant(t, filepath.Join(b.blobDir, snap), key) {
 		t.Fatalf("snapshot %s has no tenant %s", snap, key)
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk := ti.Blocks[0]
-	raw[blk.Offset+blk.Length/2] ^= 0x5a
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -173,7 +150,7 @@ func TestRollbackRestoresExactBytes(t *testing.T) {
 	if d = must[*Plan](t)(b.plans.Rollback(ctx, d.ID, carol)); d.Status != RolledBack {
 		t.Fatalf("rollback of the deactivation: %s %s", d.Status, d.Note)
 	}
-	if after := b.digests(t, 40); !equalMaps(original, after) {
+	if after := b.digests(t, 40); !maps.Equal(original, after) {
 		for k, v := range original {
 			if after[k] != v {
 				t.Errorf("%s: %s before, %s after", k, v, after[k])
@@ -264,7 +241,7 @@ func TestRestorePlan(t *testing.T) {
 	if p = must[*Plan](t)(b.plans.Rollback(ctx, p.ID, carol)); p.Status != RolledBack {
 		t.Fatalf("rollback: %s %s", p.Status, p.Note)
 	}
-	if !equalMaps(garbled, b.digests(t, 10)) {
+	if !maps.Equal(garbled, b.digests(t, 10)) {
 		t.Fatal("the rollback of a restore plan did not bring back exactly what the restores replaced")
 	}
 }

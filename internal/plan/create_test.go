@@ -3,6 +3,7 @@ package plan
 import (
 	"bytes"
 	"database/sql"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -32,7 +33,7 @@ func TestAppPlanOfSiteKeysIsRefusedBeforeAnythingRuns(t *testing.T) {
 	if _, err := b.plans.Run(ctx, p.ID, carol); fault.CodeOf(err) != fault.Conflict {
 		t.Fatalf("running a refused plan: %v", err)
 	}
-	if after := b.digests(t, 40); !equalMaps(before, after) {
+	if after := b.digests(t, 40); !maps.Equal(before, after) {
 		t.Fatal("a refused plan changed data")
 	}
 	if acts := auditActions(t, b.store); !slices.Contains(acts, "plan.refused") || slices.Contains(acts, "operation.start") {
@@ -43,18 +44,6 @@ func TestAppPlanOfSiteKeysIsRefusedBeforeAnythingRuns(t *testing.T) {
 	if !strings.Contains(text.String(), "REFUSED") || !strings.Contains(text.String(), "`17` is a site, not an app") {
 		t.Fatalf("the report does not show the refusal:\n%s", text.String())
 	}
-}
-
-func equalMaps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // Every refusal of plan create, each with its explanation; none records

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,7 +14,7 @@ import (
 	"lifeline/internal/blob"
 	"lifeline/internal/capture"
 	"lifeline/internal/demo"
-	"lifeline/internal/fault"
+	"lifeline/internal/fault/faulttest"
 	"lifeline/internal/pgtest"
 	"lifeline/internal/productdb"
 	"lifeline/internal/restore"
@@ -264,21 +263,8 @@ func (b *bundle) appState(t *testing.T, key, app string) productdb.State {
 	return productdb.Active
 }
 
-// wantCode fails unless err has code and mentions every string.
-func wantCode(t *testing.T, err error, code fault.Code, contains ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("no error; want %s", code)
-	}
-	if fault.CodeOf(err) != code {
-		t.Fatalf("error %q has code %s; want %s", err, fault.CodeOf(err), code)
-	}
-	for _, c := range contains {
-		if !strings.Contains(err.Error(), c) {
-			t.Fatalf("error %q does not mention %q", err, c)
-		}
-	}
-}
+// wantCode fails unless err has code and mentions every word.
+var wantCode = faulttest.WantCode
 
 func must[T any](t *testing.T) func(T, error) T {
 	return func(v T, err error) T {

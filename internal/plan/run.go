@@ -220,25 +220,12 @@ func (r *runner) finish(ctx context.Context, err error) (*Plan, error) {
 // keepLease renews the run lease until stop; a renewal that finds the
 // lease taken marks the runner lost, and it stops before its next tenant.
 func (r *runner) keepLease(ctx context.Context) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(r.s.ttl() / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				n, err := r.s.exec(ctx, "UPDATE plans SET lease_until = ? WHERE id = ? AND runner = ?", micros(r.s.now().Add(r.s.ttl())), r.id, r.s.owner())
-				if err == nil && n == 0 {
-					r.lost.Store(true)
-				}
-			}
+	return state.KeepLease(ctx, r.s.ttl(), func(ctx context.Context) {
+		n, err := r.s.exec(ctx, "UPDATE plans SET lease_until = ? WHERE id = ? AND runner = ?", micros(r.s.now().Add(r.s.ttl())), r.id, r.s.owner())
+		if err == nil && n == 0 {
+			r.lost.Store(true)
 		}
-	}()
-	return func() { cancel(); <-done }
+	})
 }
 
 // control is checked before every tenant and while baking: a pause or an
@@ -601,19 +588,7 @@ func (r *runner) verify(ctx context.Context, p *Plan, st *Step) string {
 		if err != nil {
 			return err.Error()
 		}
-		got := info.State
-		if t.App != "" {
-			got = productdb.Active
-			for _, as := range info.Apps {
-				if as.App == t.App {
-					got = as.State
-				}
-			}
-		}
-		if got == "" {
-			got = productdb.Active
-		}
-		if got != want {
+		if got, _ := t.StateIn(info); got != want {
 			problems = append(problems, fmt.Sprintf("%s is %s in %s, not %s", t, got, prod.Name, want))
 		}
 		if want == productdb.Deleted || want == productdb.Purged {

@@ -27,19 +27,9 @@ func migrate(ctx context.Context, store *state.Store) error {
 	return store.Migrate(ctx, "plan", sub)
 }
 
-func micros(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMicro()
-}
-
-func fromMicros(us int64) time.Time {
-	if us == 0 {
-		return time.Time{}
-	}
-	return time.UnixMicro(us).UTC()
-}
+// micros and fromMicros are the state store's time encoding, which this
+// package's tables share (state.Micros).
+var micros, fromMicros = state.Micros, state.FromMicros
 
 const planColumns = `id, action, kind, reason, requester, spec, status, report, report_hash, required_role,
 	approved_by, approved_role, approved_hash, approved_at, wave, phase, gate_until, promoted, runner, lease_until,
@@ -151,18 +141,10 @@ func marks(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), "
 
 // get loads a plan with its report, steps and gates.
 func (s *Service) get(ctx context.Context, id string) (*Plan, error) {
-	rows, err := s.store().DB().QueryContext(ctx, s.store().Rebind("SELECT "+planColumns+" FROM plans WHERE id = ?"), id)
-	if err != nil {
-		return nil, fmt.Errorf("plan: get: %w", err)
-	}
-	list, err := scanPlans(rows)
+	p, err := s.row(ctx, s.store().DB(), planColumns, id)
 	if err != nil {
 		return nil, err
 	}
-	if len(list) == 0 {
-		return nil, notFound(id)
-	}
-	p := list[0]
 	if p.Steps, err = s.steps(ctx, id); err != nil {
 		return nil, err
 	}
@@ -186,7 +168,12 @@ func (s *Service) head(ctx context.Context, id string) (*Plan, error) {
 }
 
 func (s *Service) headIn(ctx context.Context, q querier, id string) (*Plan, error) {
-	cols := strings.Replace(planColumns, "status, report, ", "status, '' AS report, ", 1)
+	return s.row(ctx, q, strings.Replace(planColumns, "status, report, ", "status, '' AS report, ", 1), id)
+}
+
+// row loads plan id's own row: planColumns as cols, or head's cheaper
+// stand-in for them.
+func (s *Service) row(ctx context.Context, q querier, cols, id string) (*Plan, error) {
 	rows, err := q.QueryContext(ctx, s.store().Rebind("SELECT "+cols+" FROM plans WHERE id = ?"), id)
 	if err != nil {
 		return nil, fmt.Errorf("plan: get: %w", err)

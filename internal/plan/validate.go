@@ -562,19 +562,7 @@ func (s *Service) describe(ctx context.Context, action string, t tenant.Target) 
 		if tr.Name == "" {
 			tr.Name = info.Name
 		}
-		st := info.State
-		if t.App != "" {
-			st = productdb.Active
-			for _, as := range info.Apps {
-				if as.App == t.App {
-					st = as.State
-				}
-			}
-		}
-		if st == "" {
-			st = productdb.Active
-		}
-		tr.States[p.Name] = st
+		tr.States[p.Name], _ = t.StateIn(info)
 		source := info.Rows
 		if action == "undelete" || action == "purge" {
 			source = info.Trash

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"lifeline/internal/fault"
+	"lifeline/internal/fault/faulttest"
 	"lifeline/internal/pgtest"
 	"lifeline/internal/productdb/productdbtest"
 )
@@ -209,23 +209,8 @@ func sameDump(t *testing.T, what string, want, got map[string][]string) {
 	productdbtest.SameDump(t, what, want, got)
 }
 
-// wantCode checks err is a fault with code, and that its text mentions
-// every one of words.
-func wantCode(t *testing.T, err error, code fault.Code, words ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("want a %s error, got none", code)
-	}
-	if got := fault.CodeOf(err); got != code {
-		t.Fatalf("want code %s, got %s: %v", code, got, err)
-	}
-	text := err.Error() + " " + fault.HintOf(err)
-	for _, w := range words {
-		if !strings.Contains(text, w) {
-			t.Errorf("error %q (hint %q) does not mention %q", err, fault.HintOf(err), w)
-		}
-	}
-}
+// wantCode fails unless err has code and mentions every word.
+var wantCode = faulttest.WantCode
 
 // refused checks that a raw statement failed with Lifeline's guard.
 func refused(t *testing.T, err error, words ...string) {

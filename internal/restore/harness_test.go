@@ -18,7 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"lifeline/internal/backup"
-	"lifeline/internal/backup/format"
+	"lifeline/internal/backup/format/formattest"
 	"lifeline/internal/blob"
 	"lifeline/internal/capture"
 	"lifeline/internal/change"
@@ -668,34 +668,9 @@ func tenantReq(a productdb.Action, target string) tenant.Request {
 func (b *bundle) corruptTenant(t *testing.T, objs []backup.Object, tenant string) {
 	t.Helper()
 	for i := len(objs) - 1; i >= 0; i-- {
-		path := filepath.Join(b.blobDir, objs[i].Key)
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
+		if formattest.CorruptTenant(t, filepath.Join(b.blobDir, objs[i].Key), tenant) {
+			return
 		}
-		st, _ := f.Stat()
-		rd, err := format.Open(ctx, format.ReaderAt(f), st.Size(), nil)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ti, ok := rd.Lookup(tenant)
-		if !ok {
-			continue
-		}
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blk := ti.Blocks[0]
-		raw[blk.Offset+blk.Length/2] ^= 0x5a
-		if err := os.Chmod(path, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, raw, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
 	}
 	t.Fatalf("no object holds tenant %s", tenant)
 }

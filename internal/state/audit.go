@@ -42,7 +42,7 @@ type canonicalEntry struct {
 func auditHash(prev string, seq, atMicros int64, actor, action, opID, detail string) (string, error) {
 	c, err := json.Marshal(canonicalEntry{
 		Seq:    seq,
-		At:     fromMicros(atMicros).Format(auditTimeLayout),
+		At:     FromMicros(atMicros).Format(auditTimeLayout),
 		Actor:  actor,
 		Action: action,
 		OpID:   opID,
@@ -120,13 +120,13 @@ func (s *Store) appendAudit(ctx context.Context, tx *sql.Tx, e AuditEntry) (Audi
 	}
 	at := s.stamp()
 	e.Seq, e.At, e.PrevHash = last+1, at, prev
-	e.Hash, err = auditHash(prev, e.Seq, micros(at), e.Actor, e.Action, e.OpID, string(detail))
+	e.Hash, err = auditHash(prev, e.Seq, Micros(at), e.Actor, e.Action, e.OpID, string(detail))
 	if err != nil {
 		return e, err
 	}
 	_, err = tx.ExecContext(ctx, s.Rebind(
 		"INSERT INTO audit_log (seq, at, actor, action, op_id, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-		e.Seq, micros(at), e.Actor, e.Action, e.OpID, string(detail), e.PrevHash, e.Hash)
+		e.Seq, Micros(at), e.Actor, e.Action, e.OpID, string(detail), e.PrevHash, e.Hash)
 	if err != nil {
 		return e, fmt.Errorf("state: audit append: %w", err)
 	}
@@ -148,7 +148,7 @@ func scanAuditRow(rows *sql.Rows) (auditRow, error) {
 }
 
 func (r auditRow) entry() AuditEntry {
-	e := AuditEntry{Seq: r.seq, At: fromMicros(r.at), Actor: r.actor, Action: r.action, OpID: r.opID, PrevHash: r.prev, Hash: r.hash}
+	e := AuditEntry{Seq: r.seq, At: FromMicros(r.at), Actor: r.actor, Action: r.action, OpID: r.opID, PrevHash: r.prev, Hash: r.hash}
 	if r.detail != "" && r.detail != "{}" {
 		_ = json.Unmarshal([]byte(r.detail), &e.Detail) // VerifyAudit reports a mangled detail
 	}

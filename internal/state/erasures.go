@@ -40,7 +40,7 @@ func (s *Store) RecordErasure(ctx context.Context, e *Erasure) error {
 		}
 		_, err := tx.ExecContext(ctx, s.Rebind(
 			"INSERT INTO erasure_ledger (id, at, actor, reason, op_id, tenant, product, app, row_counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-			id, micros(at), e.Actor, e.Reason, e.OpID, e.Tenant, e.Product, e.App, string(counts))
+			id, Micros(at), e.Actor, e.Reason, e.OpID, e.Tenant, e.Product, e.App, string(counts))
 		if err != nil {
 			return fmt.Errorf("state: record erasure: %w", err)
 		}
@@ -80,7 +80,7 @@ func (s *Store) Erasures(ctx context.Context, tenant string) ([]Erasure, error) 
 		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Reason, &e.OpID, &e.Tenant, &e.Product, &e.App, &counts); err != nil {
 			return nil, fmt.Errorf("state: list erasures: %w", err)
 		}
-		e.At = fromMicros(at)
+		e.At = FromMicros(at)
 		if err := json.Unmarshal([]byte(counts), &e.Rows); err != nil {
 			return nil, fmt.Errorf("state: erasure %d rows: %w", e.ID, err)
 		}

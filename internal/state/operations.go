@@ -45,7 +45,7 @@ func (s *Store) CreateOperation(ctx context.Context, op *Operation, owner string
 		}
 		lease := now.Add(ttl)
 		_, err = tx.ExecContext(ctx, s.Rebind("INSERT INTO operations ("+opColumns+") VALUES (?, ?, ?, ?, ?, ?, '', ?, 0, ?, ?)"),
-			op.ID, op.Action, op.Actor, op.Reason, string(targets), string(OpRunning), micros(now), owner, micros(lease))
+			op.ID, op.Action, op.Actor, op.Reason, string(targets), string(OpRunning), Micros(now), owner, Micros(lease))
 		if err != nil {
 			return fmt.Errorf("state: create operation: %w", err)
 		}
@@ -141,7 +141,7 @@ func nonNil(s []string) []string {
 func (s *Store) lockTenant(ctx context.Context, tx *sql.Tx, opID, tenant string, now time.Time) error {
 	for attempt := 0; attempt < 3; attempt++ {
 		res, err := tx.ExecContext(ctx, s.Rebind("INSERT INTO tenant_locks (tenant, op_id, since) VALUES (?, ?, ?) ON CONFLICT (tenant) DO NOTHING"),
-			tenant, opID, micros(now))
+			tenant, opID, Micros(now))
 		if err != nil {
 			return fmt.Errorf("state: lock tenant %s: %w", tenant, err)
 		}
@@ -162,7 +162,7 @@ func (s *Store) lockTenant(ctx context.Context, tx *sql.Tx, opID, tenant string,
 		msg := fmt.Sprintf("tenant %s is locked by operation %s (%s by %s)", tenant, holder, action, actor)
 		hint := fmt.Sprintf("wait for operation %s to finish (`lifeline ops show %s`)", holder, holder)
 		finish := FinishCommand(holder, action)
-		if lu := fromMicros(lease); !lu.After(now) {
+		if lu := FromMicros(lease); !lu.After(now) {
 			msg += fmt.Sprintf(", whose runner %s stopped renewing its lease at %s", owner, lu.Format(time.RFC3339))
 			hint = fmt.Sprintf("operation %s was interrupted: finish it with %s", holder, finish)
 		} else {
@@ -214,9 +214,9 @@ func (s *Store) UpdateSteps(ctx context.Context, opID string, steps []Step) erro
 		if st.Rows == nil {
 			rows = []byte("{}")
 		}
-		finished := micros(st.Finished)
+		finished := Micros(st.Finished)
 		if finished == 0 && st.Status != StepPending {
-			finished = micros(s.stamp())
+			finished = Micros(s.stamp())
 		}
 		ups = append(ups, update{st, string(rows), finished})
 	}
@@ -267,7 +267,7 @@ func (s *Store) FinishOperation(ctx context.Context, opID string, status OpStatu
 				"operation %s is already %s", opID, cur)
 		}
 		if finished == 0 {
-			finished = micros(now)
+			finished = Micros(now)
 		}
 		if errText == "" {
 			errText = oldErr // marking rolled_back keeps why it failed
@@ -287,6 +287,28 @@ func (s *Store) FinishOperation(ctx context.Context, opID string, status OpStatu
 		_, err = s.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "operation.finish", OpID: opID, Detail: detail})
 		return err
 	})
+}
+
+// KeepLease calls renew, in a goroutine of its own, every third of ttl (a
+// lease of that length survives two failed renewals) until the returned
+// stop is called; stop returns once no renewal is running.
+func KeepLease(ctx context.Context, ttl time.Duration, renew func(ctx context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				renew(ctx)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // ClaimOperation takes or renews the lease on a running operation for
@@ -331,14 +353,14 @@ func (s *Store) claim(ctx context.Context, id, owner, from string, ttl time.Dura
 			return fault.New(fault.Conflict, fmt.Sprintf("nothing to resume; see `lifeline ops show %s`", id),
 				"operation %s is %s, not running", id, status)
 		}
-		until := fromMicros(lease)
+		until := FromMicros(lease)
 		if cur != owner && (from == "" || cur != from) && until.After(now) {
 			return fault.New(fault.Conflict,
 				fmt.Sprintf("wait for it to finish, or for its lease to expire at %s if that process died", until.Format(time.RFC3339)),
 				"operation %s is being run by %s until %s", id, cur, until.Format(time.RFC3339))
 		}
 		_, err = tx.ExecContext(ctx, s.Rebind("UPDATE operations SET owner = ?, lease_until = ? WHERE id = ?"),
-			owner, micros(now.Add(ttl)), id)
+			owner, Micros(now.Add(ttl)), id)
 		if err != nil {
 			return fmt.Errorf("state: claim operation: %w", err)
 		}
@@ -359,7 +381,7 @@ func (s *Store) claim(ctx context.Context, id, owner, from string, ttl time.Dura
 // nothing if owner no longer holds the lease (another runner took the
 // operation over) or the operation is no longer running.
 func (s *Store) ReleaseOperation(ctx context.Context, id, owner string) error {
-	ended := micros(s.stamp()) - 1
+	ended := Micros(s.stamp()) - 1
 	return s.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, s.Rebind("UPDATE operations SET lease_until = ? WHERE id = ? AND owner = ? AND status = ?"),
 			ended, id, owner, string(OpRunning))
@@ -447,7 +469,7 @@ func (s *Store) queryOperations(ctx context.Context, tx *sql.Tx, tail string, ar
 		}
 		op.Targets = nonNil(op.Targets)
 		op.Status = OpStatus(status)
-		op.Created, op.Finished, op.LeaseUntil = fromMicros(created), fromMicros(finished), fromMicros(lease)
+		op.Created, op.Finished, op.LeaseUntil = FromMicros(created), FromMicros(finished), FromMicros(lease)
 		op.Steps = []Step{}
 		index[op.ID] = len(out)
 		out = append(out, op)
@@ -477,7 +499,7 @@ func (s *Store) queryOperations(ctx context.Context, tx *sql.Tx, tail string, ar
 		if err := srows.Scan(&opID, &st.Product, &st.Tenant, &st.App, &status, &counts, &st.Error, &finished); err != nil {
 			return nil, fmt.Errorf("state: list steps: %w", err)
 		}
-		st.Status, st.Finished = StepStatus(status), fromMicros(finished)
+		st.Status, st.Finished = StepStatus(status), FromMicros(finished)
 		if counts != "{}" && counts != "" {
 			if err := json.Unmarshal([]byte(counts), &st.Rows); err != nil {
 				return nil, fmt.Errorf("state: operation %s step rows: %w", opID, err)

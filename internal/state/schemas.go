@@ -27,7 +27,7 @@ func (s *Store) SaveSchema(ctx context.Context, r SchemaRecord) error {
 		_, err := tx.ExecContext(ctx, s.Rebind(
 			"INSERT INTO product_schemas (product, fingerprint, schema_json, protected) VALUES (?, ?, ?, ?) "+
 				"ON CONFLICT (product) DO UPDATE SET fingerprint = excluded.fingerprint, schema_json = excluded.schema_json, protected = excluded.protected"),
-			r.Product, r.Fingerprint, string(r.Schema), micros(r.Protected))
+			r.Product, r.Fingerprint, string(r.Schema), Micros(r.Protected))
 		if err != nil {
 			return fmt.Errorf("state: save schema: %w", err)
 		}
@@ -51,6 +51,6 @@ func (s *Store) LoadSchema(ctx context.Context, product string) (*SchemaRecord, 
 	if err != nil {
 		return nil, fmt.Errorf("state: load schema: %w", err)
 	}
-	r.Schema, r.Protected = []byte(schema), fromMicros(protected)
+	r.Schema, r.Protected = []byte(schema), FromMicros(protected)
 	return &r, nil
 }

@@ -45,6 +45,10 @@ var migrationFiles embed.FS
 // then race to append after it.
 const sqliteParams = "?_pragma=busy_timeout(15000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_txlock=immediate"
 
+// OpenSQLite opens the SQLite file at path with sqliteParams: the state
+// store's settings, which the contacts vault shares.
+func OpenSQLite(path string) (*sql.DB, error) { return sql.Open("sqlite", path+sqliteParams) }
+
 // Store is an open state store. It is safe for concurrent use.
 type Store struct {
 	db     *sql.DB
@@ -79,7 +83,7 @@ func Open(ctx context.Context, dsn, baseDir string, now func() time.Time) (*Stor
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(baseDir, path)
 		}
-		db, err := sql.Open("sqlite", path+sqliteParams)
+		db, err := OpenSQLite(path)
 		if err != nil {
 			return nil, fault.Wrap(err, fault.Invalid, "", "state store %s", path)
 		}
@@ -247,16 +251,18 @@ func (s *Store) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return fn(tx)
 }
 
-// micros stores a time as microseconds since the epoch; the zero time is 0.
-func micros(t time.Time) int64 {
+// Micros stores a time as microseconds since the epoch; the zero time is 0.
+// It is how every Lifeline table keeps a time (the packages with tables in
+// the state store, and the contacts vault), so one encoding reads them all.
+func Micros(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
 	return t.UnixMicro()
 }
 
-// fromMicros is the inverse of micros, in UTC.
-func fromMicros(us int64) time.Time {
+// FromMicros is the inverse of Micros, in UTC.
+func FromMicros(us int64) time.Time {
 	if us == 0 {
 		return time.Time{}
 	}
@@ -264,7 +270,7 @@ func fromMicros(us int64) time.Time {
 }
 
 // stamp is now at the precision the store keeps.
-func (s *Store) stamp() time.Time { return fromMicros(s.now().UnixMicro()) }
+func (s *Store) stamp() time.Time { return FromMicros(s.now().UnixMicro()) }
 
 type actorKey struct{}
 

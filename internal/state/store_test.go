@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"lifeline/internal/fault"
+	"lifeline/internal/fault/faulttest"
 	"lifeline/internal/pgtest"
 )
 
@@ -116,20 +117,8 @@ func (e *env) dropAuditTriggers(t *testing.T) {
 	e.dropTrigger(t, "audit_log", "audit_log_no_delete")
 }
 
-func wantCode(t *testing.T, err error, code fault.Code, contains ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("got no error, want %s", code)
-	}
-	if got := fault.CodeOf(err); got != code {
-		t.Fatalf("error %q has code %s, want %s", err, got, code)
-	}
-	for _, c := range contains {
-		if !strings.Contains(err.Error(), c) && !strings.Contains(fault.HintOf(err), c) {
-			t.Errorf("error %q (hint %q) does not mention %q", err, fault.HintOf(err), c)
-		}
-	}
-}
+// wantCode fails unless err has code and mentions every word.
+var wantCode = faulttest.WantCode
 
 func must(t *testing.T, err error) {
 	t.Helper()

@@ -50,7 +50,7 @@ func (s *Store) CreateToken(ctx context.Context, name string, role Role) (string
 	secret := tokenPrefix + tok.ID + "_" + randomString(tokenSecretLen)
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, s.Rebind("INSERT INTO api_tokens (id, name, role, secret_hash, created, revoked) VALUES (?, ?, ?, ?, ?, 0)"),
-			tok.ID, tok.Name, string(tok.Role), hashSecret(secret), micros(tok.Created))
+			tok.ID, tok.Name, string(tok.Role), hashSecret(secret), Micros(tok.Created))
 		if err != nil {
 			return fmt.Errorf("state: create token: %w", err)
 		}
@@ -90,7 +90,7 @@ func (s *Store) Authenticate(ctx context.Context, secret string) (Token, error) 
 	if revoked != 0 {
 		return Token{}, fault.New(fault.Unauthorized, hint, "token %s (%s) was revoked", id, tok.Name)
 	}
-	tok.Role, tok.Created = Role(role), fromMicros(created)
+	tok.Role, tok.Created = Role(role), FromMicros(created)
 	return tok, nil
 }
 
@@ -109,7 +109,7 @@ func (s *Store) ListTokens(ctx context.Context) ([]Token, error) {
 		if err := rows.Scan(&t.ID, &t.Name, &role, &created, &revoked); err != nil {
 			return nil, fmt.Errorf("state: list tokens: %w", err)
 		}
-		t.Role, t.Created, t.Revoked = Role(role), fromMicros(created), revoked != 0
+		t.Role, t.Created, t.Revoked = Role(role), FromMicros(created), revoked != 0
 		out = append(out, t)
 	}
 	return out, rows.Err()
@@ -133,7 +133,7 @@ func (s *Store) RevokeToken(ctx context.Context, id string) error {
 		if revoked != 0 {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, s.Rebind("UPDATE api_tokens SET revoked = ? WHERE id = ?"), micros(now), id); err != nil {
+		if _, err := tx.ExecContext(ctx, s.Rebind("UPDATE api_tokens SET revoked = ? WHERE id = ?"), Micros(now), id); err != nil {
 			return fmt.Errorf("state: revoke token: %w", err)
 		}
 		_, err = s.appendAudit(ctx, tx, AuditEntry{Action: "token.revoke", Detail: map[string]any{"token": id, "name": name}})

@@ -39,11 +39,19 @@ var Impacts = []Impact{ImpactNone, ImpactMinor, ImpactMajor, ImpactCritical}
 func (i Impact) Rank() int { return max(slices.Index(Impacts, i), 0) }
 
 // ParseImpact accepts one of Impacts.
-func ParseImpact(s string) (Impact, error) {
-	if slices.Contains(Impacts, Impact(s)) {
-		return Impact(s), nil
+func ParseImpact(s string) (Impact, error) { return oneOf(Impacts, s, "impact") }
+
+// oneOf accepts s when it is one of allowed, and otherwise refuses it with
+// what it is (for the message) and the allowed values (for the hint).
+func oneOf[T ~string](allowed []T, s, what string) (T, error) {
+	if slices.Contains(allowed, T(s)) {
+		return T(s), nil
 	}
-	return "", fault.New(fault.Invalid, "use one of: none, minor, major, critical", "unknown impact %q", s)
+	names := make([]string, len(allowed))
+	for i, a := range allowed {
+		names[i] = string(a)
+	}
+	return "", fault.New(fault.Invalid, "use one of: "+strings.Join(names, ", "), "unknown %s %q", what, s)
 }
 
 // ComponentStatus is a component's state, with Statuspage's names.
@@ -112,14 +120,7 @@ func parseStatus(k Kind, s string) (IncidentStatus, error) {
 	if k == KindMaintenance {
 		allowed = maintenanceStatuses
 	}
-	if slices.Contains(allowed, IncidentStatus(s)) {
-		return IncidentStatus(s), nil
-	}
-	names := make([]string, len(allowed))
-	for i, a := range allowed {
-		names[i] = string(a)
-	}
-	return "", fault.New(fault.Invalid, "use one of: "+strings.Join(names, ", "), "unknown %s status %q", k, s)
+	return oneOf(allowed, s, string(k)+" status")
 }
 
 // Confidence qualifies every estimate in an update.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"lifeline/internal/fault"
+	"lifeline/internal/state"
 )
 
 // Store is the part of Lifeline's state store the status domain uses;
@@ -24,20 +25,9 @@ type Store interface {
 	Migrate(ctx context.Context, name string, fsys fs.FS) error
 }
 
-// micros stores a time as microseconds since the epoch; zero is 0.
-func micros(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMicro()
-}
-
-func fromMicros(us int64) time.Time {
-	if us == 0 {
-		return time.Time{}
-	}
-	return time.UnixMicro(us).UTC()
-}
+// micros and fromMicros are the state store's time encoding, which this
+// package's tables share (state.Micros).
+var micros, fromMicros = state.Micros, state.FromMicros
 
 // sqlStore runs the status tables' SQL. Statements are written with ? and
 // rebound per engine.

@@ -250,22 +250,11 @@ func (s *Service) plan(ctx context.Context, a productdb.Action, t Target) ([]sta
 		if err := s.checkDrift(ctx, p); err != nil {
 			return nil, err
 		}
-		cur, since := info.State, info.Since
-		if t.Kind == KindApp {
-			cur, since = productdb.Active, time.Time{}
-			for _, as := range info.Apps {
-				if as.App == t.App {
-					cur, since = as.State, as.Changed
-				}
-			}
-			// An app cannot be brought back while its whole product is gone.
-			if info.State == productdb.Deleted || info.State == productdb.Purged {
-				problems = append(problems, fmt.Sprintf("tenant %s is %s in %s, so its app %s cannot be changed on its own", t.Tenant, info.State, p.Name, t.App))
-				continue
-			}
-		}
-		if cur == "" {
-			cur = productdb.Active
+		cur, since := t.StateIn(info)
+		// An app cannot be brought back while its whole product is gone.
+		if t.Kind == KindApp && (info.State == productdb.Deleted || info.State == productdb.Purged) {
+			problems = append(problems, fmt.Sprintf("tenant %s is %s in %s, so its app %s cannot be changed on its own", t.Tenant, info.State, p.Name, t.App))
+			continue
 		}
 		if !slices.Contains(r.from, cur) {
 			problems = append(problems, fmt.Sprintf("%s is %s in %s; %s needs %s", t, cur, p.Name, a, joinStates(r.from)))
@@ -446,24 +435,11 @@ func (s *Service) undo(ctx context.Context, op *state.Operation, done []state.St
 
 // keepLease renews the operation's lease until the returned stop is called.
 func (s *Service) keepLease(ctx context.Context, id string) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(s.ttl() / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := s.Store.ClaimOperation(ctx, id, s.Owner, s.ttl()); err != nil && ctx.Err() == nil && s.Log != nil {
-					s.Log.Warn("renewing operation lease failed", "op", id, "err", err)
-				}
-			}
+	return state.KeepLease(ctx, s.ttl(), func(ctx context.Context) {
+		if err := s.Store.ClaimOperation(ctx, id, s.Owner, s.ttl()); err != nil && ctx.Err() == nil && s.Log != nil {
+			s.Log.Warn("renewing operation lease failed", "op", id, "err", err)
 		}
-	}()
-	return func() { cancel(); <-done }
+	})
 }
 
 // Resume takes over an interrupted operation (its runner died) and finishes

@@ -3,8 +3,10 @@ package tenant
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"lifeline/internal/fault"
+	"lifeline/internal/productdb"
 )
 
 // Kind is what a target names. The 2022 script was handed site IDs where it
@@ -37,6 +39,26 @@ func (t Target) String() string {
 		return fmt.Sprintf("app:%s/%s/%s", t.Tenant, t.Product, t.App)
 	}
 	return "site:" + t.Tenant
+}
+
+// StateIn is the target's lifecycle state in one product, and since when,
+// from what that product holds for its tenant: an app target's own state
+// (active while none is recorded for the app), the tenant's otherwise. It
+// is never "": a tenant with no recorded state is active.
+func (t Target) StateIn(info *productdb.TenantInfo) (productdb.State, time.Time) {
+	cur, since := info.State, info.Since
+	if t.Kind == KindApp {
+		cur, since = productdb.Active, time.Time{}
+		for _, as := range info.Apps {
+			if as.App == t.App {
+				cur, since = as.State, as.Changed
+			}
+		}
+	}
+	if cur == "" {
+		cur = productdb.Active
+	}
+	return cur, since
 }
 
 // parts is how many /-separated parts each kind's key has.

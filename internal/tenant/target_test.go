@@ -3,8 +3,10 @@ package tenant
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"lifeline/internal/fault"
+	"lifeline/internal/productdb"
 )
 
 func TestParseTargetTyped(t *testing.T) {
@@ -54,6 +56,31 @@ func TestParseTargetRefusesWrongKinds(t *testing.T) {
 			if !strings.Contains(err.Error()+" "+fault.HintOf(err), w) {
 				t.Errorf("ParseTarget(%q) = %q; want it to say %q", in, err, w)
 			}
+		}
+	}
+}
+
+// A target's state in a product: an app's own state, active while none is
+// recorded for it; the tenant's otherwise; never "".
+func TestStateIn(t *testing.T) {
+	t.Parallel()
+	deleted := time.Date(2026, 4, 5, 8, 0, 0, 0, time.UTC)
+	info := &productdb.TenantInfo{State: productdb.Deactivated, Since: deleted.Add(-time.Hour),
+		Apps: []productdb.TenantState{{App: "insight", State: productdb.Deleted, Changed: deleted}}}
+	for _, tc := range []struct {
+		target Target
+		info   *productdb.TenantInfo
+		want   productdb.State
+		since  time.Time
+	}{
+		{Target{Kind: KindSite, Tenant: "42"}, info, productdb.Deactivated, info.Since},
+		{Target{Kind: KindProduct, Tenant: "42", Product: "tracker"}, info, productdb.Deactivated, info.Since},
+		{Target{Kind: KindApp, Tenant: "42", Product: "tracker", App: "insight"}, info, productdb.Deleted, deleted},
+		{Target{Kind: KindApp, Tenant: "42", Product: "tracker", App: "other"}, info, productdb.Active, time.Time{}},
+		{Target{Kind: KindSite, Tenant: "42"}, &productdb.TenantInfo{}, productdb.Active, time.Time{}},
+	} {
+		if got, since := tc.target.StateIn(tc.info); got != tc.want || !since.Equal(tc.since) {
+			t.Errorf("%s: %s since %v, want %s since %v", tc.target, got, since, tc.want, tc.since)
 		}
 	}
 }

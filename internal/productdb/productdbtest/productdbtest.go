@@ -103,9 +103,28 @@ func Dump(t testing.TB, raw *sql.DB, engine, table, where string) []string {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, query)
 	}
-	defer rows.Close()
-	cols, _ := rows.Columns()
 	var out []string
+	for _, vals := range Values(t, rows) {
+		parts := make([]string, len(vals))
+		for i, v := range vals {
+			parts[i] = render(v)
+		}
+		out = append(out, strings.Join(parts, "|"))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Values reads every row of rows as the values the driver gives, whatever
+// the columns, and closes rows.
+func Values(t testing.TB, rows *sql.Rows) [][]any {
+	t.Helper()
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]any
 	for rows.Next() {
 		vals := make([]any, len(cols))
 		ptrs := make([]any, len(cols))
@@ -115,16 +134,11 @@ func Dump(t testing.TB, raw *sql.DB, engine, table, where string) []string {
 		if err := rows.Scan(ptrs...); err != nil {
 			t.Fatal(err)
 		}
-		parts := make([]string, len(vals))
-		for i, v := range vals {
-			parts[i] = render(v)
-		}
-		out = append(out, strings.Join(parts, "|"))
+		out = append(out, vals)
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	sort.Strings(out)
 	return out
 }
 
