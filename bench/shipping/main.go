@@ -195,24 +195,26 @@ func lag(ctx context.Context, app *sql.DB, update string, ship *backup.Shipper, 
 	objs, err := repo.Objects(ctx, "tracker")
 	check(err)
 	created, recorded := make([]time.Duration, n), make([]time.Duration, n)
-	var shipped []backup.Object // as the shipper made them: merges hold them, and may have pruned them
+	// A position's segment as the shipper made it is the shortest holding
+	// it: merges hold the shipped ones (and may have pruned them).
+	var segs []backup.Object
 	for _, o := range objs {
-		if o.KindName == "segment" && o.First > base {
-			shipped = append(shipped, o)
+		if o.KindName == "segment" && o.Last > base {
+			segs = append(segs, o)
 		}
 	}
-	shipped = slices.DeleteFunc(shipped, func(o backup.Object) bool {
-		return slices.ContainsFunc(shipped, func(in backup.Object) bool {
-			return in.Key != o.Key && o.First <= in.First && in.Last <= o.Last
-		})
-	})
-	segments, s := len(shipped), 0
+	shipped, s := map[string]bool{}, 0
 	for i, c := range commits {
 		pos := base + uint64(i) + 1
-		for _, o := range shipped {
-			if o.First <= pos && pos <= o.Last {
-				created[i] = o.Created.Sub(c)
+		var seg *backup.Object
+		for j, o := range segs {
+			if o.First <= pos && pos <= o.Last && (seg == nil || o.Last-o.First < seg.Last-seg.First) {
+				seg = &segs[j]
 			}
+		}
+		if seg != nil {
+			created[i] = seg.Created.Sub(c)
+			shipped[seg.Key] = true
 		}
 		for samples[s].pos < pos {
 			s++
@@ -221,7 +223,7 @@ func lag(ctx context.Context, app *sql.DB, update string, ship *backup.Shipper, 
 	}
 	slices.Sort(created)
 	slices.Sort(recorded)
-	fmt.Printf("  the writer reached %.0f writes/s while shipping; %d segments = %.0f a minute\n", float64(n)/took.Seconds(), segments, float64(segments)/took.Minutes())
+	fmt.Printf("  the writer reached %.0f writes/s while shipping; %d segments = %.0f a minute\n", float64(n)/took.Seconds(), len(shipped), float64(len(shipped))/took.Minutes())
 	fmt.Printf("  lag to the segment's creation: p50 %v, p99 %v\n", created[n/2].Round(time.Millisecond), created[n*99/100].Round(time.Millisecond))
 	return recorded[n/2], recorded[n*99/100]
 }
