@@ -20,6 +20,7 @@ import (
 	"database/sql"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"path/filepath"
@@ -88,7 +89,8 @@ func main() {
 	check(err)
 	files, err := blob.OpenFile(filepath.Join(dir, "backups"))
 	check(err)
-	counting := blob.Count(files)
+	up := &uploads{Store: files}
+	counting := blob.Count(up)
 	repo, err := backup.OpenRepo(ctx, &backup.Repo{Blobs: counting, State: store})
 	check(err)
 	src, err := capture.Open(ctx, db, layout, capture.Options{})
@@ -106,7 +108,7 @@ func main() {
 	commits, took := write(app, update, *rate, *seconds)
 	fmt.Printf("baseline: the writer alone reached %.0f writes/s\n", float64(len(commits))/took.Seconds())
 	for _, interval := range targets {
-		p50, p99 := lag(ctx, app, update, ship, repo, *rate, *seconds, interval)
+		p50, p99 := lag(ctx, app, update, ship, repo, up, *rate, *seconds, interval)
 		fmt.Printf("shipping lag to recorded, interval %v: p50 %v, p99 %v\n", interval, p50.Round(time.Millisecond), p99.Round(time.Millisecond))
 	}
 
@@ -155,15 +157,11 @@ func selective(ctx context.Context, repo *backup.Repo, counting *blob.Counting, 
 
 // lag writes single-row transactions at rate for seconds while the shipper
 // runs as serve runs it (Shipper.Run with the interval), and reports two
-// lags of each change: to the creation of the segment that holds it (when
-// it was encoded) and to when the catalog's cursor passed it (recorded:
-// durable, what the RPO counts; sampled every 5 ms). It also reports how
-// many segments that made per minute. It returns the p50 and p99 of the
-// recorded lag. When maintenance runs during the test (-maintain shorter
-// than it), a merge whose small segments were already pruned counts as one
-// segment, created when merged: those two figures are then approximate,
-// the recorded lag is not.
-func lag(ctx context.Context, app *sql.DB, update string, ship *backup.Shipper, repo *backup.Repo, rate, seconds int, interval time.Duration) (time.Duration, time.Duration) {
+// lags of each change: to the end of the upload of the segment that holds
+// it, and to when the catalog's cursor passed it (recorded: durable, what
+// the RPO counts; sampled every 5 ms). It also reports how many segments
+// that made per minute. It returns the p50 and p99 of the recorded lag.
+func lag(ctx context.Context, app *sql.DB, update string, ship *backup.Shipper, repo *backup.Repo, up *uploads, rate, seconds int, interval time.Duration) (time.Duration, time.Duration) {
 	res, err := ship.Ship(ctx)
 	check(err)
 	base := res.Cursor.Pos
@@ -192,40 +190,61 @@ func lag(ctx context.Context, app *sql.DB, update string, ship *backup.Shipper, 
 	commits, took := write(app, update, rate, seconds)
 	wg.Wait()
 	n := len(commits)
-	objs, err := repo.Objects(ctx, "tracker")
-	check(err)
-	created, recorded := make([]time.Duration, n), make([]time.Duration, n)
-	// A position's segment as the shipper made it is the shortest holding
-	// it: merges hold the shipped ones (and may have pruned them).
-	var segs []backup.Object
-	for _, o := range objs {
-		if o.KindName == "segment" && o.Last > base {
-			segs = append(segs, o)
-		}
-	}
-	shipped, s := map[string]bool{}, 0
+	uploaded, recorded := make([]time.Duration, n), make([]time.Duration, n)
+	// A position's segment as the shipper made it is the shortest upload
+	// holding it: merges hold the shipped ones (and may have pruned them).
+	up.mu.Lock()
+	segs := slices.Clone(up.segs)
+	up.mu.Unlock()
+	shipped, s := map[upload]bool{}, 0
 	for i, c := range commits {
 		pos := base + uint64(i) + 1
-		var seg *backup.Object
+		var seg *upload
 		for j, o := range segs {
-			if o.First <= pos && pos <= o.Last && (seg == nil || o.Last-o.First < seg.Last-seg.First) {
+			if o.first <= pos && pos <= o.last && (seg == nil || o.last-o.first < seg.last-seg.first) {
 				seg = &segs[j]
 			}
 		}
 		if seg != nil {
-			created[i] = seg.Created.Sub(c)
-			shipped[seg.Key] = true
+			uploaded[i] = seg.at.Sub(c)
+			shipped[*seg] = true
 		}
 		for samples[s].pos < pos {
 			s++
 		}
 		recorded[i] = samples[s].at.Sub(c)
 	}
-	slices.Sort(created)
+	slices.Sort(uploaded)
 	slices.Sort(recorded)
 	fmt.Printf("  the writer reached %.0f writes/s while shipping; %d segments = %.0f a minute\n", float64(n)/took.Seconds(), len(shipped), float64(len(shipped))/took.Minutes())
-	fmt.Printf("  lag to the segment's creation: p50 %v, p99 %v\n", created[n/2].Round(time.Millisecond), created[n*99/100].Round(time.Millisecond))
+	fmt.Printf("  lag to the segment's upload: p50 %v, p99 %v\n", uploaded[n/2].Round(time.Millisecond), uploaded[n*99/100].Round(time.Millisecond))
 	return recorded[n/2], recorded[n*99/100]
+}
+
+// uploads records the segments uploaded and when each upload ended, so
+// the lag test knows the segments as the shipper made them even after
+// maintenance merged and pruned them.
+type uploads struct {
+	blob.Store
+	mu   sync.Mutex
+	segs []upload
+}
+
+type upload struct {
+	first, last uint64
+	at          time.Time
+}
+
+func (u *uploads) Put(ctx context.Context, key string, r io.Reader, size int64, retainUntil time.Time) error {
+	err := u.Store.Put(ctx, key, r, size, retainUntil)
+	var o upload
+	if _, scanErr := fmt.Sscanf(key, "tracker/segments/%d-%d.seg", &o.first, &o.last); err == nil && scanErr == nil {
+		o.at = time.Now()
+		u.mu.Lock()
+		u.segs = append(u.segs, o)
+		u.mu.Unlock()
+	}
+	return err
 }
 
 // write runs rate single-row update transactions (update) per second for seconds,
