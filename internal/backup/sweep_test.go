@@ -154,10 +154,7 @@ func (l *listCounter) List(ctx context.Context, prefix string, fn func(blob.Info
 // is still deleted, by the next sweep due.
 func TestMaintenanceSweepsOnceEverySweepEvery(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	now := time.Now()
-	b.repo.Now = func() time.Time { return now }
-	stale, other := stallPastTheLease(t, b, &now)
+	b, now, stale, other := superseded(t)
 	lists := &listCounter{Store: b.repo.Blobs}
 	b.repo.Blobs = lists
 	maintain := func(what string, wantLists int64) []string {
@@ -172,9 +169,9 @@ func TestMaintenanceSweepsOnceEverySweepEvery(t *testing.T) {
 		return deleted
 	}
 	maintain("the first pass", 1)
-	now = now.Add(SweepEvery - time.Minute)
+	*now = now.Add(SweepEvery - time.Minute)
 	maintain("a pass within the hour", 1)
-	now = now.Add(time.Minute)
+	*now = now.Add(time.Minute)
 	lists.failing.Store(true)
 	maintain("a pass an hour after the last sweep", 2)
 	lists.failing.Store(false)
@@ -185,7 +182,7 @@ func TestMaintenanceSweepsOnceEverySweepEvery(t *testing.T) {
 	if _, err := other.Ship(ctx); err != nil {
 		t.Fatal(err)
 	}
-	now = now.Add(SweepGrace)
+	*now = now.Add(SweepGrace)
 	if deleted := maintain("past the grace period", 4); !slices.Equal(deleted, []string{stale}) {
 		t.Fatalf("maintenance deleted %v; want the superseded %s", deleted, stale)
 	}
