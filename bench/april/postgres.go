@@ -44,7 +44,7 @@ func (e *pgEngine) setup(ctx context.Context, dir string, tenants int) {
 	e.dbs = map[string]*sql.DB{}
 	for _, p := range products {
 		check(e.srv.Exec("CREATE DATABASE " + p))
-		load(ctx, filepath.Join(gen, p+".db"), e.srv.URL(p), demo.Tables[p])
+		check(demo.LoadPostgres(ctx, filepath.Join(gen, p+".db"), e.srv.URL(p), demo.Tables[p]))
 		cfg = strings.Replace(cfg, "sqlite:"+p+".db", e.srv.URL(p), 1)
 		e.dbs[p] = e.open(p)
 	}
@@ -56,71 +56,6 @@ func (e *pgEngine) open(name string) *sql.DB {
 	db, err := sql.Open("pgx", e.srv.URL(name))
 	check(err)
 	return db
-}
-
-// load copies one demo product from its SQLite file into an empty
-// PostgreSQL database: SQLite's own DDL with its type names spelled the
-// PostgreSQL way, then every table by COPY, parents first, then an index on
-// every foreign key but the tenant column (indexed already). PostgreSQL
-// checks a reference by looking up the rows that point at a deleted one, and
-// a real PostgreSQL schema indexes them; without, each comment the script
-// deletes scans the whole comments table for replies (2 s a tenant at
-// 10,000 tenants). SQLite's connections here do not check foreign keys.
-func load(ctx context.Context, from, to string, tables [][2]string) {
-	src, err := sql.Open("sqlite", "file:"+from+"?mode=ro")
-	check(err)
-	defer src.Close()
-	dst, err := pgx.Connect(ctx, to)
-	check(err)
-	defer dst.Close(ctx)
-	types := strings.NewReplacer("INTEGER", "bigint", "REAL", "double precision", "BLOB", "bytea")
-	ddl, err := src.QueryContext(ctx, "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")
-	check(err)
-	for ddl.Next() {
-		var stmt string
-		check(ddl.Scan(&stmt))
-		_, err := dst.Exec(ctx, types.Replace(stmt))
-		check(err)
-	}
-	check(ddl.Close())
-	for _, t := range tables {
-		rows, err := src.QueryContext(ctx, "SELECT * FROM "+t[0]+" ORDER BY rowid")
-		check(err)
-		cols, err := rows.Columns()
-		check(err)
-		_, err = dst.CopyFrom(ctx, pgx.Identifier{t[0]}, cols, pgx.CopyFromFunc(func() ([]any, error) {
-			if !rows.Next() {
-				return nil, rows.Err()
-			}
-			vals := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			return vals, rows.Scan(ptrs...)
-		}))
-		check(err)
-		check(rows.Close())
-	}
-	refs, err := src.QueryContext(ctx, `SELECT m.name, f."from" FROM sqlite_master m, pragma_foreign_key_list(m.name) f WHERE m.type = 'table'`)
-	check(err)
-	tenantColumn := map[string]string{}
-	for _, t := range tables {
-		tenantColumn[t[0]] = t[1]
-	}
-	var indexes []string
-	for refs.Next() {
-		var table, col string
-		check(refs.Scan(&table, &col))
-		if col != tenantColumn[table] {
-			indexes = append(indexes, fmt.Sprintf("CREATE INDEX %s_%s ON %s (%s)", table, col, table, col))
-		}
-	}
-	check(refs.Close())
-	for _, ix := range append(indexes, "ANALYZE") {
-		_, err := dst.Exec(ctx, ix)
-		check(err)
-	}
 }
 
 // replicate has nothing to start: the baseline is a dump.

@@ -26,7 +26,9 @@ func loaded(t *testing.T, e *pgEngine, suffixes ...string) string {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = e.srv.Exec("DROP DATABASE " + p + s + " WITH (FORCE)") })
-			load(context.Background(), filepath.Join(gen, p+".db"), e.srv.URL(p+s), demo.Tables[p])
+			if err := demo.LoadPostgres(context.Background(), filepath.Join(gen, p+".db"), e.srv.URL(p+s), demo.Tables[p]); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	return gen

@@ -235,8 +235,9 @@ const CompactAfter = 64
 // Maintain merges runs of small segments, compacts product's repository
 // when enough segments have piled up, prunes what the window no longer
 // needs (and the segments a merge holds) and sweeps superseded uploads
-// (Sweep); pruned lists what the last two deleted. serve runs it every
-// minute and `lifeline backup run` after shipping.
+// (Sweep, at most once every SweepEvery); pruned lists what the last two
+// deleted. serve runs it every minute and `lifeline backup run` after
+// shipping.
 func (r *Repo) Maintain(ctx context.Context, product string, window time.Duration) (compacted *Object, pruned []string, err error) {
 	if _, err = r.Merge(ctx, product); err != nil {
 		return nil, nil, err
@@ -247,6 +248,12 @@ func (r *Repo) Maintain(ctx context.Context, product string, window time.Duratio
 	if pruned, err = r.Prune(ctx, product, window); err != nil {
 		return compacted, pruned, err
 	}
+	if !r.sweepDue(product) {
+		return compacted, pruned, nil
+	}
 	swept, err := r.Sweep(ctx, product)
+	if err != nil {
+		r.sweepFailed(product)
+	}
 	return compacted, append(pruned, swept...), err
 }

@@ -165,10 +165,7 @@ func (a *ackCounter) Ack(ctx context.Context, cur capture.Cursor) error {
 // rebuilds equal to the live rows.
 func TestStalledUploadIsFencedAfterTakeOver(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	now := time.Now()
-	b.repo.Now = func() time.Time { return now }
-	stale, other := stallPastTheLease(t, b, &now)
+	b, _, stale, other := superseded(t)
 	b.src.write("acme", 1)
 	if _, err := other.Ship(ctx); err != nil {
 		t.Fatal(err)
@@ -194,6 +191,18 @@ func TestStalledUploadIsFencedAfterTakeOver(t *testing.T) {
 			t.Errorf("%s rebuilt %v, live %v", tenant, got, want)
 		}
 	}
+}
+
+// superseded sets up a repository on a clock the test moves (*now), with
+// a superseded upload (stallPastTheLease).
+func superseded(t *testing.T) (b *bundle, now *time.Time, stale string, other *Shipper) {
+	t.Helper()
+	b = setup(t)
+	now = new(time.Time)
+	*now = time.Now()
+	b.repo.Now = func() time.Time { return *now }
+	stale, other = stallPastTheLease(t, b, now)
+	return b, now, stale, other
 }
 
 // stallPastTheLease has a holder's segment upload outlast its lease while

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"lifeline/internal/backup/format"
@@ -44,6 +45,9 @@ type Repo struct {
 	// Lock), so nothing inside the window can be deleted. 0: none.
 	RetainFor time.Duration
 	Now       func() time.Time
+
+	mu    sync.Mutex
+	swept map[string]time.Time // when Maintain last swept each product (sweepDue)
 }
 
 // OpenRepo prepares the catalog tables and returns the repository.

@@ -3,6 +3,7 @@ package backup
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -197,4 +198,123 @@ func TestRunReadsAheadButRecordsInOrderUnderTheFence(t *testing.T) {
 			t.Errorf("%s rebuilt %v, live %v", tenant, got, want)
 		}
 	}
+}
+
+// heldReads holds every object read until open is closed or the read's
+// context ends. While Run streams only maintenance reads objects, so it
+// holds a maintenance pass for as long as a test likes.
+type heldReads struct {
+	blob.Store
+	open      chan struct{}
+	held      atomic.Int64 // reads held now
+	cancelled atomic.Int64 // held reads whose context ended
+}
+
+func (h *heldReads) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	h.held.Add(1)
+	defer h.held.Add(-1)
+	select {
+	case <-h.open:
+		return h.Store.Get(ctx, key, off, n)
+	case <-ctx.Done():
+		h.cancelled.Add(1)
+		return nil, ctx.Err()
+	}
+}
+
+// holdMaintenance ships a snapshot and a run of small segments for the
+// next maintenance pass to merge, and has every object read held from now
+// on.
+func holdMaintenance(t *testing.T, b *bundle) *heldReads {
+	t.Helper()
+	b.src.clock = time.Now
+	b.src.write("acme", 1)
+	b.mustShip(t)
+	for range MergeRun {
+		b.src.write("acme", 1)
+		b.mustShip(t)
+	}
+	reads := &heldReads{Store: b.repo.Blobs, open: make(chan struct{})}
+	b.repo.Blobs = reads
+	b.ship.MaintainEvery = time.Millisecond
+	return reads
+}
+
+// recorded waits until the repository holds every change written.
+func recorded(t *testing.T, b *bundle, what string) {
+	t.Helper()
+	want := uint64(len(b.src.log))
+	eventually(t, what, func() bool {
+		cur, _, err := b.repo.Cursor(ctx, "tracker")
+		return err == nil && cur.Pos == want
+	})
+}
+
+// A maintenance pass that takes long (here: held in its first object read)
+// does not hold up shipping: segments are still recorded meanwhile, and no
+// second pass starts beside it although one is due every millisecond. When
+// Run stops, it cancels the pass and waits for it.
+func TestSlowMaintenanceDoesNotHoldUpShipping(t *testing.T) {
+	t.Parallel()
+	stateStores(t, func(t *testing.T, b *bundle) {
+		reads := holdMaintenance(t, b)
+		stop := sync.OnceFunc(running(b.ship, 5*time.Millisecond))
+		defer stop()
+		eventually(t, "a maintenance pass reads an object", func() bool { return reads.held.Load() > 0 })
+		for i := range 3 {
+			b.src.write([]string{"acme", "zed"}[i%2], 2)
+			recorded(t, b, "a segment is recorded while maintenance is held")
+		}
+		if n := reads.held.Load(); n != 1 {
+			t.Fatalf("%d object reads held; want the one pass's first (a second pass started beside it)", n)
+		}
+		stop()
+		if reads.held.Load() != 0 || reads.cancelled.Load() != 1 {
+			t.Fatalf("after Run returned: %d reads held, %d cancelled; want the pass cancelled and finished", reads.held.Load(), reads.cancelled.Load())
+		}
+		close(reads.open)
+		if _, problems, err := b.repo.Verify(ctx, "tracker"); err != nil || len(problems) != 0 {
+			t.Fatalf("verify: %v %v", problems, err)
+		}
+		for _, tenant := range []string{"acme", "zed"} {
+			if got, want := rebuilt(t, b, tenant, Upto{}), b.src.stateOf(tenant); !sameState(got, want) {
+				t.Errorf("%s rebuilt %v, live %v", tenant, got, want)
+			}
+		}
+	})
+}
+
+// A maintenance pass stops when its shipper finds the lease lost: another
+// process took over and maintains the product now.
+func TestMaintenanceStopsWhenTheLeaseIsLost(t *testing.T) {
+	t.Parallel()
+	stateStores(t, func(t *testing.T, b *bundle) {
+		var clock atomic.Int64
+		clock.Store(time.Now().UnixNano())
+		b.repo.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+		b.ship.Owner, b.ship.LeaseTTL = "host-a:1", time.Minute
+		reads := holdMaintenance(t, b)
+		other := &Shipper{Repo: b.repo, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: "host-b:2", LeaseTTL: time.Minute}
+		defer running(b.ship, 5*time.Millisecond)()
+		eventually(t, "a maintenance pass reads an object", func() bool { return reads.held.Load() > 0 })
+		// The lease expires (the holder stalled, say) and another process
+		// takes over; the holder finds out when it next records.
+		clock.Add(int64(2 * time.Minute))
+		if _, err := other.Ship(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b.src.write("zed", 1)
+		eventually(t, "the former holder cancels its maintenance pass", func() bool { return reads.cancelled.Load() == 1 })
+		if n := reads.held.Load(); n != 0 {
+			t.Fatalf("%d object reads held after the lease was lost: the former holder still maintains", n)
+		}
+		// The new holder ships the change the former one was fenced on.
+		close(reads.open)
+		if res, err := other.Ship(ctx); err != nil || res.Cursor.Pos != uint64(len(b.src.log)) {
+			t.Fatalf("the new holder shipped up to %d (%v); %d changes committed", res.Cursor.Pos, err, len(b.src.log))
+		}
+		if _, problems, err := b.repo.Verify(ctx, "tracker"); err != nil || len(problems) != 0 {
+			t.Fatalf("verify: %v %v", problems, err)
+		}
+	})
 }

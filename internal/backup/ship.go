@@ -47,7 +47,8 @@ type Shipper struct {
 	// restorable (retention.backups).
 	Window time.Duration
 	// MaintainEvery is how often Run maintains the repository while it
-	// holds the lease. Default a minute.
+	// holds the lease, in the background: a pass starts this long after the
+	// last one ended. Default a minute.
 	MaintainEvery time.Duration
 
 	cur     capture.Cursor
@@ -392,12 +393,12 @@ func (r *Repo) options() format.Options {
 
 // Run ships until ctx ends, keeping interval as the RPO target: each change
 // is to be recorded in the repository within interval of its commit (see
-// stream). While this process holds the product's lease it also maintains
-// the repository every MaintainEvery (Repo.Maintain); otherwise it stands
-// by and claims the lease every interval, taking over when the holder
-// stops, dies or stops renewing. Errors are recorded for status and retried
-// with backoff; they never stop the loop. It releases the lease when ctx
-// ends.
+// stream). While this process holds the product's lease and streams, it
+// also maintains the repository every MaintainEvery (Repo.Maintain), in the
+// background (upkeep); otherwise it stands by and claims the lease every
+// interval, taking over when the holder stops, dies or stops renewing.
+// Errors are recorded for status and retried with backoff; they never stop
+// the loop. It releases the lease when ctx ends.
 func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -407,7 +408,7 @@ func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 		}
 	}()
 	wait := interval
-	maintained := time.Now()
+	up := &upkeep{every: cmp.Or(s.MaintainEvery, time.Minute), ended: time.Now()}
 	for {
 		// A round claims the lease, takes the first snapshot if needed and
 		// catches up; then stream ships as changes come, until it fails or
@@ -416,7 +417,7 @@ func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 		_, err := s.Ship(ctx)
 		if err == nil {
 			wait = interval
-			if err = s.stream(ctx, interval, started, &maintained); err != nil && !errors.Is(err, ErrLeased) {
+			if err = s.stream(ctx, interval, started, up); err != nil && !errors.Is(err, ErrLeased) {
 				s.report(ctx, err)
 			}
 		}
@@ -463,7 +464,12 @@ func (s *Shipper) Run(ctx context.Context, interval time.Duration) {
 // segment's first position minus one (put), and acknowledged only after
 // that. When an upload fails, the segment read after it is dropped unsent;
 // Run's next round reads it again from the shipper's cursor.
-func (s *Shipper) stream(ctx context.Context, target time.Duration, caught time.Time, maintained *time.Time) error {
+//
+// Maintenance passes run beside it (up), never in its path; stream stops
+// the one running, and waits for it, before it returns: once it returns
+// the lease may be lost, or no longer renewed (Run backing off, or
+// releasing it), and only the lease holder maintains.
+func (s *Shipper) stream(ctx context.Context, target time.Duration, caught time.Time, up *upkeep) error {
 	poll := max(min(target/10, 100*time.Millisecond), time.Millisecond)
 	type done struct {
 		took time.Duration // from the start of its read to recorded
@@ -516,6 +522,7 @@ func (s *Shipper) stream(ctx context.Context, target time.Duration, caught time.
 		}
 	}
 	defer func() {
+		up.stop()
 		settle()
 		close(acks)
 		<-acked
@@ -579,10 +586,7 @@ func (s *Shipper) stream(ctx context.Context, target time.Duration, caught time.
 			s.report(ctx, nil)
 			reported = time.Now()
 		}
-		if time.Since(*maintained) >= cmp.Or(s.MaintainEvery, time.Minute) {
-			s.maintain(ctx)
-			*maintained = time.Now()
-		}
+		up.start(ctx, s.maintain)
 		if len(b.Changes) == 0 {
 			continue
 		}
@@ -598,9 +602,64 @@ func (s *Shipper) stream(ctx context.Context, target time.Duration, caught time.
 	}
 }
 
-// maintain merges, compacts and prunes the product's repository. Run calls
-// it every MaintainEvery while it holds the lease, so one process at a time
-// maintains a product, as one ships it.
+// upkeep runs a shipper's maintenance passes in the background, one at a
+// time, so that a long merge or compaction never holds up shipping. Only
+// the goroutine streaming uses it.
+type upkeep struct {
+	every time.Duration
+	// ended is when the last pass ended (at first, when Run started); the
+	// pass running writes it before closing done.
+	ended  time.Time
+	cancel context.CancelFunc // the running pass's, nil when none
+	done   chan struct{}
+}
+
+// start starts a pass of fn under ctx when none is running and the last
+// ended at least every ago.
+func (u *upkeep) start(ctx context.Context, fn func(context.Context)) {
+	if u.cancel != nil {
+		select {
+		case <-u.done:
+			u.cancel()
+			u.cancel = nil
+		default:
+			return // still running
+		}
+	}
+	if time.Since(u.ended) < u.every {
+		return
+	}
+	ctx, u.cancel = context.WithCancel(ctx)
+	done := make(chan struct{})
+	u.done = done
+	go func() {
+		defer close(done)
+		fn(ctx)
+		u.ended = time.Now()
+	}()
+}
+
+// stop cancels the running pass, if any, and waits until it has returned.
+func (u *upkeep) stop() {
+	if u.cancel == nil {
+		return
+	}
+	u.cancel()
+	<-u.done
+	u.cancel = nil
+}
+
+// maintain merges, compacts, prunes and sweeps the product's repository.
+// Run has it run every MaintainEvery while this process holds the lease,
+// so one process at a time maintains a product, as one ships it.
+//
+// It runs while segments are recorded. That is safe because maintenance
+// adds objects only up to the catalog's last position (merges, snapshots)
+// and deletes none that holds it, so the fenced record of a segment
+// uploaded meanwhile still finds the catalog ending at the shipper's
+// cursor (fence.check); it merges, compacts and prunes from the catalog as
+// it read it, so never a segment recorded after; and Sweep leaves such a
+// segment alone, as past its chain and younger than SweepGrace.
 func (s *Shipper) maintain(ctx context.Context) {
 	if _, _, err := s.Repo.Maintain(ctx, s.Product, s.Window); err != nil && ctx.Err() == nil && s.Log != nil {
 		s.Log.Warn("backup maintenance failed", "product", s.Product, "err", err)

@@ -21,6 +21,37 @@ import (
 // for a rare object.
 const SweepGrace = 24 * time.Hour
 
+// SweepEvery is how often maintenance sweeps a product (Maintain). A sweep
+// lists the product's whole prefix in the blob store, and what it deletes
+// has waited a day (SweepGrace) anyway: sweeping at every pass (a minute
+// in serve) would list every object of the repository every minute for
+// nothing, while sweeping hourly delays a deletion by at most an hour.
+const SweepEvery = time.Hour
+
+// sweepDue says whether Maintain sweeps product now: at the first pass of
+// this process (so each `backup run` does), then once SweepEvery by r.Now
+// has passed since the last sweep began. A sweep that fails calls
+// sweepFailed, so the next pass tries again.
+func (r *Repo) sweepDue(product string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.Now()
+	if last, ok := r.swept[product]; ok && now.Sub(last) < SweepEvery && !now.Before(last) {
+		return false
+	}
+	if r.swept == nil {
+		r.swept = map[string]time.Time{}
+	}
+	r.swept[product] = now
+	return true
+}
+
+func (r *Repo) sweepFailed(product string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.swept, product)
+}
+
 // Sweep deletes product's superseded uploads: objects in the blob store
 // that the catalog does not hold and Rescan would not adopt (a fenced
 // shipper's upload, see adoptable), whose positions the catalog's chain

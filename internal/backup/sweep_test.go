@@ -2,8 +2,10 @@ package backup
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,6 +82,7 @@ func TestMaintenanceSweepsSupersededUploads(t *testing.T) {
 				if err := b.repo.Unpin(ctx, "drill"); err != nil {
 					t.Fatal(err)
 				}
+				now = now.Add(SweepEvery)
 				deleted := maintain("past the grace period")
 				if locked {
 					if len(deleted) != 0 || !exists(stale) {
@@ -127,5 +130,60 @@ func TestMaintenanceSweepsSupersededUploads(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// listCounter counts List calls, and fails them while failing is set.
+type listCounter struct {
+	blob.Store
+	lists   atomic.Int64
+	failing atomic.Bool
+}
+
+func (l *listCounter) List(ctx context.Context, prefix string, fn func(blob.Info) error) error {
+	l.lists.Add(1)
+	if l.failing.Load() {
+		return errors.New("listing failed")
+	}
+	return l.Store.List(ctx, prefix, fn)
+}
+
+// Maintenance lists a product's prefix to sweep it only once every
+// SweepEvery, not at every pass (serve: every minute); a sweep that failed
+// is tried again at the next pass; and a superseded upload past the grace
+// is still deleted, by the next sweep due.
+func TestMaintenanceSweepsOnceEverySweepEvery(t *testing.T) {
+	t.Parallel()
+	b, now, stale, other := superseded(t)
+	lists := &listCounter{Store: b.repo.Blobs}
+	b.repo.Blobs = lists
+	maintain := func(what string, wantLists int64) []string {
+		t.Helper()
+		_, deleted, err := b.repo.Maintain(ctx, "tracker", 30*24*time.Hour)
+		if err != nil && !lists.failing.Load() {
+			t.Fatalf("%s: maintenance: %v", what, err)
+		}
+		if n := lists.lists.Load(); n != wantLists {
+			t.Fatalf("%s: %d listings of the blob store so far, want %d", what, n, wantLists)
+		}
+		return deleted
+	}
+	maintain("the first pass", 1)
+	*now = now.Add(SweepEvery - time.Minute)
+	maintain("a pass within the hour", 1)
+	*now = now.Add(time.Minute)
+	lists.failing.Store(true)
+	maintain("a pass an hour after the last sweep", 2)
+	lists.failing.Store(false)
+	maintain("the pass after a failed sweep", 3)
+	maintain("the pass after that", 3)
+
+	b.src.write("acme", 1)
+	if _, err := other.Ship(ctx); err != nil {
+		t.Fatal(err)
+	}
+	*now = now.Add(SweepGrace)
+	if deleted := maintain("past the grace period", 4); !slices.Equal(deleted, []string{stale}) {
+		t.Fatalf("maintenance deleted %v; want the superseded %s", deleted, stale)
 	}
 }
