@@ -34,6 +34,11 @@ type Batch struct {
 	Tables []change.Table
 	// End is the cursor after the last change of the batch.
 	End Cursor
+	// Behind says that changes committed before the read began may still
+	// be pending after End (SQLite, when the read could not record where
+	// the newest transactions end): the next read is due by their age,
+	// not by this read's start.
+	Behind bool
 }
 
 // Source reads one product's change stream. Its methods may be called from

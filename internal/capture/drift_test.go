@@ -596,8 +596,8 @@ func TestSQLiteReadDoesNotWaitForTheWriteLock(t *testing.T) {
 	if _, err := conn.ExecContext(x.ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
-	if len(b.Changes) != 2 || !b.Changes[1].TxEnd {
-		t.Fatalf("with the write lock held: %d changes, want the 2 of the recorded transaction", len(b.Changes))
+	if len(b.Changes) != 2 || !b.Changes[1].TxEnd || !b.Behind {
+		t.Fatalf("with the write lock held: %d changes (behind: %v), want the 2 of the recorded transaction and the rest said to be left behind", len(b.Changes), b.Behind)
 	}
 	var txs []uint64
 	for _, c := range b.Changes {
@@ -607,8 +607,8 @@ func TestSQLiteReadDoesNotWaitForTheWriteLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(next.Changes) != 1 || !next.Changes[0].TxEnd {
-		t.Fatalf("once the lock is free: %d changes, want the last transaction", len(next.Changes))
+	if len(next.Changes) != 1 || !next.Changes[0].TxEnd || next.Behind {
+		t.Fatalf("once the lock is free: %d changes (behind: %v), want the last transaction and nothing left behind", len(next.Changes), next.Behind)
 	}
 	txs = append(txs, next.Changes[0].Tx)
 	again, err := x.src.Read(x.ctx, start, 100)

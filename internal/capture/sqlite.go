@@ -261,7 +261,7 @@ func (s *sqliteSource) Read(ctx context.Context, cur Cursor, max int) (Batch, er
 		}
 	}
 	if top == cur.Src {
-		return Batch{End: cur}, nil
+		return Batch{End: cur, Behind: !recorded}, nil
 	}
 	ends, err := s.ends(ctx, tx, cur.Src, top, h)
 	if err != nil {
@@ -335,6 +335,7 @@ func (s *sqliteSource) Read(ctx context.Context, cur Cursor, max int) (Batch, er
 		return Batch{}, err
 	}
 	b.End = Cursor{Pos: cur.Pos + (end - cur.Src), Src: end}
+	b.Behind = !recorded
 	return b, nil
 }
 
