@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -628,4 +629,54 @@ func TestSQLiteReadDoesNotWaitForTheWriteLock(t *testing.T) {
 		m.apply(t, &again.Changes[i])
 	}
 	x.same(t, m)
+}
+
+// A PostgreSQL read returns once it has every transaction committed before
+// it began, even when the stream never pauses (steady writes): before, it
+// waited for a pause of Options.Idle and, under a writer that never paused,
+// read on to max, holding every change back for as long.
+func TestPostgresReadStopsAtItsStartUnderSteadyWrites(t *testing.T) {
+	t.Parallel()
+	e := engines[1]
+	if e.Name != "postgres" {
+		t.Fatalf("engines[1] is %s", e.Name)
+	}
+	x := setup(t, e, 1)
+	x.src.Close()
+	src, err := Open(x.ctx, x.db, x.l, Options{Idle: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	_, cur := x.snapshot(t, src)
+	for i := range 5 {
+		x.exec(t, "INSERT INTO items (site_id, id) VALUES ('s000', $1)", i)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 5; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := x.raw.ExecContext(x.ctx, "INSERT INTO items (site_id, id) VALUES ('s000', $1)", i); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(x.ctx, 30*time.Second)
+	defer cancel()
+	b, err := src.Read(ctx, cur, 1<<30)
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatalf("read under steady writes: %v (a read that waits for a pause in the stream never returns)", err)
+	}
+	if len(b.Changes) < 5 {
+		t.Fatalf("read %d changes, want at least the 5 committed before it", len(b.Changes))
+	}
 }

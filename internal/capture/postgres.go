@@ -370,6 +370,12 @@ func (s *pgSource) Read(ctx context.Context, cur Cursor, max int) (Batch, error)
 			break
 		}
 		add(t)
+		// Every transaction committed before this Read is in: the rest
+		// waits for the next one. Under steady writes the stream may never
+		// pause for Idle, and the read would run on to max.
+		if t.end >= target {
+			break
+		}
 	}
 
 	if n == 0 {
