@@ -135,8 +135,11 @@ var ErrDrift error = fault.New(fault.Refused,
 
 // Options tune a Source. The zero value is fine.
 type Options struct {
-	// Idle is how long a PostgreSQL Read waits for another transaction
-	// before returning what it has (default 150 ms).
+	// Idle is how long a PostgreSQL Read waits for the next message
+	// before it asks the server how far decoding has come (default
+	// 150 ms). A Read returns once it has every transaction committed
+	// before it began, so Idle bounds how long it takes to learn that
+	// nothing more is pending, not what it returns.
 	Idle time.Duration
 	// Status is how often a PostgreSQL Read reports progress to the server
 	// while it waits (default 10 s; the server drops a silent replication

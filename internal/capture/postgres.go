@@ -346,7 +346,10 @@ func (s *pgSource) Read(ctx context.Context, cur Cursor, max int) (Batch, error)
 			if s.inTx != nil {
 				continue
 			}
-			if n > 0 || s.progress >= target || s.opts.Now().After(giveUp) {
+			// Not before the stream has passed target, changes or not:
+			// a transaction committed before this Read may still be on
+			// its way from a busy server.
+			if s.progress >= target || s.opts.Now().After(giveUp) {
 				idle = s.progress >= target
 				break
 			}
