@@ -1354,6 +1354,35 @@ func (db *DB) RestoreMarker(ctx context.Context, opID, tenant string) (SwapResul
 	if err != nil {
 		return SwapResult{}, db.unavailable(err)
 	}
+	return restoreMarker(opID, js, action)
+}
+
+// RestoreMarkers returns what the restore op recorded for each tenant it
+// restored here, by tenant, in one query (a resumed restore looks up every
+// tenant's).
+func (db *DB) RestoreMarkers(ctx context.Context, opID string) (map[string]SwapResult, error) {
+	rows, err := db.db.QueryContext(ctx, `SELECT tenant, rows_json, action FROM lifeline_applied WHERE op_id = $1 AND app = ''`, opID)
+	if err != nil {
+		return nil, db.unavailable(err)
+	}
+	defer rows.Close()
+	out := map[string]SwapResult{}
+	for rows.Next() {
+		var tenant, js, action string
+		if err := rows.Scan(&tenant, &js, &action); err != nil {
+			return nil, db.unavailable(err)
+		}
+		if out[tenant], err = restoreMarker(opID, js, action); err != nil {
+			return nil, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, db.unavailable(err)
+	}
+	return out, nil
+}
+
+func restoreMarker(opID, js, action string) (SwapResult, error) {
 	var res SwapResult
 	if err := json.Unmarshal([]byte(js), &res); err != nil || action != "restore" {
 		return SwapResult{}, fault.New(fault.Invalid, "name a restore operation", "operation %s is a %s, not a restore", opID, action)

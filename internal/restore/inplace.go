@@ -196,6 +196,7 @@ func (s *Service) recognise(ctx context.Context, pl *plan, op *state.Operation) 
 	for _, st := range op.Steps {
 		status[[2]string{st.Product, st.Tenant}] = st.Status
 	}
+	markers := map[string]map[string]productdb.SwapResult{} // by product, then tenant: read once
 	for _, st := range pl.steps {
 		if st.skip {
 			continue
@@ -208,12 +209,17 @@ func (s *Service) recognise(ctx context.Context, pl *plan, op *state.Operation) 
 			st.report.Error = "not part of operation " + op.ID + ", or failed in an earlier run of it; run the restore again after it finishes"
 			continue
 		}
-		res, err := st.product.DB.RestoreMarker(ctx, op.ID, st.tenant)
-		if fault.CodeOf(err) == fault.NotFound {
-			continue
+		m, read := markers[st.product.Name]
+		if !read {
+			var err error
+			if m, err = st.product.DB.RestoreMarkers(ctx, op.ID); err != nil {
+				return err
+			}
+			markers[st.product.Name] = m
 		}
-		if err != nil {
-			return err
+		res, ok := m[st.tenant]
+		if !ok {
+			continue
 		}
 		st.skip, st.done = true, true
 		s.record(st, res, 0)
@@ -513,9 +519,9 @@ func pool[T any](ctx context.Context, workers int, items []T, fn func(context.Co
 }
 
 // applyAll swaps every staged step, several tenants per transaction, every
-// product at once. On PostgreSQL, Workers batches (see batches) at a time.
-// On SQLite, one transaction at a time (it has one writer), each sized to
-// last about TxBudget, with Pause between two: the application's writers,
+// product at once. On PostgreSQL, applyWorkers batches (see batches) at a
+// time. On SQLite, one transaction at a time (it has one writer), each
+// sized to last about TxBudget, with Pause between two: the application's writers,
 // waiting on the one write lock, get in quickly. A failed step is reported
 // and does not stop the others; a cancelled ctx stops them all between
 // transactions, leaving the steps not reached pending.
@@ -548,7 +554,7 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 			continue
 		}
 		wg.Go(func() {
-			_ = pool(ctx, s.workers(), s.batches(steps), func(_ context.Context, b []*step) error {
+			_ = pool(ctx, s.applyWorkers(), s.batches(steps), func(_ context.Context, b []*step) error {
 				apply(b)
 				return nil
 			})
