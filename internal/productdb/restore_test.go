@@ -31,6 +31,30 @@ func (x *env) image(t *testing.T, rts []RestoreTable, tenant string) image {
 	return out
 }
 
+// images prepares the restore and takes the tenants' images.
+func (x *env) images(t *testing.T, tenants ...string) ([]RestoreTable, map[string]image) {
+	t.Helper()
+	rts, err := x.db.PrepareRestore(x.ctx, x.l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs := map[string]image{}
+	for _, k := range tenants {
+		imgs[k] = x.image(t, rts, k)
+	}
+	return rts, imgs
+}
+
+// markers checks which tenants op restored (has an applied marker for).
+func (x *env) markers(t *testing.T, op string, restored map[string]bool) {
+	t.Helper()
+	for k, done := range restored {
+		if _, err := x.db.RestoreMarker(x.ctx, op, k); (err == nil) != done {
+			t.Errorf("tenant %s: applied marker %v, want restored=%v", k, err, done)
+		}
+	}
+}
+
 // stage writes img into staging in chunks of 4 rows and returns its hashes.
 func (x *env) stage(t *testing.T, rts []RestoreTable, op, tenant string, img image) map[string]*TableHash {
 	t.Helper()
@@ -318,14 +342,7 @@ func indexOf(rts []RestoreTable, name string) int {
 func TestSwapAllFailsOnlyTheBadTenants(t *testing.T) {
 	each(t, func(t *testing.T, e engine) {
 		x := setup(t, e)
-		rts, err := x.db.PrepareRestore(x.ctx, x.l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		imgs := map[string]image{}
-		for _, k := range []string{"2", "3", "4", "5"} {
-			imgs[k] = x.image(t, rts, k)
-		}
+		rts, imgs := x.images(t, "2", "3", "4", "5")
 		atT := x.dumpAll(t, "site_id = 2")
 		x.damage(t)
 		before := map[string]map[string][]string{"3": x.dumpAll(t, "site_id = 3"), "4": x.dumpAll(t, "site_id = 4")}
@@ -347,11 +364,7 @@ func TestSwapAllFailsOnlyTheBadTenants(t *testing.T) {
 		for k, want := range before {
 			sameDump(t, "tenant "+k+", failed", want, x.dumpAll(t, "site_id = "+k))
 		}
-		for k, done := range map[string]bool{"2": true, "3": false, "4": false, "5": true} {
-			if _, err := x.db.RestoreMarker(x.ctx, "op_b", k); (err == nil) != done {
-				t.Errorf("tenant %s: applied marker %v, want restored=%v", k, err, done)
-			}
-		}
+		x.markers(t, "op_b", map[string]bool{"2": true, "3": false, "4": false, "5": true})
 	})
 }
 
@@ -421,14 +434,7 @@ func TestSwapAllSeveralTenants(t *testing.T) {
 func TestSwapAllDirectFailsPartWayAlone(t *testing.T) {
 	each(t, func(t *testing.T, e engine) {
 		x := setup(t, e)
-		rts, err := x.db.PrepareRestore(x.ctx, x.l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		imgs := map[string]image{}
-		for _, k := range []string{"2", "3", "4"} {
-			imgs[k] = x.image(t, rts, k)
-		}
+		rts, imgs := x.images(t, "2", "3", "4")
 		atT := x.dumpAll(t, "site_id IN (3, 4)")
 		x.damage(t)
 		x.exec(t, `UPDATE issues SET title = 'edited by tenant 4' WHERE site_id = 4;
@@ -448,10 +454,6 @@ INSERT INTO insight_links (id, site_id, object_id, issue_id) VALUES (2001, 3, 30
 		wantCode(t, errs["2"], fault.Conflict, "tenant 2", "inserting its rows of insight_links", "another tenant")
 		sameDump(t, "tenant 2, failed", before2, x.dumpAll(t, "site_id = 2"))
 		sameDump(t, "tenants 3 and 4, restored", atT, x.dumpAll(t, "site_id IN (3, 4)"))
-		for k, done := range map[string]bool{"4": true, "2": false, "3": true} {
-			if _, err := x.db.RestoreMarker(x.ctx, "op_d", k); (err == nil) != done {
-				t.Errorf("tenant %s: applied marker %v, want restored=%v", k, err, done)
-			}
-		}
+		x.markers(t, "op_d", map[string]bool{"4": true, "2": false, "3": true})
 	})
 }
