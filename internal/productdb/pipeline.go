@@ -4,11 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strconv"
 	"sync"
-	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -19,7 +17,9 @@ import (
 // run after it. So inside SwapAll, on PostgreSQL, such statements are
 // queued (later, queryLater) and sent together when a result is needed
 // (flush): one round trip for all of them, run by the server in order
-// (the extended protocol's pipelining, one Sync at the end). The server
+// (pgx's pipeline mode, one Sync at the end; pgx prepares a statement the
+// first time it sees its text on a connection, and keeps it, as it does
+// any statement: the fixed ones are parsed once). The server
 // stops at the first that fails and the transaction is aborted until
 // SwapAll rolls the tenant's savepoint back, as after any failed
 // statement; flush returns that statement's own error (the table and what
@@ -27,14 +27,14 @@ import (
 // before it have run. On SQLite, in process, and on PostgreSQL outside
 // SwapAll, each statement runs when it is queued, exactly as before.
 //
-// Pipelined values are bound as text, for the server to read with the type
-// it infers for each parameter (the swap's statements cast every row value
-// to its column's type), and results come back as text.
+// Values are bound and results read as for any statement through pgx
+// (the swap's statements bind row values as text and cast them to their
+// columns' types).
 
 // pipeline is the queue of one swap transaction on PostgreSQL.
 type pipeline struct {
 	conn  *sql.Conn // the transaction's connection
-	batch pgconn.Batch
+	batch pgx.Batch
 	items []queued
 }
 
@@ -79,7 +79,8 @@ func (db *DB) beginPipelined(ctx context.Context) (tx *sql.Tx, end func(), err e
 // makes the error of its failure.
 func (db *DB) later(ctx context.Context, tx *sql.Tx, fail func(error) error, done func(int64) error, query string, args ...any) error {
 	if p := pipeOf(tx); p != nil {
-		return p.add(query, args, queued{done: done, fail: fail})
+		p.add(query, args, queued{done: done, fail: fail})
+		return nil
 	}
 	res, err := db.txExec(ctx, tx, query, args...)
 	if err != nil {
@@ -93,16 +94,17 @@ func (db *DB) later(ctx context.Context, tx *sql.Tx, fail func(error) error, don
 }
 
 // queryLater runs a query of tx as later does, handing each row to each,
-// which reads it with scan (into *string, *any, *int or *sql.NullString).
+// which reads it with scan.
 // A data exception from binding its arguments (badKey) means no rows.
 func (db *DB) queryLater(ctx context.Context, tx *sql.Tx, fail func(error) error, each func(scan func(dest ...any) error) error, query string, args ...any) error {
 	if p := pipeOf(tx); p != nil {
-		return p.add(query, args, queued{each: each, fail: func(err error) error {
+		p.add(query, args, queued{each: each, fail: func(err error) error {
 			if db.d.badKey(err) {
 				return nil
 			}
 			return fail(err)
 		}})
+		return nil
 	}
 	var rows *sql.Rows
 	st, err := db.txStmt(ctx, tx, query)
@@ -130,16 +132,18 @@ func (db *DB) queryLater(ctx context.Context, tx *sql.Tx, fail func(error) error
 	return nil
 }
 
-// flush sends what is queued for tx, in one round trip, and runs the
-// statements' checks in order. It returns the first error: a statement's
-// failure (through its fail), or a check's.
+// flush sends what is queued for tx, in one round trip (two when some
+// statement's text is new to the connection: pgx prepares those first and
+// keeps them, as it does any statement), and runs the statements' checks
+// in order. It returns the first error: a statement's failure (through its
+// fail), or a check's.
 func (db *DB) flush(ctx context.Context, tx *sql.Tx) error {
 	p := pipeOf(tx)
 	if p == nil || len(p.items) == 0 {
 		return nil
 	}
 	items, batch := p.items, p.batch
-	p.items, p.batch = nil, pgconn.Batch{}
+	p.items, p.batch = nil, pgx.Batch{}
 	var first error // the first check that failed
 	ran := 0
 	err := p.conn.Raw(func(dc any) error {
@@ -147,37 +151,39 @@ func (db *DB) flush(ctx context.Context, tx *sql.Tx) error {
 		if !ok {
 			return fmt.Errorf("unexpected driver connection %T", dc)
 		}
-		mrr := sc.Conn().PgConn().ExecBatch(ctx, &batch)
-		var failed error // the statement's own error
+		br := sc.Conn().SendBatch(ctx, &batch)
 		for _, it := range items {
-			if !mrr.NextResult() {
-				break
-			}
-			rr := mrr.ResultReader()
-			for rr.NextRow() {
-				if it.each != nil && first == nil {
-					vals := rr.Values()
-					if err := it.each(func(dest ...any) error { return scanText(vals, dest) }); err != nil {
+			var n int64
+			if it.each != nil {
+				rows, err := br.Query()
+				if err != nil {
+					br.Close()
+					return err
+				}
+				for rows.Next() {
+					if err := it.each(rows.Scan); err != nil && first == nil {
 						first = err
 					}
 				}
-			}
-			tag, err := rr.Close()
-			if err != nil {
-				failed = err
-				break
+				rows.Close()
+				if err := rows.Err(); err != nil {
+					br.Close()
+					return err
+				}
+			} else {
+				tag, err := br.Exec()
+				if err != nil {
+					br.Close()
+					return err
+				}
+				n = tag.RowsAffected()
 			}
 			ran++
 			if it.done != nil && first == nil {
-				if err := it.done(tag.RowsAffected()); err != nil {
-					first = err
-				}
+				first = it.done(n)
 			}
 		}
-		if err := mrr.Close(); failed == nil {
-			failed = err
-		}
-		return failed
+		return br.Close()
 	})
 	if err != nil {
 		if ran < len(items) {
@@ -196,63 +202,11 @@ func (db *DB) flush(ctx context.Context, tx *sql.Tx) error {
 // savepoint is rolled back.
 func (db *DB) discard(tx *sql.Tx) {
 	if p := pipeOf(tx); p != nil {
-		p.items, p.batch = nil, pgconn.Batch{}
+		p.items, p.batch = nil, pgx.Batch{}
 	}
 }
 
-// add queues query with its arguments bound as text.
-func (p *pipeline) add(query string, args []any, it queued) error {
-	vals := make([][]byte, len(args))
-	for i, a := range args {
-		switch v := a.(type) {
-		case nil:
-		case string:
-			vals[i] = []byte(v)
-		case int:
-			vals[i] = strconv.AppendInt(nil, int64(v), 10)
-		case int64:
-			vals[i] = strconv.AppendInt(nil, v, 10)
-		case time.Time:
-			vals[i] = v.AppendFormat(nil, time.RFC3339Nano)
-		default:
-			return it.fail(fmt.Errorf("cannot bind %T as text", a))
-		}
-	}
-	p.batch.ExecParams(query, vals, nil, nil, nil)
+func (p *pipeline) add(query string, args []any, it queued) {
+	p.batch.Queue(query, args...)
 	p.items = append(p.items, it)
-	return nil
-}
-
-// scanText stores a row's text values into dest.
-func scanText(vals [][]byte, dest []any) error {
-	if len(vals) != len(dest) {
-		return fmt.Errorf("%d values into %d destinations", len(vals), len(dest))
-	}
-	for i, d := range dest {
-		v := vals[i]
-		switch d := d.(type) {
-		case *string:
-			if v == nil {
-				return fmt.Errorf("NULL in column %d", i+1)
-			}
-			*d = string(v)
-		case *sql.NullString:
-			d.String, d.Valid = string(v), v != nil
-		case *any:
-			if v == nil {
-				*d = nil
-			} else {
-				*d = string(v)
-			}
-		case *int:
-			n, err := strconv.Atoi(string(v))
-			if err != nil {
-				return err
-			}
-			*d = n
-		default:
-			return fmt.Errorf("cannot scan into %T", d)
-		}
-	}
-	return nil
 }

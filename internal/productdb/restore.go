@@ -654,15 +654,14 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 				continue
 			}
 		}
+		// Not pipelined: the transaction may be aborted, where PostgreSQL
+		// would refuse to prepare them.
 		db.discard(tx)
-		if err := savepoint("ROLLBACK TO SAVEPOINT lifeline_tenant", "roll back tenant "+sp.Tenant); err != nil {
-			return err
+		if _, err := db.txExec(ctx, tx, "ROLLBACK TO SAVEPOINT lifeline_tenant"); err != nil {
+			return db.internal(err, "roll back tenant "+sp.Tenant)
 		}
-		if err := savepoint("RELEASE SAVEPOINT lifeline_tenant", "release savepoint"); err != nil {
-			return err
-		}
-		if err := db.flush(ctx, tx); err != nil {
-			return err
+		if _, err := db.txExec(ctx, tx, "RELEASE SAVEPOINT lifeline_tenant"); err != nil {
+			return db.internal(err, "release savepoint")
 		}
 	}
 	if err := tx.Commit(); err != nil {
