@@ -519,9 +519,9 @@ func pool[T any](ctx context.Context, workers int, items []T, fn func(context.Co
 }
 
 // applyAll swaps every staged step, several tenants per transaction, every
-// product at once. On PostgreSQL, applyWorkers batches (see batches) at a
-// time. On SQLite, one transaction at a time (it has one writer), each
-// sized to last about TxBudget, with Pause between two: the application's writers,
+// product at once. On PostgreSQL, Workers batches (see batches) at a time.
+// On SQLite, one transaction at a time (it has one writer), each sized to
+// last about TxBudget, with Pause between two: the application's writers,
 // waiting on the one write lock, get in quickly. A failed step is reported
 // and does not stop the others; a cancelled ctx stops them all between
 // transactions, leaving the steps not reached pending.
@@ -554,7 +554,7 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 			continue
 		}
 		wg.Go(func() {
-			_ = pool(ctx, s.applyWorkers(), s.batches(steps), func(_ context.Context, b []*step) error {
+			_ = pool(ctx, s.workers(), s.batches(steps), func(_ context.Context, b []*step) error {
 				apply(b)
 				return nil
 			})

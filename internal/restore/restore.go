@@ -39,10 +39,9 @@ type Service struct {
 	// clock; restore runs as one of its operations.
 	Tenants *tenant.Service
 	Repo    *backup.Repo
-	// Workers is how many tenants are rebuilt at once (default
-	// runtime.NumCPU()), and how many swap transactions of a product run at
-	// once on PostgreSQL (default twice that; SQLite has one writer per
-	// database).
+	// Workers is how many tenants are rebuilt at once, and applied at once
+	// on PostgreSQL (SQLite has one writer per database). Default
+	// runtime.NumCPU().
 	Workers int
 	// ChunkRows bounds each staging transaction (default 5,000 rows), so
 	// a huge tenant never needs one huge client transaction; and, with
@@ -88,18 +87,6 @@ func (s *Service) workers() int {
 		return s.Workers
 	}
 	return max(1, runtime.NumCPU())
-}
-
-// applyWorkers is how many swap transactions of one PostgreSQL product run
-// at once: Workers, by default twice the CPUs. A swap spends much of its
-// time waiting (for the server, for its round trips), so more connections
-// than CPUs keep them busy; four times as many were not faster and slowed
-// the application's queries (docs/benchmarks.md, *PostgreSQL round trips*).
-func (s *Service) applyWorkers() int {
-	if s.Workers > 0 {
-		return s.Workers
-	}
-	return 2 * max(1, runtime.NumCPU())
 }
 
 func (s *Service) batchTenants() int {
