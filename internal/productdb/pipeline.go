@@ -186,13 +186,14 @@ func (db *DB) flush(ctx context.Context, tx *sql.Tx) error {
 		return br.Close()
 	})
 	if err != nil {
-		if ran < len(items) {
-			err = items[ran].fail(err)
-		} else {
-			err = db.internal(err, "send statements")
+		if ran >= len(items) {
+			return db.internal(err, "send statements")
 		}
-		if err != nil {
-			return err
+		if ferr := items[ran].fail(err); ferr != nil {
+			return ferr
+		}
+		if ran+1 < len(items) { // a failure that means no rows, but the server skipped the rest
+			return db.internal(err, "run the statements after one that failed")
 		}
 	}
 	return first
