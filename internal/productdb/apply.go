@@ -239,28 +239,49 @@ type lockedState struct {
 // ends. A missing row is active; a placeholder row is inserted so there is
 // something to lock (it is removed again if the state ends up active).
 func (db *DB) lockState(ctx context.Context, tx *sql.Tx, tenant, app string) (lockedState, error) {
-	if _, err := db.txExec(ctx, tx, `INSERT INTO lifeline_tenant_state (tenant, app, state, op_id, changed_at)
-		VALUES ($1, $2, 'active', '', $3) ON CONFLICT (tenant, app) DO NOTHING`, tenant, app, db.d.now()); err != nil {
-		return lockedState{}, db.internal(err, "lock tenant state")
-	}
 	var s lockedState
-	if err := db.txScan(ctx, tx, `SELECT state, op_id FROM lifeline_tenant_state WHERE tenant = $1 AND app = $2`+db.d.forUpdate(),
-		[]any{tenant, app}, &s.state, &s.op); err != nil {
-		return lockedState{}, db.internal(err, "lock tenant state")
+	if err := db.lockStateLater(ctx, tx, tenant, app, &s); err != nil {
+		return lockedState{}, err
 	}
-	return s, nil
+	if err := db.flush(ctx, tx); err != nil {
+		return lockedState{}, err
+	}
+	return s, s.check(db)
 }
 
-// setState records the new state; active is the absence of a row.
-func (db *DB) setState(ctx context.Context, tx *sql.Tx, tenant, app string, to State, opID string) error {
-	var err error
-	if to == Active {
-		_, err = db.txExec(ctx, tx, `DELETE FROM lifeline_tenant_state WHERE tenant = $1 AND app = $2`, tenant, app)
-	} else {
-		_, err = db.txExec(ctx, tx, `UPDATE lifeline_tenant_state SET state = $3, op_id = $4, changed_at = $5 WHERE tenant = $1 AND app = $2`,
-			tenant, app, string(to), opID, db.d.now())
+// lockStateLater is lockState through later: s is filled once the
+// statements have run (then check it).
+func (db *DB) lockStateLater(ctx context.Context, tx *sql.Tx, tenant, app string, s *lockedState) error {
+	fail := func(err error) error { return db.internal(err, "lock tenant state") }
+	if err := db.later(ctx, tx, fail, nil, `INSERT INTO lifeline_tenant_state (tenant, app, state, op_id, changed_at)
+		VALUES ($1, $2, 'active', '', $3) ON CONFLICT (tenant, app) DO NOTHING`, tenant, app, db.d.now()); err != nil {
+		return err
 	}
-	return db.internal(err, "set tenant state")
+	return db.queryLater(ctx, tx, fail, func(scan func(...any) error) error {
+		var state string
+		err := scan(&state, &s.op)
+		s.state = State(state)
+		return err
+	}, `SELECT state, op_id FROM lifeline_tenant_state WHERE tenant = $1 AND app = $2`+db.d.forUpdate(), tenant, app)
+}
+
+// check reports a state row that lockStateLater did not find.
+func (s lockedState) check(db *DB) error {
+	if s.state == "" {
+		return db.internal(sql.ErrNoRows, "lock tenant state")
+	}
+	return nil
+}
+
+// setState records the new state; active is the absence of a row. It runs
+// through later.
+func (db *DB) setState(ctx context.Context, tx *sql.Tx, tenant, app string, to State, opID string) error {
+	fail := func(err error) error { return db.internal(err, "set tenant state") }
+	if to == Active {
+		return db.later(ctx, tx, fail, nil, `DELETE FROM lifeline_tenant_state WHERE tenant = $1 AND app = $2`, tenant, app)
+	}
+	return db.later(ctx, tx, fail, nil, `UPDATE lifeline_tenant_state SET state = $3, op_id = $4, changed_at = $5 WHERE tenant = $1 AND app = $2`,
+		tenant, app, string(to), opID, db.d.now())
 }
 
 // requireRoot refuses a step for a tenant the product does not know: no

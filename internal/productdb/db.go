@@ -192,9 +192,9 @@ func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]
 // the write-ahead log, and an fsync under the write lock no longer holds up
 // the application's writers (about 1.6 ms each here, up to 50 ms on a busy
 // disk). Commits that must be durable are made so by SyncLog, after the
-// lock is given back. done gives the connection back with its setting as
+// lock is given back. release gives the connection back with its setting as
 // it was. PostgreSQL connections are returned as they are.
-func (db *DB) lazyConn(ctx context.Context) (conn *sql.Conn, done func(), err error) {
+func (db *DB) lazyConn(ctx context.Context) (conn *sql.Conn, release func(), err error) {
 	conn, err = db.db.Conn(ctx)
 	if err != nil {
 		return nil, nil, db.unavailable(err)

@@ -343,11 +343,11 @@ type Batch struct {
 // synchronous_commit off): staged rows are disposable, and a crash only
 // means staging them again.
 func (db *DB) StageRows(ctx context.Context, opID string, batches []Batch) error {
-	conn, done, err := db.lazyConn(ctx)
+	conn, release, err := db.lazyConn(ctx)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer release()
 	extraCols := []string{"lifeline_op", "lifeline_tenant"}
 	if db.d.engine() == Postgres {
 		if err := execAll(ctx, conn, "BEGIN", "SET LOCAL synchronous_commit = off"); err != nil {
@@ -609,14 +609,21 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 	var tx *sql.Tx
 	var err error
 	deferred := db.d.engine() != SQLite
-	if deferred {
-		tx, err = db.beginStep(ctx)
+	if db.d.engine() == Postgres {
+		// Pipelined (see pipeline.go): a small tenant's swap takes four
+		// round trips. Foreign keys deferred as beginStep does.
+		var end func()
+		if tx, end, err = db.beginPipelined(ctx); err != nil {
+			return err
+		}
+		defer end()
+		err = db.later(ctx, tx, func(err error) error { return db.internal(err, "begin") }, nil, "SET CONSTRAINTS ALL DEFERRED")
 	} else {
-		conn, done, cerr := db.lazyConn(ctx)
+		conn, release, cerr := db.lazyConn(ctx)
 		if cerr != nil {
 			return cerr
 		}
-		defer done()
+		defer release()
 		if tx, err = conn.BeginTx(ctx, nil); err != nil {
 			err = db.unavailable(err)
 		}
@@ -625,9 +632,12 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 		return err
 	}
 	defer tx.Rollback()
+	savepoint := func(stmt, what string) error {
+		return db.later(ctx, tx, func(err error) error { return db.internal(err, what) }, nil, stmt)
+	}
 	for i, sp := range specs {
-		if _, err := db.txExec(ctx, tx, "SAVEPOINT lifeline_tenant"); err != nil {
-			return db.internal(err, "savepoint")
+		if err := savepoint("SAVEPOINT lifeline_tenant", "savepoint"); err != nil {
+			return err
 		}
 		results[i], errs[i] = db.swapOne(ctx, tx, l, sp)
 		if errs[i] != nil && !deferred && db.d.constraint(errs[i]) {
@@ -640,10 +650,21 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 			deferred = true
 			results[i], errs[i] = db.swapOne(ctx, tx, l, sp)
 		}
-		if errs[i] != nil || results[i].Already {
-			if _, err := db.txExec(ctx, tx, "ROLLBACK TO SAVEPOINT lifeline_tenant"); err != nil {
-				return db.internal(err, "roll back tenant "+sp.Tenant)
+		if errs[i] == nil && !results[i].Already {
+			// The tenant's last statements, queued by swapOne, go with the
+			// release of its savepoint.
+			if errs[i] = savepoint("RELEASE SAVEPOINT lifeline_tenant", "release savepoint"); errs[i] == nil {
+				errs[i] = db.flush(ctx, tx)
 			}
+			if errs[i] == nil {
+				continue
+			}
+		}
+		// Not pipelined: the transaction may be aborted, where PostgreSQL
+		// would refuse to prepare them.
+		db.discard(tx)
+		if _, err := db.txExec(ctx, tx, "ROLLBACK TO SAVEPOINT lifeline_tenant"); err != nil {
+			return db.internal(err, "roll back tenant "+sp.Tenant)
 		}
 		if _, err := db.txExec(ctx, tx, "RELEASE SAVEPOINT lifeline_tenant"); err != nil {
 			return db.internal(err, "release savepoint")
@@ -681,78 +702,81 @@ func (db *DB) swapOne(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec) (
 	if sp.Action == "" {
 		sp.Action = "restore"
 	}
-	if _, err := db.txExec(ctx, tx, db.d.unlock(), sp.Tenant, sp.OpID); err != nil {
-		return SwapResult{}, db.internal(err, "unlock tenant")
-	}
-	var res SwapResult
-	whole, err := db.lockState(ctx, tx, sp.Tenant, "")
-	if err != nil {
+	// Unlock, lock the states, look for a marker and read the app states:
+	// one round trip on PostgreSQL.
+	internal := func(what string) func(error) error { return func(err error) error { return db.internal(err, what) } }
+	if err := db.later(ctx, tx, internal("unlock tenant"), nil, db.d.unlock(), sp.Tenant, sp.OpID); err != nil {
 		return SwapResult{}, err
 	}
-	var recorded string
-	err = db.txScan(ctx, tx, `SELECT rows_json FROM lifeline_applied WHERE op_id = $1 AND tenant = $2 AND app = ''`,
-		[]any{sp.OpID, sp.Tenant}, &recorded)
-	if err == nil {
-		if err := json.Unmarshal([]byte(recorded), &res); err != nil {
+	var res SwapResult
+	var whole lockedState
+	if err := db.lockStateLater(ctx, tx, sp.Tenant, "", &whole); err != nil {
+		return SwapResult{}, err
+	}
+	var recorded *string
+	if err := db.queryLater(ctx, tx, internal("read applied marker"), func(scan func(...any) error) error {
+		recorded = new(string)
+		return scan(recorded)
+	}, `SELECT rows_json FROM lifeline_applied WHERE op_id = $1 AND tenant = $2 AND app = ''`, sp.OpID, sp.Tenant); err != nil {
+		return SwapResult{}, err
+	}
+	var apps []TenantState
+	if err := db.appStates(ctx, tx, sp.Tenant, &apps); err != nil {
+		return SwapResult{}, err
+	}
+	if err := db.flush(ctx, tx); err != nil {
+		return SwapResult{}, err
+	}
+	if err := whole.check(db); err != nil {
+		return SwapResult{}, err
+	}
+	if recorded != nil {
+		if err := json.Unmarshal([]byte(*recorded), &res); err != nil {
 			return SwapResult{}, db.internal(err, "read applied marker")
 		}
 		res.Already = true
 		return res, nil // the caller rolls the savepoint back: nothing to do
 	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return SwapResult{}, db.internal(err, "read applied marker")
-	}
 	if whole.state == Purged { // an undo too: purged since the restore
 		return SwapResult{}, fault.New(fault.Conflict, "a purged tenant's data stays erased (see the erasure ledger); restore it out of place with --into if it must be inspected",
 			"tenant %s was purged from %s", sp.Tenant, l.Product)
-	}
-	apps, err := db.appStates(ctx, tx, sp.Tenant)
-	if err != nil {
-		return SwapResult{}, err
 	}
 	res.Previous = append([]TenantState{{Tenant: sp.Tenant, State: whole.state, OpID: whole.op}}, apps...)
 	res.Tables = map[string]TableResult{}
 	if err := db.swapRows(ctx, tx, l, sp, res.Tables); err != nil {
 		return SwapResult{}, err
 	}
-	if res.State, err = db.swapStates(ctx, tx, l, sp, whole, apps); err != nil {
+	state, err := db.swapStates(ctx, tx, l, sp, whole, apps)
+	if err != nil {
 		return SwapResult{}, err
 	}
+	res.State = state
+	// The marker and the relock go to the server (on PostgreSQL) with the
+	// states and the savepoint's release, when SwapAll flushes.
 	js, _ := json.Marshal(res)
-	if _, err := db.txExec(ctx, tx, `INSERT INTO lifeline_applied (op_id, tenant, app, action, rows_json, at) VALUES ($1, $2, '', $3, $4, $5)`,
+	if err := db.later(ctx, tx, internal("record applied marker"), nil, `INSERT INTO lifeline_applied (op_id, tenant, app, action, rows_json, at) VALUES ($1, $2, '', $3, $4, $5)`,
 		sp.OpID, sp.Tenant, sp.Action, string(js), db.d.now()); err != nil {
-		return SwapResult{}, db.internal(err, "record applied marker")
+		return SwapResult{}, err
 	}
-	if _, err := db.txExec(ctx, tx, `DELETE FROM lifeline_unlock WHERE tenant = $1 AND op_id = $2`, sp.Tenant, sp.OpID); err != nil {
-		return SwapResult{}, db.internal(err, "relock tenant")
+	if err := db.later(ctx, tx, internal("relock tenant"), nil, `DELETE FROM lifeline_unlock WHERE tenant = $1 AND op_id = $2`, sp.Tenant, sp.OpID); err != nil {
+		return SwapResult{}, err
 	}
 	return res, nil
 }
 
-// appStates reads the tenant's app states that are not active.
-func (db *DB) appStates(ctx context.Context, tx *sql.Tx, tenant string) ([]TenantState, error) {
-	query := `SELECT app, state, op_id FROM lifeline_tenant_state WHERE tenant = $1 AND app <> '' AND state <> 'active' ORDER BY app` + db.d.forUpdate()
-	st, err := db.txStmt(ctx, tx, query)
-	var rows *sql.Rows
-	if err == nil && st != nil {
-		defer st.Close()
-		rows, err = st.QueryContext(ctx, tenant)
-	} else if err == nil {
-		rows, err = tx.QueryContext(ctx, query, tenant)
-	}
-	if err != nil {
-		return nil, db.internal(err, "read app states")
-	}
-	defer rows.Close()
-	var out []TenantState
-	for rows.Next() {
+// appStates reads the tenant's app states that are not active into out,
+// through queryLater.
+func (db *DB) appStates(ctx context.Context, tx *sql.Tx, tenant string, out *[]TenantState) error {
+	return db.queryLater(ctx, tx, func(err error) error { return db.internal(err, "read app states") }, func(scan func(...any) error) error {
 		s := TenantState{Tenant: tenant}
-		if err := rows.Scan(&s.App, &s.State, &s.OpID); err != nil {
-			return nil, db.internal(err, "read app states")
+		var state string
+		if err := scan(&s.App, &state, &s.OpID); err != nil {
+			return db.internal(err, "read app states")
 		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+		s.State = State(state)
+		*out = append(*out, s)
+		return nil
+	}, `SELECT app, state, op_id FROM lifeline_tenant_state WHERE tenant = $1 AND app <> '' AND state <> 'active' ORDER BY app`+db.d.forUpdate(), tenant)
 }
 
 // swapStates sets the states after the rows are in: sp.States if given,
@@ -762,7 +786,7 @@ func (db *DB) swapStates(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 		after := Active
 		for _, s := range sp.States {
 			if s.App != "" {
-				if _, err := db.lockState(ctx, tx, sp.Tenant, s.App); err != nil {
+				if _, err := db.lockState(ctx, tx, sp.Tenant, s.App); err != nil { // flushes: an undo's app states are few
 					return "", err
 				}
 			} else {
@@ -1338,6 +1362,35 @@ func (db *DB) RestoreMarker(ctx context.Context, opID, tenant string) (SwapResul
 	if err != nil {
 		return SwapResult{}, db.unavailable(err)
 	}
+	return restoreMarker(opID, js, action)
+}
+
+// RestoreMarkers returns what the restore op recorded for each tenant it
+// restored here, by tenant, in one query (a resumed restore looks up every
+// tenant's).
+func (db *DB) RestoreMarkers(ctx context.Context, opID string) (map[string]SwapResult, error) {
+	rows, err := db.db.QueryContext(ctx, `SELECT tenant, rows_json, action FROM lifeline_applied WHERE op_id = $1 AND app = ''`, opID)
+	if err != nil {
+		return nil, db.unavailable(err)
+	}
+	defer rows.Close()
+	out := map[string]SwapResult{}
+	for rows.Next() {
+		var tenant, js, action string
+		if err := rows.Scan(&tenant, &js, &action); err != nil {
+			return nil, db.unavailable(err)
+		}
+		if out[tenant], err = restoreMarker(opID, js, action); err != nil {
+			return nil, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, db.unavailable(err)
+	}
+	return out, nil
+}
+
+func restoreMarker(opID, js, action string) (SwapResult, error) {
 	var res SwapResult
 	if err := json.Unmarshal([]byte(js), &res); err != nil || action != "restore" {
 		return SwapResult{}, fault.New(fault.Invalid, "name a restore operation", "operation %s is a %s, not a restore", opID, action)

@@ -93,12 +93,8 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 		switch {
 		case len(d.add) == 0:
 		case db.d.engine() == Postgres:
-			n, err := db.insertNoted(ctx, tx, rt, note, d.add)
-			if err != nil {
-				return db.swapError(err, l, sp, rt, "inserting its rows")
-			}
-			if n != int64(len(d.add)) {
-				return db.internal(fmt.Errorf("inserted %d rows but noted %d", len(d.add), n), rt.Name+": inserting its rows")
+			if err := db.insertNoted(ctx, tx, l, sp, rt, note, d.add); err != nil {
+				return err
 			}
 		default:
 			if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, true, note, d.add); err != nil {
@@ -177,21 +173,6 @@ func (db *DB) readTenant(ctx context.Context, tx *sql.Tx, rts []*RestoreTable, t
 			strings.Repeat(", NULL", width-len(rt.Columns)), db.d.live(rt.Name), qi(rt.KeyCol), p.add(tenant, ""))
 	}
 	query := strings.Join(parts, " UNION ALL ")
-	var rows *sql.Rows
-	st, err := db.txStmt(ctx, tx, query)
-	if err == nil && st != nil {
-		defer st.Close()
-		rows, err = st.QueryContext(ctx, p.args...)
-	} else if err == nil {
-		rows, err = tx.QueryContext(ctx, query, p.args...)
-	}
-	if err != nil {
-		if db.d.badKey(err) {
-			return nil // "abc" for an integer key: no rows
-		}
-		return db.internal(err, "read the tenant's rows")
-	}
-	defer rows.Close()
 	var table int
 	raw := make([]any, width)
 	ptrs := append([]any{&table}, make([]any, width)...)
@@ -199,8 +180,10 @@ func (db *DB) readTenant(ctx context.Context, tx *sql.Tx, rts []*RestoreTable, t
 		ptrs[i+1] = &raw[i]
 	}
 	vals := make([]change.Value, width)
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
+	// On PostgreSQL inside SwapAll, sent with the statements queued before
+	// it (queryLater, flush). "abc" for an integer key: no rows.
+	err := db.queryLater(ctx, tx, func(err error) error { return db.internal(err, "read the tenant's rows") }, func(scan func(...any) error) error {
+		if err := scan(ptrs...); err != nil {
 			return db.internal(err, "read the tenant's rows")
 		}
 		if table < 0 || table >= len(rts) {
@@ -208,18 +191,17 @@ func (db *DB) readTenant(ctx context.Context, tx *sql.Tx, rts []*RestoreTable, t
 		}
 		n := len(rts[table].Columns)
 		for i := range n {
+			var err error
 			if vals[i], err = db.scanValue(raw[i]); err != nil {
 				return db.internal(err, "read rows of "+rts[table].Name)
 			}
 		}
-		if err := fn(table, vals[:n]); err != nil {
-			return err
-		}
+		return fn(table, vals[:n])
+	}, query, p.args...)
+	if err != nil {
+		return err
 	}
-	if err := rows.Err(); err != nil {
-		return db.internal(err, "read the tenant's rows")
-	}
-	return nil
+	return db.flush(ctx, tx)
 }
 
 // keepThen copies old, live rows of rt, to the trash under the swap's
@@ -231,6 +213,7 @@ func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 	keep := []string{sp.OpID, sp.Tenant}
 	var changed int64
 	if db.d.engine() == Postgres {
+		// Through later: checked when the swap reads the rows back.
 		p := &params{db: db}
 		trash, err := db.insertSQL(p, db.d.trash(rt.Name), rt, false, keep, old)
 		if err != nil {
@@ -240,11 +223,9 @@ func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 		if err != nil {
 			return db.swapError(err, l, sp, rt, doing)
 		}
-		res, err := db.txExec(ctx, tx, "WITH kept AS ("+trash+") "+stmt, p.args...)
-		if err != nil {
-			return db.swapError(err, l, sp, rt, doing)
-		}
-		changed, _ = res.RowsAffected()
+		return db.later(ctx, tx, func(err error) error { return db.swapError(err, l, sp, rt, doing) }, func(changed int64) error {
+			return db.keptChanged(rt, doing, len(old), changed)
+		}, "WITH kept AS ("+trash+") "+stmt, p.args...)
 	} else {
 		if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, false, keep, old); err != nil {
 			return db.swapError(err, l, sp, rt, doing)
@@ -264,8 +245,13 @@ func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 			rows = rows[n:]
 		}
 	}
-	if changed != int64(len(old)) {
-		return db.internal(fmt.Errorf("kept %d old rows but changed %d", len(old), changed), rt.Name+": "+doing)
+	return db.keptChanged(rt, doing, len(old), changed)
+}
+
+// keptChanged checks that keepThen changed as many rows as it kept.
+func (db *DB) keptChanged(rt *RestoreTable, doing string, kept int, changed int64) error {
+	if changed != int64(kept) {
+		return db.internal(fmt.Errorf("kept %d old rows but changed %d", kept, changed), rt.Name+": "+doing)
 	}
 	return nil
 }
@@ -476,21 +462,24 @@ func (db *DB) insertSQL(p *params, target string, rt *RestoreTable, keysOnly boo
 
 // insertNoted inserts rows into rt's live table and notes their keys in
 // its trash under note (lifeline_op, lifeline_tenant), in one PostgreSQL
-// statement (a round trip saved per table), and returns how many it noted.
-func (db *DB) insertNoted(ctx context.Context, tx *sql.Tx, rt *RestoreTable, note []string, rows [][]change.Value) (int64, error) {
+// statement (a round trip saved per table), through later: checked, when
+// the swap reads the rows back, to have noted every row.
+func (db *DB) insertNoted(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, rt *RestoreTable, note []string, rows [][]change.Value) error {
+	fail := func(err error) error { return db.swapError(err, l, sp, rt, "inserting its rows") }
 	p := &params{db: db}
 	values, err := p.tuples(rows, allColumns(len(rt.Columns)), rt.Types)
 	if err != nil {
-		return 0, err
+		return fail(err)
 	}
 	query := "WITH ins AS (INSERT INTO " + db.d.live(rt.Name) + " (" + quoteAll(rt.Columns) + ")" + db.rd().overriding() + " VALUES " + values +
 		" RETURNING " + quoteAll(rt.Key) + ") INSERT INTO " + db.d.trash(rt.Name) + " (" + quoteAll(rt.Key) + ", lifeline_op, lifeline_tenant) SELECT ins.*, " +
 		p.add(note[0], "text") + ", " + p.add(note[1], "text") + " FROM ins"
-	res, err := db.txExec(ctx, tx, query, p.args...)
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
+	return db.later(ctx, tx, fail, func(n int64) error {
+		if n != int64(len(rows)) {
+			return db.internal(fmt.Errorf("inserted %d rows but noted %d", len(rows), n), rt.Name+": inserting its rows")
+		}
+		return nil
+	}, query, p.args...)
 }
 
 // deleteSQL deletes the tenant's live rows of rt with the keys of rows.

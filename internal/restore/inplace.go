@@ -196,6 +196,7 @@ func (s *Service) recognise(ctx context.Context, pl *plan, op *state.Operation) 
 	for _, st := range op.Steps {
 		status[[2]string{st.Product, st.Tenant}] = st.Status
 	}
+	markers := map[string]map[string]productdb.SwapResult{} // by product, then tenant: read once
 	for _, st := range pl.steps {
 		if st.skip {
 			continue
@@ -208,12 +209,17 @@ func (s *Service) recognise(ctx context.Context, pl *plan, op *state.Operation) 
 			st.report.Error = "not part of operation " + op.ID + ", or failed in an earlier run of it; run the restore again after it finishes"
 			continue
 		}
-		res, err := st.product.DB.RestoreMarker(ctx, op.ID, st.tenant)
-		if fault.CodeOf(err) == fault.NotFound {
-			continue
+		m, read := markers[st.product.Name]
+		if !read {
+			var err error
+			if m, err = st.product.DB.RestoreMarkers(ctx, op.ID); err != nil {
+				return err
+			}
+			markers[st.product.Name] = m
 		}
-		if err != nil {
-			return err
+		res, ok := m[st.tenant]
+		if !ok {
+			continue
 		}
 		st.skip, st.done = true, true
 		s.record(st, res, 0)
