@@ -145,7 +145,8 @@ func (s *Shipper) start(ctx context.Context) error {
 }
 
 // Ship takes the first snapshot if the repository has none, then ships
-// everything pending, and returns. `lifeline backup run` is one call. When
+// everything pending when it began (and what came meanwhile, up to the
+// last read), and returns. `lifeline backup run` is one call. When
 // another process holds the product's lease it ships nothing and returns a
 // fault.Conflict wrapping ErrLeased.
 func (s *Shipper) Ship(ctx context.Context) (Shipped, error) {
@@ -183,6 +184,13 @@ func (s *Shipper) ship(ctx context.Context, res *Shipped) error {
 		}
 		if err := s.shipBatch(ctx, b, res); err != nil {
 			return err
+		}
+		// A batch short of max that left nothing behind holds every
+		// change committed before its read began, so everything pending
+		// when Ship began: done. Under steady writes no read may ever
+		// come back empty.
+		if len(b.Changes) < s.maxBatch() && !b.Behind {
+			return s.refresh(ctx, res)
 		}
 	}
 }

@@ -37,6 +37,9 @@ type fakeSource struct {
 	// shape is the table's current shape: docs, or docs with a column
 	// added (addColumn).
 	shape change.Table
+	// afterRead, when set, runs after every Read: an application that
+	// commits between any two reads.
+	afterRead func()
 }
 
 var docs = change.Table{Name: "docs", Columns: []change.Column{{Name: "id", Type: "INTEGER"}, {Name: "site", Type: "TEXT"}, {Name: "body", Type: "TEXT"}},
@@ -94,6 +97,9 @@ func (f *fakeSource) widen(row []change.Value) []change.Value {
 }
 
 func (f *fakeSource) Read(_ context.Context, cur capture.Cursor, max int) (capture.Batch, error) {
+	if f.afterRead != nil {
+		defer f.afterRead()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failing != nil {
@@ -265,6 +271,31 @@ func TestShipSnapshotThenSegmentsAndVerify(t *testing.T) {
 	}
 	if st.LastPos != 36 || st.Snapshots != 1 || st.Segments != 3 || st.Red || st.Ratio <= 0 {
 		t.Errorf("status = %+v", st)
+	}
+}
+
+// Ship (`backup run`) ships what was pending when it began and returns, even
+// while the application never stops writing, when no read comes back empty.
+func TestShipReturnsUnderSteadyWrites(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.src.write("acme", 2)
+	b.mustShip(t) // the first snapshot
+	for i := range 5 {
+		b.src.write(fmt.Sprint("t", i), 1)
+	}
+	reads := 0
+	b.src.afterRead = func() {
+		if reads++; reads < 1000 {
+			b.src.write("busy", 1)
+		}
+	}
+	res := b.mustShip(t)
+	if reads >= 1000 {
+		t.Fatalf("Ship read %d times under steady writes: it waited for a read that finds nothing", reads)
+	}
+	if res.Cursor.Pos < 7 {
+		t.Fatalf("Ship stopped at %d, before the 5 changes pending when it began (up to 7)", res.Cursor.Pos)
 	}
 }
 
