@@ -40,14 +40,12 @@ func (db *DB) Apply(ctx context.Context, l *Layout, st Step) (Result, error) {
 	if err := db.requireProtected(ctx); err != nil {
 		return Result{}, err
 	}
-	tx, err := db.db.BeginTx(ctx, nil)
+	tx, release, err := db.beginStep(ctx)
 	if err != nil {
-		return Result{}, db.unavailable(err)
+		return Result{}, err
 	}
+	defer release()
 	defer tx.Rollback()
-	if err := db.d.beginStep(ctx, tx); err != nil {
-		return Result{}, db.internal(err, "begin step")
-	}
 	// Every step of a tenant locks its product-level state first, then the
 	// app's, so steps of one tenant never interleave and never deadlock.
 	whole, err := db.lockState(ctx, tx, st.Tenant, "")
@@ -155,6 +153,9 @@ func (db *DB) Apply(ctx context.Context, l *Layout, st Step) (Result, error) {
 	}
 	if err := tx.Commit(); err != nil {
 		return Result{}, db.internal(err, "commit step")
+	}
+	if err := db.SyncLog(); err != nil {
+		return Result{}, err
 	}
 	return Result{Rows: rows}, nil
 }
@@ -411,10 +412,11 @@ func (db *DB) Unlocked(ctx context.Context, tenant, opID string, fn func(tx *sql
 	if err := db.requireProtected(ctx); err != nil {
 		return err
 	}
-	tx, err := db.beginStep(ctx)
+	tx, release, err := db.beginStep(ctx)
 	if err != nil {
 		return err
 	}
+	defer release()
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, db.d.unlock(), tenant, opID); err != nil {
 		return db.internal(err, "unlock tenant")
@@ -428,21 +430,29 @@ func (db *DB) Unlocked(ctx context.Context, tenant, opID string, fn func(tx *sql
 	if err := tx.Commit(); err != nil {
 		return db.internal(err, "commit")
 	}
-	return nil
+	return db.SyncLog()
 }
 
 // beginStep starts a step's transaction, its foreign keys checked at
-// commit (see the dialects' beginStep).
-func (db *DB) beginStep(ctx context.Context) (*sql.Tx, error) {
-	tx, err := db.db.BeginTx(ctx, nil)
+// commit (see the dialects' beginStep), on a connection whose commit does
+// not wait for the disk under SQLite's write lock (lazyConn): the caller
+// calls SyncLog after a commit, before the step is reported done, and
+// release once the transaction is over.
+func (db *DB) beginStep(ctx context.Context) (tx *sql.Tx, release func(), err error) {
+	conn, release, err := db.lazyConn(ctx)
 	if err != nil {
-		return nil, db.unavailable(err)
+		return nil, nil, err
+	}
+	if tx, err = conn.BeginTx(ctx, nil); err != nil {
+		release()
+		return nil, nil, db.unavailable(err)
 	}
 	if err := db.d.beginStep(ctx, tx); err != nil {
 		_ = tx.Rollback()
-		return nil, db.internal(err, "begin")
+		release()
+		return nil, nil, db.internal(err, "begin")
 	}
-	return tx, nil
+	return tx, release, nil
 }
 
 // LiveTable and TrashTable name a product table and its trash table as SQL

@@ -425,11 +425,12 @@ func TestSwapAllSeveralTenants(t *testing.T) {
 	})
 }
 
-// A SQLite swap commits on a connection of its own that does not wait for
-// the disk (the log is synced once, after the write lock is given back);
-// that connection goes back to the pool waiting for the disk again, so
-// Lifeline's other commits (lifecycle steps, protect) stay durable.
-func TestSwapGivesBackDurableConnections(t *testing.T) {
+// A SQLite swap, and a lifecycle step, commits on a connection of its own
+// that does not wait for the disk (the log is synced once, after the write
+// lock is given back); that connection goes back to the pool waiting for
+// the disk again, so Lifeline's other commits (protect, capture's
+// bookkeeping) stay durable.
+func TestSwapsAndStepsGiveBackDurableConnections(t *testing.T) {
 	each(t, func(t *testing.T, e engine) {
 		if e.Name != "sqlite" {
 			t.Skip("PostgreSQL commits are durable when they return")
@@ -449,6 +450,7 @@ func TestSwapGivesBackDurableConnections(t *testing.T) {
 		if _, err := x.restore(t, rts, "op_d", "2", Replace, img); err != nil {
 			t.Fatal(err)
 		}
+		x.step(t, "op_l", Deactivate, "3", "", Deactivated)
 		open := x.db.db.Stats().OpenConnections
 		var conns []*sql.Conn
 		for range open {
