@@ -66,10 +66,7 @@ func TestBasic(t *testing.T) {
 				t.Fatalf("change %d time %v", i, c.Time)
 			}
 		}
-		m.shapes(b.Tables)
-		for i := range b.Changes {
-			m.apply(t, &b.Changes[i])
-		}
+		m.batch(t, b)
 		x.same(t, m)
 		cur = x.drain(t, x.src, m, b.End)
 		if err := x.src.Ack(x.ctx, cur); err != nil {

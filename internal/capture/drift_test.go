@@ -64,10 +64,7 @@ func TestDrift(t *testing.T) {
 			if !hasColumn(b.Tables, "items", "prio") {
 				t.Fatalf("batch shapes lack the new column: %+v", b.Tables)
 			}
-			m.shapes(b.Tables)
-			for i := range b.Changes {
-				m.apply(t, &b.Changes[i])
-			}
+			m.batch(t, b)
 			cur = b.End
 		}
 		last := b
@@ -80,10 +77,7 @@ func TestDrift(t *testing.T) {
 				break
 			}
 			checkBatch(t, cur, b)
-			m.shapes(b.Tables)
-			for i := range b.Changes {
-				m.apply(t, &b.Changes[i])
-			}
+			m.batch(t, b)
 			cur, last = b.End, b
 		}
 		if !hasColumn(last.Tables, "items", "prio") {
@@ -360,10 +354,7 @@ func TestSQLiteGroups(t *testing.T) {
 		for _, c := range b.Changes {
 			txs = append(txs, c.Tx)
 		}
-		m.shapes(b.Tables)
-		for i := range b.Changes {
-			m.apply(t, &b.Changes[i])
-		}
+		m.batch(t, b)
 		cur = b.End
 	}
 	if groups := slices.Compact(slices.Clone(txs)); len(txs) != 100 || len(groups) != 1 || groups[0] != cur.Src {
@@ -385,10 +376,7 @@ func TestSQLiteGroups(t *testing.T) {
 		t.Fatalf("first group: %d changes", len(b.Changes))
 	}
 	x.drain(t, x.src, m, b.End)
-	m.shapes(b.Tables)
-	for i := range b.Changes {
-		m.apply(t, &b.Changes[i])
-	}
+	m.batch(t, b)
 	x.same(t, m)
 }
 
@@ -624,10 +612,7 @@ func TestSQLiteReadDoesNotWaitForTheWriteLock(t *testing.T) {
 			t.Fatalf("read again, change %d is in group %d, first read in %d", i, c.Tx, txs[i])
 		}
 	}
-	m.shapes(again.Tables)
-	for i := range again.Changes {
-		m.apply(t, &again.Changes[i])
-	}
+	m.batch(t, again)
 	x.same(t, m)
 }
 

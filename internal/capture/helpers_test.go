@@ -148,6 +148,15 @@ func (m *model) shapes(ts []change.Table) {
 	}
 }
 
+// batch applies a batch's changes under its shapes.
+func (m *model) batch(t *testing.T, b Batch) {
+	t.Helper()
+	m.shapes(b.Tables)
+	for i := range b.Changes {
+		m.apply(t, &b.Changes[i])
+	}
+}
+
 func (m *model) apply(t *testing.T, c *change.Change) {
 	t.Helper()
 	tab := m.tables[c.Table]
