@@ -185,14 +185,19 @@ func (s *Shipper) ship(ctx context.Context, res *Shipped) error {
 		if err := s.shipBatch(ctx, b, res); err != nil {
 			return err
 		}
-		// A batch short of max that left nothing behind holds every
-		// change committed before its read began, so everything pending
-		// when Ship began: done. Under steady writes no read may ever
-		// come back empty.
-		if len(b.Changes) < s.maxBatch() && !b.Behind {
+		// Everything pending when Ship began is shipped: done. Under
+		// steady writes no read may ever come back empty.
+		if s.caughtUp(b) {
 			return s.refresh(ctx, res)
 		}
 	}
+}
+
+// caughtUp reports whether b holds every change committed before its read
+// began: it is short of max (a full batch may have stopped early) and left
+// nothing older behind.
+func (s *Shipper) caughtUp(b capture.Batch) bool {
+	return len(b.Changes) < s.maxBatch() && !b.Behind
 }
 
 // shipBatch writes one batch as a segment and counts it in res.
@@ -579,7 +584,7 @@ func (s *Shipper) stream(ctx context.Context, target time.Duration, caught time.
 		if err != nil {
 			return errors.Join(err, settle())
 		}
-		if len(b.Changes) < s.maxBatch() && !b.Behind {
+		if s.caughtUp(b) {
 			caught = start
 		}
 		// A read that left older changes behind is followed, like one
