@@ -165,9 +165,25 @@ func (in *inserter) add(table string, cols string, vals ...any) {
 
 var epoch = time.Date(2021, 1, 4, 9, 0, 0, 0, time.UTC)
 
+// text is n to n+spread words of filler.
+func text(rng *rand.Rand, n, spread int) string {
+	var b strings.Builder
+	for range n + rng.IntN(spread+1) {
+		b.WriteString(pick(rng, words))
+		b.WriteByte(' ')
+	}
+	return b.String()
+}
+
+// The generators write the data the way a shared application accumulates
+// it: every tenant signs up, then all of them work at once, so each
+// tenant's rows are interleaved with everyone else's in every table, as in
+// a real shared database (and as the issue's reference figures were
+// measured). A tenant's rows are scattered over many pages, which is what
+// makes putting back a few tenants costly.
+
 func fillTracker(ctx context.Context, tx *sql.Tx, rng *rand.Rand, o Options) error {
 	in := &inserter{ctx: ctx, tx: tx, stmts: map[string]*sql.Stmt{}}
-	var issueID, commentID, objID int
 	for s := 1; s <= o.Tenants; s++ {
 		internal := 0
 		if s <= o.Internal {
@@ -180,12 +196,16 @@ func fillTracker(ctx context.Context, tx *sql.Tx, rng *rand.Rand, o Options) err
 			in.add("site_admins", "site_id,email,name,role", s, fmt.Sprintf("%s.%d@site-%d.example.test", strings.ToLower(name), a, s), name, roles[a%len(roles)])
 		}
 		for p := 1; p <= 2; p++ {
-			projectID := (s-1)*2 + p
-			in.add("projects", "id,site_id,key,name", projectID, s, fmt.Sprintf("P%d", p), pick(rng, words)+" project")
-			for i := 0; i < 12; i++ {
+			in.add("projects", "id,site_id,key,name", (s-1)*2+p, s, fmt.Sprintf("P%d", p), pick(rng, words)+" project")
+		}
+	}
+	var issueID, commentID, objID int
+	for i := 0; i < 12; i++ {
+		for p := 1; p <= 2; p++ {
+			for s := 1; s <= o.Tenants; s++ {
 				issueID++
-				in.add("issues", "id,site_id,project_id,title,body,priority,estimate,created_at", issueID, s, projectID,
-					pick(rng, words)+" "+pick(rng, words)+" is broken", strings.Repeat(pick(rng, words)+" ", 8+rng.IntN(20)),
+				in.add("issues", "id,site_id,project_id,title,body,priority,estimate,created_at", issueID, s, (s-1)*2+p,
+					pick(rng, words)+" "+pick(rng, words)+" is broken", text(rng, 40, 80),
 					rng.IntN(5), float64(rng.IntN(400))/8, epoch.Add(time.Duration(issueID)*time.Minute).Format(time.RFC3339))
 				first := 0
 				for c := 0; c < 2; c++ {
@@ -196,7 +216,7 @@ func fillTracker(ctx context.Context, tx *sql.Tx, rng *rand.Rand, o Options) err
 					} else {
 						first = commentID
 					}
-					in.add("comments", "id,site_id,issue_id,parent_id,author,body", commentID, s, issueID, parent, pick(rng, firsts), "I see "+pick(rng, words))
+					in.add("comments", "id,site_id,issue_id,parent_id,author,body", commentID, s, issueID, parent, pick(rng, firsts), "I see "+text(rng, 4, 20))
 				}
 				if i%4 == 0 {
 					blob := make([]byte, 64+rng.IntN(192))
@@ -208,12 +228,14 @@ func fillTracker(ctx context.Context, tx *sql.Tx, rng *rand.Rand, o Options) err
 				}
 			}
 		}
-		for k := 0; k < 3; k++ {
+	}
+	for k := 0; k < 3; k++ {
+		for s := 1; s <= o.Tenants; s++ {
 			objID++
 			in.add("insight_objects", "id,site_id,kind,data", objID, s, pick(rng, []string{"server", "laptop", "licence"}),
 				fmt.Sprintf(`{"serial":"SN-%d","value":%d.5}`, objID, rng.IntN(9000)))
 			if k > 0 {
-				in.add("insight_links", "site_id,from_id,to_id", s, objID-1, objID)
+				in.add("insight_links", "site_id,from_id,to_id", s, objID-o.Tenants, objID)
 			}
 		}
 	}
@@ -222,30 +244,39 @@ func fillTracker(ctx context.Context, tx *sql.Tx, rng *rand.Rand, o Options) err
 
 func fillWiki(ctx context.Context, tx *sql.Tx, rng *rand.Rand, o Options) error {
 	in := &inserter{ctx: ctx, tx: tx, stmts: map[string]*sql.Stmt{}}
-	var pageID, versionID int
 	for s := 1; s <= o.Tenants; s++ {
 		in.add("sites", "id,name", s, SiteName(s))
 		for sp := 1; sp <= 2; sp++ {
-			spaceID := (s-1)*2 + sp
-			in.add("spaces", "id,site_id,key,name", spaceID, s, fmt.Sprintf("S%d", sp), pick(rng, words)+" space")
-			root := 0
-			for p := 0; p < 6; p++ {
+			in.add("spaces", "id,site_id,key,name", (s-1)*2+sp, s, fmt.Sprintf("S%d", sp), pick(rng, words)+" space")
+		}
+	}
+	roots := make([]int, 2*o.Tenants) // each space's first page
+	var pageID, versionID int
+	version := func(s, page, v int) {
+		versionID++
+		in.add("page_versions", "id,site_id,page_id,version,body,edited_at", versionID, s, page, v,
+			text(rng, 80, 120)+"✓ 数据", epoch.Add(time.Duration(versionID)*time.Minute).Format(time.RFC3339))
+	}
+	for p := 0; p < 6; p++ {
+		for sp := 1; sp <= 2; sp++ {
+			for s := 1; s <= o.Tenants; s++ {
 				pageID++
+				space := (s-1)*2 + sp
 				var parent any
 				if p > 0 {
-					parent = root
+					parent = roots[space-1]
 				} else {
-					root = pageID
+					roots[space-1] = pageID
 				}
-				in.add("pages", "id,site_id,space_id,parent_id,title", pageID, s, spaceID, parent, "How we "+pick(rng, words))
-				for v := 1; v <= 2; v++ {
-					versionID++
-					in.add("page_versions", "id,site_id,page_id,version,body,edited_at", versionID, s, pageID, v,
-						strings.Repeat(pick(rng, words)+" ", 20+rng.IntN(40))+"✓ 数据",
-						epoch.Add(time.Duration(versionID)*time.Minute).Format(time.RFC3339))
-				}
+				in.add("pages", "id,site_id,space_id,parent_id,title", pageID, s, space, parent, "How we "+pick(rng, words))
+				version(s, pageID, 1)
 			}
 		}
+	}
+	// Second versions come later, page by page in the order they were made.
+	for page := 1; page <= pageID; page++ {
+		s := (page-1)%o.Tenants + 1
+		version(s, page, 2)
 	}
 	return in.err
 }
