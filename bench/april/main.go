@@ -20,12 +20,14 @@
 //	go run ./bench/april [-tenants 10000] [-victims 883] [-engine sqlite|postgres]
 //	go run ./bench/april -tenants 500   # the small run, under a minute
 //	go run ./bench/april -cpuprofile restore.pprof   # where the restore spends its CPU
+//	go run ./bench/april -restore '{sqlite_pause: 1ms}'  # other pacing (docs/restore.md)
 package main
 
 import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -77,6 +79,7 @@ func main() {
 	victims := flag.Int("victims", 0, "tenants the script damages (default 883, as in April 2022; 883 per 10,000 below 10,000 tenants)")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of Lifeline's restore to this file (go tool pprof)")
 	engineName := flag.String("engine", "sqlite", "where the products live: sqlite, or postgres (a throwaway server from the local PostgreSQL binaries)")
+	pacing := flag.String("restore", "", "the restore section of lifeline.yaml, to measure other pacing: '{sqlite_transaction: 20ms, sqlite_pause: 1ms}'")
 	flag.Parse()
 	var eng engine
 	switch *engineName {
@@ -104,6 +107,12 @@ func main() {
 
 	start := time.Now()
 	eng.setup(ctx, dir, *tenants)
+	if *pacing != "" {
+		cfg, err := os.OpenFile(filepath.Join(dir, "lifeline.yaml"), os.O_APPEND|os.O_WRONLY, 0)
+		check(err)
+		_, err = fmt.Fprintf(cfg, "restore: %s\n", *pacing)
+		check(errors.Join(err, cfg.Close()))
+	}
 	lifeline("protect")
 	lifeline("backup", "run")
 	fmt.Printf("generated %d tenants in two products on %s, protected, first snapshot: %v\n", *tenants, *engineName, time.Since(start).Round(time.Second))
