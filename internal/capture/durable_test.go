@@ -170,6 +170,7 @@ func TestPostgresReadWaitsOutAPauseBeforeItsStart(t *testing.T) {
 		}
 		done := make(chan read, 1)
 		ctx, cancel := context.WithTimeout(x.ctx, 50*time.Second)
+		defer cancel() // on a failure below, so that src.Close need not wait for the read
 		go func() {
 			b, err := src.Read(ctx, cur, 1000)
 			done <- read{b, err}
@@ -186,7 +187,6 @@ func TestPostgresReadWaitsOutAPauseBeforeItsStart(t *testing.T) {
 		exec("SET synchronous_commit = on")
 		exec("INSERT INTO flushes VALUES ($1)", round)
 		r := <-done
-		cancel()
 		if r.err != nil {
 			t.Fatal(r.err)
 		}
