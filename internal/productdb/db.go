@@ -24,8 +24,9 @@ import (
 type DB struct {
 	db        *sql.DB
 	d         dialect
-	name      string // the DSN as shown to people: no password
-	path      string // SQLite: the database file
+	name      string               // the DSN as shown to people: no password
+	path      string               // SQLite: the database file
+	syncFile  func(*os.File) error // SQLite: how SyncLog syncs the log, (*os.File).Sync (SetLogSync)
 	protected atomic.Bool
 	stmts     sync.Map // SQL text -> *sql.Stmt: a restore's statements, prepared once (see restore.go)
 }
@@ -89,7 +90,7 @@ func openSQLite(ctx context.Context, path, baseDir string) (*DB, error) {
 	if err != nil {
 		return nil, fault.Wrap(err, fault.Unavailable, "check products[].database in lifeline.yaml", "cannot open product database %s", shown)
 	}
-	db := &DB{db: sdb, d: sqliteDialect{}, name: shown, path: abs}
+	db := &DB{db: sdb, d: sqliteDialect{}, name: shown, path: abs, syncFile: (*os.File).Sync}
 	var n int
 	if err := sdb.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&n); err != nil {
 		sdb.Close()
@@ -186,7 +187,6 @@ func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]
 	return out, rows.Err()
 }
 
-// execAll runs statements in order, naming the failing one.
 // lazyConn is a connection of its own whose commits do not wait for the
 // disk (SQLite synchronous=NORMAL): a commit returns once its pages are in
 // the write-ahead log, and an fsync under the write lock no longer holds up
@@ -241,7 +241,7 @@ func (db *DB) SyncLog() error {
 		return nil
 	}
 	if err == nil {
-		err = f.Sync()
+		err = db.syncFile(f)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -253,6 +253,14 @@ func (db *DB) SyncLog() error {
 	return nil
 }
 
+// SetLogSync replaces the call through which SyncLog makes the SQLite
+// write-ahead log durable, (*os.File).Sync. A power cut cannot be
+// simulated, so tests watch durability through it: that each commit Lifeline
+// reports done is synced, after the commit, and that a sync that fails
+// fails the caller. Set it while nothing else uses the DB.
+func (db *DB) SetLogSync(sync func(*os.File) error) { db.syncFile = sync }
+
+// execAll runs statements in order, naming the failing one.
 func execAll(ctx context.Context, q queryer, stmts ...string) error {
 	for _, s := range stmts {
 		if _, err := q.ExecContext(ctx, s); err != nil {
