@@ -34,7 +34,7 @@ func TestMergeSmallSegments(t *testing.T) {
 		step(i)
 	}
 	before, _ := b.repo.Objects(ctx, "tracker")
-	merged, err := b.repo.Merge(ctx, "tracker")
+	merged, err := b.ship.Merge(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestMergeSmallSegments(t *testing.T) {
 	if n := len(rd.Objects()); n != 1+2+5 {
 		t.Fatalf("a rebuild reads %d objects, want the snapshot, 2 merged and 5 small segments", n)
 	}
-	pruned, err := b.repo.Prune(ctx, "tracker", 0)
+	pruned, err := b.ship.Prune(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestMergeSmallSegments(t *testing.T) {
 	for i := 0; i < MergeRun; i++ {
 		step(i)
 	}
-	merged, err = b.repo.Merge(ctx, "tracker")
+	merged, err = b.ship.Merge(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
