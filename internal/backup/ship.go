@@ -43,7 +43,7 @@ type Shipper struct {
 	// dead holder on another host delays the take-over (one on this host
 	// is taken over at once). Default 30 s.
 	LeaseTTL time.Duration
-	// Window is the point-in-time window Run's maintenance keeps
+	// Window is the point-in-time window maintenance (Maintain) keeps
 	// restorable (retention.backups).
 	Window time.Duration
 	// MaintainEvery is how often Run maintains the repository while it
