@@ -242,6 +242,17 @@ func holdMaintenance(t *testing.T, b *bundle) *heldReads {
 	return reads
 }
 
+// holdersMaintenance is holdMaintenance with b.ship the lease holder
+// host-a:1, on a clock the test moves.
+func holdersMaintenance(t *testing.T, b *bundle) (*atomic.Int64, *heldReads) {
+	t.Helper()
+	clock := new(atomic.Int64)
+	clock.Store(time.Now().UnixNano())
+	b.repo.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	b.ship.Owner, b.ship.LeaseTTL = "host-a:1", time.Minute
+	return clock, holdMaintenance(t, b)
+}
+
 // recorded waits until the repository holds every change written.
 func recorded(t *testing.T, b *bundle, what string) {
 	t.Helper()
@@ -291,11 +302,7 @@ func TestSlowMaintenanceDoesNotHoldUpShipping(t *testing.T) {
 func TestMaintenanceStopsWhenTheLeaseIsLost(t *testing.T) {
 	t.Parallel()
 	stateStores(t, func(t *testing.T, b *bundle) {
-		var clock atomic.Int64
-		clock.Store(time.Now().UnixNano())
-		b.repo.Now = func() time.Time { return time.Unix(0, clock.Load()) }
-		b.ship.Owner, b.ship.LeaseTTL = "host-a:1", time.Minute
-		reads := holdMaintenance(t, b)
+		clock, reads := holdersMaintenance(t, b)
 		other := &Shipper{Repo: b.repo, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: "host-b:2", LeaseTTL: time.Minute}
 		defer running(b.ship, 5*time.Millisecond)()
 		eventually(t, "a maintenance pass reads an object", func() bool { return reads.held.Load() > 0 })
@@ -330,11 +337,7 @@ func TestMaintenanceStopsWhenTheLeaseIsLost(t *testing.T) {
 func TestMaintenanceAfterTheLeaseIsLostIsRefused(t *testing.T) {
 	t.Parallel()
 	stateStores(t, func(t *testing.T, b *bundle) {
-		var clock atomic.Int64
-		clock.Store(time.Now().UnixNano())
-		b.repo.Now = func() time.Time { return time.Unix(0, clock.Load()) }
-		b.ship.Owner, b.ship.LeaseTTL = "host-a:1", time.Minute
-		reads := holdMaintenance(t, b)
+		clock, reads := holdersMaintenance(t, b)
 		// The new holder reads the same store and catalog, unheld.
 		newRepo := &Repo{Blobs: reads.Store, State: b.repo.State, Now: b.repo.Now}
 		other := &Shipper{Repo: newRepo, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: "host-b:2", LeaseTTL: time.Minute}
