@@ -70,7 +70,8 @@ func shippers(e *env, a *app, repo *backup.Repo) ([]*backup.Shipper, func(), err
 			closeAll()
 			return nil, nil, err
 		}
-		out = append(out, &backup.Shipper{Repo: repo, Product: p.Name, Source: src, BacklogLimit: a.cfg.Shipping.BacklogLimit, Log: a.log})
+		out = append(out, &backup.Shipper{Repo: repo, Product: p.Name, Source: src, BacklogLimit: a.cfg.Shipping.BacklogLimit, Log: a.log,
+			Window: a.cfg.Retention.Backups.D()})
 	}
 	return out, closeAll, nil
 }
@@ -98,12 +99,19 @@ func backupRun(e *env, args []string) error {
 			fmt.Fprintf(e.stderr, "%v\n", err)
 			continue
 		}
-		// Released at once, shipped or not, so a serve takes over without
-		// waiting for the lease to expire.
-		err = errors.Join(err, s.Release(e.ctx))
+		// Maintained while this process still holds the lease (each change
+		// renews it), then released at once, shipped or not, so a serve
+		// takes over without waiting for the lease to expire.
 		if err == nil {
-			res.Compacted, res.Pruned, err = repo.Maintain(e.ctx, s.Product, a.cfg.Retention.Backups.D())
+			res.Compacted, res.Pruned, err = s.Maintain(e.ctx)
+			if errors.Is(err, backup.ErrLeased) {
+				// Another process took the lease over meanwhile: what was
+				// shipped stays, and that process maintains from here.
+				fmt.Fprintf(e.stderr, "%v\n", err)
+				err = nil
+			}
 		}
+		err = errors.Join(err, s.Release(e.ctx))
 		results = append(results, res)
 		if err != nil && failed == nil {
 			failed = fault.Wrap(err, fault.CodeOf(err), fault.HintOf(err), "shipping %s", s.Product)

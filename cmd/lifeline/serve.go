@@ -65,7 +65,7 @@ func serve(e *env, a *app, listen string) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for _, s := range ships {
-		s.Metrics, s.Log, s.Window = metrics, log, a.cfg.Retention.Backups.D()
+		s.Metrics, s.Log = metrics, log
 		wg.Go(func() { s.Run(e.ctx, a.cfg.Shipping.Interval.D()) })
 	}
 	// Restores' trash follows retention.deleted, checked every hour.

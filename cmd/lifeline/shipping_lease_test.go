@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"lifeline/internal/backup"
 	"lifeline/internal/demo"
 	"lifeline/internal/pgtest"
 )
@@ -144,4 +146,74 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		}
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// `backup run` maintains only while it holds the product's lease. A trigger
+// in the state store hands tracker's lease to another process the moment
+// the run records its segment (a serve taking over while the run stalled):
+// the run's maintenance, due to merge the 16 small segments now catalogued,
+// records nothing and says why on stderr, and the lease stays with the
+// other process. Once the lease is free again the next run merges them.
+func TestBackupRunMaintainsOnlyWhileHoldingTheLease(t *testing.T) {
+	t.Parallel()
+	c := demoSaaS(t, 3)
+	dir := filepath.Dir(c.config)
+	open := func(name string) *sql.DB {
+		db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, name)+"?_pragma=busy_timeout(20000)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	app, st := open("tracker.db"), open("lifeline-state.db")
+	do := func(db *sql.DB, query string, args ...any) {
+		t.Helper()
+		if _, err := db.Exec(query, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// merges counts tracker's catalogued segments that hold another.
+	merges := func() int {
+		t.Helper()
+		var n int
+		err := st.QueryRow(`SELECT count(*) FROM backup_objects a JOIN backup_objects b
+			ON a.product = b.product AND a.key <> b.key AND a.kind = 'segment' AND b.kind = 'segment'
+			AND a.first_pos <= b.first_pos AND b.last_pos <= a.last_pos WHERE a.product = 'tracker'`).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	c.must("backup", "run") // the snapshot
+	for i := range backup.MergeRun {
+		if i > 0 {
+			c.must("backup", "run") // one small segment each
+		}
+		do(app, "UPDATE projects SET name = name || '!' WHERE site_id = 1")
+	}
+	if n := merges(); n != 0 {
+		t.Fatalf("%d merges before %d segments were shipped", n, backup.MergeRun)
+	}
+	do(st, fmt.Sprintf(`CREATE TRIGGER take_over AFTER INSERT ON backup_objects WHEN NEW.product = 'tracker' AND NEW.kind = 'segment'
+		BEGIN UPDATE backup_leases SET owner = 'elsewhere:1', lease_until = %d WHERE product = 'tracker'; END`, time.Now().Add(time.Hour).UnixMicro()))
+	r := c.run("backup", "run")
+	if r.code != 0 || !strings.Contains(r.err, "tracker: ") || !strings.Contains(r.err, "lost the shipping lease") {
+		t.Fatalf("backup run whose lease was taken over: exit %d\nstdout: %s\nstderr: %s", r.code, r.out, r.err)
+	}
+	if n := merges(); n != 0 {
+		t.Fatalf("backup run recorded %d merges after another process took its lease", n)
+	}
+	var owner string
+	if err := st.QueryRow(`SELECT owner FROM backup_leases WHERE product = 'tracker'`).Scan(&owner); err != nil || owner != "elsewhere:1" {
+		t.Fatalf("the lease is %q (%v); want it left with the process that took it over", owner, err)
+	}
+
+	do(st, `DROP TRIGGER take_over`)
+	do(st, `UPDATE backup_leases SET lease_until = 0 WHERE product = 'tracker'`)
+	c.must("backup", "run")
+	if merges() == 0 {
+		t.Fatal("the run holding the lease did not merge the small segments either")
+	}
+	c.must("backup", "verify")
 }

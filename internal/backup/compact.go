@@ -3,6 +3,7 @@ package backup
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,8 +27,10 @@ import (
 // describe both sides of (a column dropped or renamed, a key or tenant
 // column changed) stops compaction at the older snapshot, as before.
 // The segments stay: they hold the versions the point-in-time window
-// needs; Prune removes them once they are older.
-func (r *Repo) Compact(ctx context.Context, product string, minSegments int) (*Object, error) {
+// needs; Prune removes them once they are older. The snapshot is recorded
+// only while the shipper holds the product's lease (fence).
+func (s *Shipper) Compact(ctx context.Context, minSegments int) (*Object, error) {
+	r, product := s.Repo, s.Product
 	cur, ok, err := r.Cursor(ctx, product)
 	if err != nil || !ok {
 		return nil, err
@@ -74,7 +77,7 @@ func (r *Repo) Compact(ctx context.Context, product string, minSegments int) (*O
 		return nil, err
 	}
 	key := snapshotKey(product, last.Last)
-	if err := r.put(ctx, key, buf.Bytes(), sum, nil); err != nil {
+	if err := r.put(ctx, key, buf.Bytes(), sum, s.fence()); err != nil {
 		return nil, err
 	}
 	o := objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants))
@@ -181,18 +184,26 @@ func (r *Repo) pinned(ctx context.Context) (map[string]bool, error) {
 	return pinned, rows.Err()
 }
 
-// Prune deletes the objects of product that no restorable moment inside
-// the window needs: every snapshot older than the newest snapshot taken at
-// or before now-window (the base of the oldest restorable moment), and the
-// segments that end at or before that base; and the segments a merge holds
-// (Merge). Pinned objects, and objects whose retention date (Object Lock)
-// has not passed, stay.
-func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) (deleted []string, err error) {
-	objs, err := r.Objects(ctx, product)
+// Prune deletes the objects of the shipper's product that no restorable
+// moment inside the window needs: every snapshot older than the newest
+// snapshot taken at or before now-window (the base of the oldest
+// restorable moment), and the segments that end at or before that base;
+// and the segments a merge holds (Merge). Pinned objects, and objects
+// whose retention date (Object Lock) has not passed, stay.
+//
+// Their rows leave the catalog first, in one transaction fenced by the
+// shipper's lease, and only then are their blobs deleted: a pass that lost
+// the lease deletes nothing, and one cut short in between leaves objects
+// the catalog no longer holds (which Sweep deletes, or a rescan adopts and
+// a later prune drops again), never a catalogued object that is missing.
+func (s *Shipper) Prune(ctx context.Context, window time.Duration) (deleted []string, err error) {
+	r := s.Repo
+	objs, err := r.Objects(ctx, s.Product)
 	if err != nil {
 		return nil, err
 	}
-	horizon := r.Now().Add(-window)
+	now := r.Now()
+	horizon := now.Add(-window)
 	var base *Object
 	for i := range objs {
 		o := &objs[i]
@@ -208,21 +219,42 @@ func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) 
 	if err != nil {
 		return nil, err
 	}
+	var drop []string
 	for _, o := range objs {
 		old := base != nil && ((o.Kind == format.Snapshot && o.Last < base.Last) || (o.Kind == format.Segment && o.Last <= base.Last))
 		if !(old || redundant[o.Key]) || pinned[o.Key] {
 			continue
 		}
-		if err := r.Blobs.Delete(ctx, o.Key); err != nil {
-			if errors.Is(err, blob.ErrRetained) {
-				continue
+		info, err := r.Blobs.Stat(ctx, o.Key)
+		if err != nil && !errors.Is(err, blob.ErrNotFound) {
+			return nil, err
+		}
+		if info.RetainUntil.After(now) {
+			continue // the store would refuse the delete: it stays catalogued
+		}
+		drop = append(drop, o.Key)
+	}
+	if len(drop) == 0 {
+		return nil, nil
+	}
+	err = r.change(ctx, s.fence(), func(tx *sql.Tx) error {
+		for _, key := range drop {
+			if _, err := tx.ExecContext(ctx, r.State.Rebind(`DELETE FROM backup_objects WHERE key = ?`), key); err != nil {
+				return err
 			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, key := range drop {
+		// Retained after all (this host's clock ahead of the store's): it
+		// stays, out of the catalog, until a sweep may delete it.
+		if err := r.Blobs.Delete(ctx, key); err != nil && !errors.Is(err, blob.ErrRetained) {
 			return deleted, err
 		}
-		if _, err := r.State.DB().ExecContext(ctx, r.State.Rebind(`DELETE FROM backup_objects WHERE key = ?`), o.Key); err != nil {
-			return deleted, fmt.Errorf("backup catalog: %w", err)
-		}
-		deleted = append(deleted, o.Key)
+		deleted = append(deleted, key)
 	}
 	return deleted, nil
 }
@@ -232,28 +264,31 @@ func (r *Repo) Prune(ctx context.Context, product string, window time.Duration) 
 // more than this many objects on top of its snapshot.
 const CompactAfter = 64
 
-// Maintain merges runs of small segments, compacts product's repository
-// when enough segments have piled up, prunes what the window no longer
-// needs (and the segments a merge holds) and sweeps superseded uploads
-// (Sweep, at most once every SweepEvery); pruned lists what the last two
-// deleted. serve runs it every minute and `lifeline backup run` after
-// shipping.
-func (r *Repo) Maintain(ctx context.Context, product string, window time.Duration) (compacted *Object, pruned []string, err error) {
-	if _, err = r.Merge(ctx, product); err != nil {
+// Maintain merges runs of small segments, compacts the shipper's product
+// when enough segments have piled up, prunes what the window (s.Window) no
+// longer needs (and the segments a merge holds) and sweeps superseded
+// uploads (Sweep, at most once every SweepEvery); pruned lists what the
+// last two deleted. serve runs it every minute while it holds the lease,
+// and `lifeline backup run` after shipping, before it releases the lease.
+// Every change it makes to the catalog commits only while this process
+// still holds the product's lease: when another process took it over the
+// pass stops with the fault.Conflict wrapping ErrLeased an upload gets.
+func (s *Shipper) Maintain(ctx context.Context) (compacted *Object, pruned []string, err error) {
+	if _, err = s.Merge(ctx); err != nil {
 		return nil, nil, err
 	}
-	if compacted, err = r.Compact(ctx, product, CompactAfter); err != nil {
+	if compacted, err = s.Compact(ctx, CompactAfter); err != nil {
 		return nil, nil, err
 	}
-	if pruned, err = r.Prune(ctx, product, window); err != nil {
+	if pruned, err = s.Prune(ctx, s.Window); err != nil {
 		return compacted, pruned, err
 	}
-	if !r.sweepDue(product) {
+	if !s.Repo.sweepDue(s.Product) {
 		return compacted, pruned, nil
 	}
-	swept, err := r.Sweep(ctx, product)
+	swept, err := s.Sweep(ctx)
 	if err != nil {
-		r.sweepFailed(product)
+		s.Repo.sweepFailed(s.Product)
 	}
 	return compacted, append(pruned, swept...), err
 }

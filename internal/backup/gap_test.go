@@ -22,7 +22,7 @@ func gapRepo(t *testing.T) *bundle {
 	b.mustShip(t)
 	b.src.write("zed", 3)
 	b.mustShip(t)
-	if o, err := b.repo.Compact(ctx, "tracker", 1); err != nil || o == nil || o.Last != 8 {
+	if o, err := b.ship.Compact(ctx, 1); err != nil || o == nil || o.Last != 8 {
 		t.Fatalf("compacted %+v, %v; want a snapshot at 8", o, err)
 	}
 	b.src.write("zed", 3)

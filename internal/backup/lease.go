@@ -104,14 +104,18 @@ func (r *Repo) Lease(ctx context.Context, product string) (Lease, error) {
 	return l, nil
 }
 
-// fence is the lease a shipper must still hold for what it writes to the
-// catalog to count (nil: no lease involved, as for maintenance).
+// fence is the lease a process must still hold for what it writes to the
+// catalog to count: a shipper's uploads, and every change a maintenance
+// pass makes (Shipper.fence).
 type fence struct {
 	product, owner string
 	ttl            time.Duration
-	// top is the catalog's last position the object continues (-1: the
-	// catalog must be empty).
-	top int64
+	// upload is set for a shipper's upload, which must continue the
+	// catalog: top is the catalog's last position it continues (-1: the
+	// catalog must be empty). Maintenance changes nothing past the
+	// catalog's end and leaves it unset.
+	upload bool
+	top    int64
 }
 
 // errCatalogMoved: another process (`backup list` or another `backup run`
@@ -121,10 +125,11 @@ var errCatalogMoved = errors.New("the catalog moved on")
 
 // check renews the fence's lease inside tx and fails with a fault.Conflict
 // wrapping ErrLeased when its owner no longer holds it: another process
-// claimed the lease since, and may have shipped the same positions. The
+// claimed the lease since, and may have shipped the same positions or
+// maintained the repository from its own reading of the catalog. The
 // update also locks the lease row until tx ends, so a concurrent claim
-// waits for tx and then finds the lease renewed. It fails wrapping
-// errCatalogMoved when the catalog no longer ends at f.top.
+// waits for tx and then finds the lease renewed. For an upload it fails
+// wrapping errCatalogMoved when the catalog no longer ends at f.top.
 func (f *fence) check(ctx context.Context, r *Repo, tx *sql.Tx) error {
 	now := r.Now()
 	res, err := tx.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET lease_until = ? WHERE product = ? AND owner = ?`),
@@ -133,8 +138,15 @@ func (f *fence) check(ctx context.Context, r *Repo, tx *sql.Tx) error {
 		return fmt.Errorf("backup lease: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		return fault.Wrap(ErrLeased, fault.Conflict, "nothing to do: the process that took the lease over ships the product",
-			"%s: %s lost the shipping lease during its upload; that object is left out of the repository", f.product, f.owner)
+		what := "maintenance pass stops; what it had not recorded yet is left out"
+		if f.upload {
+			what = "upload is left out of the repository"
+		}
+		return fault.Wrap(ErrLeased, fault.Conflict, "nothing to do: the process that took the lease over ships and maintains the product",
+			"%s: %s lost the shipping lease to another process; its %s", f.product, f.owner, what)
+	}
+	if !f.upload {
+		return nil
 	}
 	var top int64
 	if err := tx.QueryRowContext(ctx, r.State.Rebind(`SELECT coalesce(max(last_pos), -1) FROM backup_objects WHERE product = ?`), f.product).Scan(&top); err != nil {

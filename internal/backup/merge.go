@@ -25,14 +25,15 @@ const (
 	mergeAtMost = 32 << 20 // nor is a merge made bigger than this
 )
 
-// Merge merges runs of small segments of product, and runs of merged
-// segments that are still small in turn, until no run is left; it returns
-// the merged segments it wrote. Each change is rewritten once per level, and
-// a level holds MergeRun times the one below.
-func (r *Repo) Merge(ctx context.Context, product string) ([]Object, error) {
+// Merge merges runs of small segments of the shipper's product, and runs
+// of merged segments that are still small in turn, until no run is left;
+// it returns the merged segments it wrote. Each change is rewritten once
+// per level, and a level holds MergeRun times the one below. Each merge is
+// recorded only while the shipper holds the product's lease (fence).
+func (s *Shipper) Merge(ctx context.Context) ([]Object, error) {
 	var all []Object
 	for {
-		merged, err := r.mergePass(ctx, product)
+		merged, err := s.Repo.mergePass(ctx, s.Product, s.fence())
 		all = append(all, merged...)
 		if err != nil || len(merged) == 0 {
 			return all, err
@@ -40,8 +41,9 @@ func (r *Repo) Merge(ctx context.Context, product string) ([]Object, error) {
 	}
 }
 
-// mergePass merges each run of MergeRun small segments once.
-func (r *Repo) mergePass(ctx context.Context, product string) ([]Object, error) {
+// mergePass merges each run of MergeRun small segments once, recording
+// each merge under f.
+func (r *Repo) mergePass(ctx context.Context, product string, f *fence) ([]Object, error) {
 	objs, err := r.Objects(ctx, product)
 	if err != nil {
 		return nil, err
@@ -61,7 +63,7 @@ func (r *Repo) mergePass(ctx context.Context, product string) ([]Object, error) 
 	var size int64
 	flush := func() error {
 		if len(run) >= MergeRun {
-			o, err := r.mergeRun(ctx, product, runObjs, run)
+			o, err := r.mergeRun(ctx, product, runObjs, run, f)
 			if err != nil {
 				return err
 			}
@@ -107,8 +109,9 @@ func positions(run []Object) uint64 {
 	return run[len(run)-1].Last - run[0].First + 1
 }
 
-// mergeRun writes the changes of consecutive segments as one segment.
-func (r *Repo) mergeRun(ctx context.Context, product string, objs []Object, readers []*format.Reader) (Object, error) {
+// mergeRun writes the changes of consecutive segments as one segment,
+// recorded under f.
+func (r *Repo) mergeRun(ctx context.Context, product string, objs []Object, readers []*format.Reader, f *fence) (Object, error) {
 	var changes []change.Change
 	for i, rd := range readers {
 		for c, err := range rd.All(ctx) {
@@ -128,7 +131,7 @@ func (r *Repo) mergeRun(ctx context.Context, product string, objs []Object, read
 		return Object{}, err
 	}
 	key := segmentKey(product, first.First, last.Last)
-	if err := r.put(ctx, key, buf.Bytes(), sum, nil); err != nil {
+	if err := r.put(ctx, key, buf.Bytes(), sum, f); err != nil {
 		return Object{}, err
 	}
 	return objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants)), nil

@@ -85,7 +85,7 @@ func TestRebuildAtEveryMoment(t *testing.T) {
 		res := b.mustShip(t)
 		want[res.Cursor.Pos] = b.src.stateOf("acme")
 		if i == 2 {
-			if o, err := b.repo.Compact(ctx, "tracker", 1); err != nil || o == nil {
+			if o, err := b.ship.Compact(ctx, 1); err != nil || o == nil {
 				t.Fatalf("compaction: %v %v", o, err)
 			}
 		}
@@ -160,7 +160,7 @@ func TestPruneKeepsTheWindowAndPins(t *testing.T) {
 	b.src.write("acme", 2)
 	b.mustShip(t) // segment 1
 	now = now.Add(24 * time.Hour)
-	if _, err := b.repo.Compact(ctx, "tracker", 1); err != nil { // snapshot B
+	if _, err := b.ship.Compact(ctx, 1); err != nil { // snapshot B
 		t.Fatal(err)
 	}
 	b.src.write("acme", 2)
@@ -173,7 +173,7 @@ func TestPruneKeepsTheWindowAndPins(t *testing.T) {
 		t.Fatal(err)
 	}
 	now = now.Add(48 * time.Hour)
-	deleted, err := b.repo.Prune(ctx, "tracker", 36*time.Hour)
+	deleted, err := b.ship.Prune(ctx, 36*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestPruneKeepsTheWindowAndPins(t *testing.T) {
 	if err := b.repo.Unpin(ctx, "restore-1"); err != nil {
 		t.Fatal(err)
 	}
-	if deleted, _ := b.repo.Prune(ctx, "tracker", 36*time.Hour); len(deleted) != 1 || deleted[0] != objs[0].Key {
+	if deleted, _ := b.ship.Prune(ctx, 36*time.Hour); len(deleted) != 1 || deleted[0] != objs[0].Key {
 		t.Fatalf("after unpin pruned %v; want the old snapshot", deleted)
 	}
 	if got := rebuilt(t, b, "acme", Upto{Pos: 6}); len(got) != 6 {

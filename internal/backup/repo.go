@@ -192,11 +192,27 @@ func (b blobRange) ReadRange(ctx context.Context, off, n int64) ([]byte, error) 
 	return io.ReadAll(io.LimitReader(rc, n))
 }
 
-// record adds o to the catalog. With a fence, the lease is checked in the
-// same state-store transaction: a shipper that lost its lease records
-// nothing, so the catalog (and the cursor it gives) never holds two
-// shippers' versions of the same positions.
+// record adds o to the catalog, fenced by f when it is set: a shipper or
+// maintenance pass that lost its lease records nothing, so the catalog
+// (and the cursor it gives) never holds two holders' versions of the same
+// positions.
 func (r *Repo) record(ctx context.Context, o Object, f *fence) error {
+	return r.change(ctx, f, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, r.State.Rebind(`INSERT INTO backup_objects
+			(key, product, kind, first_pos, last_pos, source_pos, first_time, last_time, size, plain_bytes, records, tenants, created)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (key) DO NOTHING`),
+			o.Key, o.Product, o.Kind.String(), int64(o.First), int64(o.Last), int64(o.Source), micros(o.FirstTime), micros(o.LastTime),
+			o.Size, o.PlainBytes, int64(o.Records), o.Tenants, micros(o.Created))
+		return err
+	})
+}
+
+// change runs fn (if set) in one state-store transaction that first checks
+// and renews f's lease (if f is set): the change commits only while its
+// process holds the product's lease. It returns fence.check's fault when
+// the lease was lost.
+func (r *Repo) change(ctx context.Context, f *fence, fn func(*sql.Tx) error) error {
 	tx, err := r.State.DB().BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("backup catalog: %w", err)
@@ -207,12 +223,9 @@ func (r *Repo) record(ctx context.Context, o Object, f *fence) error {
 			return err
 		}
 	}
-	_, err = tx.ExecContext(ctx, r.State.Rebind(`INSERT INTO backup_objects
-		(key, product, kind, first_pos, last_pos, source_pos, first_time, last_time, size, plain_bytes, records, tenants, created)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (key) DO NOTHING`),
-		o.Key, o.Product, o.Kind.String(), int64(o.First), int64(o.Last), int64(o.Source), micros(o.FirstTime), micros(o.LastTime),
-		o.Size, o.PlainBytes, int64(o.Records), o.Tenants, micros(o.Created))
+	if fn != nil {
+		err = fn(tx)
+	}
 	if err == nil {
 		err = tx.Commit()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"lifeline/internal/blob"
 	"lifeline/internal/capture"
+	"lifeline/internal/fault"
 )
 
 // watchedSource tells the test what the shipper asks its source.
@@ -240,6 +242,17 @@ func holdMaintenance(t *testing.T, b *bundle) *heldReads {
 	return reads
 }
 
+// holdersMaintenance is holdMaintenance with b.ship the lease holder
+// host-a:1, on a clock the test moves.
+func holdersMaintenance(t *testing.T, b *bundle) (*atomic.Int64, *heldReads) {
+	t.Helper()
+	clock := new(atomic.Int64)
+	clock.Store(time.Now().UnixNano())
+	b.repo.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	b.ship.Owner, b.ship.LeaseTTL = "host-a:1", time.Minute
+	return clock, holdMaintenance(t, b)
+}
+
 // recorded waits until the repository holds every change written.
 func recorded(t *testing.T, b *bundle, what string) {
 	t.Helper()
@@ -289,11 +302,7 @@ func TestSlowMaintenanceDoesNotHoldUpShipping(t *testing.T) {
 func TestMaintenanceStopsWhenTheLeaseIsLost(t *testing.T) {
 	t.Parallel()
 	stateStores(t, func(t *testing.T, b *bundle) {
-		var clock atomic.Int64
-		clock.Store(time.Now().UnixNano())
-		b.repo.Now = func() time.Time { return time.Unix(0, clock.Load()) }
-		b.ship.Owner, b.ship.LeaseTTL = "host-a:1", time.Minute
-		reads := holdMaintenance(t, b)
+		clock, reads := holdersMaintenance(t, b)
 		other := &Shipper{Repo: b.repo, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: "host-b:2", LeaseTTL: time.Minute}
 		defer running(b.ship, 5*time.Millisecond)()
 		eventually(t, "a maintenance pass reads an object", func() bool { return reads.held.Load() > 0 })
@@ -317,4 +326,89 @@ func TestMaintenanceStopsWhenTheLeaseIsLost(t *testing.T) {
 			t.Fatalf("verify: %v %v", problems, err)
 		}
 	})
+}
+
+// A maintenance pass whose lease is taken over while it runs (its process
+// stalled past the lease) changes nothing from then on: its merge is not
+// recorded, and neither are a prune or a compaction it tries after; each
+// stops with the conflict an upload gets, and no object is deleted. The
+// new holder ships and maintains on; the repository verifies and every
+// tenant rebuilds equal to the live rows.
+func TestMaintenanceAfterTheLeaseIsLostIsRefused(t *testing.T) {
+	t.Parallel()
+	stateStores(t, func(t *testing.T, b *bundle) {
+		clock, reads := holdersMaintenance(t, b)
+		// The new holder reads the same store and catalog, unheld.
+		newRepo := &Repo{Blobs: reads.Store, State: b.repo.State, Now: b.repo.Now}
+		other := &Shipper{Repo: newRepo, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: "host-b:2", LeaseTTL: time.Minute}
+		before, err := b.repo.Objects(ctx, "tracker")
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused := func(what string, err error) {
+			t.Helper()
+			if !errors.Is(err, ErrLeased) || fault.CodeOf(err) != fault.Conflict {
+				t.Fatalf("%s after the lease was taken over returned %v; want the lease-lost conflict", what, err)
+			}
+		}
+
+		pass := make(chan error, 1)
+		go func() {
+			_, _, err := b.ship.Maintain(ctx)
+			pass <- err
+		}()
+		eventually(t, "the pass reads an object", func() bool { return reads.held.Load() > 0 })
+		clock.Add(int64(2 * time.Minute))
+		b.src.write("zed", 2)
+		if _, err := other.Ship(ctx); err != nil {
+			t.Fatal(err)
+		}
+		close(reads.open)
+		refused("the pass", <-pass)
+		after, err := b.repo.Objects(ctx, "tracker")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(after) != len(before)+1 || !slices.Equal(keys(after[:len(before)]), keys(before)) {
+			t.Fatalf("the catalog went from %v to %v; want only the new holder's segment added", keys(before), keys(after))
+		}
+
+		// The new holder merges; the former one can neither prune what the
+		// merge holds nor record a compaction.
+		if merged, err := other.Merge(ctx); err != nil || len(merged) != 1 {
+			t.Fatalf("the new holder merged %v, %v", merged, err)
+		}
+		_, err = b.ship.Prune(ctx, 0)
+		refused("a prune", err)
+		_, err = b.ship.Compact(ctx, 1)
+		refused("a compaction", err)
+		for _, o := range after {
+			if _, err := b.repo.Blobs.Stat(ctx, o.Key); err != nil {
+				t.Fatalf("%s is gone: %v", o.Key, err)
+			}
+		}
+		if objs, _ := b.repo.Objects(ctx, "tracker"); len(objs) != len(after)+1 {
+			t.Fatalf("the catalog holds %v; want %v and the new holder's merge", keys(objs), keys(after))
+		}
+
+		if _, pruned, err := other.Maintain(ctx); err != nil || len(pruned) != MergeRun {
+			t.Fatalf("the new holder's pass pruned %v, %v; want the %d merged segments", pruned, err, MergeRun)
+		}
+		if _, problems, err := b.repo.Verify(ctx, "tracker"); err != nil || len(problems) != 0 {
+			t.Fatalf("verify: %v %v", problems, err)
+		}
+		for _, tenant := range []string{"acme", "zed"} {
+			if got, want := rebuilt(t, b, tenant, Upto{}), b.src.stateOf(tenant); !sameState(got, want) {
+				t.Errorf("%s rebuilt %v, live %v", tenant, got, want)
+			}
+		}
+	})
+}
+
+func keys(objs []Object) []string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.Key)
+	}
+	return out
 }

@@ -45,7 +45,7 @@ func TestSnapshotAtASchemaChange(t *testing.T) {
 	b.mustShip(t)
 	b.src.write("zed", 1) // id 7
 	b.mustShip(t)
-	if o, err := b.repo.Compact(ctx, "tracker", CompactAfter); err != nil || o != nil {
+	if o, err := b.ship.Compact(ctx, CompactAfter); err != nil || o != nil {
 		t.Fatalf("compacted %v, %v with 2 segments of one shape", o, err)
 	}
 
@@ -60,7 +60,7 @@ func TestSnapshotAtASchemaChange(t *testing.T) {
 	}
 	want := rowsByName(t, whole)
 
-	o, err := b.repo.Compact(ctx, "tracker", CompactAfter)
+	o, err := b.ship.Compact(ctx, CompactAfter)
 	if err != nil || o == nil {
 		t.Fatalf("no snapshot after the schema change: %v", err)
 	}
@@ -106,7 +106,7 @@ func TestSnapshotAtASchemaChange(t *testing.T) {
 		b.src.mutate("acme", change.Update, 4)
 		b.mustShip(t)
 	}
-	again, err := b.repo.Compact(ctx, "tracker", 2)
+	again, err := b.ship.Compact(ctx, 2)
 	if err != nil || again == nil {
 		t.Fatalf("second compaction: %v %v", again, err)
 	}

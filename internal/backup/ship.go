@@ -43,7 +43,7 @@ type Shipper struct {
 	// dead holder on another host delays the take-over (one on this host
 	// is taken over at once). Default 30 s.
 	LeaseTTL time.Duration
-	// Window is the point-in-time window Run's maintenance keeps
+	// Window is the point-in-time window maintenance (Maintain) keeps
 	// restorable (retention.backups).
 	Window time.Duration
 	// MaintainEvery is how often Run maintains the repository while it
@@ -297,7 +297,8 @@ func (s *Shipper) ack(ctx context.Context, cur capture.Cursor) {
 // same positions. Then this object is the superseded one, and the next
 // round starts from the catalog.
 func (s *Shipper) put(ctx context.Context, key string, data []byte, sum format.Summary) error {
-	f := &fence{product: s.Product, owner: s.owner(), ttl: s.leaseTTL(), top: -1}
+	f := s.fence()
+	f.upload, f.top = true, -1
 	if s.ready {
 		f.top = int64(s.cur.Pos)
 	}
@@ -312,6 +313,12 @@ func (s *Shipper) put(ctx context.Context, key string, data []byte, sum format.S
 		s.ready = false
 	}
 	return err
+}
+
+// fence is the shipper's lease, for a catalog change to commit only while
+// this process holds it.
+func (s *Shipper) fence() *fence {
+	return &fence{product: s.Product, owner: s.owner(), ttl: s.leaseTTL()}
 }
 
 // snapshot writes the first full image of the product, consistent with the
@@ -407,7 +414,7 @@ func (r *Repo) options() format.Options {
 // Run ships until ctx ends, keeping interval as the RPO target: each change
 // is to be recorded in the repository within interval of its commit (see
 // stream). While this process holds the product's lease and streams, it
-// also maintains the repository every MaintainEvery (Repo.Maintain), in the
+// also maintains the repository every MaintainEvery (Maintain), in the
 // background (upkeep); otherwise it stands by and claims the lease every
 // interval, taking over when the holder stops, dies or stops renewing.
 // Errors are recorded for status and retried with backoff; they never stop
@@ -668,9 +675,10 @@ func (u *upkeep) stop() {
 	u.cancel = nil
 }
 
-// maintain merges, compacts, prunes and sweeps the product's repository.
-// Run has it run every MaintainEvery while this process holds the lease,
-// so one process at a time maintains a product, as one ships it.
+// maintain is one of Run's background maintenance passes (Maintain). Run
+// has one run every MaintainEvery while this process holds the lease, and
+// each of its catalog changes commits only while it still does, so one
+// process at a time maintains a product, as one ships it.
 //
 // It runs while segments are recorded. That is safe because maintenance
 // adds objects only up to the catalog's last position (merges, snapshots)
@@ -680,7 +688,12 @@ func (u *upkeep) stop() {
 // it read it, so never a segment recorded after; and Sweep leaves such a
 // segment alone, as past its chain and younger than SweepGrace.
 func (s *Shipper) maintain(ctx context.Context) {
-	if _, _, err := s.Repo.Maintain(ctx, s.Product, s.Window); err != nil && ctx.Err() == nil && s.Log != nil {
+	_, _, err := s.Maintain(ctx)
+	switch {
+	case err == nil || ctx.Err() != nil || s.Log == nil:
+	case errors.Is(err, ErrLeased):
+		s.Log.Warn("lost the shipping lease during maintenance; the pass stopped, the new holder maintains", "product", s.Product, "err", err)
+	default:
 		s.Log.Warn("backup maintenance failed", "product", s.Product, "err", err)
 	}
 }

@@ -52,13 +52,16 @@ func (r *Repo) sweepFailed(product string) {
 	delete(r.swept, product)
 }
 
-// Sweep deletes product's superseded uploads: objects in the blob store
-// that the catalog does not hold and Rescan would not adopt (a fenced
-// shipper's upload, see adoptable), whose positions the catalog's chain
-// from its oldest snapshot all holds, that are older than SweepGrace, not
-// pinned, and whose retention date (Object Lock) has passed; under
-// retention one stays until a later sweep. It never touches the catalog.
-func (r *Repo) Sweep(ctx context.Context, product string) (deleted []string, err error) {
+// Sweep deletes the shipper's product's superseded uploads: objects in
+// the blob store that the catalog does not hold and Rescan would not adopt
+// (a fenced shipper's upload, see adoptable), whose positions the
+// catalog's chain from its oldest snapshot all holds, that are older than
+// SweepGrace, not pinned, and whose retention date (Object Lock) has
+// passed; under retention one stays until a later sweep. It never touches
+// the catalog, but deletes only after checking (and renewing) the
+// shipper's lease, as a catalog change would (fence).
+func (s *Shipper) Sweep(ctx context.Context) (deleted []string, err error) {
+	r, product := s.Repo, s.Product
 	objs, err := r.Objects(ctx, product)
 	if err != nil || len(objs) == 0 {
 		return nil, err
@@ -82,10 +85,19 @@ func (r *Repo) Sweep(ctx context.Context, product string) (deleted []string, err
 		return nil, err
 	}
 	cutoff := r.Now().Add(-SweepGrace)
+	var sweep []Object
 	for _, u := range unknown {
-		if adopted[u.Key] || pinned[u.Key] || u.Last > held || written[u.Key].After(cutoff) {
-			continue
+		if !adopted[u.Key] && !pinned[u.Key] && u.Last <= held && !written[u.Key].After(cutoff) {
+			sweep = append(sweep, u)
 		}
+	}
+	if len(sweep) == 0 {
+		return nil, nil
+	}
+	if err := r.change(ctx, s.fence(), nil); err != nil {
+		return nil, err
+	}
+	for _, u := range sweep {
 		if err := r.Blobs.Delete(ctx, u.Key); err != nil {
 			if errors.Is(err, blob.ErrRetained) {
 				continue

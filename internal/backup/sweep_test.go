@@ -44,6 +44,7 @@ func TestMaintenanceSweepsSupersededUploads(t *testing.T) {
 					b.repo.RetainFor = 72 * time.Hour
 				}
 				stale, other := stallPastTheLease(t, b, &now)
+				other.Window = 30 * 24 * time.Hour
 				b.src.write("acme", 1)
 				if _, err := other.Ship(ctx); err != nil {
 					t.Fatal(err)
@@ -54,7 +55,7 @@ func TestMaintenanceSweepsSupersededUploads(t *testing.T) {
 				}
 				maintain := func(what string) []string {
 					t.Helper()
-					_, deleted, err := b.repo.Maintain(ctx, "tracker", 30*24*time.Hour)
+					_, deleted, err := other.Maintain(ctx)
 					if err != nil {
 						t.Fatalf("%s: maintenance: %v", what, err)
 					}
@@ -155,11 +156,12 @@ func (l *listCounter) List(ctx context.Context, prefix string, fn func(blob.Info
 func TestMaintenanceSweepsOnceEverySweepEvery(t *testing.T) {
 	t.Parallel()
 	b, now, stale, other := superseded(t)
+	other.Window = 30 * 24 * time.Hour
 	lists := &listCounter{Store: b.repo.Blobs}
 	b.repo.Blobs = lists
 	maintain := func(what string, wantLists int64) []string {
 		t.Helper()
-		_, deleted, err := b.repo.Maintain(ctx, "tracker", 30*24*time.Hour)
+		_, deleted, err := other.Maintain(ctx)
 		if err != nil && !lists.failing.Load() {
 			t.Fatalf("%s: maintenance: %v", what, err)
 		}

@@ -31,7 +31,7 @@ func TestSkipBrokenRestoresTenantsTheGapDoesNotTouch(t *testing.T) {
 		lost := objs[len(objs)-1]
 		b.exec(t, `UPDATE docs SET title = 'after the moment' WHERE site_id = 3`)
 		b.shipNow(t)
-		if o, err := b.repo.Compact(ctx, "tracker", 1); err != nil || o == nil {
+		if o, err := b.ship.Compact(ctx, 1); err != nil || o == nil {
 			t.Fatalf("compacted %+v, %v", o, err)
 		}
 		b.april(t, 2)
