@@ -43,7 +43,7 @@ type tableDiff struct {
 }
 
 // swapDirect is swapRows for sp.Rows (replace).
-func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, out map[string]TableResult) error {
+func (db *DB) swapDirect(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, out map[string]TableResult) error {
 	rebuilt := map[string][][]change.Value{}
 	for _, b := range sp.Rows {
 		if !db.CanSwapDirect(sp.Policy, b) {
@@ -97,10 +97,10 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 				return err
 			}
 		default:
-			if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, true, note, d.add); err != nil {
+			if err := db.insertValues(ctx, tx.tx, db.d.trash(rt.Name), rt, true, note, d.add); err != nil {
 				return db.swapError(err, l, sp, rt, "noting the keys of the rows it inserts")
 			}
-			if err := db.insertValues(ctx, tx, db.d.live(rt.Name), rt, false, nil, d.add); err != nil {
+			if err := db.insertValues(ctx, tx.tx, db.d.live(rt.Name), rt, false, nil, d.add); err != nil {
 				return db.swapError(err, l, sp, rt, "inserting its rows")
 			}
 		}
@@ -156,7 +156,7 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 // UNION ALL statement (a round trip per table adds up, on PostgreSQL
 // most of all), handing each row to fn with its table's index in rts;
 // values as scanQuery reads them. fn must not keep vals.
-func (db *DB) readTenant(ctx context.Context, tx *sql.Tx, rts []*RestoreTable, tenant string, fn func(i int, vals []change.Value) error) error {
+func (db *DB) readTenant(ctx context.Context, tx *swapTx, rts []*RestoreTable, tenant string, fn func(i int, vals []change.Value) error) error {
 	if len(rts) == 0 {
 		return nil
 	}
@@ -208,7 +208,7 @@ func (db *DB) readTenant(ctx context.Context, tx *sql.Tx, rts []*RestoreTable, t
 // operation, then writes rows with the statements write builds (deleteSQL
 // or updateSQL), which must change exactly len(old) rows. On PostgreSQL
 // both are one statement (the copy in a data-modifying WITH).
-func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, rt *RestoreTable, old, rows [][]change.Value, doing string,
+func (db *DB) keepThen(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, rt *RestoreTable, old, rows [][]change.Value, doing string,
 	write func(p *params, rows [][]change.Value) (string, error)) error {
 	keep := []string{sp.OpID, sp.Tenant}
 	var changed int64
@@ -227,7 +227,7 @@ func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 			return db.keptChanged(rt, doing, len(old), changed)
 		}, "WITH kept AS ("+trash+") "+stmt, p.args...)
 	} else {
-		if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, false, keep, old); err != nil {
+		if err := db.insertValues(ctx, tx.tx, db.d.trash(rt.Name), rt, false, keep, old); err != nil {
 			return db.swapError(err, l, sp, rt, doing)
 		}
 		for _, n := range db.chunks(len(rows), 30000/len(rt.Columns)) {
@@ -235,7 +235,7 @@ func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 			stmt, err := write(p, rows[:n])
 			var res sql.Result
 			if err == nil {
-				res, err = db.txExec(ctx, tx, stmt, p.args...)
+				res, err = db.txExec(ctx, tx.tx, stmt, p.args...)
 			}
 			if err != nil {
 				return db.swapError(err, l, sp, rt, doing)
@@ -464,7 +464,7 @@ func (db *DB) insertSQL(p *params, target string, rt *RestoreTable, keysOnly boo
 // its trash under note (lifeline_op, lifeline_tenant), in one PostgreSQL
 // statement (a round trip saved per table), through later: checked, when
 // the swap reads the rows back, to have noted every row.
-func (db *DB) insertNoted(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, rt *RestoreTable, note []string, rows [][]change.Value) error {
+func (db *DB) insertNoted(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, rt *RestoreTable, note []string, rows [][]change.Value) error {
 	fail := func(err error) error { return db.swapError(err, l, sp, rt, "inserting its rows") }
 	p := &params{db: db}
 	values, err := p.tuples(rows, allColumns(len(rt.Columns)), rt.Types)
