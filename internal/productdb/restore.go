@@ -610,7 +610,7 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 	var err error
 	deferred := db.d.engine() != SQLite
 	if db.d.engine() == Postgres {
-		// Pipelined (see pipeline.go): a small tenant's swap takes four
+		// Pipelined (see pipeline.go): a small tenant's swap takes three
 		// round trips. Foreign keys deferred as beginStep does.
 		var end func()
 		if tx, end, err = db.beginPipelined(ctx); err != nil {
@@ -704,8 +704,8 @@ func (db *DB) swapOne(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec) (
 	if sp.Action == "" {
 		sp.Action = "restore"
 	}
-	// Unlock, lock the states, look for a marker and read the app states:
-	// one round trip on PostgreSQL.
+	// Unlock, lock the states, look for a marker, read the app states and,
+	// for a direct swap, the live rows: one round trip on PostgreSQL.
 	internal := func(what string) func(error) error { return func(err error) error { return db.internal(err, what) } }
 	if err := db.later(ctx, tx, internal("unlock tenant"), nil, db.d.unlock(), sp.Tenant, sp.OpID); err != nil {
 		return SwapResult{}, err
@@ -726,6 +726,13 @@ func (db *DB) swapOne(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec) (
 	if err := db.appStates(ctx, tx, sp.Tenant, &apps); err != nil {
 		return SwapResult{}, err
 	}
+	var live *liveRows
+	if sp.Rows != nil {
+		var err error
+		if live, err = db.readLive(ctx, tx, sp); err != nil {
+			return SwapResult{}, err
+		}
+	}
 	if err := db.flush(ctx, tx); err != nil {
 		return SwapResult{}, err
 	}
@@ -745,7 +752,7 @@ func (db *DB) swapOne(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec) (
 	}
 	res.Previous = append([]TenantState{{Tenant: sp.Tenant, State: whole.state, OpID: whole.op}}, apps...)
 	res.Tables = map[string]TableResult{}
-	if err := db.swapRows(ctx, tx, l, sp, res.Tables); err != nil {
+	if err := db.swapRows(ctx, tx, l, sp, live, res.Tables); err != nil {
 		return SwapResult{}, err
 	}
 	state, err := db.swapStates(ctx, tx, l, sp, whole, apps)
@@ -846,9 +853,9 @@ func hasApp(states []TenantState, app string) bool {
 // inserted: removing a row, even briefly, would fire ON DELETE CASCADE or
 // SET NULL on its unchanged children, and PostgreSQL checks non-deferrable
 // foreign keys at each statement.
-func (db *DB) swapRows(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, out map[string]TableResult) error {
+func (db *DB) swapRows(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, live *liveRows, out map[string]TableResult) error {
 	if sp.Rows != nil {
-		return db.swapDirect(ctx, tx, l, sp, out)
+		return db.swapDirect(ctx, tx, l, sp, live, out)
 	}
 	return db.swapStaged(ctx, tx.tx, l, sp, out)
 }

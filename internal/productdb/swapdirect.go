@@ -42,8 +42,36 @@ type tableDiff struct {
 	unchanged bool
 }
 
-// swapDirect is swapRows for sp.Rows (replace).
-func (db *DB) swapDirect(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, out map[string]TableResult) error {
+// liveRows are the tenant's live rows of every table of a direct swap, by
+// key, and their keys in the order read (removals in a stable order).
+type liveRows struct {
+	tables []*RestoreTable
+	rows   []map[string][]change.Value
+	order  [][]string
+}
+
+// readLive queues the read of the tenant's live rows of sp.Tables, in one
+// statement: on PostgreSQL it goes with the swap's first round trip
+// (swapOne), and the rows are in once that is flushed.
+func (db *DB) readLive(ctx context.Context, tx *swapTx, sp SwapSpec) (*liveRows, error) {
+	lr := &liveRows{tables: make([]*RestoreTable, len(sp.Tables)), rows: make([]map[string][]change.Value, len(sp.Tables)), order: make([][]string, len(sp.Tables))}
+	for i := range sp.Tables {
+		lr.tables[i], lr.rows[i] = &sp.Tables[i], map[string][]change.Value{}
+	}
+	var kb []byte
+	// Not hashed: comparing every value, by key, is the stronger check.
+	return lr, db.readTenant(ctx, tx, lr.tables, sp.Tenant, func(i int, vals []change.Value) error {
+		kb = db.appendKey(kb[:0], lr.tables[i], vals)
+		k := string(kb)
+		lr.rows[i][k] = slices.Clone(vals)
+		lr.order[i] = append(lr.order[i], k)
+		return nil
+	})
+}
+
+// swapDirect is swapRows for sp.Rows (replace), from the live rows
+// readLive read.
+func (db *DB) swapDirect(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, lr *liveRows, out map[string]TableResult) error {
 	rebuilt := map[string][][]change.Value{}
 	for _, b := range sp.Rows {
 		if !db.CanSwapDirect(sp.Policy, b) {
@@ -51,27 +79,9 @@ func (db *DB) swapDirect(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec
 		}
 		rebuilt[b.Table.Name] = append(rebuilt[b.Table.Name], b.Rows...)
 	}
-	// Every table's live rows of the tenant, in one statement.
-	all := make([]*RestoreTable, len(sp.Tables))
-	live := make([]map[string][]change.Value, len(sp.Tables))
-	order := make([][]string, len(sp.Tables)) // live keys as read: removals in a stable order
-	for i := range sp.Tables {
-		all[i], live[i] = &sp.Tables[i], map[string][]change.Value{}
-	}
-	var kb []byte
-	// Not hashed: comparing every value, by key, is the stronger check.
-	if err := db.readTenant(ctx, tx, all, sp.Tenant, func(i int, vals []change.Value) error {
-		kb = db.appendKey(kb[:0], all[i], vals)
-		k := string(kb)
-		live[i][k] = slices.Clone(vals)
-		order[i] = append(order[i], k)
-		return nil
-	}); err != nil {
-		return err
-	}
 	diffs := make([]*tableDiff, len(sp.Tables))
-	for i, rt := range all {
-		diffs[i] = db.diffTable(rt, live[i], order[i], rebuilt[rt.Name])
+	for i, rt := range lr.tables {
+		diffs[i] = db.diffTable(rt, lr.rows[i], lr.order[i], rebuilt[rt.Name])
 	}
 	for i := len(diffs) - 1; i >= 0; i-- {
 		d := diffs[i]
@@ -133,6 +143,9 @@ func (db *DB) swapDirect(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec
 	}); err != nil {
 		return err
 	}
+	if err := db.flush(ctx, tx); err != nil {
+		return err
+	}
 	for _, d := range diffs {
 		rt := d.rt
 		want := sp.Want[rt.Name]
@@ -155,7 +168,8 @@ func (db *DB) swapDirect(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec
 // readTenant reads the tenant's live rows of every table in rts with one
 // UNION ALL statement (a round trip per table adds up, on PostgreSQL
 // most of all), handing each row to fn with its table's index in rts;
-// values as scanQuery reads them. fn must not keep vals.
+// values as scanQuery reads them. fn must not keep vals. Through
+// queryLater: on PostgreSQL inside SwapAll the rows are in after flush.
 func (db *DB) readTenant(ctx context.Context, tx *swapTx, rts []*RestoreTable, tenant string, fn func(i int, vals []change.Value) error) error {
 	if len(rts) == 0 {
 		return nil
@@ -180,9 +194,8 @@ func (db *DB) readTenant(ctx context.Context, tx *swapTx, rts []*RestoreTable, t
 		ptrs[i+1] = &raw[i]
 	}
 	vals := make([]change.Value, width)
-	// On PostgreSQL inside SwapAll, sent with the statements queued before
-	// it (queryLater, flush). "abc" for an integer key: no rows.
-	err := db.queryLater(ctx, tx, func(err error) error { return db.internal(err, "read the tenant's rows") }, func(scan func(...any) error) error {
+	// "abc" for an integer key: no rows.
+	return db.queryLater(ctx, tx, func(err error) error { return db.internal(err, "read the tenant's rows") }, func(scan func(...any) error) error {
 		if err := scan(ptrs...); err != nil {
 			return db.internal(err, "read the tenant's rows")
 		}
@@ -198,10 +211,6 @@ func (db *DB) readTenant(ctx context.Context, tx *swapTx, rts []*RestoreTable, t
 		}
 		return fn(table, vals[:n])
 	}, query, p.args...)
-	if err != nil {
-		return err
-	}
-	return db.flush(ctx, tx)
 }
 
 // keepThen copies old, live rows of rt, to the trash under the swap's
