@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"lifeline/internal/change"
@@ -356,56 +357,61 @@ type params struct {
 	args []any
 }
 
-func (p *params) mark(typ string) string {
+// appendMark appends the placeholder of the value bound last.
+func (p *params) appendMark(b []byte, typ string) []byte {
 	if p.db.d.engine() == SQLite {
-		return "?"
+		return append(b, '?')
 	}
-	if typ == "" {
-		return fmt.Sprintf("$%d", len(p.args))
+	b = strconv.AppendInt(append(b, '$'), int64(len(p.args)), 10)
+	if typ != "" {
+		b = append(append(b, "::"...), typ...)
 	}
-	return fmt.Sprintf("$%d::%s", len(p.args), typ)
+	return b
 }
 
 // add binds a value; typ is its column's type ("" to let the server infer
 // it).
 func (p *params) add(v any, typ string) string {
 	p.args = append(p.args, v)
-	return p.mark(typ)
+	return string(p.appendMark(nil, typ))
 }
 
-// value binds a row value.
-func (p *params) value(v change.Value, typ string) (string, error) {
+// bind binds a row value.
+func (p *params) bind(v change.Value) error {
 	if p.db.d.engine() == SQLite {
 		a, err := sqliteArg(v)
 		if err != nil {
-			return "", err
+			return err
 		}
-		return p.add(a, typ), nil
+		p.args = append(p.args, a)
+		return nil
 	}
-	return p.add(p.db.keyArg(v), typ), nil
+	p.args = append(p.args, p.db.keyArg(v))
+	return nil
 }
 
-// tuples binds rows' values at idx (of types) as "(…), (…)".
+// tuples binds rows' values at idx (of types) as "(…), (…)". A swap binds
+// thousands of values per tenant: the text is built in one buffer.
 func (p *params) tuples(rows [][]change.Value, idx []int, types []string) (string, error) {
-	var b strings.Builder
+	p.args = slices.Grow(p.args, len(rows)*len(idx))
+	b := make([]byte, 0, len(rows)*len(idx)*12)
 	for r, row := range rows {
 		if r > 0 {
-			b.WriteString(", ")
+			b = append(b, ", "...)
 		}
-		b.WriteByte('(')
+		b = append(b, '(')
 		for j, i := range idx {
 			if j > 0 {
-				b.WriteString(", ")
+				b = append(b, ", "...)
 			}
-			m, err := p.value(row[i], types[i])
-			if err != nil {
+			if err := p.bind(row[i]); err != nil {
 				return "", err
 			}
-			b.WriteString(m)
+			b = p.appendMark(b, types[i])
 		}
-		b.WriteByte(')')
+		b = append(b, ')')
 	}
-	return b.String(), nil
+	return string(b), nil
 }
 
 func allColumns(n int) []int {
