@@ -39,6 +39,7 @@ type swapTx struct {
 	conn  *sql.Conn // the transaction's connection, when pipelined
 	batch pgx.Batch
 	items []queued
+	sends int // round trips flush has made (a small swap's count is tested)
 }
 
 // runNow is a swapTx whose statements run when they are queued.
@@ -139,6 +140,7 @@ func (db *DB) flush(ctx context.Context, tx *swapTx) error {
 	}
 	items, batch := tx.items, tx.batch
 	tx.items, tx.batch = nil, pgx.Batch{}
+	tx.sends++
 	var first error // the first check that failed
 	ran := 0
 	err := tx.conn.Raw(func(dc any) error {
