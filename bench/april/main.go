@@ -21,6 +21,7 @@
 //	go run ./bench/april -tenants 500   # the small run, under a minute
 //	go run ./bench/april -cpuprofile restore.pprof   # where the restore spends its CPU
 //	go run ./bench/april -restore '{sqlite_pause: 1ms}'  # other pacing (docs/restore.md)
+//	go run ./bench/april -engine postgres -pgstat    # and where the server spends its time
 package main
 
 import (
@@ -80,13 +81,14 @@ func main() {
 	profile := flag.String("cpuprofile", "", "write a CPU profile of Lifeline's restore to this file (go tool pprof)")
 	engineName := flag.String("engine", "sqlite", "where the products live: sqlite, or postgres (a throwaway server from the local PostgreSQL binaries)")
 	pacing := flag.String("restore", "", "the restore section of lifeline.yaml, to measure other pacing: '{sqlite_transaction: 20ms, sqlite_pause: 1ms}'")
+	pgstat := flag.Bool("pgstat", false, "with -engine postgres: list the statements the server spent most time on during the restore (pg_stat_statements)")
 	flag.Parse()
 	var eng engine
 	switch *engineName {
 	case "sqlite":
 		eng = &sqliteEngine{}
 	case "postgres":
-		eng = &pgEngine{}
+		eng = &pgEngine{stats: *pgstat}
 	default:
 		fmt.Fprintf(os.Stderr, "april: unknown -engine %q: use sqlite or postgres\n", *engineName)
 		os.Exit(2)
@@ -147,12 +149,19 @@ func main() {
 		check(err)
 		check(os.Setenv("LIFELINE_CPUPROFILE", abs))
 	}
+	stats, _ := eng.(*pgEngine)
+	if *pgstat && stats != nil {
+		stats.resetStats()
+	}
 	t0 := time.Now()
 	out := lifeline("restore", "--tenants", "@"+filepath.Join(dir, "victims.txt"), "--to", moment.Format(time.RFC3339Nano), "--json", "--reason", "april")
 	ours := time.Since(t0)
 	check(os.Unsetenv("LIFELINE_CPUPROFILE"))
 	close(stop)
 	wg.Wait()
+	if *pgstat && stats != nil {
+		stats.printStats()
+	}
 	var rep struct {
 		Status  string `json:"status"`
 		Tenants []struct {

@@ -22,10 +22,13 @@ import (
 // server. The reference is a pg_dump -Fc taken before the script, and the
 // baseline restores it with pg_restore -j2, as a user would today.
 type pgEngine struct {
-	dir string
-	srv *pgtest.Server
-	bin string
-	dbs map[string]*sql.DB
+	// stats loads pg_stat_statements (-pgstat), to list what the server
+	// spends its time on during Lifeline's restore.
+	stats bool
+	dir   string
+	srv   *pgtest.Server
+	bin   string
+	dbs   map[string]*sql.DB
 }
 
 // setup generates the demo's SQLite products and loads them into PostgreSQL
@@ -36,7 +39,11 @@ func (e *pgEngine) setup(ctx context.Context, dir string, tenants int) {
 	var err error
 	e.bin, err = pgtest.BinDir()
 	check(err)
-	e.srv, err = pgtest.Start()
+	var settings []string
+	if e.stats {
+		settings = []string{"shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all", "pg_stat_statements.track_planning=on"}
+	}
+	e.srv, err = pgtest.Start(settings...)
 	check(err)
 	gen := filepath.Join(dir, "generated")
 	check(demo.Generate(ctx, gen, demo.Options{Tenants: tenants}))
@@ -184,6 +191,38 @@ func pgDigest(db *sql.DB, product, key string) string {
 		fmt.Fprintf(h, "%s\n%s\n", t[0], rows)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// resetStats clears the statement statistics before the restore
+// (-pgstat). The extension lives in the maintenance database, out of the
+// products' way; its view covers every database.
+func (e *pgEngine) resetStats() {
+	check(e.srv.Exec("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+	check(e.srv.Exec("SELECT pg_stat_statements_reset()"))
+}
+
+// printStats lists the statements that took the server most time since
+// resetStats, over every database: calls, planning and execution time
+// (which includes the triggers' statements, listed on their own too).
+func (e *pgEngine) printStats() {
+	// Statements that differ only in their number of rows (VALUES lists)
+	// count as one: grouped by their first 100 characters.
+	db := e.open("postgres")
+	defer db.Close()
+	rows, err := db.Query(`SELECT sum(calls), sum(total_plan_time), sum(total_exec_time), sum(rows), q FROM
+		(SELECT *, left(regexp_replace(query, '\s+', ' ', 'g'), 100) AS q FROM pg_stat_statements) s
+		GROUP BY q ORDER BY sum(total_plan_time + total_exec_time) DESC LIMIT 25`)
+	check(err)
+	defer rows.Close()
+	fmt.Printf("\nserver time by statement during Lifeline's restore (pg_stat_statements, both products):\n%8s %9s %9s %8s  %s\n", "calls", "plan ms", "exec ms", "rows", "statement")
+	for rows.Next() {
+		var calls, n int64
+		var plan, exec float64
+		var q string
+		check(rows.Scan(&calls, &plan, &exec, &n, &q))
+		fmt.Printf("%8d %9.0f %9.0f %8d  %s\n", calls, plan, exec, n, q)
+	}
+	check(rows.Err())
 }
 
 func (e *pgEngine) close() {

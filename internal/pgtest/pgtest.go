@@ -116,7 +116,9 @@ func version(initdb string) int {
 
 // Start initialises a cluster in a temporary folder and starts it. As root it
 // runs the server as the postgres user, because initdb refuses root.
-func Start() (*Server, error) {
+// settings are more "name=value" server settings (a benchmark loading
+// pg_stat_statements, say).
+func Start(settings ...string) (*Server, error) {
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -152,6 +154,9 @@ func Start() (*Server, error) {
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 		"-c", "wal_level=logical", "-c", "max_replication_slots=40", "-c", "max_wal_senders=40",
 		"-c", "max_connections=200")
+	for _, kv := range settings {
+		s.cmd.Args = append(s.cmd.Args, "-c", kv)
+	}
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	// SIGQUIT on our death is PostgreSQL's immediate shutdown, so a killed
 	// test run does not leave a server behind.

@@ -48,13 +48,13 @@ func (db *DB) Apply(ctx context.Context, l *Layout, st Step) (Result, error) {
 	defer tx.Rollback()
 	// Every step of a tenant locks its product-level state first, then the
 	// app's, so steps of one tenant never interleave and never deadlock.
-	whole, err := db.lockState(ctx, tx, st.Tenant, "")
+	whole, err := db.lockState(ctx, runNow(tx), st.Tenant, "")
 	if err != nil {
 		return Result{}, err
 	}
 	cur := whole
 	if st.App != "" {
-		if cur, err = db.lockState(ctx, tx, st.Tenant, st.App); err != nil {
+		if cur, err = db.lockState(ctx, runNow(tx), st.Tenant, st.App); err != nil {
 			return Result{}, err
 		}
 	}
@@ -138,11 +138,11 @@ func (db *DB) Apply(ctx context.Context, l *Layout, st Step) (Result, error) {
 		}
 	}
 
-	if err := db.setState(ctx, tx, st.Tenant, st.App, st.To, opID); err != nil {
+	if err := db.setState(ctx, runNow(tx), st.Tenant, st.App, st.To, opID); err != nil {
 		return Result{}, err
 	}
 	if st.App != "" && whole.state == Active {
-		if err := db.setState(ctx, tx, st.Tenant, "", Active, ""); err != nil { // drop the lock placeholder
+		if err := db.setState(ctx, runNow(tx), st.Tenant, "", Active, ""); err != nil { // drop the lock placeholder
 			return Result{}, err
 		}
 	}
@@ -239,7 +239,7 @@ type lockedState struct {
 // lockState reads (tenant, app)'s state and locks it until the transaction
 // ends. A missing row is active; a placeholder row is inserted so there is
 // something to lock (it is removed again if the state ends up active).
-func (db *DB) lockState(ctx context.Context, tx *sql.Tx, tenant, app string) (lockedState, error) {
+func (db *DB) lockState(ctx context.Context, tx *swapTx, tenant, app string) (lockedState, error) {
 	var s lockedState
 	if err := db.lockStateLater(ctx, tx, tenant, app, &s); err != nil {
 		return lockedState{}, err
@@ -252,7 +252,7 @@ func (db *DB) lockState(ctx context.Context, tx *sql.Tx, tenant, app string) (lo
 
 // lockStateLater is lockState through later: s is filled once the
 // statements have run (then check it).
-func (db *DB) lockStateLater(ctx context.Context, tx *sql.Tx, tenant, app string, s *lockedState) error {
+func (db *DB) lockStateLater(ctx context.Context, tx *swapTx, tenant, app string, s *lockedState) error {
 	fail := func(err error) error { return db.internal(err, "lock tenant state") }
 	if err := db.later(ctx, tx, fail, nil, `INSERT INTO lifeline_tenant_state (tenant, app, state, op_id, changed_at)
 		VALUES ($1, $2, 'active', '', $3) ON CONFLICT (tenant, app) DO NOTHING`, tenant, app, db.d.now()); err != nil {
@@ -276,7 +276,7 @@ func (s lockedState) check(db *DB) error {
 
 // setState records the new state; active is the absence of a row. It runs
 // through later.
-func (db *DB) setState(ctx context.Context, tx *sql.Tx, tenant, app string, to State, opID string) error {
+func (db *DB) setState(ctx context.Context, tx *swapTx, tenant, app string, to State, opID string) error {
 	fail := func(err error) error { return db.internal(err, "set tenant state") }
 	if to == Active {
 		return db.later(ctx, tx, fail, nil, `DELETE FROM lifeline_tenant_state WHERE tenant = $1 AND app = $2`, tenant, app)

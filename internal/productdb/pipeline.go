@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -31,12 +30,20 @@ import (
 // (the swap's statements bind row values as text and cast them to their
 // columns' types).
 
-// pipeline is the queue of one swap transaction on PostgreSQL.
-type pipeline struct {
-	conn  *sql.Conn // the transaction's connection
+// swapTx is a transaction and the statements queued for it. On
+// PostgreSQL inside SwapAll (beginPipelined) conn is set and later and
+// queryLater queue; elsewhere (SQLite, a lifecycle step) conn is nil and
+// each statement runs when it is queued.
+type swapTx struct {
+	tx    *sql.Tx
+	conn  *sql.Conn // the transaction's connection, when pipelined
 	batch pgx.Batch
 	items []queued
+	sends int // round trips flush has made (a small swap's count is tested)
 }
+
+// runNow is a swapTx whose statements run when they are queued.
+func runNow(tx *sql.Tx) *swapTx { return &swapTx{tx: tx} }
 
 // queued is one statement waiting in a pipeline.
 type queued struct {
@@ -48,41 +55,31 @@ type queued struct {
 	fail func(error) error
 }
 
-// pipes maps a transaction SwapAll runs on PostgreSQL to its pipeline.
-var pipes sync.Map // *sql.Tx -> *pipeline
-
-func pipeOf(tx *sql.Tx) *pipeline {
-	if p, ok := pipes.Load(tx); ok {
-		return p.(*pipeline)
-	}
-	return nil
-}
-
 // beginPipelined begins a transaction on a connection of its own whose
 // statements later and queryLater queue. end releases it, after the
 // transaction is over.
-func (db *DB) beginPipelined(ctx context.Context) (tx *sql.Tx, end func(), err error) {
+func (db *DB) beginPipelined(ctx context.Context) (stx *swapTx, end func(), err error) {
 	conn, err := db.db.Conn(ctx)
 	if err != nil {
 		return nil, nil, db.unavailable(err)
 	}
-	if tx, err = conn.BeginTx(ctx, nil); err != nil {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
 		conn.Close()
 		return nil, nil, db.unavailable(err)
 	}
-	pipes.Store(tx, &pipeline{conn: conn})
-	return tx, func() { pipes.Delete(tx); conn.Close() }, nil
+	return &swapTx{tx: tx, conn: conn}, func() { conn.Close() }, nil
 }
 
 // later runs a statement of tx whose result nothing waits for: queued if tx
 // is pipelined, else now. done, if set, checks the rows it changed; fail
 // makes the error of its failure.
-func (db *DB) later(ctx context.Context, tx *sql.Tx, fail func(error) error, done func(int64) error, query string, args ...any) error {
-	if p := pipeOf(tx); p != nil {
-		p.add(query, args, queued{done: done, fail: fail})
+func (db *DB) later(ctx context.Context, tx *swapTx, fail func(error) error, done func(int64) error, query string, args ...any) error {
+	if tx.conn != nil {
+		tx.add(query, args, queued{done: done, fail: fail})
 		return nil
 	}
-	res, err := db.txExec(ctx, tx, query, args...)
+	res, err := db.txExec(ctx, tx.tx, query, args...)
 	if err != nil {
 		return fail(err)
 	}
@@ -96,9 +93,9 @@ func (db *DB) later(ctx context.Context, tx *sql.Tx, fail func(error) error, don
 // queryLater runs a query of tx as later does, handing each row to each,
 // which reads it with scan.
 // A data exception from binding its arguments (badKey) means no rows.
-func (db *DB) queryLater(ctx context.Context, tx *sql.Tx, fail func(error) error, each func(scan func(dest ...any) error) error, query string, args ...any) error {
-	if p := pipeOf(tx); p != nil {
-		p.add(query, args, queued{each: each, fail: func(err error) error {
+func (db *DB) queryLater(ctx context.Context, tx *swapTx, fail func(error) error, each func(scan func(dest ...any) error) error, query string, args ...any) error {
+	if tx.conn != nil {
+		tx.add(query, args, queued{each: each, fail: func(err error) error {
 			if db.d.badKey(err) {
 				return nil
 			}
@@ -107,12 +104,12 @@ func (db *DB) queryLater(ctx context.Context, tx *sql.Tx, fail func(error) error
 		return nil
 	}
 	var rows *sql.Rows
-	st, err := db.txStmt(ctx, tx, query)
+	st, err := db.txStmt(ctx, tx.tx, query)
 	if err == nil && st != nil {
 		defer st.Close()
 		rows, err = st.QueryContext(ctx, args...)
 	} else if err == nil {
-		rows, err = tx.QueryContext(ctx, query, args...)
+		rows, err = tx.tx.QueryContext(ctx, query, args...)
 	}
 	if err != nil {
 		if db.d.badKey(err) {
@@ -137,16 +134,16 @@ func (db *DB) queryLater(ctx context.Context, tx *sql.Tx, fail func(error) error
 // keeps them, as it does any statement), and runs the statements' checks
 // in order. It returns the first error: a statement's failure (through its
 // fail), or a check's.
-func (db *DB) flush(ctx context.Context, tx *sql.Tx) error {
-	p := pipeOf(tx)
-	if p == nil || len(p.items) == 0 {
+func (db *DB) flush(ctx context.Context, tx *swapTx) error {
+	if len(tx.items) == 0 {
 		return nil
 	}
-	items, batch := p.items, p.batch
-	p.items, p.batch = nil, pgx.Batch{}
+	items, batch := tx.items, tx.batch
+	tx.items, tx.batch = nil, pgx.Batch{}
+	tx.sends++
 	var first error // the first check that failed
 	ran := 0
-	err := p.conn.Raw(func(dc any) error {
+	err := tx.conn.Raw(func(dc any) error {
 		sc, ok := dc.(*stdlib.Conn)
 		if !ok {
 			return fmt.Errorf("unexpected driver connection %T", dc)
@@ -201,13 +198,11 @@ func (db *DB) flush(ctx context.Context, tx *sql.Tx) error {
 
 // discard drops what is queued for tx: the statements of a tenant whose
 // savepoint is rolled back.
-func (db *DB) discard(tx *sql.Tx) {
-	if p := pipeOf(tx); p != nil {
-		p.items, p.batch = nil, pgx.Batch{}
-	}
+func (tx *swapTx) discard() {
+	tx.items, tx.batch = nil, pgx.Batch{}
 }
 
-func (p *pipeline) add(query string, args []any, it queued) {
-	p.batch.Queue(query, args...)
-	p.items = append(p.items, it)
+func (tx *swapTx) add(query string, args []any, it queued) {
+	tx.batch.Queue(query, args...)
+	tx.items = append(tx.items, it)
 }

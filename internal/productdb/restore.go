@@ -606,11 +606,11 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 	// A SQLite batch commits without waiting for the disk and is made
 	// durable after the write lock is given back (lazyConn, SyncLog):
 	// nobody learns that a swap is done before it is durable.
-	var tx *sql.Tx
+	var tx *swapTx
 	var err error
 	deferred := db.d.engine() != SQLite
 	if db.d.engine() == Postgres {
-		// Pipelined (see pipeline.go): a small tenant's swap takes four
+		// Pipelined (see pipeline.go): a small tenant's swap takes three
 		// round trips. Foreign keys deferred as beginStep does.
 		var end func()
 		if tx, end, err = db.beginPipelined(ctx); err != nil {
@@ -624,14 +624,16 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 			return cerr
 		}
 		defer release()
-		if tx, err = conn.BeginTx(ctx, nil); err != nil {
-			err = db.unavailable(err)
+		var sqlTx *sql.Tx
+		if sqlTx, err = conn.BeginTx(ctx, nil); err != nil {
+			return db.unavailable(err)
 		}
+		tx = runNow(sqlTx)
 	}
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
+	defer tx.tx.Rollback()
 	savepoint := func(stmt, what string) error {
 		return db.later(ctx, tx, func(err error) error { return db.internal(err, what) }, nil, stmt)
 	}
@@ -641,10 +643,10 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 		}
 		results[i], errs[i] = db.swapOne(ctx, tx, l, sp)
 		if errs[i] != nil && !deferred && db.d.constraint(errs[i]) {
-			if _, err := db.txExec(ctx, tx, "ROLLBACK TO SAVEPOINT lifeline_tenant"); err != nil {
+			if _, err := db.txExec(ctx, tx.tx, "ROLLBACK TO SAVEPOINT lifeline_tenant"); err != nil {
 				return db.internal(err, "roll back tenant "+sp.Tenant)
 			}
-			if err := db.d.beginStep(ctx, tx); err != nil {
+			if err := db.d.beginStep(ctx, tx.tx); err != nil {
 				return db.internal(err, "defer foreign keys")
 			}
 			deferred = true
@@ -662,15 +664,15 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 		}
 		// Not pipelined: the transaction may be aborted, where PostgreSQL
 		// would refuse to prepare them.
-		db.discard(tx)
-		if _, err := db.txExec(ctx, tx, "ROLLBACK TO SAVEPOINT lifeline_tenant"); err != nil {
+		tx.discard()
+		if _, err := db.txExec(ctx, tx.tx, "ROLLBACK TO SAVEPOINT lifeline_tenant"); err != nil {
 			return db.internal(err, "roll back tenant "+sp.Tenant)
 		}
-		if _, err := db.txExec(ctx, tx, "RELEASE SAVEPOINT lifeline_tenant"); err != nil {
+		if _, err := db.txExec(ctx, tx.tx, "RELEASE SAVEPOINT lifeline_tenant"); err != nil {
 			return db.internal(err, "release savepoint")
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if err := tx.tx.Commit(); err != nil {
 		if len(specs) == 1 {
 			return db.internal(err, "commit")
 		}
@@ -695,15 +697,15 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 
 // swapOne is one tenant of SwapAll, inside its savepoint: the guard is
 // unlocked for exactly that tenant and operation, and locked again.
-func (db *DB) swapOne(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec) (SwapResult, error) {
+func (db *DB) swapOne(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec) (SwapResult, error) {
 	if sp.OpID == "" || sp.Tenant == "" {
 		return SwapResult{}, fault.New(fault.Invalid, "this is a bug in the caller of Swap", "swap without an operation or tenant")
 	}
 	if sp.Action == "" {
 		sp.Action = "restore"
 	}
-	// Unlock, lock the states, look for a marker and read the app states:
-	// one round trip on PostgreSQL.
+	// Unlock, lock the states, look for a marker, read the app states and,
+	// for a direct swap, the live rows: one round trip on PostgreSQL.
 	internal := func(what string) func(error) error { return func(err error) error { return db.internal(err, what) } }
 	if err := db.later(ctx, tx, internal("unlock tenant"), nil, db.d.unlock(), sp.Tenant, sp.OpID); err != nil {
 		return SwapResult{}, err
@@ -724,6 +726,13 @@ func (db *DB) swapOne(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec) (
 	if err := db.appStates(ctx, tx, sp.Tenant, &apps); err != nil {
 		return SwapResult{}, err
 	}
+	var live *liveRows
+	if sp.Rows != nil {
+		var err error
+		if live, err = db.readLive(ctx, tx, sp); err != nil {
+			return SwapResult{}, err
+		}
+	}
 	if err := db.flush(ctx, tx); err != nil {
 		return SwapResult{}, err
 	}
@@ -743,7 +752,7 @@ func (db *DB) swapOne(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec) (
 	}
 	res.Previous = append([]TenantState{{Tenant: sp.Tenant, State: whole.state, OpID: whole.op}}, apps...)
 	res.Tables = map[string]TableResult{}
-	if err := db.swapRows(ctx, tx, l, sp, res.Tables); err != nil {
+	if err := db.swapRows(ctx, tx, l, sp, live, res.Tables); err != nil {
 		return SwapResult{}, err
 	}
 	state, err := db.swapStates(ctx, tx, l, sp, whole, apps)
@@ -766,7 +775,7 @@ func (db *DB) swapOne(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec) (
 
 // appStates reads the tenant's app states that are not active into out,
 // through queryLater.
-func (db *DB) appStates(ctx context.Context, tx *sql.Tx, tenant string, out *[]TenantState) error {
+func (db *DB) appStates(ctx context.Context, tx *swapTx, tenant string, out *[]TenantState) error {
 	return db.queryLater(ctx, tx, func(err error) error { return db.internal(err, "read app states") }, func(scan func(...any) error) error {
 		s := TenantState{Tenant: tenant}
 		var state string
@@ -781,7 +790,7 @@ func (db *DB) appStates(ctx context.Context, tx *sql.Tx, tenant string, out *[]T
 
 // swapStates sets the states after the rows are in: sp.States if given,
 // else restored-pending-validation for whatever was not active.
-func (db *DB) swapStates(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, whole lockedState, apps []TenantState) (State, error) {
+func (db *DB) swapStates(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, whole lockedState, apps []TenantState) (State, error) {
 	if sp.States != nil {
 		after := Active
 		for _, s := range sp.States {
@@ -844,10 +853,16 @@ func hasApp(states []TenantState, app string) bool {
 // inserted: removing a row, even briefly, would fire ON DELETE CASCADE or
 // SET NULL on its unchanged children, and PostgreSQL checks non-deferrable
 // foreign keys at each statement.
-func (db *DB) swapRows(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, out map[string]TableResult) error {
+func (db *DB) swapRows(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, live *liveRows, out map[string]TableResult) error {
 	if sp.Rows != nil {
-		return db.swapDirect(ctx, tx, l, sp, out)
+		return db.swapDirect(ctx, tx, l, sp, live, out)
 	}
+	return db.swapStaged(ctx, tx.tx, l, sp, out)
+}
+
+// swapStaged is swapRows from the staging tables, each statement run
+// when it is made (nothing is queued for tx when it starts).
+func (db *DB) swapStaged(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, out map[string]TableResult) error {
 	rd := db.rd()
 	inserted := sp.OpID + InsertedSuffix
 	// $1 the tenant as the key column's type sees it, $2 as text, $3 the op.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"lifeline/internal/change"
@@ -42,8 +43,36 @@ type tableDiff struct {
 	unchanged bool
 }
 
-// swapDirect is swapRows for sp.Rows (replace).
-func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, out map[string]TableResult) error {
+// liveRows are the tenant's live rows of every table of a direct swap, by
+// key, and their keys in the order read (removals in a stable order).
+type liveRows struct {
+	tables []*RestoreTable
+	rows   []map[string][]change.Value
+	order  [][]string
+}
+
+// readLive queues the read of the tenant's live rows of sp.Tables, in one
+// statement: on PostgreSQL it goes with the swap's first round trip
+// (swapOne), and the rows are in once that is flushed.
+func (db *DB) readLive(ctx context.Context, tx *swapTx, sp SwapSpec) (*liveRows, error) {
+	lr := &liveRows{tables: make([]*RestoreTable, len(sp.Tables)), rows: make([]map[string][]change.Value, len(sp.Tables)), order: make([][]string, len(sp.Tables))}
+	for i := range sp.Tables {
+		lr.tables[i], lr.rows[i] = &sp.Tables[i], map[string][]change.Value{}
+	}
+	var kb []byte
+	// Not hashed: comparing every value, by key, is the stronger check.
+	return lr, db.readTenant(ctx, tx, lr.tables, sp.Tenant, func(i int, vals []change.Value) error {
+		kb = db.appendKey(kb[:0], lr.tables[i], vals)
+		k := string(kb)
+		lr.rows[i][k] = slices.Clone(vals)
+		lr.order[i] = append(lr.order[i], k)
+		return nil
+	})
+}
+
+// swapDirect is swapRows for sp.Rows (replace), from the live rows
+// readLive read.
+func (db *DB) swapDirect(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, lr *liveRows, out map[string]TableResult) error {
 	rebuilt := map[string][][]change.Value{}
 	for _, b := range sp.Rows {
 		if !db.CanSwapDirect(sp.Policy, b) {
@@ -51,27 +80,9 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 		}
 		rebuilt[b.Table.Name] = append(rebuilt[b.Table.Name], b.Rows...)
 	}
-	// Every table's live rows of the tenant, in one statement.
-	all := make([]*RestoreTable, len(sp.Tables))
-	live := make([]map[string][]change.Value, len(sp.Tables))
-	order := make([][]string, len(sp.Tables)) // live keys as read: removals in a stable order
-	for i := range sp.Tables {
-		all[i], live[i] = &sp.Tables[i], map[string][]change.Value{}
-	}
-	var kb []byte
-	// Not hashed: comparing every value, by key, is the stronger check.
-	if err := db.readTenant(ctx, tx, all, sp.Tenant, func(i int, vals []change.Value) error {
-		kb = db.appendKey(kb[:0], all[i], vals)
-		k := string(kb)
-		live[i][k] = slices.Clone(vals)
-		order[i] = append(order[i], k)
-		return nil
-	}); err != nil {
-		return err
-	}
 	diffs := make([]*tableDiff, len(sp.Tables))
-	for i, rt := range all {
-		diffs[i] = db.diffTable(rt, live[i], order[i], rebuilt[rt.Name])
+	for i, rt := range lr.tables {
+		diffs[i] = db.diffTable(rt, lr.rows[i], lr.order[i], rebuilt[rt.Name])
 	}
 	for i := len(diffs) - 1; i >= 0; i-- {
 		d := diffs[i]
@@ -97,10 +108,10 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 				return err
 			}
 		default:
-			if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, true, note, d.add); err != nil {
+			if err := db.insertValues(ctx, tx.tx, db.d.trash(rt.Name), rt, true, note, d.add); err != nil {
 				return db.swapError(err, l, sp, rt, "noting the keys of the rows it inserts")
 			}
-			if err := db.insertValues(ctx, tx, db.d.live(rt.Name), rt, false, nil, d.add); err != nil {
+			if err := db.insertValues(ctx, tx.tx, db.d.live(rt.Name), rt, false, nil, d.add); err != nil {
 				return db.swapError(err, l, sp, rt, "inserting its rows")
 			}
 		}
@@ -133,6 +144,9 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 	}); err != nil {
 		return err
 	}
+	if err := db.flush(ctx, tx); err != nil {
+		return err
+	}
 	for _, d := range diffs {
 		rt := d.rt
 		want := sp.Want[rt.Name]
@@ -155,8 +169,9 @@ func (db *DB) swapDirect(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec
 // readTenant reads the tenant's live rows of every table in rts with one
 // UNION ALL statement (a round trip per table adds up, on PostgreSQL
 // most of all), handing each row to fn with its table's index in rts;
-// values as scanQuery reads them. fn must not keep vals.
-func (db *DB) readTenant(ctx context.Context, tx *sql.Tx, rts []*RestoreTable, tenant string, fn func(i int, vals []change.Value) error) error {
+// values as scanQuery reads them. fn must not keep vals. Through
+// queryLater: on PostgreSQL inside SwapAll the rows are in after flush.
+func (db *DB) readTenant(ctx context.Context, tx *swapTx, rts []*RestoreTable, tenant string, fn func(i int, vals []change.Value) error) error {
 	if len(rts) == 0 {
 		return nil
 	}
@@ -180,9 +195,8 @@ func (db *DB) readTenant(ctx context.Context, tx *sql.Tx, rts []*RestoreTable, t
 		ptrs[i+1] = &raw[i]
 	}
 	vals := make([]change.Value, width)
-	// On PostgreSQL inside SwapAll, sent with the statements queued before
-	// it (queryLater, flush). "abc" for an integer key: no rows.
-	err := db.queryLater(ctx, tx, func(err error) error { return db.internal(err, "read the tenant's rows") }, func(scan func(...any) error) error {
+	// "abc" for an integer key: no rows.
+	return db.queryLater(ctx, tx, func(err error) error { return db.internal(err, "read the tenant's rows") }, func(scan func(...any) error) error {
 		if err := scan(ptrs...); err != nil {
 			return db.internal(err, "read the tenant's rows")
 		}
@@ -198,17 +212,13 @@ func (db *DB) readTenant(ctx context.Context, tx *sql.Tx, rts []*RestoreTable, t
 		}
 		return fn(table, vals[:n])
 	}, query, p.args...)
-	if err != nil {
-		return err
-	}
-	return db.flush(ctx, tx)
 }
 
 // keepThen copies old, live rows of rt, to the trash under the swap's
 // operation, then writes rows with the statements write builds (deleteSQL
 // or updateSQL), which must change exactly len(old) rows. On PostgreSQL
 // both are one statement (the copy in a data-modifying WITH).
-func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, rt *RestoreTable, old, rows [][]change.Value, doing string,
+func (db *DB) keepThen(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, rt *RestoreTable, old, rows [][]change.Value, doing string,
 	write func(p *params, rows [][]change.Value) (string, error)) error {
 	keep := []string{sp.OpID, sp.Tenant}
 	var changed int64
@@ -227,7 +237,7 @@ func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 			return db.keptChanged(rt, doing, len(old), changed)
 		}, "WITH kept AS ("+trash+") "+stmt, p.args...)
 	} else {
-		if err := db.insertValues(ctx, tx, db.d.trash(rt.Name), rt, false, keep, old); err != nil {
+		if err := db.insertValues(ctx, tx.tx, db.d.trash(rt.Name), rt, false, keep, old); err != nil {
 			return db.swapError(err, l, sp, rt, doing)
 		}
 		for _, n := range db.chunks(len(rows), 30000/len(rt.Columns)) {
@@ -235,7 +245,7 @@ func (db *DB) keepThen(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, 
 			stmt, err := write(p, rows[:n])
 			var res sql.Result
 			if err == nil {
-				res, err = db.txExec(ctx, tx, stmt, p.args...)
+				res, err = db.txExec(ctx, tx.tx, stmt, p.args...)
 			}
 			if err != nil {
 				return db.swapError(err, l, sp, rt, doing)
@@ -347,56 +357,61 @@ type params struct {
 	args []any
 }
 
-func (p *params) mark(typ string) string {
+// appendMark appends the placeholder of the value bound last.
+func (p *params) appendMark(b []byte, typ string) []byte {
 	if p.db.d.engine() == SQLite {
-		return "?"
+		return append(b, '?')
 	}
-	if typ == "" {
-		return fmt.Sprintf("$%d", len(p.args))
+	b = strconv.AppendInt(append(b, '$'), int64(len(p.args)), 10)
+	if typ != "" {
+		b = append(append(b, "::"...), typ...)
 	}
-	return fmt.Sprintf("$%d::%s", len(p.args), typ)
+	return b
 }
 
 // add binds a value; typ is its column's type ("" to let the server infer
 // it).
 func (p *params) add(v any, typ string) string {
 	p.args = append(p.args, v)
-	return p.mark(typ)
+	return string(p.appendMark(nil, typ))
 }
 
-// value binds a row value.
-func (p *params) value(v change.Value, typ string) (string, error) {
+// bind binds a row value.
+func (p *params) bind(v change.Value) error {
 	if p.db.d.engine() == SQLite {
 		a, err := sqliteArg(v)
 		if err != nil {
-			return "", err
+			return err
 		}
-		return p.add(a, typ), nil
+		p.args = append(p.args, a)
+		return nil
 	}
-	return p.add(p.db.keyArg(v), typ), nil
+	p.args = append(p.args, p.db.keyArg(v))
+	return nil
 }
 
-// tuples binds rows' values at idx (of types) as "(…), (…)".
+// tuples binds rows' values at idx (of types) as "(…), (…)". A swap binds
+// thousands of values per tenant: the text is built in one buffer.
 func (p *params) tuples(rows [][]change.Value, idx []int, types []string) (string, error) {
-	var b strings.Builder
+	p.args = slices.Grow(p.args, len(rows)*len(idx))
+	b := make([]byte, 0, len(rows)*len(idx)*12)
 	for r, row := range rows {
 		if r > 0 {
-			b.WriteString(", ")
+			b = append(b, ", "...)
 		}
-		b.WriteByte('(')
+		b = append(b, '(')
 		for j, i := range idx {
 			if j > 0 {
-				b.WriteString(", ")
+				b = append(b, ", "...)
 			}
-			m, err := p.value(row[i], types[i])
-			if err != nil {
+			if err := p.bind(row[i]); err != nil {
 				return "", err
 			}
-			b.WriteString(m)
+			b = p.appendMark(b, types[i])
 		}
-		b.WriteByte(')')
+		b = append(b, ')')
 	}
-	return b.String(), nil
+	return string(b), nil
 }
 
 func allColumns(n int) []int {
@@ -464,7 +479,7 @@ func (db *DB) insertSQL(p *params, target string, rt *RestoreTable, keysOnly boo
 // its trash under note (lifeline_op, lifeline_tenant), in one PostgreSQL
 // statement (a round trip saved per table), through later: checked, when
 // the swap reads the rows back, to have noted every row.
-func (db *DB) insertNoted(ctx context.Context, tx *sql.Tx, l *Layout, sp SwapSpec, rt *RestoreTable, note []string, rows [][]change.Value) error {
+func (db *DB) insertNoted(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, rt *RestoreTable, note []string, rows [][]change.Value) error {
 	fail := func(err error) error { return db.swapError(err, l, sp, rt, "inserting its rows") }
 	p := &params{db: db}
 	values, err := p.tuples(rows, allColumns(len(rt.Columns)), rt.Types)
