@@ -14,10 +14,8 @@ import (
 
 	"lifeline/internal/backup"
 	"lifeline/internal/blob"
-	"lifeline/internal/capture"
+	"lifeline/internal/capture/capturetest"
 	"lifeline/internal/productdb"
-	"lifeline/internal/state"
-	"lifeline/internal/tenant"
 )
 
 // TestSnapshotMemoryIsBounded snapshots a real SQLite product of 384 MiB
@@ -59,25 +57,7 @@ func TestSnapshotMemoryIsBounded(t *testing.T) {
 		}
 	}
 	gen.Close()
-	db, err := productdb.Open(ctx, "sqlite:product.db", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	store, err := state.Open(ctx, "sqlite:state.db", dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	layout, err := tenant.Protect(ctx, store, db, productdb.Spec{Product: "big", TenantColumn: "site_id", TenantsTable: "sites"}, "tester")
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := capture.Open(ctx, db, layout, capture.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close() })
+	_, store, src := capturetest.SQLite(t, dir, "sqlite:product.db", productdb.Spec{Product: "big", TenantColumn: "site_id", TenantsTable: "sites"})
 	files, err := blob.OpenFile(filepath.Join(dir, "backups"))
 	if err != nil {
 		t.Fatal(err)
