@@ -39,6 +39,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -117,7 +118,8 @@ func main() {
 	}
 	lifeline("protect")
 	lifeline("backup", "run")
-	fmt.Printf("generated %d tenants in two products on %s, protected, first snapshot: %v\n", *tenants, *engineName, time.Since(start).Round(time.Second))
+	fmt.Printf("generated %d tenants in two products on %s, protected, first snapshot: %v (peak RSS of that `backup run`: %d MiB)\n",
+		*tenants, *engineName, time.Since(start).Round(time.Second), lastMaxRSS>>10)
 	eng.replicate()
 
 	rng := rand.New(rand.NewPCG(4, 5))
@@ -292,10 +294,17 @@ func p99(ds []time.Duration) time.Duration {
 	return s[len(s)*99/100]
 }
 
+// lastMaxRSS is the peak resident memory of the last command run, in KiB
+// (Linux; 0 where the system does not say).
+var lastMaxRSS int64
+
 func run(name string, args ...string) []byte {
 	cmd := exec.Command(name, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		lastMaxRSS = int64(ru.Maxrss)
+	}
 	if err != nil {
 		cleanup()
 		log.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)

@@ -47,8 +47,12 @@ func (s *Shipper) Compact(ctx context.Context, minSegments int) (*Object, error)
 	last := rd.objects[len(rd.objects)-1]
 	h := format.Header{Product: product, First: last.Last, Last: last.Last, Source: last.Source,
 		Tables: target, FirstTime: last.LastTime, LastTime: last.LastTime, Created: r.Now()}
-	var buf bytes.Buffer
-	w, err := format.NewSnapshotWriter(&buf, h, r.options())
+	sp, err := newSpool()
+	if err != nil {
+		return nil, err
+	}
+	defer sp.close()
+	w, err := format.NewSnapshotWriter(sp, h, r.options())
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +81,11 @@ func (s *Shipper) Compact(ctx context.Context, minSegments int) (*Object, error)
 		return nil, err
 	}
 	key := snapshotKey(product, last.Last)
-	if err := r.put(ctx, key, buf.Bytes(), sum, s.fence()); err != nil {
+	body, err := sp.reader()
+	if err != nil {
+		return nil, err
+	}
+	if err := r.put(ctx, key, body, sum, s.fence()); err != nil {
 		return nil, err
 	}
 	o := objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants))

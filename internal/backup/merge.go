@@ -131,7 +131,7 @@ func (r *Repo) mergeRun(ctx context.Context, product string, objs []Object, read
 		return Object{}, err
 	}
 	key := segmentKey(product, first.First, last.Last)
-	if err := r.put(ctx, key, buf.Bytes(), sum, f); err != nil {
+	if err := r.put(ctx, key, &buf, sum, f); err != nil {
 		return Object{}, err
 	}
 	return objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants)), nil

@@ -50,8 +50,9 @@ func (s *Shipper) refresh(ctx context.Context, res *Shipped) error {
 	if renumbered {
 		cur.Pos = s.cur.Pos
 	}
-	key, data, sum, err := s.image(ctx, snap, cur)
+	key, sp, sum, err := s.image(ctx, snap, cur)
 	snap.Close()
+	defer sp.close()
 	if err != nil {
 		return err
 	}
@@ -67,7 +68,11 @@ func (s *Shipper) refresh(ctx context.Context, res *Shipped) error {
 			return err
 		}
 	}
-	if err := s.put(ctx, key, data, sum); err != nil {
+	body, err := sp.reader()
+	if err != nil {
+		return err
+	}
+	if err := s.put(ctx, key, body, sum); err != nil {
 		return err
 	}
 	if renumbered {

@@ -5,7 +5,6 @@
 package backup
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -116,13 +115,14 @@ func parseKey(product, key string) (kind format.Kind, first, last uint64, ok boo
 // put stores one finished object and records it in the catalog, if f is
 // not nil only while f's lease is held. An object that already exists under
 // the key (a shipper that crashed after the upload and before the catalog)
-// is adopted if it is the same range.
-func (r *Repo) put(ctx context.Context, key string, data []byte, sum format.Summary, f *fence) error {
+// is adopted if it is the same range. body yields the object's sum.Size
+// bytes, as its writer counted them.
+func (r *Repo) put(ctx context.Context, key string, body io.Reader, sum format.Summary, f *fence) error {
 	var retain time.Time
 	if r.RetainFor > 0 {
 		retain = r.Now().Add(r.RetainFor)
 	}
-	err := r.Blobs.Put(ctx, key, bytes.NewReader(data), int64(len(data)), retain)
+	err := r.Blobs.Put(ctx, key, body, sum.Size, retain)
 	if errors.Is(err, blob.ErrExists) {
 		_, err = r.adopt(ctx, sum.Header.Product, key, f)
 		return err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"time"
@@ -266,7 +267,7 @@ func (s *Shipper) record(ctx context.Context, p piece) error {
 		}
 	}
 	started := time.Now()
-	if err := s.put(ctx, p.key, p.data, p.sum); err != nil {
+	if err := s.put(ctx, p.key, bytes.NewReader(p.data), p.sum); err != nil {
 		return err
 	}
 	s.claimed = started // recording renewed the lease (fence.check)
@@ -296,13 +297,13 @@ func (s *Shipper) ack(ctx context.Context, cur capture.Cursor) {
 // elsewhere may have adopted the fenced object of a former holder for the
 // same positions. Then this object is the superseded one, and the next
 // round starts from the catalog.
-func (s *Shipper) put(ctx context.Context, key string, data []byte, sum format.Summary) error {
+func (s *Shipper) put(ctx context.Context, key string, body io.Reader, sum format.Summary) error {
 	f := s.fence()
 	f.upload, f.top = true, -1
 	if s.ready {
 		f.top = int64(s.cur.Pos)
 	}
-	err := s.Repo.put(ctx, key, data, sum, f)
+	err := s.Repo.put(ctx, key, body, sum, f)
 	switch {
 	case errors.Is(err, ErrLeased):
 		s.held, s.ready = false, false
@@ -330,11 +331,16 @@ func (s *Shipper) snapshot(ctx context.Context) (Object, error) {
 	}
 	defer snap.Close()
 	cur := snap.Cursor()
-	key, data, sum, err := s.image(ctx, snap, cur)
+	key, sp, sum, err := s.image(ctx, snap, cur)
+	defer sp.close()
 	if err != nil {
 		return Object{}, err
 	}
-	if err := s.put(ctx, key, data, sum); err != nil {
+	body, err := sp.reader()
+	if err != nil {
+		return Object{}, err
+	}
+	if err := s.put(ctx, key, body, sum); err != nil {
 		return Object{}, err
 	}
 	s.cur, s.ready = cur, true
@@ -344,15 +350,19 @@ func (s *Shipper) snapshot(ctx context.Context) (Object, error) {
 	return objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants)), nil
 }
 
-// image encodes snap's rows as a snapshot object at position cur.
-func (s *Shipper) image(ctx context.Context, snap capture.Snapshot, cur capture.Cursor) (key string, data []byte, sum format.Summary, err error) {
+// image encodes snap's rows as a snapshot object at position cur, in a
+// spool the caller closes (also on error). It holds one tenant's rows at a
+// time in memory, besides the writer's block and index.
+func (s *Shipper) image(ctx context.Context, snap capture.Snapshot, cur capture.Cursor) (key string, sp *spool, sum format.Summary, err error) {
 	now := s.Repo.Now()
 	h := format.Header{Product: s.Product, First: cur.Pos, Last: cur.Pos, Source: cur.Src, Tables: snap.Tables(),
 		FirstTime: now, LastTime: now, Created: now}
-	var buf bytes.Buffer
-	w, err := format.NewSnapshotWriter(&buf, h, s.Repo.options())
-	if err != nil {
+	if sp, err = newSpool(); err != nil {
 		return "", nil, sum, err
+	}
+	w, err := format.NewSnapshotWriter(sp, h, s.Repo.options())
+	if err != nil {
+		return "", sp, sum, err
 	}
 	tables := map[string]*change.Table{}
 	for i := range h.Tables {
@@ -387,12 +397,12 @@ func (s *Shipper) image(ctx context.Context, snap capture.Snapshot, cur capture.
 		err = flush()
 	}
 	if err != nil {
-		return "", nil, sum, err
+		return "", sp, sum, err
 	}
 	if sum, err = w.Close(); err != nil {
-		return "", nil, sum, err
+		return "", sp, sum, err
 	}
-	return snapshotKey(s.Product, cur.Pos), buf.Bytes(), sum, nil
+	return snapshotKey(s.Product, cur.Pos), sp, sum, nil
 }
 
 // cloneRow copies a row whose byte slices may be reused by the source.

@@ -41,6 +41,10 @@ type S3Config struct {
 	// then enforced by Lifeline alone. The bucket must have Object Lock
 	// enabled for either mode.
 	Lock string
+	// PartSize: an object larger than this is uploaded in parts of this
+	// size (multipart; more when it would take over 10,000 parts). 0 means
+	// 256 MiB; at least 5 MiB. Not in the URL: tests lower it.
+	PartSize int64
 }
 
 // S3 is a Store in an S3 bucket, through aws-sdk-go-v2.
@@ -189,37 +193,42 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, retai
 	} else if !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	body, sum, n, cleanup, err := spool(ctx, r, size)
+	body, n, cleanup, err := spool(ctx, r, size)
 	if err != nil {
 		return fmt.Errorf("blob put %q: reading the content: %w", key, err)
 	}
 	defer cleanup()
+	if n > s.partSize() {
+		return s.putErr(s.putParts(ctx, key, body, n, retainUntil), key)
+	}
+	sec := io.NewSectionReader(body, 0, n)
+	sum, err := md5Of(ctx, sec)
+	if err != nil {
+		return fmt.Errorf("blob put %q: reading the content: %w", key, err)
+	}
 	in := &s3.PutObjectInput{
 		Bucket:        &s.cfg.Bucket,
 		Key:           aws.String(s.objectKey(key)),
-		Body:          body,
+		Body:          sec,
 		ContentLength: &n,
-		ContentMD5:    aws.String(base64.StdEncoding.EncodeToString(sum)),
+		ContentMD5:    &sum,
 	}
-	if !retainUntil.IsZero() {
-		in.Metadata = map[string]string{metaRetain: retainUntil.UTC().Format(time.RFC3339Nano)}
-		if s.cfg.Lock != "" {
-			in.ObjectLockMode = types.ObjectLockMode(strings.ToUpper(s.cfg.Lock))
-			in.ObjectLockRetainUntilDate = aws.Time(retainUntil)
-		}
-	}
+	in.Metadata, in.ObjectLockMode, in.ObjectLockRetainUntilDate = s.retention(retainUntil)
 	if !s.noIfNoneMatch.Load() {
 		in.IfNoneMatch = aws.String("*")
 	}
 	_, err = s.client.PutObject(ctx, in)
 	if in.IfNoneMatch != nil && isCode(err, "NotImplemented", 501) {
 		s.noIfNoneMatch.Store(true)
-		if _, serr := body.Seek(0, io.SeekStart); serr != nil {
-			return unavailable(serr, "put", key)
-		}
-		in.IfNoneMatch = nil
+		in.Body, in.IfNoneMatch = io.NewSectionReader(body, 0, n), nil
 		_, err = s.client.PutObject(ctx, in)
 	}
+	return s.putErr(err, key)
+}
+
+// putErr turns the error of a PutObject or CompleteMultipartUpload into the
+// store's error contract.
+func (s *S3) putErr(err error, key string) error {
 	switch {
 	case err == nil:
 		return nil
@@ -231,11 +240,127 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, retai
 	return s.fail(err, "put", key)
 }
 
-// spool copies r into a seekable body, hashing it on the way, and checks its
-// length against size (when size >= 0).
-func spool(ctx context.Context, r io.Reader, size int64) (body io.ReadSeeker, sum []byte, n int64, cleanup func(), err error) {
-	h := md5.New() // Content-MD5: required with Object Lock, and integrity on every server
+// retention is what a retained object carries (see S3): its retain-until
+// date as metadata and, with a Lock mode, as Object Lock retention.
+func (s *S3) retention(until time.Time) (map[string]string, types.ObjectLockMode, *time.Time) {
+	if until.IsZero() {
+		return nil, "", nil
+	}
+	meta := map[string]string{metaRetain: until.UTC().Format(time.RFC3339Nano)}
+	if s.cfg.Lock == "" {
+		return meta, "", nil
+	}
+	return meta, types.ObjectLockMode(strings.ToUpper(s.cfg.Lock)), aws.Time(until)
+}
+
+// Multipart: a single PutObject is limited to 5 GiB, and an upload of at
+// most 10,000 parts of 5 MiB to 5 GiB each.
+const (
+	minPart     = 5 << 20
+	maxParts    = 10000
+	defaultPart = 256 << 20
+)
+
+// partSize is the part size of a multipart upload, and the size above which
+// Put uses one: S3Config.PartSize, default 256 MiB, at least 5 MiB.
+func (s *S3) partSize() int64 {
+	if s.cfg.PartSize <= 0 {
+		return defaultPart
+	}
+	return max(s.cfg.PartSize, minPart)
+}
+
+// putParts uploads the n bytes of body as a multipart upload, one part at a
+// time, each with its own Content-MD5 (which Object Lock requires of every
+// part, and which the SDK's upload manager drops). Retention and the
+// If-None-Match guard go on the upload as on a single PutObject. An upload
+// that fails is aborted, so its parts are not kept (and billed) by the
+// server.
+func (s *S3) putParts(ctx context.Context, key string, body io.ReaderAt, n int64, retainUntil time.Time) (err error) {
+	bucket, objKey := &s.cfg.Bucket, aws.String(s.objectKey(key))
+	in := &s3.CreateMultipartUploadInput{Bucket: bucket, Key: objKey}
+	in.Metadata, in.ObjectLockMode, in.ObjectLockRetainUntilDate = s.retention(retainUntil)
+	up, err := s.client.CreateMultipartUpload(ctx, in)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Also when ctx was cancelled: the parts must not outlive it.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: bucket, Key: objKey, UploadId: up.UploadId})
+	}()
+	part := max(s.partSize(), (n+maxParts-1)/maxParts)
+	var done []types.CompletedPart
+	for num, off := int32(1), int64(0); off < n; num, off = num+1, off+part {
+		size := min(part, n-off)
+		sec := io.NewSectionReader(body, off, size)
+		sum, err := md5Of(ctx, sec)
+		if err != nil {
+			return err
+		}
+		out, err := s.client.UploadPart(ctx, &s3.UploadPartInput{Bucket: bucket, Key: objKey, UploadId: up.UploadId,
+			PartNumber: aws.Int32(num), Body: sec, ContentLength: &size, ContentMD5: &sum})
+		if err != nil {
+			return err
+		}
+		done = append(done, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num)})
+	}
+	complete := &s3.CompleteMultipartUploadInput{Bucket: bucket, Key: objKey, UploadId: up.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: done}}
+	if !s.noIfNoneMatch.Load() {
+		complete.IfNoneMatch = aws.String("*")
+	}
+	_, err = s.client.CompleteMultipartUpload(ctx, complete)
+	if complete.IfNoneMatch != nil && isCode(err, "NotImplemented", 501) {
+		s.noIfNoneMatch.Store(true)
+		complete.IfNoneMatch = nil
+		_, err = s.client.CompleteMultipartUpload(ctx, complete)
+	}
+	return err
+}
+
+// md5Of is the base64 MD5 of sec (Content-MD5: required with Object Lock,
+// and integrity on every server), which it leaves rewound.
+func md5Of(ctx context.Context, sec *io.SectionReader) (string, error) {
+	h := md5.New()
+	if _, err := io.Copy(h, ctxReader{ctx, sec}); err != nil {
+		return "", err
+	}
+	if _, err := sec.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(h.Sum(nil)), nil
+}
+
+// spool returns r's content as something the SDK can read more than once
+// (to sign a request over plain HTTP, and to retry it), checking its length
+// against size (when size >= 0). A file of known size, such as the
+// repository's spooled snapshots, is read in place; anything else is copied
+// into memory (up to spoolInMemory) or a temp file, so that a reader that
+// fails part-way never starts an upload.
+func spool(ctx context.Context, r io.Reader, size int64) (body io.ReaderAt, n int64, cleanup func(), err error) {
 	cleanup = func() {}
+	if f, ok := r.(interface {
+		io.ReaderAt
+		io.Seeker
+	}); ok && size >= 0 {
+		start, err := f.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		end, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		if end-start != size {
+			return nil, 0, nil, fault.New(fault.Internal, "", "content was %d bytes, expected %d", end-start, size)
+		}
+		return io.NewSectionReader(f, start, size), size, cleanup, nil
+	}
 	var w io.Writer
 	var buf *bytes.Buffer
 	var f *os.File
@@ -244,7 +369,7 @@ func spool(ctx context.Context, r io.Reader, size int64) (body io.ReadSeeker, su
 		w = buf
 	} else {
 		if f, err = os.CreateTemp("", "lifeline-put-*"); err != nil {
-			return nil, nil, 0, nil, err
+			return nil, 0, nil, err
 		}
 		cleanup = func() { f.Close(); os.Remove(f.Name()) }
 		w = f
@@ -252,22 +377,18 @@ func spool(ctx context.Context, r io.Reader, size int64) (body io.ReadSeeker, su
 	if size >= 0 {
 		r = io.LimitReader(r, size+1) // one byte over is enough to tell
 	}
-	n, err = io.Copy(io.MultiWriter(w, h), ctxReader{ctx, r})
+	n, err = io.Copy(w, ctxReader{ctx, r})
 	if err == nil && size >= 0 && n != size {
 		err = fault.New(fault.Internal, "", "content was %d bytes, expected %d", n, size)
 	}
 	if err != nil {
 		cleanup()
-		return nil, nil, 0, nil, err
+		return nil, 0, nil, err
 	}
 	if buf != nil {
-		return bytes.NewReader(buf.Bytes()), h.Sum(nil), n, cleanup, nil
+		return bytes.NewReader(buf.Bytes()), n, cleanup, nil
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		cleanup()
-		return nil, nil, 0, nil, err
-	}
-	return f, h.Sum(nil), n, cleanup, nil
+	return f, n, cleanup, nil
 }
 
 func (s *S3) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {

@@ -40,11 +40,38 @@ func openS3(t *testing.T, rawURL string) blob.Store {
 	return s
 }
 
+// openS3Parts opens the store of rawURL with 5 MiB parts, so that objects
+// over 5 MiB are uploaded in parts.
+func openS3Parts(t *testing.T, rawURL string) *blob.S3 {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	s, err := blob.OpenS3(context.Background(), blob.S3Config{Bucket: u.Host, Prefix: strings.Trim(u.Path, "/"),
+		Endpoint: q.Get("endpoint"), Region: q.Get("region"), PathStyle: true, Lock: q.Get("lock"), PartSize: 5 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func TestS3Conformance(t *testing.T) {
 	t.Parallel()
 	endpoint := blobtest.S3Endpoint(t)
 	blobtest.Run(t, func(t *testing.T) blob.Store {
 		return openS3(t, blobtest.S3URL(endpoint, blobtest.LockBucket, "governance"))
+	})
+}
+
+// The suite again with 5 MiB parts: its large object (20 MiB) is uploaded
+// in parts, and must behave like any other.
+func TestS3ConformanceMultipart(t *testing.T) {
+	t.Parallel()
+	endpoint := blobtest.S3Endpoint(t)
+	blobtest.Run(t, func(t *testing.T) blob.Store {
+		return openS3Parts(t, blobtest.S3URL(endpoint, blobtest.LockBucket, "governance"))
 	})
 }
 
@@ -67,32 +94,82 @@ func TestS3WithoutLockRetention(t *testing.T) {
 }
 
 // The retention must be real Object Lock, enforced by the server even for a
-// client that goes around the store.
+// client that goes around the store, on an object uploaded whole as on one
+// uploaded in parts.
 func TestS3ObjectLockEnforcedByServer(t *testing.T) {
 	t.Parallel()
-	endpoint := blobtest.S3Endpoint(t)
-	rawURL := blobtest.S3URL(endpoint, blobtest.LockBucket, "governance")
-	s := openS3(t, rawURL).(*blob.S3)
-	ctx := context.Background()
-	until := time.Now().Add(time.Hour)
-	if err := s.Put(ctx, "locked", strings.NewReader("keep me"), 7, until); err != nil {
-		t.Fatal(err)
+	for _, size := range []int{7, 11 << 20} {
+		endpoint := blobtest.S3Endpoint(t)
+		rawURL := blobtest.S3URL(endpoint, blobtest.LockBucket, "governance")
+		s := openS3Parts(t, rawURL)
+		ctx := context.Background()
+		until := time.Now().Add(time.Hour)
+		data := bytes.Repeat([]byte("k"), size)
+		if err := s.Put(ctx, "locked", bytes.NewReader(data), int64(size), until); err != nil {
+			t.Fatal(err)
+		}
+		prefix := strings.TrimPrefix(strings.SplitN(rawURL, "?", 2)[0], "s3://"+blobtest.LockBucket+"/")
+		key := aws.String(prefix + "/locked")
+		h, err := s.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(blobtest.LockBucket), Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A multipart object's ETag ends in its number of parts.
+		if multipart := strings.HasSuffix(strings.Trim(aws.ToString(h.ETag), `"`), "-3"); multipart != (size > 5<<20) {
+			t.Errorf("%d bytes: ETag %s; want 3 parts exactly above 5 MiB", size, aws.ToString(h.ETag))
+		}
+		if h.ObjectLockMode != "GOVERNANCE" || h.ObjectLockRetainUntilDate == nil {
+			t.Fatalf("%d bytes: object lock mode %q until %v; want GOVERNANCE retention", size, h.ObjectLockMode, h.ObjectLockRetainUntilDate)
+		}
+		_, err = s.Client().DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(blobtest.LockBucket), Key: key, VersionId: h.VersionId})
+		if err == nil {
+			t.Fatalf("%d bytes: the server deleted an object under Object Lock retention", size)
+		}
+		if info, err := s.Stat(ctx, "locked"); err != nil || info.Size != int64(size) || !info.RetainUntil.After(time.Now()) {
+			t.Fatalf("%d bytes: locked object after a refused raw delete: %+v, %v", size, info, err)
+		}
 	}
-	prefix := strings.TrimPrefix(strings.SplitN(rawURL, "?", 2)[0], "s3://"+blobtest.LockBucket+"/")
-	key := aws.String(prefix + "/locked")
-	h, err := s.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(blobtest.LockBucket), Key: key})
+}
+
+// A multipart upload whose completion fails is aborted: no object, and no
+// parts left on the server.
+func TestS3FailedMultipartLeavesNothing(t *testing.T) {
+	t.Parallel()
+	target, _ := url.Parse(blobtest.S3Endpoint(t))
+	var completes atomic.Int64
+	forward := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Host = r.In.Host // the request was signed for the proxy's host
+	}}
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Query().Has("uploadId") {
+			completes.Add(1)
+			http.Error(w, "completion refused by the test", http.StatusServiceUnavailable)
+			return
+		}
+		forward.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	rawURL := blobtest.S3URL(proxy.URL, blobtest.PlainBucket, "")
+	s := openS3Parts(t, rawURL)
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("p"), 6<<20)
+	if err := s.Put(ctx, "parts", bytes.NewReader(data), int64(len(data)), time.Time{}); fault.CodeOf(err) != fault.Unavailable {
+		t.Fatalf("Put whose completion failed: %v, want unavailable", err)
+	}
+	if completes.Load() == 0 {
+		t.Fatal("the upload was never completed: not multipart")
+	}
+	if _, err := s.Stat(ctx, "parts"); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("Stat after the failed Put: %v, want ErrNotFound", err)
+	}
+	prefix := strings.TrimPrefix(strings.SplitN(rawURL, "?", 2)[0], "s3://"+blobtest.PlainBucket+"/")
+	ups, err := s.Client().ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(blobtest.PlainBucket), Prefix: aws.String(prefix + "/")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.ObjectLockMode != "GOVERNANCE" || h.ObjectLockRetainUntilDate == nil {
-		t.Fatalf("object lock mode %q until %v; want GOVERNANCE retention", h.ObjectLockMode, h.ObjectLockRetainUntilDate)
-	}
-	_, err = s.Client().DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(blobtest.LockBucket), Key: key, VersionId: h.VersionId})
-	if err == nil {
-		t.Fatal("the server deleted an object under Object Lock retention")
-	}
-	if _, err := s.Stat(ctx, "locked"); err != nil {
-		t.Fatalf("locked object after a refused raw delete: %v", err)
+	if len(ups.Uploads) > 0 {
+		t.Fatalf("%d multipart uploads left on the server after the failed Put", len(ups.Uploads))
 	}
 }
 

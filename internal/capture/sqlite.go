@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math"
@@ -458,21 +459,46 @@ func (s *sqliteSource) Backlog(ctx context.Context, cur Cursor) (int64, time.Tim
 // Snapshot reads every protected table in one read transaction. The cursor
 // is the last seq assigned as of that transaction's snapshot: every change
 // up to it is in the rows, every later one is in the log after it.
+//
+// Each table's query sorts its rows by tenant text, which no index gives, so
+// SQLite sorts the whole table, spilling to temp files. The product's
+// connections keep temp files in memory (productdb, for restores), which
+// here would hold the largest table in RAM; the snapshot reads on a
+// connection of its own with temp files on disk (in $TMPDIR), discarded
+// afterwards rather than returned to the pool with that setting.
 func (s *sqliteSource) Snapshot(ctx context.Context) (Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tx, err := s.begin(ctx)
+	conn, err := s.db.SQL().Conn(ctx)
 	if err != nil {
-		return nil, err
+		return nil, s.unavailable(err)
+	}
+	discard := func() {
+		conn.Raw(func(any) error { return driver.ErrBadConn })
+		conn.Close()
+	}
+	if _, err := conn.ExecContext(ctx, "PRAGMA temp_store = FILE"); err != nil {
+		discard()
+		return nil, s.unavailable(err)
+	}
+	tx, err := conn.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		discard()
+		return nil, s.unavailable(err)
+	}
+	end := func() error {
+		err := tx.Rollback()
+		discard()
+		return err
 	}
 	h, err := s.verify(ctx, tx)
 	if err != nil {
-		tx.Rollback()
+		end()
 		return nil, err
 	}
 	top, _, _, err := s.top(ctx, tx, waitRecord)
 	if err != nil {
-		tx.Rollback()
+		end()
 		return nil, err
 	}
 	return &snapshot{
@@ -480,7 +506,7 @@ func (s *sqliteSource) Snapshot(ctx context.Context) (Snapshot, error) {
 		tables: h.current(),
 		at:     s.opts.Now().UTC(),
 		conv:   sqliteValue,
-		done:   tx.Rollback,
+		done:   end,
 		open: func(ctx context.Context, t *change.Table) (chunker, error) {
 			rows, err := tx.QueryContext(ctx, sqliteSnapshotQuery(t))
 			if err != nil {

@@ -21,11 +21,10 @@ import (
 	"lifeline/internal/backup"
 	"lifeline/internal/blob"
 	"lifeline/internal/browsertest"
-	"lifeline/internal/capture"
+	"lifeline/internal/capture/capturetest"
 	"lifeline/internal/demo"
 	"lifeline/internal/productdb"
 	"lifeline/internal/state"
-	"lifeline/internal/tenant"
 )
 
 // TestBackupPageRefreshesLive serves the console's backup page over a real
@@ -39,25 +38,7 @@ func TestBackupPageRefreshesLive(t *testing.T) {
 	if err := demo.Generate(ctx, dir, demo.Options{Tenants: 5}); err != nil {
 		t.Fatal(err)
 	}
-	store, err := state.Open(ctx, "sqlite:state.db", dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	db, err := productdb.Open(ctx, "sqlite:tracker.db", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	layout, err := tenant.Protect(ctx, store, db, productdb.Spec{Product: "tracker", TenantColumn: "site_id", TenantsTable: "sites"}, "tester")
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := capture.Open(ctx, db, layout, capture.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close() })
+	_, store, src := capturetest.SQLite(t, dir, "sqlite:tracker.db", productdb.Spec{Product: "tracker", TenantColumn: "site_id", TenantsTable: "sites"})
 	files, err := blob.OpenFile(filepath.Join(dir, "backups"))
 	if err != nil {
 		t.Fatal(err)
