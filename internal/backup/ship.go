@@ -181,7 +181,18 @@ func (s *Shipper) ship(ctx context.Context, res *Shipped) error {
 			return err
 		}
 		if len(b.Changes) == 0 {
-			return s.refresh(ctx, res)
+			if !b.Behind {
+				return s.refresh(ctx, res)
+			}
+			// The read found changes whose transactions' end it could not
+			// record (an application held SQLite's write lock): they are
+			// still to come, and Ship must not report them shipped.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(behindRetry):
+			}
+			continue
 		}
 		if err := s.shipBatch(ctx, b, res); err != nil {
 			return err
@@ -193,6 +204,10 @@ func (s *Shipper) ship(ctx context.Context, res *Shipped) error {
 		}
 	}
 }
+
+// behindRetry is how long Ship waits before reading again after a read
+// that could not record where the newest transactions end.
+const behindRetry = 10 * time.Millisecond
 
 // caughtUp reports whether b holds every change committed before its read
 // began: it is short of max (a full batch may have stopped early) and left
