@@ -9,6 +9,7 @@ import (
 
 	"lifeline/internal/backup"
 	"lifeline/internal/blob"
+	"lifeline/internal/capture"
 	"lifeline/internal/capture/capturetest"
 	"lifeline/internal/productdb"
 )
@@ -36,15 +37,7 @@ func TestShipWaitsOutTheWriteLock(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, store, src := capturetest.SQLite(t, dir, "sqlite:product.db", productdb.Spec{Product: "p", TenantColumn: "site_id", TenantsTable: "sites"})
-	files, err := blob.OpenFile(filepath.Join(dir, "backups"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := backup.OpenRepo(ctx, &backup.Repo{Blobs: files, State: store})
-	if err != nil {
-		t.Fatal(err)
-	}
+	repo, src := protectedSQLite(t, dir, "p")
 	sh := &backup.Shipper{Repo: repo, Product: "p", Source: src}
 	if _, err := sh.Ship(ctx); err != nil { // the first snapshot
 		t.Fatal(err)
@@ -89,4 +82,21 @@ func TestShipWaitsOutTheWriteLock(t *testing.T) {
 	if st.Backlog != 0 {
 		t.Fatalf("status after Ship: %d changes waiting, want none", st.Backlog)
 	}
+}
+
+// protectedSQLite protects dir/product.db (with sites as its tenants
+// table, keyed by site_id) as product, and opens its capture source and a
+// repository in dir/backups.
+func protectedSQLite(t *testing.T, dir, product string) (*backup.Repo, capture.Source) {
+	t.Helper()
+	_, store, src := capturetest.SQLite(t, dir, "sqlite:product.db", productdb.Spec{Product: product, TenantColumn: "site_id", TenantsTable: "sites"})
+	files, err := blob.OpenFile(filepath.Join(dir, "backups"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := backup.OpenRepo(context.Background(), &backup.Repo{Blobs: files, State: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repo, src
 }

@@ -14,9 +14,6 @@ import (
 	"time"
 
 	"lifeline/internal/backup"
-	"lifeline/internal/blob"
-	"lifeline/internal/capture/capturetest"
-	"lifeline/internal/productdb"
 )
 
 // TestSnapshotMemoryIsBounded snapshots a real SQLite product of 384 MiB
@@ -59,15 +56,7 @@ func TestSnapshotMemoryIsBounded(t *testing.T) {
 		}
 	}
 	gen.Close()
-	_, store, src := capturetest.SQLite(t, dir, "sqlite:product.db", productdb.Spec{Product: "big", TenantColumn: "site_id", TenantsTable: "sites"})
-	files, err := blob.OpenFile(filepath.Join(dir, "backups"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := backup.OpenRepo(ctx, &backup.Repo{Blobs: files, State: store})
-	if err != nil {
-		t.Fatal(err)
-	}
+	repo, src := protectedSQLite(t, dir, "big")
 
 	runtime.GC()
 	baseHeap, baseRSS := heapObjects(), resident()
