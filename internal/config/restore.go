@@ -4,11 +4,11 @@ import "time"
 
 // Restore paces in-place restores into SQLite products, which have one
 // write lock: the restore's write transactions last about Transaction,
-// with a pause of up to Pause between two, which ends once the
-// application's writers have taken the lock. Zero takes the defaults (docs/restore.md, Batches).
+// with Pause between two, during which the application's writers take the
+// lock. Zero takes the defaults (docs/restore.md, Batches).
 type Restore struct {
 	SQLiteTransaction Duration `yaml:"sqlite_transaction"` // default 20ms
-	SQLitePause       Duration `yaml:"sqlite_pause"`       // default 25ms: the longest pause
+	SQLitePause       Duration `yaml:"sqlite_pause"`       // default 10ms
 }
 
 // Restore defaults and bounds. A transaction is kept well under the busy
@@ -17,7 +17,7 @@ type Restore struct {
 // restore down.
 const (
 	DefaultSQLiteTransaction = 20 * time.Millisecond
-	DefaultSQLitePause       = 25 * time.Millisecond
+	DefaultSQLitePause       = 10 * time.Millisecond
 	maxSQLiteTransaction     = time.Second
 	maxSQLitePause           = 5 * time.Second
 )
@@ -40,7 +40,7 @@ func (r *Restore) validate() error {
 		{"restore.sqlite_transaction", r.SQLiteTransaction.D(), maxSQLiteTransaction,
 			"give a duration up to 1s, such as 20ms: the application's writers wait for SQLite's write lock that long"},
 		{"restore.sqlite_pause", r.SQLitePause.D(), maxSQLitePause,
-			"give a duration up to 5s, such as 25ms: the longest pause, in which the application's writers get the write lock"},
+			"give a duration up to 5s, such as 10ms: the application's writers get the write lock meanwhile"},
 	} {
 		if k.v > k.limit { // ParseDuration refuses negative ones
 			return bad(k.key, k.v.String(), k.fix)

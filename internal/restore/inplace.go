@@ -250,9 +250,7 @@ func (s *Service) stageAll(ctx context.Context, pl *plan, op *state.Operation) e
 			if err := p.DB.ClearStaging(ctx, rts, op.ID, ""); err != nil {
 				return err
 			}
-			g := s.newStager(ctx, p.DB, op.ID)
-			defer g.done()
-			stagers[p.Name] = g
+			stagers[p.Name] = s.newStager(p.DB, op.ID)
 		}
 	}
 	var budget atomic.Int64 // bytes held for direct swaps
@@ -395,15 +393,15 @@ func batchBytes(b productdb.Batch) int64 {
 // rebuilt, into staging transactions: many small tenants share one
 // transaction and one commit. Writes are serialised: SQLite has one writer,
 // and on PostgreSQL staging is a small share of the time. On SQLite a
-// transaction is sized to last about TxBudget and followed by a pause, as
+// transaction is sized to last about TxBudget and followed by Pause, as
 // the swaps are (see applyPaced); elsewhere it takes ChunkRows rows.
 type stager struct {
 	db      *productdb.DB
 	op      string
 	chunk   int
-	pace    *pacer // SQLite
-	done    func() // gives the pacer's connection back
+	paced   bool
 	budget  time.Duration
+	pause   time.Duration
 	mu      sync.Mutex
 	pending []productdb.Batch
 	rows    int
@@ -411,11 +409,10 @@ type stager struct {
 	limit   int // rows per transaction
 }
 
-func (s *Service) newStager(ctx context.Context, db *productdb.DB, opID string) *stager {
-	g := &stager{db: db, op: opID, chunk: s.chunkRows(), limit: s.chunkRows(), done: func() {}}
+func (s *Service) newStager(db *productdb.DB, opID string) *stager {
+	g := &stager{db: db, op: opID, chunk: s.chunkRows(), limit: s.chunkRows()}
 	if db.Engine() == productdb.SQLite {
-		g.pace, g.done = s.pacer(ctx, db)
-		g.budget, g.limit = s.txBudget(), min(g.chunk, 100)
+		g.paced, g.budget, g.pause, g.limit = true, s.txBudget(), s.pause(), min(g.chunk, 100)
 	}
 	return g
 }
@@ -449,10 +446,10 @@ func (g *stager) write(ctx context.Context) error {
 	}
 	t0 := time.Now()
 	err := g.db.StageRows(ctx, g.op, g.pending)
-	if g.pace != nil {
+	if g.paced {
 		per := time.Since(t0) / time.Duration(max(1, g.rows))
 		g.limit = max(1, min(g.chunk, int(g.budget/max(per, time.Microsecond))))
-		g.pace.pause()
+		time.Sleep(g.pause)
 	}
 	g.pending, g.rows, g.size = nil, 0, 0
 	return err
@@ -570,8 +567,6 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 // from the last one's time per tenant to last about TxBudget (starting
 // with one tenant), with Pause between two.
 func (s *Service) applyPaced(ctx context.Context, steps []*step, apply func([]*step)) {
-	pace, done := s.pacer(ctx, steps[0].product.DB)
-	defer done()
 	n := 1
 	for len(steps) > 0 && ctx.Err() == nil {
 		b := steps[:min(n, len(steps))]
@@ -581,7 +576,7 @@ func (s *Service) applyPaced(ctx context.Context, steps []*step, apply func([]*s
 		per := time.Since(t0) / time.Duration(len(b))
 		n = max(1, min(s.batchTenants(), int(s.txBudget()/max(per, time.Microsecond))))
 		if len(steps) > 0 {
-			pace.pause()
+			time.Sleep(s.pause())
 		}
 	}
 }

@@ -55,10 +55,11 @@ type Service struct {
 	// that; negative stages every tenant.
 	DirectRows int
 	// TxBudget is about how long one SQLite write transaction of the
-	// restore lasts (default 20ms), and Pause the longest pause between
-	// two (default 25ms), in which the application's writers, waiting for
-	// SQLite's one write lock, get it; a pause ends once they have written
-	// (see pacer).
+	// restore lasts (default 20ms), and Pause the time left between two
+	// (default 10ms): meanwhile the application's writers, waiting for
+	// SQLite's one write lock, get it. SQLite's busy handler polls every
+	// 1-25ms, so a writer may miss a pause and wait for the next one; a
+	// longer Pause bounds their wait more tightly and slows the restore.
 	TxBudget, Pause time.Duration
 	// Progress, if set, is called as work advances (from several
 	// goroutines, never at once).
@@ -99,7 +100,7 @@ func (s *Service) pause() time.Duration {
 	if s.Pause > 0 {
 		return s.Pause
 	}
-	return 25 * time.Millisecond
+	return 10 * time.Millisecond
 }
 
 func (s *Service) txBudget() time.Duration {
