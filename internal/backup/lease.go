@@ -158,3 +158,45 @@ func (f *fence) check(ctx context.Context, r *Repo, tx *sql.Tx) error {
 	}
 	return nil
 }
+
+// keepLease renews the product's lease every third of its TTL while a
+// long step runs between two claims: the first snapshot of a large
+// product takes minutes to build and upload, and a standby process would
+// otherwise take the lapsed lease over and ship the same positions, only
+// for one of the two snapshots to be thrown away. When a renewal finds the
+// lease taken, ctx is cancelled. kept, called when the step is over (on
+// the caller's goroutine), stops the renewals and returns the fault (a
+// fault.Conflict wrapping ErrLeased) if the lease was lost, nil otherwise.
+func (s *Shipper) keepLease(ctx context.Context) (_ context.Context, kept func() error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(s.leaseTTL() / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			renewed, err := s.Repo.claimLease(ctx, s.Product, s.owner(), s.leaseTTL())
+			if fault.CodeOf(err) == fault.Conflict || err == nil && !renewed {
+				cancel(fault.Wrap(ErrLeased, fault.Conflict, "nothing to do: the process that took the lease over ships the product",
+					"%s: %s lost the shipping lease while it built a snapshot; the snapshot is left out", s.Product, s.owner()))
+				return
+			}
+			// Another error (the state store unreachable): the lease may
+			// lapse; the fenced record of the snapshot tells.
+		}
+	}()
+	return ctx, func() error {
+		cancel(nil)
+		<-done
+		if err := context.Cause(ctx); errors.Is(err, ErrLeased) {
+			s.held, s.ready = false, false
+			return err
+		}
+		return nil
+	}
+}

@@ -23,7 +23,7 @@ import (
 // snapshot, a refresh waits while the catalog ends with a snapshot; the
 // request stays in the database until a snapshot is recorded, so a
 // refresh cut short is retried.
-func (s *Shipper) refresh(ctx context.Context, res *Shipped) error {
+func (s *Shipper) refresh(ctx context.Context, res *Shipped) (err error) {
 	rs, ok := s.Source.(capture.Refresher)
 	if !ok {
 		return nil
@@ -41,6 +41,12 @@ func (s *Shipper) refresh(ctx context.Context, res *Shipped) error {
 			return nil // wait for a change past it
 		}
 	}
+	ctx, kept := s.keepLease(ctx)
+	defer func() {
+		if lost := kept(); lost != nil {
+			err = lost
+		}
+	}()
 	snap, err := s.Source.Snapshot(ctx)
 	if err != nil {
 		return err

@@ -339,7 +339,13 @@ func (s *Shipper) fence() *fence {
 
 // snapshot writes the first full image of the product, consistent with the
 // position the change stream continues from.
-func (s *Shipper) snapshot(ctx context.Context) (Object, error) {
+func (s *Shipper) snapshot(ctx context.Context) (_ Object, err error) {
+	ctx, kept := s.keepLease(ctx)
+	defer func() {
+		if lost := kept(); lost != nil {
+			err = lost
+		}
+	}()
 	snap, err := s.Source.Snapshot(ctx)
 	if err != nil {
 		return Object{}, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -40,6 +41,9 @@ type fakeSource struct {
 	// afterRead, when set, runs after every Read: an application that
 	// commits between any two reads.
 	afterRead func()
+	// duringSnapshot, when set, runs as a snapshot's rows are read: a
+	// snapshot that takes long.
+	duringSnapshot func()
 }
 
 var docs = change.Table{Name: "docs", Columns: []change.Column{{Name: "id", Type: "INTEGER"}, {Name: "site", Type: "TEXT"}, {Name: "body", Type: "TEXT"}},
@@ -135,7 +139,7 @@ func (f *fakeSource) Snapshot(context.Context) (capture.Snapshot, error) {
 		rows = append(rows, change.Change{Pos: f.base, Tenant: string(r[1].Bytes), Table: "docs", Op: change.Snapshot, Row: r})
 	}
 	// Deliberately unsorted within tenants' groups: the shipper sorts.
-	return &fakeSnap{cur: capture.Cursor{Pos: f.base, Src: f.base}, rows: groupByTenant(rows), shape: f.shape}, nil
+	return &fakeSnap{cur: capture.Cursor{Pos: f.base, Src: f.base}, rows: groupByTenant(rows), shape: f.shape, during: f.duringSnapshot}, nil
 }
 
 func groupByTenant(rows []change.Change) []change.Change {
@@ -176,14 +180,18 @@ func (f *fakeSource) Backlog(_ context.Context, cur capture.Cursor) (int64, time
 func (f *fakeSource) Close() error { return nil }
 
 type fakeSnap struct {
-	cur   capture.Cursor
-	rows  []change.Change
-	shape change.Table
+	cur    capture.Cursor
+	rows   []change.Change
+	shape  change.Table
+	during func()
 }
 
 func (s *fakeSnap) Cursor() capture.Cursor { return s.cur }
 func (s *fakeSnap) Tables() []change.Table { return []change.Table{s.shape} }
 func (s *fakeSnap) Rows(_ context.Context, fn func(*change.Change) error) error {
+	if s.during != nil {
+		s.during()
+	}
 	for i := range s.rows {
 		if err := fn(&s.rows[i]); err != nil {
 			return err
@@ -296,6 +304,30 @@ func TestShipReturnsUnderSteadyWrites(t *testing.T) {
 	}
 	if res.Cursor.Pos < 7 {
 		t.Fatalf("Ship stopped at %d, before the 5 changes pending when it began (up to 7)", res.Cursor.Pos)
+	}
+}
+
+// A snapshot that takes longer than the lease lasts keeps the lease: a
+// standby process must not take it over and ship the same positions.
+func TestSnapshotKeepsTheLease(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.src.write("acme", 2)
+	ttl := 300 * time.Millisecond
+	b.ship.LeaseTTL = ttl
+	standby := &Shipper{Repo: b.repo, Product: "tracker", Source: b.src, Owner: "standby", LeaseTTL: ttl}
+	var standbyErr error
+	b.src.duringSnapshot = func() {
+		b.src.duringSnapshot = nil
+		time.Sleep(4 * ttl)
+		_, standbyErr = standby.Ship(ctx)
+	}
+	res := b.mustShip(t)
+	if res.Snapshot == nil {
+		t.Fatalf("the first Ship took no snapshot: %+v", res)
+	}
+	if !errors.Is(standbyErr, ErrLeased) {
+		t.Fatalf("a standby shipping while the first snapshot was built (longer than the lease lasts) got %v; want ErrLeased, the lease kept by the builder", standbyErr)
 	}
 }
 
