@@ -214,16 +214,11 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, retai
 		ContentMD5:    &sum,
 	}
 	in.Metadata, in.ObjectLockMode, in.ObjectLockRetainUntilDate = s.retention(retainUntil)
-	if !s.noIfNoneMatch.Load() {
-		in.IfNoneMatch = aws.String("*")
-	}
-	_, err = s.client.PutObject(ctx, in)
-	if in.IfNoneMatch != nil && isCode(err, "NotImplemented", 501) {
-		s.noIfNoneMatch.Store(true)
-		in.Body, in.IfNoneMatch = io.NewSectionReader(body, 0, n), nil
-		_, err = s.client.PutObject(ctx, in)
-	}
-	return s.putErr(err, key)
+	return s.putErr(s.noOverwrite(func(ifNoneMatch *string) error {
+		in.Body, in.IfNoneMatch = io.NewSectionReader(body, 0, n), ifNoneMatch
+		_, err := s.client.PutObject(ctx, in)
+		return err
+	}), key)
 }
 
 // putErr turns the error of a PutObject or CompleteMultipartUpload into the
@@ -311,14 +306,26 @@ func (s *S3) putParts(ctx context.Context, key string, body io.ReaderAt, n int64
 	}
 	complete := &s3.CompleteMultipartUploadInput{Bucket: bucket, Key: objKey, UploadId: up.UploadId,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: done}}
-	if !s.noIfNoneMatch.Load() {
-		complete.IfNoneMatch = aws.String("*")
+	return s.noOverwrite(func(ifNoneMatch *string) error {
+		complete.IfNoneMatch = ifNoneMatch
+		_, err := s.client.CompleteMultipartUpload(ctx, complete)
+		return err
+	})
+}
+
+// noOverwrite runs a write that creates an object (PutObject, or the
+// completion of a multipart upload) with the If-None-Match: * guard,
+// unless the server has said it does not support it; a server that answers
+// NotImplemented gets the write once more without it, and from then on
+// every write goes without.
+func (s *S3) noOverwrite(write func(ifNoneMatch *string) error) error {
+	if s.noIfNoneMatch.Load() {
+		return write(nil)
 	}
-	_, err = s.client.CompleteMultipartUpload(ctx, complete)
-	if complete.IfNoneMatch != nil && isCode(err, "NotImplemented", 501) {
+	err := write(aws.String("*"))
+	if isCode(err, "NotImplemented", 501) {
 		s.noIfNoneMatch.Store(true)
-		complete.IfNoneMatch = nil
-		_, err = s.client.CompleteMultipartUpload(ctx, complete)
+		err = write(nil)
 	}
 	return err
 }
