@@ -164,10 +164,10 @@ func (f *fence) check(ctx context.Context, r *Repo, tx *sql.Tx) error {
 // product takes minutes to build and upload, and a standby process would
 // otherwise take the lapsed lease over and ship the same positions, only
 // for one of the two snapshots to be thrown away. When a renewal finds the
-// lease taken, ctx is cancelled. kept, called when the step is over (on
-// the caller's goroutine), stops the renewals and returns the fault (a
-// fault.Conflict wrapping ErrLeased) if the lease was lost, nil otherwise.
-func (s *Shipper) keepLease(ctx context.Context) (_ context.Context, kept func() error) {
+// lease taken, ctx is cancelled. kept, deferred by the step (on the
+// caller's goroutine), stops the renewals and, if the lease was lost, sets
+// *err to the fault (a fault.Conflict wrapping ErrLeased).
+func (s *Shipper) keepLease(ctx context.Context) (_ context.Context, kept func(err *error)) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -190,13 +190,12 @@ func (s *Shipper) keepLease(ctx context.Context) (_ context.Context, kept func()
 			// lapse; the fenced record of the snapshot tells.
 		}
 	}()
-	return ctx, func() error {
+	return ctx, func(err *error) {
 		cancel(nil)
 		<-done
-		if err := context.Cause(ctx); errors.Is(err, ErrLeased) {
+		if lost := context.Cause(ctx); errors.Is(lost, ErrLeased) {
 			s.held, s.ready = false, false
-			return err
+			*err = lost
 		}
-		return nil
 	}
 }

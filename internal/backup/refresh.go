@@ -42,11 +42,7 @@ func (s *Shipper) refresh(ctx context.Context, res *Shipped) (err error) {
 		}
 	}
 	ctx, kept := s.keepLease(ctx)
-	defer func() {
-		if lost := kept(); lost != nil {
-			err = lost
-		}
-	}()
+	defer kept(&err)
 	snap, err := s.Source.Snapshot(ctx)
 	if err != nil {
 		return err

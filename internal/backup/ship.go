@@ -341,11 +341,7 @@ func (s *Shipper) fence() *fence {
 // position the change stream continues from.
 func (s *Shipper) snapshot(ctx context.Context) (_ Object, err error) {
 	ctx, kept := s.keepLease(ctx)
-	defer func() {
-		if lost := kept(); lost != nil {
-			err = lost
-		}
-	}()
+	defer kept(&err)
 	snap, err := s.Source.Snapshot(ctx)
 	if err != nil {
 		return Object{}, err
