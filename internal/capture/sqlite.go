@@ -3,7 +3,6 @@ package capture
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math"
@@ -464,31 +463,23 @@ func (s *sqliteSource) Backlog(ctx context.Context, cur Cursor) (int64, time.Tim
 // SQLite sorts the whole table, spilling to temp files. The product's
 // connections keep temp files in memory (productdb, for restores), which
 // here would hold the largest table in RAM; the snapshot reads on a
-// connection of its own with temp files on disk (in $TMPDIR), discarded
-// afterwards rather than returned to the pool with that setting.
+// connection of its own with temp files on disk (in $TMPDIR), given back
+// with the setting as it was (productdb.ConnWith).
 func (s *sqliteSource) Snapshot(ctx context.Context) (Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	conn, err := s.db.SQL().Conn(ctx)
+	conn, release, err := s.db.ConnWith(ctx, "temp_store", "FILE")
 	if err != nil {
-		return nil, s.unavailable(err)
-	}
-	discard := func() {
-		conn.Raw(func(any) error { return driver.ErrBadConn })
-		conn.Close()
-	}
-	if _, err := conn.ExecContext(ctx, "PRAGMA temp_store = FILE"); err != nil {
-		discard()
-		return nil, s.unavailable(err)
+		return nil, err
 	}
 	tx, err := conn.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		discard()
+		release()
 		return nil, s.unavailable(err)
 	}
 	end := func() error {
 		err := tx.Rollback()
-		discard()
+		release()
 		return err
 	}
 	h, err := s.verify(ctx, tx)

@@ -192,9 +192,18 @@ func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]
 // the write-ahead log, and an fsync under the write lock no longer holds up
 // the application's writers (about 1.6 ms each here, up to 50 ms on a busy
 // disk). Commits that must be durable are made so by SyncLog, after the
-// lock is given back. release gives the connection back with its setting as
-// it was. PostgreSQL connections are returned as they are.
+// lock is given back.
 func (db *DB) lazyConn(ctx context.Context) (conn *sql.Conn, release func(), err error) {
+	return db.ConnWith(ctx, "synchronous", "NORMAL")
+}
+
+// ConnWith is a connection of its own with one SQLite setting changed for
+// its holder (PRAGMA name = value; name and value are Lifeline's, never
+// user input). release gives it back to the pool with the setting as it
+// was; one that cannot be reset is closed for good, as a connection left
+// changed would change the work of whoever the pool gives it to next.
+// PostgreSQL connections are returned as they are.
+func (db *DB) ConnWith(ctx context.Context, name, value string) (conn *sql.Conn, release func(), err error) {
 	conn, err = db.db.Conn(ctx)
 	if err != nil {
 		return nil, nil, db.unavailable(err)
@@ -202,19 +211,17 @@ func (db *DB) lazyConn(ctx context.Context) (conn *sql.Conn, release func(), err
 	if db.d.engine() != SQLite {
 		return conn, func() { conn.Close() }, nil
 	}
-	var sync int
-	if err := conn.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
+	var was string
+	if err := conn.QueryRowContext(ctx, "PRAGMA "+name).Scan(&was); err != nil {
 		conn.Close()
 		return nil, nil, db.unavailable(err)
 	}
-	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+	if _, err := conn.ExecContext(ctx, "PRAGMA "+name+" = "+value); err != nil {
 		conn.Close()
 		return nil, nil, db.unavailable(err)
 	}
 	return conn, func() {
-		// A connection left lazy would make later commits through the pool
-		// lazy too: one that cannot be reset is closed, not reused.
-		if _, err := conn.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf("PRAGMA synchronous = %d", sync)); err != nil {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA "+name+" = "+was); err != nil {
 			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 		}
 		conn.Close()
