@@ -30,7 +30,7 @@ import (
 // needs; Prune removes them once they are older. The snapshot is recorded
 // only while the shipper holds the product's lease (fence).
 func (s *Shipper) Compact(ctx context.Context, minSegments int) (*Object, error) {
-	r, product := s.Repo, s.Product
+	r, product, f := s.Repo, s.Product, s.fence()
 	cur, ok, err := r.Cursor(ctx, product)
 	if err != nil || !ok {
 		return nil, err
@@ -85,7 +85,7 @@ func (s *Shipper) Compact(ctx context.Context, minSegments int) (*Object, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.put(ctx, key, body, sum, s.fence()); err != nil {
+	if err := r.put(ctx, key, body, sum, f); err != nil {
 		return nil, err
 	}
 	o := objectOf(key, sum.Header, sum.Size, sum.PlainBytes, sum.Records, len(sum.Tenants))
@@ -205,7 +205,7 @@ func (r *Repo) pinned(ctx context.Context) (map[string]bool, error) {
 // the catalog no longer holds (which Sweep deletes, or a rescan adopts and
 // a later prune drops again), never a catalogued object that is missing.
 func (s *Shipper) Prune(ctx context.Context, window time.Duration) (deleted []string, err error) {
-	r := s.Repo
+	r, f := s.Repo, s.fence()
 	objs, err := r.Objects(ctx, s.Product)
 	if err != nil {
 		return nil, err
@@ -245,7 +245,7 @@ func (s *Shipper) Prune(ctx context.Context, window time.Duration) (deleted []st
 	if len(drop) == 0 {
 		return nil, nil
 	}
-	err = r.change(ctx, s.fence(), func(tx *sql.Tx) error {
+	err = r.change(ctx, f, func(tx *sql.Tx) error {
 		for _, key := range drop {
 			if _, err := tx.ExecContext(ctx, r.State.Rebind(`DELETE FROM backup_objects WHERE key = ?`), key); err != nil {
 				return err

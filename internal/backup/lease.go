@@ -29,52 +29,54 @@ type Lease struct {
 // renewed is true when owner was still the lease's owner: no other process
 // claimed it since owner last did (every claim writes its owner), so
 // whatever owner knows of the repository is current. Otherwise the lease
-// was taken, and another process may have shipped in between.
-func (r *Repo) claimLease(ctx context.Context, product, owner string, ttl time.Duration) (renewed bool, err error) {
+// was taken, and another process may have shipped in between. epoch is the
+// lease's count of changes of hands, the same for as long as owner keeps
+// renewing it; fences carry it (fence.check).
+func (r *Repo) claimLease(ctx context.Context, product, owner string, ttl time.Duration) (epoch int64, renewed bool, err error) {
 	db, now := r.State.DB(), r.Now()
 	until := micros(now.Add(ttl))
 	// Renewing is one statement; the row is created on the first claim.
-	update := func(cond string, args ...any) (bool, error) {
-		res, err := db.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET owner = ?, lease_until = ? WHERE product = ? AND `+cond),
-			append([]any{owner, until, product}, args...)...)
-		if err != nil {
-			return false, fmt.Errorf("backup lease: %w", err)
+	// Taking the lease over counts one more epoch.
+	update := func(set, cond string, args ...any) (int64, bool, error) {
+		var epoch int64
+		err := db.QueryRowContext(ctx, r.State.Rebind(`UPDATE backup_leases SET owner = ?, lease_until = ?`+set+` WHERE product = ? AND `+cond+` RETURNING epoch`),
+			append([]any{owner, until, product}, args...)...).Scan(&epoch)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, false, nil
 		}
-		n, _ := res.RowsAffected()
-		return n == 1, nil
+		if err != nil {
+			return 0, false, fmt.Errorf("backup lease: %w", err)
+		}
+		return epoch, true, nil
 	}
-	if ok, err := update("owner = ?", owner); err != nil || ok {
-		return ok, err
+	const takeOver = ", epoch = epoch + 1"
+	if epoch, ok, err := update("", "owner = ?", owner); err != nil || ok {
+		return epoch, ok, err
 	}
-	if ok, err := update("lease_until <= ?", micros(now)); err != nil || ok {
-		return false, err
+	if epoch, ok, err := update(takeOver, "lease_until <= ?", micros(now)); err != nil || ok {
+		return epoch, false, err
 	}
-	res, err := db.ExecContext(ctx, r.State.Rebind(`INSERT INTO backup_leases (product, owner, lease_until) VALUES (?, ?, ?)
+	res, err := db.ExecContext(ctx, r.State.Rebind(`INSERT INTO backup_leases (product, owner, lease_until, epoch) VALUES (?, ?, ?, 1)
 		ON CONFLICT (product) DO NOTHING`), product, owner, until)
 	if err != nil {
-		return false, fmt.Errorf("backup lease: %w", err)
+		return 0, false, fmt.Errorf("backup lease: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
-		return false, nil
+		return 1, false, nil
 	}
 	held, err := r.Lease(ctx, product)
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
 	if tenant.OwnerGone(held.Owner) {
-		res, err := db.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET owner = ?, lease_until = ?
-			WHERE product = ? AND owner = ? AND lease_until = ?`), owner, until, product, held.Owner, micros(held.Until))
-		if err != nil {
-			return false, fmt.Errorf("backup lease: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			return false, nil
+		if epoch, ok, err := update(takeOver, "owner = ? AND lease_until = ?", held.Owner, micros(held.Until)); err != nil || ok {
+			return epoch, false, err
 		}
 		if held, err = r.Lease(ctx, product); err != nil {
-			return false, err
+			return 0, false, err
 		}
 	}
-	return false, fault.New(fault.Conflict, "nothing to do: that process ships it; stop it first to ship from here",
+	return 0, false, fault.New(fault.Conflict, "nothing to do: that process ships it; stop it first to ship from here",
 		"%s is shipped by %s (lease until %s)", product, held.Owner, held.Until.Format(time.RFC3339))
 }
 
@@ -109,7 +111,11 @@ func (r *Repo) Lease(ctx context.Context, product string) (Lease, error) {
 // pass makes (Shipper.fence).
 type fence struct {
 	product, owner string
-	ttl            time.Duration
+	// epoch is the lease's epoch when the fence was made, before whatever
+	// the write is based on was read: a holder that lost the lease and
+	// took it back since holds a later one.
+	epoch int64
+	ttl   time.Duration
 	// upload is set for a shipper's upload, which must continue the
 	// catalog: top is the catalog's last position it continues (-1: the
 	// catalog must be empty). Maintenance changes nothing past the
@@ -124,16 +130,17 @@ type fence struct {
 var errCatalogMoved = errors.New("the catalog moved on")
 
 // check renews the fence's lease inside tx and fails with a fault.Conflict
-// wrapping ErrLeased when its owner no longer holds it: another process
-// claimed the lease since, and may have shipped the same positions or
-// maintained the repository from its own reading of the catalog. The
+// wrapping ErrLeased when its owner no longer holds it, or holds it again
+// after losing it (a later epoch): another process claimed the lease since,
+// and may have shipped the same positions or maintained the repository from
+// its own reading of the catalog. The
 // update also locks the lease row until tx ends, so a concurrent claim
 // waits for tx and then finds the lease renewed. For an upload it fails
 // wrapping errCatalogMoved when the catalog no longer ends at f.top.
 func (f *fence) check(ctx context.Context, r *Repo, tx *sql.Tx) error {
 	now := r.Now()
-	res, err := tx.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET lease_until = ? WHERE product = ? AND owner = ?`),
-		micros(now.Add(f.ttl)), f.product, f.owner)
+	res, err := tx.ExecContext(ctx, r.State.Rebind(`UPDATE backup_leases SET lease_until = ? WHERE product = ? AND owner = ? AND epoch = ?`),
+		micros(now.Add(f.ttl)), f.product, f.owner, f.epoch)
 	if err != nil {
 		return fmt.Errorf("backup lease: %w", err)
 	}
@@ -180,7 +187,7 @@ func (s *Shipper) keepLease(ctx context.Context) (_ context.Context, kept func(e
 				return
 			case <-tick.C:
 			}
-			renewed, err := s.Repo.claimLease(ctx, s.Product, s.owner(), s.leaseTTL())
+			_, renewed, err := s.Repo.claimLease(ctx, s.Product, s.owner(), s.leaseTTL())
 			if fault.CodeOf(err) == fault.Conflict || err == nil && !renewed {
 				cancel(fault.Wrap(ErrLeased, fault.Conflict, "nothing to do: the process that took the lease over ships the product",
 					"%s: %s lost the shipping lease while it built a snapshot; the snapshot is left out", s.Product, s.owner()))

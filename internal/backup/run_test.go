@@ -297,6 +297,48 @@ func TestSlowMaintenanceDoesNotHoldUpShipping(t *testing.T) {
 	})
 }
 
+// A maintenance pass that read the catalog, then lost the lease, cannot
+// commit what it decided even when its process has taken the lease back
+// since: the holder in between may have changed the catalog. The lease's
+// epoch tells the two holdings apart, where the owner alone does not.
+func TestMaintenanceAcrossALeaseLostAndRegainedIsRefused(t *testing.T) {
+	t.Parallel()
+	stateStores(t, func(t *testing.T, b *bundle) {
+		clock, reads := holdersMaintenance(t, b)
+		unheld := &Repo{Blobs: reads.Store, State: b.repo.State, Now: b.repo.Now}
+		other := &Shipper{Repo: unheld, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: "host-b:2", LeaseTTL: time.Minute}
+		// The same process's shipping loop, claiming the lease back.
+		again := &Shipper{Repo: unheld, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: b.ship.Owner, LeaseTTL: time.Minute}
+		pass := make(chan error, 1)
+		go func() {
+			_, _, err := b.ship.Maintain(ctx)
+			pass <- err
+		}()
+		eventually(t, "the pass reads an object", func() bool { return reads.held.Load() > 0 })
+		clock.Add(int64(2 * time.Minute))
+		b.src.write("zed", 2)
+		if _, err := other.Ship(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := other.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := again.Ship(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if l, err := b.repo.Lease(ctx, "tracker"); err != nil || l.Owner != b.ship.Owner {
+			t.Fatalf("the lease is %+v (%v); want it back with %s", l, err, b.ship.Owner)
+		}
+		close(reads.open)
+		if err := <-pass; !errors.Is(err, ErrLeased) || fault.CodeOf(err) != fault.Conflict {
+			t.Fatalf("the pass begun before the lease changed hands returned %v; want the lease-lost conflict", err)
+		}
+		if _, problems, err := b.repo.Verify(ctx, "tracker"); err != nil || len(problems) != 0 {
+			t.Fatalf("verify: %v %v", problems, err)
+		}
+	})
+}
+
 // A maintenance pass stops when its shipper finds the lease lost: another
 // process took over and maintains the product now.
 func TestMaintenanceStopsWhenTheLeaseIsLost(t *testing.T) {

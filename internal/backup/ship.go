@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"lifeline/internal/backup/format"
@@ -56,6 +57,9 @@ type Shipper struct {
 	ready   bool
 	held    bool      // this shipper held the lease at its last claim
 	claimed time.Time // when
+	// epoch is the lease's epoch at the last claim. Atomic: maintenance
+	// passes make their fences beside the shipping loop's claims.
+	epoch atomic.Int64
 }
 
 // ErrLeased is wrapped by the fault.Conflict a round returns when another
@@ -80,7 +84,7 @@ func (s *Shipper) leaseTTL() time.Duration {
 // meantime (even if it is back now) forgets its cursor: another holder may
 // have moved the repository on.
 func (s *Shipper) claim(ctx context.Context) error {
-	renewed, err := s.Repo.claimLease(ctx, s.Product, s.owner(), s.leaseTTL())
+	epoch, renewed, err := s.Repo.claimLease(ctx, s.Product, s.owner(), s.leaseTTL())
 	if err != nil {
 		s.held, s.ready = false, false
 		if fault.CodeOf(err) == fault.Conflict {
@@ -89,6 +93,7 @@ func (s *Shipper) claim(ctx context.Context) error {
 		return err
 	}
 	s.claimed = time.Now()
+	s.epoch.Store(epoch)
 	if !renewed {
 		s.held = false
 	}
@@ -331,10 +336,12 @@ func (s *Shipper) put(ctx context.Context, key string, body io.Reader, sum forma
 	return err
 }
 
-// fence is the shipper's lease, for a catalog change to commit only while
-// this process holds it.
+// fence is the shipper's lease as held now, for a catalog change to commit
+// only while this process still holds it without having lost it meanwhile.
+// A maintenance step makes its fence before it reads the catalog it
+// decides from.
 func (s *Shipper) fence() *fence {
-	return &fence{product: s.Product, owner: s.owner(), ttl: s.leaseTTL()}
+	return &fence{product: s.Product, owner: s.owner(), epoch: s.epoch.Load(), ttl: s.leaseTTL()}
 }
 
 // snapshot writes the first full image of the product, consistent with the

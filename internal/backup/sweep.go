@@ -61,7 +61,7 @@ func (r *Repo) sweepFailed(product string) {
 // the catalog, but deletes only after checking (and renewing) the
 // shipper's lease, as a catalog change would (fence).
 func (s *Shipper) Sweep(ctx context.Context) (deleted []string, err error) {
-	r, product := s.Repo, s.Product
+	r, product, f := s.Repo, s.Product, s.fence()
 	objs, err := r.Objects(ctx, product)
 	if err != nil || len(objs) == 0 {
 		return nil, err
@@ -94,7 +94,7 @@ func (s *Shipper) Sweep(ctx context.Context) (deleted []string, err error) {
 	if len(sweep) == 0 {
 		return nil, nil
 	}
-	if err := r.change(ctx, s.fence(), nil); err != nil {
+	if err := r.change(ctx, f, nil); err != nil {
 		return nil, err
 	}
 	for _, u := range sweep {
