@@ -254,6 +254,44 @@ func stallPastTheLease(t *testing.T, b *bundle, now *time.Time) (stale string, o
 	return stale, other
 }
 
+// Only the lease holder adopts what an interrupted upload left unrecorded:
+// a rescan by another process is refused and records nothing, since its
+// adoption could continue the catalog beside the holder's own record of
+// the same positions.
+func TestRescanAdoptsOnlyUnderTheLease(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	holder := &Shipper{Repo: b.repo, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: "host-a:1", LeaseTTL: time.Minute}
+	other := &Shipper{Repo: b.repo, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: "host-b:2", LeaseTTL: time.Minute}
+	b.src.write("acme", 2)
+	if _, err := holder.Ship(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// An upload of positions 3-4 whose recording a crash cut short.
+	b.src.write("acme", 2)
+	var buf bytes.Buffer
+	h := format.Header{Product: "tracker", First: 3, Last: 4, Source: 4, Tables: []change.Table{docs}, Created: time.Now()}
+	if _, err := format.WriteSegment(&buf, h, b.src.log[2:4], b.repo.options()); err != nil {
+		t.Fatal(err)
+	}
+	key := segmentKey("tracker", 3, 4)
+	if err := b.repo.Blobs.Put(ctx, key, &buf, int64(buf.Len()), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Rescan(ctx); !errors.Is(err, ErrLeased) || fault.CodeOf(err) != fault.Conflict {
+		t.Fatalf("a rescan by a process without the lease returned %v; want the conflict naming the holder", err)
+	}
+	if cur, _, _ := b.repo.Cursor(ctx, "tracker"); cur.Pos != 2 {
+		t.Fatalf("the catalog reaches position %d after the refused rescan; want 2", cur.Pos)
+	}
+	if _, err := holder.Rescan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cur, _, _ := b.repo.Cursor(ctx, "tracker"); cur.Pos != 4 {
+		t.Fatalf("the holder's rescan left the catalog at position %d; want %s adopted (4)", cur.Pos, key)
+	}
+}
+
 // While a holder uploads, a rescan elsewhere (`backup list`) adopts a former
 // holder's object for the same positions, cut elsewhere: the holder's
 // object is then the superseded one. It records and acknowledges nothing,
@@ -282,7 +320,7 @@ func TestUploadOverlappingAnAdoptedObjectIsLeftOut(t *testing.T) {
 		if err := stalling.Store.Put(ctx, segmentKey("tracker", 3, 6), &buf, int64(buf.Len()), time.Time{}); err != nil {
 			t.Error(err)
 		}
-		if _, err := b.repo.Rescan(ctx, "tracker"); err != nil {
+		if _, err := b.repo.rescan(ctx, "tracker", nil); err != nil {
 			t.Error(err)
 		}
 	}

@@ -263,11 +263,15 @@ func (r *Repo) Objects(ctx context.Context, product string) ([]Object, error) {
 	return out, rows.Err()
 }
 
-// Rescan brings the catalog up to date with the objects of product in the
+// rescan brings the catalog up to date with the objects of product in the
 // blob store, reading the header and index of each object it did not know
-// and may adopt (see adoptable). It returns the keys found under the
-// product's prefix that are not repository objects.
-func (r *Repo) Rescan(ctx context.Context, product string) (strays []string, err error) {
+// and may adopt (see adoptable), each recorded under f. It returns the keys
+// found under the product's prefix that are not repository objects.
+//
+// Only the lease holder adopts: an adoption continues the catalog, and one
+// made beside the holder's own record of the same positions (its fence
+// serialises the two) could leave two objects for them.
+func (r *Repo) rescan(ctx context.Context, product string, f *fence) (strays []string, err error) {
 	objs, err := r.Objects(ctx, product)
 	if err != nil {
 		return nil, err
@@ -278,7 +282,7 @@ func (r *Repo) Rescan(ctx context.Context, product string) (strays []string, err
 		return strays, err
 	}
 	for _, u := range adoptions(objs, unknown) {
-		if _, err := r.adopt(ctx, product, u.Key, nil); err != nil {
+		if _, err := r.adopt(ctx, product, u.Key, f); err != nil {
 			return strays, err
 		}
 	}

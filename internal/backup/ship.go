@@ -139,7 +139,7 @@ func (s *Shipper) start(ctx context.Context) error {
 	if s.ready {
 		return nil
 	}
-	if _, err := s.Repo.Rescan(ctx, s.Product); err != nil {
+	if _, err := s.Rescan(ctx); err != nil {
 		return err
 	}
 	cur, ok, err := s.Repo.Cursor(ctx, s.Product)
@@ -148,6 +148,18 @@ func (s *Shipper) start(ctx context.Context) error {
 	}
 	s.cur, s.ready = cur, ok
 	return nil
+}
+
+// Rescan takes or renews the product's lease and brings the catalog up to
+// date with the blob store under it, as a holder does before it ships: it
+// records the objects an interrupted upload, merge or compaction left
+// unrecorded (see adoptable), and returns the keys under the product's
+// prefix that are not repository objects.
+func (s *Shipper) Rescan(ctx context.Context) (strays []string, err error) {
+	if err := s.claim(ctx); err != nil {
+		return nil, err
+	}
+	return s.Repo.rescan(ctx, s.Product, s.fence())
 }
 
 // Ship takes the first snapshot if the repository has none, then ships
@@ -310,7 +322,7 @@ func (s *Shipper) ack(ctx context.Context, cur capture.Cursor) {
 // put uploads an object and records it, fenced by the lease: an upload
 // that outlasted the lease (another process took over meanwhile) is not
 // recorded, nothing is acknowledged, and the shipper stands by. Its object
-// stays in the blob store, superseded (see Repo.Rescan): the positions it
+// stays in the blob store, superseded (see Shipper.Rescan): the positions it
 // holds are the ones the new holder ships from the same cursor.
 //
 // The catalog must also still end where this shipper's cursor is: a rescan

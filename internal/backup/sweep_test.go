@@ -118,7 +118,7 @@ func TestMaintenanceSweepsSupersededUploads(t *testing.T) {
 				if deleted := maintain("unrecorded uploads"); len(deleted) != 0 || !exists(newest) || !exists(merged) {
 					t.Fatalf("maintenance deleted %v; the unrecorded %s continues the catalog, %s merges it", deleted, newest, merged)
 				}
-				if _, err := b.repo.Rescan(ctx, "tracker"); err != nil {
+				if _, err := b.repo.rescan(ctx, "tracker", nil); err != nil {
 					t.Fatal(err)
 				}
 				if _, problems, err := b.repo.Verify(ctx, "tracker"); err != nil || len(problems) != 0 {

@@ -147,7 +147,7 @@ func TestVerifyLeavesTheCatalogAsItIs(t *testing.T) {
 			t.Fatalf("verifying damaged objects changed the catalog:\nbefore:\n%s\nafter:\n%s", before, after)
 		}
 
-		if _, err := b.repo.Rescan(ctx, "tracker"); err != nil {
+		if _, err := b.repo.rescan(ctx, "tracker", nil); err != nil {
 			t.Fatal(err)
 		}
 		if _, problems, err := b.repo.Verify(ctx, "tracker"); err != nil || len(problems) != 0 {

@@ -83,7 +83,7 @@ func newBigTenant(t *testing.T, tenants, n, rest, label int) *bigTenant {
 	}
 	at := time.Now().Add(-time.Minute).UTC()
 	size := writeBigSnapshot(t, files, at, tenants, n, rest, label)
-	if _, err := repo.Rescan(ctx, "tracker"); err != nil {
+	if _, err := (&backup.Shipper{Repo: repo, Product: "tracker"}).Rescan(ctx); err != nil {
 		t.Fatal(err)
 	}
 	svc, err := OpenService(ctx, &Service{Repo: repo, Tenants: &tenant.Service{Store: store, Owner: tenant.DefaultOwner(),
