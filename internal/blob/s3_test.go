@@ -213,6 +213,68 @@ func TestS3RangedGetTransfersOnlyTheRange(t *testing.T) {
 	}
 }
 
+// Some S3-compatible servers do not implement conditional writes and answer
+// If-None-Match with 501 NotImplemented. The store then writes without it,
+// once more, and stops sending it; the HEAD before each Put still refuses a
+// key that exists. (Two writers racing on one key could then both succeed:
+// on such servers only the shipping lease keeps a product's keys to one
+// writer; docs/backup.md says so.)
+func TestS3WithoutConditionalWrites(t *testing.T) {
+	t.Parallel()
+	target, _ := url.Parse(blobtest.S3Endpoint(t))
+	var refused atomic.Int64
+	forward := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Host = r.In.Host // the request was signed for the proxy's host
+	}}
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-None-Match") != "" && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			refused.Add(1)
+			io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusNotImplemented)
+			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>`+
+				`<Message>A header you provided implies functionality that is not implemented</Message></Error>`)
+			return
+		}
+		forward.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		size int
+		s    blob.Store
+	}{
+		{"whole", 1000, openS3(t, blobtest.S3URL(proxy.URL, blobtest.LockBucket, "governance"))},
+		{"in parts", 11 << 20, openS3Parts(t, blobtest.S3URL(proxy.URL, blobtest.LockBucket, "governance"))},
+	} {
+		refused.Store(0)
+		data := bytes.Repeat([]byte{7}, tc.size)
+		until := time.Now().Add(time.Hour)
+		for _, key := range []string{"nocond/" + tc.name + "/a", "nocond/" + tc.name + "/b"} {
+			if err := tc.s.Put(ctx, key, bytes.NewReader(data), int64(len(data)), until); err != nil {
+				t.Fatalf("%s: Put %s through a server without conditional writes: %v", tc.name, key, err)
+			}
+			rc, err := tc.s.Get(ctx, key, 0, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(rc)
+			rc.Close()
+			if !bytes.Equal(got, data) {
+				t.Fatalf("%s: %s reads back %d bytes, not the %d written", tc.name, key, len(got), len(data))
+			}
+		}
+		if n := refused.Load(); n != 1 {
+			t.Errorf("%s: the server refused %d conditional writes; want 1, then writes without the header", tc.name, n)
+		}
+		if err := tc.s.Put(ctx, "nocond/"+tc.name+"/a", bytes.NewReader(data), int64(len(data)), time.Time{}); !errors.Is(err, blob.ErrExists) {
+			t.Errorf("%s: Put over an existing key returned %v; want ErrExists", tc.name, err)
+		}
+	}
+}
+
 // An unreachable server is an Unavailable error, which shipping treats as
 // "back off and retry", never as lost data.
 func TestS3UnreachableIsUnavailable(t *testing.T) {
