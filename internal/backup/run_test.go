@@ -253,6 +253,26 @@ func holdersMaintenance(t *testing.T, b *bundle) (*atomic.Int64, *heldReads) {
 	return clock, holdMaintenance(t, b)
 }
 
+// passTakenOver starts a maintenance pass of b.ship, holds it in its first
+// object read, and meanwhile lets the lease expire and other take it over
+// and ship a new change. The pass's outcome arrives on the channel once
+// reads.open is closed.
+func passTakenOver(t *testing.T, b *bundle, clock *atomic.Int64, reads *heldReads, other *Shipper) <-chan error {
+	t.Helper()
+	pass := make(chan error, 1)
+	go func() {
+		_, _, err := b.ship.Maintain(ctx)
+		pass <- err
+	}()
+	eventually(t, "the pass reads an object", func() bool { return reads.held.Load() > 0 })
+	clock.Add(int64(2 * time.Minute))
+	b.src.write("zed", 2)
+	if _, err := other.Ship(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return pass
+}
+
 // recorded waits until the repository holds every change written.
 func recorded(t *testing.T, b *bundle, what string) {
 	t.Helper()
@@ -309,17 +329,7 @@ func TestMaintenanceAcrossALeaseLostAndRegainedIsRefused(t *testing.T) {
 		other := &Shipper{Repo: unheld, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: "host-b:2", LeaseTTL: time.Minute}
 		// The same process's shipping loop, claiming the lease back.
 		again := &Shipper{Repo: unheld, Product: "tracker", Source: b.src, MaxBatch: 10, Owner: b.ship.Owner, LeaseTTL: time.Minute}
-		pass := make(chan error, 1)
-		go func() {
-			_, _, err := b.ship.Maintain(ctx)
-			pass <- err
-		}()
-		eventually(t, "the pass reads an object", func() bool { return reads.held.Load() > 0 })
-		clock.Add(int64(2 * time.Minute))
-		b.src.write("zed", 2)
-		if _, err := other.Ship(ctx); err != nil {
-			t.Fatal(err)
-		}
+		pass := passTakenOver(t, b, clock, reads, other)
 		if err := other.Release(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -394,17 +404,7 @@ func TestMaintenanceAfterTheLeaseIsLostIsRefused(t *testing.T) {
 			}
 		}
 
-		pass := make(chan error, 1)
-		go func() {
-			_, _, err := b.ship.Maintain(ctx)
-			pass <- err
-		}()
-		eventually(t, "the pass reads an object", func() bool { return reads.held.Load() > 0 })
-		clock.Add(int64(2 * time.Minute))
-		b.src.write("zed", 2)
-		if _, err := other.Ship(ctx); err != nil {
-			t.Fatal(err)
-		}
+		pass := passTakenOver(t, b, clock, reads, other)
 		close(reads.open)
 		refused("the pass", <-pass)
 		after, err := b.repo.Objects(ctx, "tracker")

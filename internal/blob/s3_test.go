@@ -57,6 +57,24 @@ func openS3Parts(t *testing.T, rawURL string) *blob.S3 {
 	return s
 }
 
+// interposed is a proxy in front of the test's S3 server that lets answer
+// answer a request itself (returning true) instead of passing it on.
+func interposed(t *testing.T, answer func(http.ResponseWriter, *http.Request) bool) *httptest.Server {
+	t.Helper()
+	target, _ := url.Parse(blobtest.S3Endpoint(t))
+	forward := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Host = r.In.Host // the request was signed for the proxy's host
+	}}
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !answer(w, r) {
+			forward.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(proxy.Close)
+	return proxy
+}
+
 func TestS3Conformance(t *testing.T) {
 	t.Parallel()
 	endpoint := blobtest.S3Endpoint(t)
@@ -135,21 +153,15 @@ func TestS3ObjectLockEnforcedByServer(t *testing.T) {
 // parts left on the server.
 func TestS3FailedMultipartLeavesNothing(t *testing.T) {
 	t.Parallel()
-	target, _ := url.Parse(blobtest.S3Endpoint(t))
 	var completes atomic.Int64
-	forward := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
-		r.SetURL(target)
-		r.Out.Host = r.In.Host // the request was signed for the proxy's host
-	}}
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && r.URL.Query().Has("uploadId") {
-			completes.Add(1)
-			http.Error(w, "completion refused by the test", http.StatusServiceUnavailable)
-			return
+	proxy := interposed(t, func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost || !r.URL.Query().Has("uploadId") {
+			return false
 		}
-		forward.ServeHTTP(w, r)
-	}))
-	defer proxy.Close()
+		completes.Add(1)
+		http.Error(w, "completion refused by the test", http.StatusServiceUnavailable)
+		return true
+	})
 	rawURL := blobtest.S3URL(proxy.URL, blobtest.PlainBucket, "")
 	s := openS3Parts(t, rawURL)
 	ctx := context.Background()
@@ -221,25 +233,19 @@ func TestS3RangedGetTransfersOnlyTheRange(t *testing.T) {
 // writer; docs/backup.md says so.)
 func TestS3WithoutConditionalWrites(t *testing.T) {
 	t.Parallel()
-	target, _ := url.Parse(blobtest.S3Endpoint(t))
 	var refused atomic.Int64
-	forward := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
-		r.SetURL(target)
-		r.Out.Host = r.In.Host // the request was signed for the proxy's host
-	}}
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("If-None-Match") != "" && r.Method != http.MethodGet && r.Method != http.MethodHead {
-			refused.Add(1)
-			io.Copy(io.Discard, r.Body)
-			w.Header().Set("Content-Type", "application/xml")
-			w.WriteHeader(http.StatusNotImplemented)
-			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>`+
-				`<Message>A header you provided implies functionality that is not implemented</Message></Error>`)
-			return
+	proxy := interposed(t, func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Header.Get("If-None-Match") == "" || r.Method == http.MethodGet || r.Method == http.MethodHead {
+			return false
 		}
-		forward.ServeHTTP(w, r)
-	}))
-	defer proxy.Close()
+		refused.Add(1)
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusNotImplemented)
+		io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>`+
+			`<Message>A header you provided implies functionality that is not implemented</Message></Error>`)
+		return true
+	})
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
