@@ -322,7 +322,7 @@ func (sqliteDialect) uninstall(ctx context.Context, db *DB, _ string) error {
 		"DROP TABLE IF EXISTS "+CaptureEnds,
 		"DROP TABLE IF EXISTS lifeline_capture_shapes",
 		"DROP TABLE IF EXISTS lifeline_guard",
-		"DROP TABLE IF EXISTS lifeline_guard_tenants",
+		"DROP TABLE IF EXISTS lifeline_guard_tenants", // earlier versions' guards, never re-protected
 		unprotectMeta)
 	if err := execAll(ctx, tx, stmts...); err != nil {
 		return err

@@ -151,17 +151,6 @@ func (sqliteDialect) base() []string {
 		// Lifeline never commits an unlock row, so one found here was written
 		// from outside to get past the guards: it is removed.
 		`DELETE FROM lifeline_unlock`,
-		// The mass-delete counter of the statement being executed; see
-		// sqliteMassTrigger.
-		`CREATE TABLE IF NOT EXISTS lifeline_guard (
-			id INTEGER PRIMARY KEY CHECK (id = 1),
-			stamp REAL,
-			mark INTEGER NOT NULL DEFAULT 0,
-			pending INTEGER NOT NULL DEFAULT 0,
-			nrows INTEGER NOT NULL DEFAULT 0,
-			fresh INTEGER NOT NULL DEFAULT 0)`,
-		`INSERT OR IGNORE INTO lifeline_guard (id) VALUES (1)`,
-		`CREATE TABLE IF NOT EXISTS lifeline_guard_tenants (tenant TEXT NOT NULL PRIMARY KEY)`,
 	}
 }
 
@@ -211,9 +200,7 @@ func (d sqliteDialect) guards(ctx context.Context, tx *sql.Tx, l *Layout) (strin
 			stmts = append(stmts, sqliteMassTrigger(l, t))
 		}
 	}
-	stmts = append(stmts,
-		`UPDATE lifeline_guard SET stamp = NULL, mark = 0, pending = 0, nrows = 0, fresh = 0`,
-		`DELETE FROM lifeline_guard_tenants`)
+	stmts = append(stmts, sqliteGuardState...)
 	if err := execAll(ctx, tx, stmts...); err != nil {
 		return "", err
 	}
@@ -245,6 +232,25 @@ func sqliteRootTriggers(l *Layout) []string {
 	}
 }
 
+// sqliteGuardState (re)creates the one-row table in which the mass-delete
+// guard (sqliteMassTrigger) keeps the count of the statement being executed,
+// empty. It holds nothing worth keeping between statements, so protect
+// replaces it rather than migrating it; lifeline_guard_tenants is the
+// tenant set of earlier versions, a table of its own.
+var sqliteGuardState = []string{
+	`DROP TABLE IF EXISTS lifeline_guard_tenants`,
+	`DROP TABLE IF EXISTS lifeline_guard`,
+	`CREATE TABLE lifeline_guard (
+		id INTEGER PRIMARY KEY CHECK (id = 1),
+		stamp REAL,
+		mark INTEGER NOT NULL DEFAULT 0,
+		pending INTEGER NOT NULL DEFAULT 0,
+		nrows INTEGER NOT NULL DEFAULT 0,
+		ntenants INTEGER NOT NULL DEFAULT 0,
+		tenants TEXT NOT NULL DEFAULT '')`,
+	`INSERT INTO lifeline_guard (id) VALUES (1)`,
+}
+
 // sqliteMassTrigger counts the rows and distinct tenants one DELETE
 // statement removes from a protected table and aborts the statement past the
 // limits. SQLite has no statement-level triggers, so a row trigger must tell
@@ -257,13 +263,23 @@ func sqliteRootTriggers(l *Layout) []string {
 //     stamp is certainly a new statement. But it has millisecond resolution,
 //     so statements in a tight loop share a stamp.
 //   - total_changes() (per connection) grows only when a statement
-//     completes: by the trigger's own writes, which it accounts for in mark,
+//     completes: by the trigger's own write, which it accounts for in mark,
 //     by the rows of a finished cascade step, and by the statement's own rows
 //     once it ends. pending counts the deleted rows not yet reflected in
 //     total_changes(). If the growth X since the last row is at least
 //     pending, every earlier row has been accounted, so the earlier statement
 //     is over and this row starts a new one; if X < pending, a row of the
 //     running statement is still unaccounted, so it is the same statement.
+//
+// The whole trigger is one UPDATE of the single lifeline_guard row: every
+// expression in it sees the row as it was, so each can decide "new
+// statement" by itself, and the limits are RAISEd from inside it (which
+// aborts the statement, the update included). The statement's tenants are
+// a list in that row, each key hex-encoded between commas, so instr finds a
+// key exactly; it never holds more than the tenant limit. One UPDATE writes
+// one page and one change, which mark accounts for, and is what SQLite
+// compiles into every DELETE prepared against the table. The rows check
+// comes first, whichever order SQLite evaluates the columns in.
 //
 // Known blind spot (documented): rows written by the application's own
 // triggers or ON DELETE SET NULL actions during a delete also grow
@@ -275,28 +291,27 @@ func sqliteRootTriggers(l *Layout) []string {
 // next. RowsPerTransaction is enforced on PostgreSQL only.
 func sqliteMassTrigger(l *Layout, table string) string {
 	lim := l.Limits
-	col := qi(l.TenantColumn)
-	tenant := "coalesce(CAST(OLD." + col + " AS TEXT), '')"
 	rowsMsg := fmt.Sprintf("lifeline: refusing to delete more than %d rows of protected table %s (product %s) in one statement; "+
 		"delete whole tenants with `lifeline tenants delete site:<key>` (after deactivate), or delete in batches of at most %d rows. "+
 		"Mass deletes are blocked by Lifeline's guard (guard.max_rows_per_statement).", lim.RowsPerStatement, table, l.Product, lim.RowsPerStatement)
 	tenantsMsg := fmt.Sprintf("lifeline: refusing to delete rows of more than %d tenants from protected table %s (product %s) in one statement; "+
 		"delete whole tenants with `lifeline tenants delete site:<key>` (after deactivate), or delete one tenant's rows at a time. "+
 		"Mass deletes are blocked by Lifeline's guard (guard.max_tenants_per_statement).", lim.TenantsPerStatement, table, l.Product)
-	fresh := "(stamp IS NOT julianday('now') OR total_changes() - mark < 0 OR total_changes() - mark >= pending)"
+	fresh := "WHEN stamp IS NOT julianday('now') OR total_changes() - mark NOT BETWEEN 0 AND pending - 1 THEN"
+	key := "hex(coalesce(CAST(OLD." + qi(l.TenantColumn) + " AS TEXT), '')) || ','"
+	seen := "instr(tenants, ',' || " + key + ")"
+	rows, tenants := fmt.Sprint(lim.RowsPerStatement), fmt.Sprint(lim.TenantsPerStatement)
 	return "CREATE TRIGGER " + qi("lifeline_guard_"+table) + " BEFORE DELETE ON " + qi(table) + " FOR EACH ROW WHEN " + sqliteNotUnlocked(l.TenantColumn) + `
 BEGIN
   UPDATE lifeline_guard SET
-    fresh = ` + fresh + `,
-    nrows = CASE WHEN ` + fresh + ` THEN 1 ELSE nrows + 1 END,
-    pending = CASE WHEN ` + fresh + ` THEN 1 ELSE pending - (total_changes() - mark) + 1 END,
-    stamp = julianday('now')
+    nrows = CASE ` + fresh + ` 1 WHEN nrows >= ` + rows + ` THEN RAISE(ABORT, ` + lit(rowsMsg) + `) ELSE nrows + 1 END,
+    ntenants = CASE ` + fresh + ` 1 WHEN ` + seen + ` THEN ntenants
+      WHEN ntenants >= ` + tenants + ` AND nrows < ` + rows + ` THEN RAISE(ABORT, ` + lit(tenantsMsg) + `) ELSE ntenants + 1 END,
+    tenants = CASE ` + fresh + ` ',' || ` + key + ` WHEN ` + seen + ` THEN tenants ELSE tenants || ` + key + ` END,
+    pending = CASE ` + fresh + ` 1 ELSE pending - (total_changes() - mark) + 1 END,
+    stamp = julianday('now'),
+    mark = total_changes() + 1
   WHERE id = 1;
-  DELETE FROM lifeline_guard_tenants WHERE (SELECT fresh FROM lifeline_guard WHERE id = 1);
-  INSERT OR IGNORE INTO lifeline_guard_tenants (tenant) VALUES (` + tenant + `);
-  SELECT RAISE(ABORT, ` + lit(rowsMsg) + `) WHERE (SELECT nrows FROM lifeline_guard WHERE id = 1) > ` + fmt.Sprint(lim.RowsPerStatement) + `;
-  SELECT RAISE(ABORT, ` + lit(tenantsMsg) + `) WHERE (SELECT count(*) FROM lifeline_guard_tenants) > ` + fmt.Sprint(lim.TenantsPerStatement) + `;
-  UPDATE lifeline_guard SET mark = total_changes() + 1 WHERE id = 1;
 END`
 }
 
