@@ -232,11 +232,11 @@ func sqliteRootTriggers(l *Layout) []string {
 	}
 }
 
-// sqliteGuardState (re)creates the one-row table in which the mass-delete
-// guard (sqliteMassTrigger) keeps the count of the statement being executed,
-// empty. It holds nothing worth keeping between statements, so protect
-// replaces it rather than migrating it; lifeline_guard_tenants is the
-// tenant set of earlier versions, a table of its own.
+// sqliteGuardState (re)creates, empty, the one-row table in which the
+// mass-delete guard (sqliteMassTrigger) counts the statement being executed.
+// It holds nothing worth keeping between statements, so protect replaces it
+// rather than migrating it. lifeline_guard_tenants held the statement's
+// tenants in versions before the list in tenants.
 var sqliteGuardState = []string{
 	`DROP TABLE IF EXISTS lifeline_guard_tenants`,
 	`DROP TABLE IF EXISTS lifeline_guard`,
@@ -244,7 +244,9 @@ var sqliteGuardState = []string{
 		id INTEGER PRIMARY KEY CHECK (id = 1),
 		stamp REAL,
 		mark INTEGER NOT NULL DEFAULT 0,
-		pending INTEGER NOT NULL DEFAULT 0,
+		upto INTEGER NOT NULL DEFAULT 0,
+		fresh INTEGER NOT NULL DEFAULT 0,
+		k TEXT NOT NULL DEFAULT '',
 		nrows INTEGER NOT NULL DEFAULT 0,
 		ntenants INTEGER NOT NULL DEFAULT 0,
 		tenants TEXT NOT NULL DEFAULT '')`,
@@ -263,23 +265,28 @@ var sqliteGuardState = []string{
 //     stamp is certainly a new statement. But it has millisecond resolution,
 //     so statements in a tight loop share a stamp.
 //   - total_changes() (per connection) grows only when a statement
-//     completes: by the trigger's own write, which it accounts for in mark,
-//     by the rows of a finished cascade step, and by the statement's own rows
-//     once it ends. pending counts the deleted rows not yet reflected in
-//     total_changes(). If the growth X since the last row is at least
-//     pending, every earlier row has been accounted, so the earlier statement
-//     is over and this row starts a new one; if X < pending, a row of the
-//     running statement is still unaccounted, so it is the same statement.
+//     completes: by each of the trigger's own writes, by the rows of a
+//     finished cascade step, and by the statement's own rows once it ends.
+//     mark is its value after the guard's last write; the rows counted since
+//     the statement began are not in it yet. As long as total_changes() has
+//     grown by less than those rows (it is at most upto), a row of the
+//     running statement is still unaccounted, so this row belongs to it; once
+//     it has grown by all of them (or shrunk: another connection), the
+//     earlier statement is over and this row starts a new one.
 //
-// The whole trigger is one UPDATE of the single lifeline_guard row: every
-// expression in it sees the row as it was, so each can decide "new
-// statement" by itself, and the limits are RAISEd from inside it (which
-// aborts the statement, the update included). The statement's tenants are
-// a list in that row, each key hex-encoded between commas, so instr finds a
-// key exactly; it never holds more than the tenant limit. One UPDATE writes
-// one page and one change, which mark accounts for, and is what SQLite
-// compiles into every DELETE prepared against the table. The rows check
-// comes first, whichever order SQLite evaluates the columns in.
+// Each row adds one row to be accounted and two writes of the guard's own,
+// so upto moves by 3 per row; a new statement starts at 1 row, upto = mark.
+//
+// The statement's tenants are a list in the row, each key hex-encoded
+// between commas so that instr finds a key exactly; it never holds more
+// than the tenant limit. The trigger is two UPDATEs of the one row (one
+// page written): the first decides whether the row starts a new statement
+// and encodes its key, the second counts and RAISEs past a limit, which
+// aborts the statement with everything the guard wrote. The rows limit is
+// named first when a row is past both, whichever order SQLite evaluates the
+// columns in. SQLite compiles the trigger into every DELETE prepared against
+// the table, so its size is a cost: a shorter body (the limits decided
+// inside the UPDATE, the decision stored once) compiles faster.
 //
 // Known blind spot (documented): rows written by the application's own
 // triggers or ON DELETE SET NULL actions during a delete also grow
@@ -297,18 +304,19 @@ func sqliteMassTrigger(l *Layout, table string) string {
 	tenantsMsg := fmt.Sprintf("lifeline: refusing to delete rows of more than %d tenants from protected table %s (product %s) in one statement; "+
 		"delete whole tenants with `lifeline tenants delete site:<key>` (after deactivate), or delete one tenant's rows at a time. "+
 		"Mass deletes are blocked by Lifeline's guard (guard.max_tenants_per_statement).", lim.TenantsPerStatement, table, l.Product)
-	fresh := "WHEN stamp IS NOT julianday('now') OR total_changes() - mark NOT BETWEEN 0 AND pending - 1 THEN"
-	key := "hex(coalesce(CAST(OLD." + qi(l.TenantColumn) + " AS TEXT), '')) || ','"
-	seen := "instr(tenants, ',' || " + key + ")"
 	rows, tenants := fmt.Sprint(lim.RowsPerStatement), fmt.Sprint(lim.TenantsPerStatement)
 	return "CREATE TRIGGER " + qi("lifeline_guard_"+table) + " BEFORE DELETE ON " + qi(table) + " FOR EACH ROW WHEN " + sqliteNotUnlocked(l.TenantColumn) + `
 BEGIN
   UPDATE lifeline_guard SET
-    nrows = CASE ` + fresh + ` 1 WHEN nrows >= ` + rows + ` THEN RAISE(ABORT, ` + lit(rowsMsg) + `) ELSE nrows + 1 END,
-    ntenants = CASE ` + fresh + ` 1 WHEN ` + seen + ` THEN ntenants
-      WHEN ntenants >= ` + tenants + ` AND nrows < ` + rows + ` THEN RAISE(ABORT, ` + lit(tenantsMsg) + `) ELSE ntenants + 1 END,
-    tenants = CASE ` + fresh + ` ',' || ` + key + ` WHEN ` + seen + ` THEN tenants ELSE tenants || ` + key + ` END,
-    pending = CASE ` + fresh + ` 1 ELSE pending - (total_changes() - mark) + 1 END,
+    fresh = stamp IS NOT julianday('now') OR total_changes() NOT BETWEEN mark AND upto,
+    k = ',' || hex(coalesce(CAST(OLD.` + qi(l.TenantColumn) + ` AS TEXT), '')) || ','
+  WHERE id = 1;
+  UPDATE lifeline_guard SET
+    nrows = CASE WHEN fresh THEN 1 WHEN nrows < ` + rows + ` THEN nrows + 1 ELSE RAISE(ABORT, ` + lit(rowsMsg) + `) END,
+    ntenants = CASE WHEN fresh THEN 1 WHEN instr(tenants, k) THEN ntenants
+      WHEN ntenants < ` + tenants + ` OR nrows >= ` + rows + ` THEN ntenants + 1 ELSE RAISE(ABORT, ` + lit(tenantsMsg) + `) END,
+    tenants = CASE WHEN fresh THEN k WHEN instr(tenants, k) THEN tenants ELSE tenants || substr(k, 2) END,
+    upto = CASE WHEN fresh THEN total_changes() + 1 ELSE upto + 3 END,
     stamp = julianday('now'),
     mark = total_changes() + 1
   WHERE id = 1;

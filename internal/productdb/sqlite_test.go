@@ -297,12 +297,34 @@ CREATE TABLE items (id INTEGER PRIMARY KEY, site_id TEXT NOT NULL REFERENCES sit
 }
 
 // makeLegacyGuards turns the mass-delete guards of x into what versions
-// before the one-row counter installed: the counter row with a fresh
-// column, the statement's tenants in a table of their own, and a
-// six-statement trigger per table (the capture delete triggers are the
-// same in both).
+// before the tenant list installed: the counter row with mark and pending,
+// the statement's tenants in a table of their own, a six-statement trigger
+// per table, and capture delete triggers that move only mark.
 func (x *env) makeLegacyGuards(t *testing.T) {
 	t.Helper()
+	rows, err := x.raw.Query(`SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_cap\_d\_%' ESCAPE '\'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	capture := map[string]string{}
+	for rows.Next() {
+		var name, sql string
+		if err := rows.Scan(&name, &sql); err != nil {
+			t.Fatal(err)
+		}
+		capture[name] = sql
+	}
+	rows.Close()
+	for name, sql := range capture {
+		legacy := strings.Replace(sql, sqliteGuardNeutral, "UPDATE lifeline_guard SET mark = mark + 2 WHERE id = 1;", 1)
+		if legacy == sql {
+			t.Fatalf("capture trigger %s does not look as expected:\n%s", name, sql)
+		}
+		x.exec(t, "DROP TRIGGER "+qi(name))
+		if _, err := x.raw.Exec(legacy); err != nil {
+			t.Fatal(err)
+		}
+	}
 	fresh := "(stamp IS NOT julianday('now') OR total_changes() - mark < 0 OR total_changes() - mark >= pending)"
 	x.exec(t, `DROP TABLE lifeline_guard;
 CREATE TABLE lifeline_guard (id INTEGER PRIMARY KEY CHECK (id = 1), stamp REAL, mark INTEGER NOT NULL DEFAULT 0,
@@ -355,7 +377,7 @@ func TestSQLiteLegacyGuards(t *testing.T) {
 		t.Fatalf("%d objects of the legacy guards are left after protect", n)
 	}
 	var cols string
-	if err := x.raw.QueryRow("SELECT group_concat(name, ' ') FROM pragma_table_info('lifeline_guard')").Scan(&cols); err != nil || cols != "id stamp mark pending nrows ntenants tenants" {
+	if err := x.raw.QueryRow("SELECT group_concat(name, ' ') FROM pragma_table_info('lifeline_guard')").Scan(&cols); err != nil || cols != "id stamp mark upto fresh k nrows ntenants tenants" {
 		t.Fatalf("lifeline_guard columns %q, %v", cols, err)
 	}
 	for _, shell := range []bool{false, true} {
