@@ -182,8 +182,8 @@ func (d sqliteDialect) addTrashColumn(table string, c tcol) string {
 	return "ALTER TABLE " + d.trash(table) + " ADD COLUMN " + strings.TrimSpace(qi(c.name)+" "+d.trashType(c.typ))
 }
 
-// guards drops every lifeline_* trigger and creates the ones l needs, with
-// the limits written into their text.
+// guards drops every lifeline_* trigger, replaces the guard's counter table
+// and creates the triggers l needs, with the limits written into their text.
 func (d sqliteDialect) guards(ctx context.Context, tx *sql.Tx, l *Layout) (string, error) {
 	old, err := queryStrings(ctx, tx, `SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_%' ESCAPE '\'`)
 	if err != nil {
@@ -193,6 +193,7 @@ func (d sqliteDialect) guards(ctx context.Context, tx *sql.Tx, l *Layout) (strin
 	for _, name := range old {
 		stmts = append(stmts, "DROP TRIGGER IF EXISTS "+qi(name))
 	}
+	stmts = append(stmts, sqliteGuardState...)
 	for _, t := range l.Tables {
 		if t == l.TenantsTable {
 			stmts = append(stmts, sqliteRootTriggers(l)...)
@@ -200,7 +201,6 @@ func (d sqliteDialect) guards(ctx context.Context, tx *sql.Tx, l *Layout) (strin
 			stmts = append(stmts, sqliteMassTrigger(l, t))
 		}
 	}
-	stmts = append(stmts, sqliteGuardState...)
 	if err := execAll(ctx, tx, stmts...); err != nil {
 		return "", err
 	}
