@@ -262,8 +262,8 @@ func sqliteCaptureDDL(t *change.Table) []string {
 // sqliteGuardNeutral keeps the delete trigger invisible to the mass-delete
 // guard (sqliteMassTrigger), which tells statements apart by how much
 // total_changes() grew between two deleted rows: the log insert and this
-// update grow it by 2, so the guard's mark moves by 2 too.
-const sqliteGuardNeutral = "UPDATE lifeline_guard SET mark = mark + 2 WHERE id = 1;"
+// update grow it by 2, so the guard's mark and upto move by 2 too.
+const sqliteGuardNeutral = "UPDATE lifeline_guard SET mark = mark + 2, upto = upto + 2 WHERE id = 1;"
 
 // sqliteImage logs the current image (op U) of the rows of t matching where
 // ("" for all).
@@ -322,7 +322,7 @@ func (sqliteDialect) uninstall(ctx context.Context, db *DB, _ string) error {
 		"DROP TABLE IF EXISTS "+CaptureEnds,
 		"DROP TABLE IF EXISTS lifeline_capture_shapes",
 		"DROP TABLE IF EXISTS lifeline_guard",
-		"DROP TABLE IF EXISTS lifeline_guard_tenants",
+		"DROP TABLE IF EXISTS lifeline_guard_tenants", // earlier versions' guards, never re-protected
 		unprotectMeta)
 	if err := execAll(ctx, tx, stmts...); err != nil {
 		return err

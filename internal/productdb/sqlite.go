@@ -151,17 +151,6 @@ func (sqliteDialect) base() []string {
 		// Lifeline never commits an unlock row, so one found here was written
 		// from outside to get past the guards: it is removed.
 		`DELETE FROM lifeline_unlock`,
-		// The mass-delete counter of the statement being executed; see
-		// sqliteMassTrigger.
-		`CREATE TABLE IF NOT EXISTS lifeline_guard (
-			id INTEGER PRIMARY KEY CHECK (id = 1),
-			stamp REAL,
-			mark INTEGER NOT NULL DEFAULT 0,
-			pending INTEGER NOT NULL DEFAULT 0,
-			nrows INTEGER NOT NULL DEFAULT 0,
-			fresh INTEGER NOT NULL DEFAULT 0)`,
-		`INSERT OR IGNORE INTO lifeline_guard (id) VALUES (1)`,
-		`CREATE TABLE IF NOT EXISTS lifeline_guard_tenants (tenant TEXT NOT NULL PRIMARY KEY)`,
 	}
 }
 
@@ -193,8 +182,8 @@ func (d sqliteDialect) addTrashColumn(table string, c tcol) string {
 	return "ALTER TABLE " + d.trash(table) + " ADD COLUMN " + strings.TrimSpace(qi(c.name)+" "+d.trashType(c.typ))
 }
 
-// guards drops every lifeline_* trigger and creates the ones l needs, with
-// the limits written into their text.
+// guards drops every lifeline_* trigger, replaces the guard's counter table
+// and creates the triggers l needs, with the limits written into their text.
 func (d sqliteDialect) guards(ctx context.Context, tx *sql.Tx, l *Layout) (string, error) {
 	old, err := queryStrings(ctx, tx, `SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_%' ESCAPE '\'`)
 	if err != nil {
@@ -204,6 +193,7 @@ func (d sqliteDialect) guards(ctx context.Context, tx *sql.Tx, l *Layout) (strin
 	for _, name := range old {
 		stmts = append(stmts, "DROP TRIGGER IF EXISTS "+qi(name))
 	}
+	stmts = append(stmts, sqliteGuardState...)
 	for _, t := range l.Tables {
 		if t == l.TenantsTable {
 			stmts = append(stmts, sqliteRootTriggers(l)...)
@@ -211,9 +201,6 @@ func (d sqliteDialect) guards(ctx context.Context, tx *sql.Tx, l *Layout) (strin
 			stmts = append(stmts, sqliteMassTrigger(l, t))
 		}
 	}
-	stmts = append(stmts,
-		`UPDATE lifeline_guard SET stamp = NULL, mark = 0, pending = 0, nrows = 0, fresh = 0`,
-		`DELETE FROM lifeline_guard_tenants`)
 	if err := execAll(ctx, tx, stmts...); err != nil {
 		return "", err
 	}
@@ -245,6 +232,27 @@ func sqliteRootTriggers(l *Layout) []string {
 	}
 }
 
+// sqliteGuardState (re)creates, empty, the one-row table in which the
+// mass-delete guard (sqliteMassTrigger) counts the statement being executed.
+// It holds nothing worth keeping between statements, so protect replaces it
+// rather than migrating it. lifeline_guard_tenants held the statement's
+// tenants in versions before the list in tenants.
+var sqliteGuardState = []string{
+	`DROP TABLE IF EXISTS lifeline_guard_tenants`,
+	`DROP TABLE IF EXISTS lifeline_guard`,
+	`CREATE TABLE lifeline_guard (
+		id INTEGER PRIMARY KEY CHECK (id = 1),
+		stamp REAL,
+		mark INTEGER NOT NULL DEFAULT 0,
+		upto INTEGER NOT NULL DEFAULT 0,
+		fresh INTEGER NOT NULL DEFAULT 0,
+		k TEXT NOT NULL DEFAULT '',
+		nrows INTEGER NOT NULL DEFAULT 0,
+		ntenants INTEGER NOT NULL DEFAULT 0,
+		tenants TEXT NOT NULL DEFAULT '')`,
+	`INSERT INTO lifeline_guard (id) VALUES (1)`,
+}
+
 // sqliteMassTrigger counts the rows and distinct tenants one DELETE
 // statement removes from a protected table and aborts the statement past the
 // limits. SQLite has no statement-level triggers, so a row trigger must tell
@@ -257,13 +265,28 @@ func sqliteRootTriggers(l *Layout) []string {
 //     stamp is certainly a new statement. But it has millisecond resolution,
 //     so statements in a tight loop share a stamp.
 //   - total_changes() (per connection) grows only when a statement
-//     completes: by the trigger's own writes, which it accounts for in mark,
-//     by the rows of a finished cascade step, and by the statement's own rows
-//     once it ends. pending counts the deleted rows not yet reflected in
-//     total_changes(). If the growth X since the last row is at least
-//     pending, every earlier row has been accounted, so the earlier statement
-//     is over and this row starts a new one; if X < pending, a row of the
-//     running statement is still unaccounted, so it is the same statement.
+//     completes: by each of the trigger's own writes, by the rows of a
+//     finished cascade step, and by the statement's own rows once it ends.
+//     mark is its value after the guard's last write; the rows counted since
+//     the statement began are not in it yet. As long as total_changes() has
+//     grown by less than those rows (it is at most upto), a row of the
+//     running statement is still unaccounted, so this row belongs to it; once
+//     it has grown by all of them (or shrunk: another connection), the
+//     earlier statement is over and this row starts a new one.
+//
+// Each row adds one row to be accounted and two writes of the guard's own,
+// so upto moves by 3 per row; a new statement starts at 1 row, upto = mark.
+//
+// The statement's tenants are a list in the row, each key hex-encoded
+// between commas so that instr finds a key exactly; it never holds more
+// than the tenant limit. The trigger is two UPDATEs of the one row (one
+// page written): the first decides whether the row starts a new statement
+// and encodes its key, the second counts and RAISEs past a limit, which
+// aborts the statement with everything the guard wrote. The rows limit is
+// named first when a row is past both, whichever order SQLite evaluates the
+// columns in. SQLite compiles the trigger into every DELETE prepared against
+// the table, so its size is a cost: a shorter body (the limits decided
+// inside the UPDATE, the decision stored once) compiles faster.
 //
 // Known blind spot (documented): rows written by the application's own
 // triggers or ON DELETE SET NULL actions during a delete also grow
@@ -275,28 +298,28 @@ func sqliteRootTriggers(l *Layout) []string {
 // next. RowsPerTransaction is enforced on PostgreSQL only.
 func sqliteMassTrigger(l *Layout, table string) string {
 	lim := l.Limits
-	col := qi(l.TenantColumn)
-	tenant := "coalesce(CAST(OLD." + col + " AS TEXT), '')"
 	rowsMsg := fmt.Sprintf("lifeline: refusing to delete more than %d rows of protected table %s (product %s) in one statement; "+
 		"delete whole tenants with `lifeline tenants delete site:<key>` (after deactivate), or delete in batches of at most %d rows. "+
 		"Mass deletes are blocked by Lifeline's guard (guard.max_rows_per_statement).", lim.RowsPerStatement, table, l.Product, lim.RowsPerStatement)
 	tenantsMsg := fmt.Sprintf("lifeline: refusing to delete rows of more than %d tenants from protected table %s (product %s) in one statement; "+
 		"delete whole tenants with `lifeline tenants delete site:<key>` (after deactivate), or delete one tenant's rows at a time. "+
 		"Mass deletes are blocked by Lifeline's guard (guard.max_tenants_per_statement).", lim.TenantsPerStatement, table, l.Product)
-	fresh := "(stamp IS NOT julianday('now') OR total_changes() - mark < 0 OR total_changes() - mark >= pending)"
+	rows, tenants := fmt.Sprint(lim.RowsPerStatement), fmt.Sprint(lim.TenantsPerStatement)
 	return "CREATE TRIGGER " + qi("lifeline_guard_"+table) + " BEFORE DELETE ON " + qi(table) + " FOR EACH ROW WHEN " + sqliteNotUnlocked(l.TenantColumn) + `
 BEGIN
   UPDATE lifeline_guard SET
-    fresh = ` + fresh + `,
-    nrows = CASE WHEN ` + fresh + ` THEN 1 ELSE nrows + 1 END,
-    pending = CASE WHEN ` + fresh + ` THEN 1 ELSE pending - (total_changes() - mark) + 1 END,
-    stamp = julianday('now')
+    fresh = stamp IS NOT julianday('now') OR total_changes() NOT BETWEEN mark AND upto,
+    k = ',' || hex(coalesce(CAST(OLD.` + qi(l.TenantColumn) + ` AS TEXT), '')) || ','
   WHERE id = 1;
-  DELETE FROM lifeline_guard_tenants WHERE (SELECT fresh FROM lifeline_guard WHERE id = 1);
-  INSERT OR IGNORE INTO lifeline_guard_tenants (tenant) VALUES (` + tenant + `);
-  SELECT RAISE(ABORT, ` + lit(rowsMsg) + `) WHERE (SELECT nrows FROM lifeline_guard WHERE id = 1) > ` + fmt.Sprint(lim.RowsPerStatement) + `;
-  SELECT RAISE(ABORT, ` + lit(tenantsMsg) + `) WHERE (SELECT count(*) FROM lifeline_guard_tenants) > ` + fmt.Sprint(lim.TenantsPerStatement) + `;
-  UPDATE lifeline_guard SET mark = total_changes() + 1 WHERE id = 1;
+  UPDATE lifeline_guard SET
+    nrows = CASE WHEN fresh THEN 1 WHEN nrows < ` + rows + ` THEN nrows + 1 ELSE RAISE(ABORT, ` + lit(rowsMsg) + `) END,
+    ntenants = CASE WHEN fresh THEN 1 WHEN instr(tenants, k) THEN ntenants
+      WHEN ntenants < ` + tenants + ` OR nrows >= ` + rows + ` THEN ntenants + 1 ELSE RAISE(ABORT, ` + lit(tenantsMsg) + `) END,
+    tenants = CASE WHEN fresh THEN k WHEN instr(tenants, k) THEN tenants ELSE tenants || substr(k, 2) END,
+    upto = CASE WHEN fresh THEN total_changes() + 1 ELSE upto + 3 END,
+    stamp = julianday('now'),
+    mark = total_changes() + 1
+  WHERE id = 1;
 END`
 }
 

@@ -1,6 +1,7 @@
 package productdb
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"os/exec"
@@ -224,5 +225,182 @@ func TestSQLiteTightLoop(t *testing.T) {
 	}
 	if got := x.count(t, "SELECT count(*) FROM comments"); got != 90-int64(n) {
 		t.Fatalf("%d comments left, want %d", got, 90-n)
+	}
+}
+
+// sqliteVia runs one statement on the SQLite product of x the way an
+// application would: through the embedded driver, or through the system
+// sqlite3 shell (a C library Lifeline did not compile).
+func sqliteVia(t *testing.T, x *env, shell bool) func(stmt string) error {
+	if !shell {
+		return func(stmt string) error { _, err := x.raw.Exec(stmt); return err }
+	}
+	cli, path := sqliteCLI(t), filepath.Join(x.base, "product.db")
+	return func(stmt string) error {
+		out, err := exec.Command(cli, "-bail", path, stmt).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+}
+
+// TestSQLiteGuardTenantKeys: the SQLite guard keeps the statement's tenants
+// as a list in one text value, so keys that contain the list's separator,
+// contain each other, or are empty must still count as distinct tenants.
+// Rows are deleted in id order, so "a,b" comes before "a" and "b".
+func TestSQLiteGuardTenantKeys(t *testing.T) {
+	t.Parallel()
+	for _, shell := range []bool{false, true} {
+		t.Run(map[bool]string{false: "embedded", true: "shell"}[shell], func(t *testing.T) {
+			t.Parallel()
+			dsn, base, raw := engines[0].NewDB(t)
+			x := &env{e: engines[0], ctx: context.Background(), raw: raw, dsn: dsn, base: base}
+			x.exec(t, `CREATE TABLE sites (id TEXT PRIMARY KEY);
+CREATE TABLE items (id INTEGER PRIMARY KEY, site_id TEXT NOT NULL REFERENCES sites(id))`)
+			keys := []string{"a,b", "a", "b", "11", "1", "", "x y"}
+			for i, k := range keys {
+				x.exec(t, "INSERT INTO sites (id) VALUES ($1)", k)
+				for j := range 2 {
+					x.exec(t, "INSERT INTO items (id, site_id) VALUES ($1, $2)", 10*i+j, k)
+				}
+			}
+			db, err := Open(x.ctx, dsn, base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			x.db = db
+			x.l = x.protect(t, Spec{Product: "keys", TenantColumn: "site_id", TenantsTable: "sites", Limits: Limits{RowsPerStatement: 4, TenantsPerStatement: 2}})
+			run := sqliteVia(t, x, shell)
+
+			for _, in := range []string{`'a,b', 'a', 'b'`, `'11', '1', ''`, `'a', '', 'x y'`} {
+				err := run("DELETE FROM items WHERE site_id IN (" + in + ") AND id % 10 = 0")
+				refused(t, err, "more than 2 tenants")
+			}
+			// The fifth row is past both limits (the third tenant): the rows limit
+			// is named, as it always was.
+			refused(t, run("DELETE FROM items WHERE site_id IN ('a,b', 'a', 'b')"), "more than 4 rows")
+			if n := x.count(t, "SELECT count(*) FROM items"); n != int64(2*len(keys)) {
+				t.Fatalf("refused statements left %d items, want %d", n, 2*len(keys))
+			}
+			for _, in := range []string{`'a,b', 'a'`, `'11', '1'`, `'', 'x y'`} {
+				if err := run("DELETE FROM items WHERE site_id IN (" + in + ")"); err != nil {
+					t.Fatalf("4 rows of the 2 tenants %s: %v", in, err)
+				}
+			}
+			if n := x.count(t, "SELECT count(*) FROM items"); n != 2 {
+				t.Fatalf("%d items left, want the 2 of tenant b", n)
+			}
+		})
+	}
+}
+
+// makeLegacyGuards turns the mass-delete guards of x into what versions
+// before the tenant list installed: the counter row with mark and pending,
+// the statement's tenants in a table of their own, a six-statement trigger
+// per table, and capture delete triggers that move only mark.
+func (x *env) makeLegacyGuards(t *testing.T) {
+	t.Helper()
+	rows, err := x.raw.Query(`SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'lifeline\_cap\_d\_%' ESCAPE '\'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	capture := map[string]string{}
+	for rows.Next() {
+		var name, sql string
+		if err := rows.Scan(&name, &sql); err != nil {
+			t.Fatal(err)
+		}
+		capture[name] = sql
+	}
+	rows.Close()
+	for name, sql := range capture {
+		legacy := strings.Replace(sql, sqliteGuardNeutral, "UPDATE lifeline_guard SET mark = mark + 2 WHERE id = 1;", 1)
+		if legacy == sql {
+			t.Fatalf("capture trigger %s does not look as expected:\n%s", name, sql)
+		}
+		x.exec(t, "DROP TRIGGER "+qi(name))
+		if _, err := x.raw.Exec(legacy); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := "(stamp IS NOT julianday('now') OR total_changes() - mark < 0 OR total_changes() - mark >= pending)"
+	x.exec(t, `DROP TABLE lifeline_guard;
+CREATE TABLE lifeline_guard (id INTEGER PRIMARY KEY CHECK (id = 1), stamp REAL, mark INTEGER NOT NULL DEFAULT 0,
+	pending INTEGER NOT NULL DEFAULT 0, nrows INTEGER NOT NULL DEFAULT 0, fresh INTEGER NOT NULL DEFAULT 0);
+INSERT INTO lifeline_guard (id) VALUES (1);
+CREATE TABLE lifeline_guard_tenants (tenant TEXT NOT NULL PRIMARY KEY)`)
+	for _, table := range x.l.Tables {
+		if table == x.l.TenantsTable {
+			continue
+		}
+		x.exec(t, `DROP TRIGGER "lifeline_guard_`+table+`"`)
+		legacy := `CREATE TRIGGER "lifeline_guard_` + table + `" BEFORE DELETE ON "` + table + `" FOR EACH ROW WHEN ` + sqliteNotUnlocked(x.l.TenantColumn) + `
+BEGIN
+  UPDATE lifeline_guard SET fresh = ` + fresh + `, nrows = CASE WHEN ` + fresh + ` THEN 1 ELSE nrows + 1 END,
+    pending = CASE WHEN ` + fresh + ` THEN 1 ELSE pending - (total_changes() - mark) + 1 END, stamp = julianday('now') WHERE id = 1;
+  DELETE FROM lifeline_guard_tenants WHERE (SELECT fresh FROM lifeline_guard WHERE id = 1);
+  INSERT OR IGNORE INTO lifeline_guard_tenants (tenant) VALUES (coalesce(CAST(OLD.site_id AS TEXT), ''));
+  SELECT RAISE(ABORT, 'lifeline: refusing to delete more than ` + fmt.Sprint(x.l.Limits.RowsPerStatement) + ` rows (legacy)')
+    WHERE (SELECT nrows FROM lifeline_guard WHERE id = 1) > ` + fmt.Sprint(x.l.Limits.RowsPerStatement) + `;
+  SELECT RAISE(ABORT, 'lifeline: refusing to delete rows of more than ` + fmt.Sprint(x.l.Limits.TenantsPerStatement) + ` tenants (legacy)')
+    WHERE (SELECT count(*) FROM lifeline_guard_tenants) > ` + fmt.Sprint(x.l.Limits.TenantsPerStatement) + `;
+  UPDATE lifeline_guard SET mark = total_changes() + 1 WHERE id = 1;
+END`
+		if _, err := x.raw.Exec(legacy); err != nil {
+			t.Fatalf("%v\n%s", err, legacy)
+		}
+	}
+}
+
+// TestSQLiteLegacyGuards: a product protected by an earlier version keeps
+// its guards (and Lifeline's steps get past them) until protect runs again,
+// which replaces them and their tables; after that, the guards hold through
+// the embedded SQLite and the shell.
+func TestSQLiteLegacyGuards(t *testing.T) {
+	t.Parallel()
+	x := setup(t, engines[0])
+	spec := sampleSpec()
+	spec.Limits = Limits{RowsPerStatement: 5, TenantsPerStatement: 2}
+	x.l = x.protect(t, spec)
+	x.makeLegacyGuards(t)
+	refused(t, sqliteVia(t, x, false)("DELETE FROM comments WHERE site_id = 2"), "more than 5 rows (legacy)")
+	if err := sqliteVia(t, x, false)("DELETE FROM comments WHERE id IN (10013, 20013)"); err != nil {
+		t.Fatalf("the legacy guard refused 2 rows of 2 tenants: %v", err)
+	}
+	if n := x.count(t, "SELECT count(*) FROM lifeline_guard_tenants"); n != 2 {
+		t.Fatalf("the legacy guard's tenant table has %d rows, want 2 (is the fixture what earlier versions installed?)", n)
+	}
+	x.remove(t, "5") // Lifeline's own steps get past the legacy guards
+
+	x.l = x.protect(t, spec)
+	if n := x.count(t, `SELECT count(*) FROM sqlite_master WHERE name = 'lifeline_guard_tenants' OR sql LIKE '%lifeline_guard_tenants%' OR sql LIKE '%(legacy)%'`); n != 0 {
+		t.Fatalf("%d objects of the legacy guards are left after protect", n)
+	}
+	var cols string
+	if err := x.raw.QueryRow("SELECT group_concat(name, ' ') FROM pragma_table_info('lifeline_guard')").Scan(&cols); err != nil || cols != "id stamp mark upto fresh k nrows ntenants tenants" {
+		t.Fatalf("lifeline_guard columns %q, %v", cols, err)
+	}
+	for _, shell := range []bool{false, true} {
+		run := sqliteVia(t, x, shell)
+		refused(t, run("DELETE FROM comments WHERE site_id = 2"), "more than 5 rows", "max_rows_per_statement")
+		refused(t, run("DELETE FROM comments WHERE id IN (20023, 30023, 40023)"), "more than 2 tenants", "max_tenants_per_statement")
+	}
+	before := x.count(t, "SELECT count(*) FROM comments")
+	for _, shell := range []bool{false, true} {
+		run := sqliteVia(t, x, shell)
+		s := map[bool]int{false: 1, true: 3}[shell]
+		for _, stmt := range []string{
+			fmt.Sprintf("DELETE FROM comments WHERE issue_id = %d", s*1000+5),
+			fmt.Sprintf("DELETE FROM comments WHERE id IN (%d, %d)", s*10000+43, (s+1)*10000+43),
+		} {
+			if err := run(stmt); err != nil {
+				t.Fatalf("%s after protect: %v", stmt, err)
+			}
+		}
+	}
+	if n := x.count(t, "SELECT count(*) FROM comments"); n != before-10 {
+		t.Fatalf("%d comments left, want %d", n, before-10)
 	}
 }
