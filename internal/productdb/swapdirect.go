@@ -324,9 +324,9 @@ func (db *DB) sameRow(a, b []change.Value) bool {
 // statement takes all of a kind's rows, bound as one text array per column
 // (rowSet): its non-deferrable foreign keys are checked per statement, and
 // its text is the same whatever the number of rows, so each connection
-// prepares it once (pgx keeps it) and the server plans it once, where a
-// VALUES list of each length was a statement of its own, parsed, described
-// and planned afresh.
+// prepares it once (pgx keeps it) and the server may keep a generic plan
+// of it, where a VALUES list of each length was a statement of its own,
+// parsed, described and planned afresh.
 
 // chunks splits n rows into the row counts of the statements that write
 // them, at most limit each.
