@@ -25,10 +25,13 @@ type pgEngine struct {
 	// stats loads pg_stat_statements (-pgstat), to list what the server
 	// spends its time on during Lifeline's restore.
 	stats bool
-	dir   string
-	srv   *pgtest.Server
-	bin   string
-	dbs   map[string]*sql.DB
+	// settings are more server settings (-pgsettings), the same for
+	// Lifeline and the baselines.
+	settings []string
+	dir      string
+	srv      *pgtest.Server
+	bin      string
+	dbs      map[string]*sql.DB
 }
 
 // setup generates the demo's SQLite products and loads them into PostgreSQL
@@ -43,7 +46,7 @@ func (e *pgEngine) setup(ctx context.Context, dir string, tenants int) {
 	if e.stats {
 		settings = []string{"shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all", "pg_stat_statements.track_planning=on"}
 	}
-	e.srv, err = pgtest.Start(settings...)
+	e.srv, err = pgtest.Start(append(settings, e.settings...)...)
 	check(err)
 	gen := filepath.Join(dir, "generated")
 	check(demo.Generate(ctx, gen, demo.Options{Tenants: tenants}))
@@ -209,18 +212,20 @@ func (e *pgEngine) printStats() {
 	// count as one: grouped by their first 100 characters.
 	db := e.open("postgres")
 	defer db.Close()
-	rows, err := db.Query(`SELECT sum(calls), sum(total_plan_time), sum(total_exec_time), sum(rows), q FROM
+	rows, err := db.Query(`SELECT sum(calls), sum(total_plan_time), sum(total_exec_time), sum(rows),
+		sum(shared_blks_hit), sum(shared_blks_read), sum(shared_blks_dirtied), sum(shared_blks_written), (sum(wal_bytes) / 1024)::bigint, q FROM
 		(SELECT *, left(regexp_replace(query, '\s+', ' ', 'g'), 100) AS q FROM pg_stat_statements) s
 		GROUP BY q ORDER BY sum(total_plan_time + total_exec_time) DESC LIMIT 25`)
 	check(err)
 	defer rows.Close()
-	fmt.Printf("\nserver time by statement during Lifeline's restore (pg_stat_statements, both products):\n%8s %9s %9s %8s  %s\n", "calls", "plan ms", "exec ms", "rows", "statement")
+	fmt.Printf("\nserver time by statement during Lifeline's restore (pg_stat_statements, both products; shared buffers hit, read from\nthe system, dirtied and written out by the statement's own backend to make room; WAL written):\n"+
+		"%8s %9s %9s %8s %8s %8s %8s %8s %8s  %s\n", "calls", "plan ms", "exec ms", "rows", "hit", "read", "dirtied", "written", "WAL KiB", "statement")
 	for rows.Next() {
-		var calls, n int64
+		var calls, n, hit, read, dirtied, written, wal int64
 		var plan, exec float64
 		var q string
-		check(rows.Scan(&calls, &plan, &exec, &n, &q))
-		fmt.Printf("%8d %9.0f %9.0f %8d  %s\n", calls, plan, exec, n, q)
+		check(rows.Scan(&calls, &plan, &exec, &n, &hit, &read, &dirtied, &written, &wal, &q))
+		fmt.Printf("%8d %9.0f %9.0f %8d %8d %8d %8d %8d %8d  %s\n", calls, plan, exec, n, hit, read, dirtied, written, wal, q)
 	}
 	check(rows.Err())
 }

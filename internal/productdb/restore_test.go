@@ -511,17 +511,28 @@ INSERT INTO insight_links (id, site_id, object_id, issue_id) VALUES (2001, 3, 30
 // three round trips (pipeline.go): its checks with the read of its rows,
 // its writes with the read-back, and its last statements with the
 // savepoint's release. A statement text new to the connection costs pgx
-// one more (it prepares it), so the count is taken on a second tenant.
+// one more (it prepares it), so the count is taken on a second tenant; and
+// the second tenant, with fewer rows to write, needs no statement the
+// first did not prepare (rowSet: a statement's text does not depend on its
+// number of rows).
 func TestDirectSwapRoundTrips(t *testing.T) {
 	x := setup(t, engines[1])
 	rts, imgs := x.images(t, "2", "3")
-	x.exec(t, `UPDATE issues SET title = 'damaged' WHERE site_id IN (2, 3)`)
+	// Tenant 3 has half as many rows to overwrite as tenant 2.
+	x.exec(t, `UPDATE issues SET title = 'damaged' WHERE site_id = 2 OR (site_id = 3 AND id % 2 = 0)`)
 	tx, end, err := x.db.beginPipelined(x.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer end()
 	defer tx.tx.Rollback()
+	prepared := func() (n int) {
+		if err := tx.tx.QueryRowContext(x.ctx, "SELECT count(*) FROM pg_prepared_statements").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var after2 int
 	for _, k := range []string{"2", "3"} {
 		before := tx.sends
 		if err := x.db.later(x.ctx, tx, func(err error) error { return err }, nil, "SAVEPOINT lifeline_tenant"); err != nil {
@@ -542,6 +553,13 @@ func TestDirectSwapRoundTrips(t *testing.T) {
 		}
 		if n := tx.sends - before; k == "3" && n != 3 {
 			t.Errorf("tenant %s swapped in %d round trips, want 3", k, n)
+		}
+		// The connection prepared every statement of a swap with tenant
+		// 2: their texts do not depend on the number of rows.
+		if k == "2" {
+			after2 = prepared()
+		} else if n := prepared(); n != after2 {
+			t.Errorf("tenant 3's swap prepared %d statements more than tenant 2's: a statement's text depends on its rows", n-after2)
 		}
 	}
 }

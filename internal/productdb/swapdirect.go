@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgtype"
+
 	"lifeline/internal/change"
 )
 
@@ -319,9 +321,12 @@ func (db *DB) sameRow(a, b []change.Value) bool {
 // serve every tenant: no statement is parsed per tenant. Splitting a
 // table's rows over several statements can break a foreign key part way;
 // SwapAll then swaps the tenant again with them deferred. On PostgreSQL a
-// statement takes all of a kind's rows (within its parameter limit): its
-// non-deferrable foreign keys are checked per statement, and pgx keeps the
-// prepared statements.
+// statement takes all of a kind's rows, bound as one text array per column
+// (rowSet): its non-deferrable foreign keys are checked per statement, and
+// its text is the same whatever the number of rows, so each connection
+// prepares it once (pgx keeps it) and the server may keep a generic plan
+// of it, where a VALUES list of each length was a statement of its own,
+// parsed, described and planned afresh.
 
 // chunks splits n rows into the row counts of the statements that write
 // them, at most limit each.
@@ -376,23 +381,45 @@ func (p *params) add(v any, typ string) string {
 	return string(p.appendMark(nil, typ))
 }
 
-// bind binds a row value.
-func (p *params) bind(v change.Value) error {
+// rowSet binds rows' values at idx (of types) and returns a query that
+// yields them, its columns named column1, column2… On SQLite it is
+// "VALUES (…), (…)", a placeholder per value. On PostgreSQL it is one
+// text[] parameter per column, unnested and each element cast to its
+// column's type ("SELECT u.c1::bigint AS column1, … FROM unnest($1::text[],
+// …) AS u(c1, …)"): every value still goes through its type's input
+// function, as COPY's do.
+func (p *params) rowSet(rows [][]change.Value, idx []int, types []string) (string, error) {
 	if p.db.d.engine() == SQLite {
-		a, err := sqliteArg(v)
-		if err != nil {
-			return err
-		}
-		p.args = append(p.args, a)
-		return nil
+		values, err := p.tuples(rows, idx)
+		return "VALUES " + values, err
 	}
-	p.args = append(p.args, p.db.keyArg(v))
-	return nil
+	var sel, arrays, names []byte
+	for j, i := range idx {
+		col := make([]pgtype.Text, len(rows))
+		for r, row := range rows {
+			text, null := PGText(row[i])
+			col[r] = pgtype.Text{String: string(text), Valid: !null}
+		}
+		p.args = append(p.args, col)
+		if j > 0 {
+			sel, arrays, names = append(sel, ", "...), append(arrays, ", "...), append(names, ", "...)
+		}
+		c := "c" + strconv.Itoa(j+1)
+		sel = append(append(sel, "u."...), c...)
+		if types[i] != "" {
+			sel = append(append(sel, "::"...), types[i]...)
+		}
+		sel = strconv.AppendInt(append(sel, " AS column"...), int64(j+1), 10)
+		arrays = p.appendMark(arrays, "text[]")
+		names = append(names, c...)
+	}
+	return "SELECT " + string(sel) + " FROM unnest(" + string(arrays) + ") AS u(" + string(names) + ")", nil
 }
 
-// tuples binds rows' values at idx (of types) as "(…), (…)". A swap binds
-// thousands of values per tenant: the text is built in one buffer.
-func (p *params) tuples(rows [][]change.Value, idx []int, types []string) (string, error) {
+// tuples binds rows' values at idx as SQLite's "(?, ?), (?, ?)", each with
+// its storage class. A swap binds thousands of values per tenant: the text
+// is built in one buffer.
+func (p *params) tuples(rows [][]change.Value, idx []int) (string, error) {
 	p.args = slices.Grow(p.args, len(rows)*len(idx))
 	b := make([]byte, 0, len(rows)*len(idx)*12)
 	for r, row := range rows {
@@ -404,10 +431,12 @@ func (p *params) tuples(rows [][]change.Value, idx []int, types []string) (strin
 			if j > 0 {
 				b = append(b, ", "...)
 			}
-			if err := p.bind(row[i]); err != nil {
+			a, err := sqliteArg(row[i])
+			if err != nil {
 				return "", err
 			}
-			b = p.appendMark(b, types[i])
+			p.args = append(p.args, a)
+			b = append(b, '?')
 		}
 		b = append(b, ')')
 	}
@@ -460,15 +489,15 @@ func (db *DB) insertSQL(p *params, target string, rt *RestoreTable, keysOnly boo
 		for _, e := range extra {
 			query += ", " + p.add(e, "text")
 		}
-		query += " FROM (VALUES "
+		query += " FROM ("
 	} else {
-		query += db.rd().overriding() + " VALUES "
+		query += db.rd().overriding() + " "
 	}
-	values, err := p.tuples(rows, idx, rt.Types)
+	set, err := p.rowSet(rows, idx, rt.Types)
 	if err != nil {
 		return "", err
 	}
-	query += values
+	query += set
 	if len(extra) > 0 {
 		query += ") AS v"
 	}
@@ -482,11 +511,11 @@ func (db *DB) insertSQL(p *params, target string, rt *RestoreTable, keysOnly boo
 func (db *DB) insertNoted(ctx context.Context, tx *swapTx, l *Layout, sp SwapSpec, rt *RestoreTable, note []string, rows [][]change.Value) error {
 	fail := func(err error) error { return db.swapError(err, l, sp, rt, "inserting its rows") }
 	p := &params{db: db}
-	values, err := p.tuples(rows, allColumns(len(rt.Columns)), rt.Types)
+	set, err := p.rowSet(rows, allColumns(len(rt.Columns)), rt.Types)
 	if err != nil {
 		return fail(err)
 	}
-	query := "WITH ins AS (INSERT INTO " + db.d.live(rt.Name) + " (" + quoteAll(rt.Columns) + ")" + db.rd().overriding() + " VALUES " + values +
+	query := "WITH ins AS (INSERT INTO " + db.d.live(rt.Name) + " (" + quoteAll(rt.Columns) + ")" + db.rd().overriding() + " " + set +
 		" RETURNING " + quoteAll(rt.Key) + ") INSERT INTO " + db.d.trash(rt.Name) + " (" + quoteAll(rt.Key) + ", lifeline_op, lifeline_tenant) SELECT ins.*, " +
 		p.add(note[0], "text") + ", " + p.add(note[1], "text") + " FROM ins"
 	return db.later(ctx, tx, fail, func(n int64) error {
@@ -503,13 +532,13 @@ func (db *DB) deleteSQL(p *params, rt *RestoreTable, rows [][]change.Value, tena
 	if len(rt.Key) == 1 {
 		lhs = qi(rt.Key[0])
 	}
-	query := "DELETE FROM " + db.d.live(rt.Name) + " WHERE " + qi(rt.KeyCol) + " = " + p.add(tenant, "") + " AND " + lhs + " IN (VALUES "
-	values, err := p.tuples(rows, rt.KeyIndex(), rt.Types)
-	return query + values + ")", err
+	query := "DELETE FROM " + db.d.live(rt.Name) + " WHERE " + qi(rt.KeyCol) + " = " + p.add(tenant, "") + " AND " + lhs + " IN ("
+	set, err := p.rowSet(rows, rt.KeyIndex(), rt.Types)
+	return query + set + ")", err
 }
 
 // updateSQL overwrites the rows of rt with the keys of rows with their
-// values, with UPDATE … FROM (VALUES …). (A table whose every column is
+// values, with UPDATE … FROM (rowSet). (A table whose every column is
 // key has no rows to overwrite: equal keys, equal rows.)
 func (db *DB) updateSQL(p *params, rt *RestoreTable, rows [][]change.Value) (string, error) {
 	var set, match []string
@@ -521,7 +550,7 @@ func (db *DB) updateSQL(p *params, rt *RestoreTable, rows [][]change.Value) (str
 			set = append(set, qi(c)+" = "+ref)
 		}
 	}
-	values, err := p.tuples(rows, allColumns(len(rt.Columns)), rt.Types)
-	return "UPDATE " + db.d.live(rt.Name) + " SET " + strings.Join(set, ", ") + " FROM (VALUES " + values +
+	values, err := p.rowSet(rows, allColumns(len(rt.Columns)), rt.Types)
+	return "UPDATE " + db.d.live(rt.Name) + " SET " + strings.Join(set, ", ") + " FROM (" + values +
 		") AS v WHERE " + strings.Join(match, " AND "), err
 }
