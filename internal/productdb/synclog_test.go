@@ -102,14 +102,21 @@ func TestSQLiteSyncsLogAfterCommitBeforeDone(t *testing.T) {
 	}
 }
 
+// damagedSQLite is a SQLite product whose tenant 2 is damaged and staged
+// for op_swap: the tables to swap and the hashes of the rebuilt rows.
+func damagedSQLite(t *testing.T) (*env, []RestoreTable, map[string]*TableHash) {
+	t.Helper()
+	x := setup(t, engines[0])
+	rts, imgs := x.images(t, "2")
+	x.damage(t)
+	return x, rts, x.stage(t, rts, "op_swap", "2", imgs["2"])
+}
+
 // A log sync that fails is an error naming the log file, and the work it
 // was to make durable is reported failed, not done.
 func TestSQLiteFailedLogSyncFailsTheCaller(t *testing.T) {
 	t.Parallel()
-	x := setup(t, engines[0])
-	rts, imgs := x.images(t, "2")
-	x.damage(t)
-	want := x.stage(t, rts, "op_swap", "2", imgs["2"])
+	x, rts, want := damagedSQLite(t)
 	x.db.SetLogSync(failSync)
 	wal := x.db.path + "-wal"
 
@@ -163,10 +170,7 @@ func TestSQLiteSyncLogWithoutLog(t *testing.T) {
 // the database file itself, and another connection can take the lock.
 func TestSQLiteSwapCheckpointsAfterGivingTheLockBack(t *testing.T) {
 	t.Parallel()
-	x := setup(t, engines[0])
-	rts, imgs := x.images(t, "2")
-	x.damage(t)
-	want := x.stage(t, rts, "op_swap", "2", imgs["2"])
+	x, rts, want := damagedSQLite(t)
 	x.exec(t, "PRAGMA wal_checkpoint(TRUNCATE)") // the file holds the damage
 	if x.inFile(t, "SELECT count(*) FROM sites WHERE id = 2 AND name = 'Site 2 ✓'") {
 		t.Fatal("tenant 2 is not damaged in the database file")
