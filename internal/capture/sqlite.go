@@ -468,7 +468,7 @@ func (s *sqliteSource) Backlog(ctx context.Context, cur Cursor) (int64, time.Tim
 func (s *sqliteSource) Snapshot(ctx context.Context) (Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	conn, release, err := s.db.ConnWith(ctx, "temp_store", "FILE")
+	conn, release, err := s.db.ConnWith(ctx, productdb.Setting{Name: "temp_store", Value: "FILE"})
 	if err != nil {
 		return nil, err
 	}

@@ -187,23 +187,29 @@ func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]
 	return out, rows.Err()
 }
 
-// lazyConn is a connection of its own whose commits do not wait for the
-// disk (SQLite synchronous=NORMAL): a commit returns once its pages are in
-// the write-ahead log, and an fsync under the write lock no longer holds up
-// the application's writers (about 1.6 ms each here, up to 50 ms on a busy
-// disk). Commits that must be durable are made so by SyncLog, after the
-// lock is given back.
+// lazyCommits makes a connection's commits not wait for the disk (SQLite
+// synchronous=NORMAL): a commit returns once its pages are in the
+// write-ahead log, and an fsync under the write lock no longer holds up
+// the application's writers (about 1.6 ms each here, up to 50 ms on a
+// busy disk). Commits that must be durable are made so by SyncLog, after
+// the lock is given back.
+var lazyCommits = Setting{Name: "synchronous", Value: "NORMAL"}
+
+// lazyConn is a connection of its own with lazyCommits.
 func (db *DB) lazyConn(ctx context.Context) (conn *sql.Conn, release func(), err error) {
-	return db.ConnWith(ctx, "synchronous", "NORMAL")
+	return db.ConnWith(ctx, lazyCommits)
 }
 
-// ConnWith is a connection of its own with one SQLite setting changed for
-// its holder (PRAGMA name = value; name and value are Lifeline's, never
-// user input). release gives it back to the pool with the setting as it
-// was; one that cannot be reset is closed for good, as a connection left
-// changed would change the work of whoever the pool gives it to next.
-// PostgreSQL connections are returned as they are.
-func (db *DB) ConnWith(ctx context.Context, name, value string) (conn *sql.Conn, release func(), err error) {
+// Setting is one SQLite setting of a connection: PRAGMA Name = Value.
+type Setting struct{ Name, Value string }
+
+// ConnWith is a connection of its own with SQLite settings changed for its
+// holder (names and values are Lifeline's, never user input). release
+// gives it back to the pool with the settings as they were; one that
+// cannot be reset is closed for good, as a connection left changed would
+// change the work of whoever the pool gives it to next. PostgreSQL
+// connections are returned as they are.
+func (db *DB) ConnWith(ctx context.Context, settings ...Setting) (conn *sql.Conn, release func(), err error) {
 	conn, err = db.db.Conn(ctx)
 	if err != nil {
 		return nil, nil, db.unavailable(err)
@@ -211,18 +217,28 @@ func (db *DB) ConnWith(ctx context.Context, name, value string) (conn *sql.Conn,
 	if db.d.engine() != SQLite {
 		return conn, func() { conn.Close() }, nil
 	}
-	var was string
-	if err := conn.QueryRowContext(ctx, "PRAGMA "+name).Scan(&was); err != nil {
+	discard := func() { // closed for good, not given back changed
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 		conn.Close()
-		return nil, nil, db.unavailable(err)
 	}
-	if _, err := conn.ExecContext(ctx, "PRAGMA "+name+" = "+value); err != nil {
-		conn.Close()
-		return nil, nil, db.unavailable(err)
+	was := make([]Setting, len(settings))
+	for i, s := range settings {
+		was[i].Name = s.Name
+		err := conn.QueryRowContext(ctx, "PRAGMA "+s.Name).Scan(&was[i].Value)
+		if err == nil {
+			_, err = conn.ExecContext(ctx, "PRAGMA "+s.Name+" = "+s.Value)
+		}
+		if err != nil {
+			discard()
+			return nil, nil, db.unavailable(err)
+		}
 	}
 	return conn, func() {
-		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA "+name+" = "+was); err != nil {
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		for _, s := range was {
+			if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA "+s.Name+" = "+s.Value); err != nil {
+				discard()
+				return
+			}
 		}
 		conn.Close()
 	}, nil

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -546,6 +547,13 @@ type SwapResult struct {
 	Previous []TenantState `json:"previous"`
 }
 
+// Locked is when a SQLite swap batch held the database's write lock, from
+// its BEGIN IMMEDIATE to its commit: the application's writers wait for
+// it then, and only then (SwapAll checkpoints and syncs the log after it).
+// The restore paces its batches by it. Zero on PostgreSQL, whose swaps
+// hold only their tenants' rows.
+type Locked struct{ From, To time.Time }
+
 // ErrMismatch is wrapped by the error Swap returns when the restored rows
 // did not hash to the rebuilt ones; the tenant was rolled back.
 var ErrMismatch = errors.New("restored rows differ from the backup")
@@ -571,7 +579,7 @@ var ErrMismatch = errors.New("restored rows differ from the backup")
 func (db *DB) Swap(ctx context.Context, l *Layout, sp SwapSpec) (SwapResult, error) {
 	var res SwapResult
 	var serr error
-	err := db.SwapAll(ctx, l, []SwapSpec{sp}, func(_ int, r SwapResult, err error) { res, serr = r, err })
+	_, err := db.SwapAll(ctx, l, []SwapSpec{sp}, func(_ int, r SwapResult, err error) { res, serr = r, err })
 	if err == nil {
 		err = serr
 	}
@@ -589,10 +597,11 @@ func (db *DB) Swap(ctx context.Context, l *Layout, sp SwapSpec) (SwapResult, err
 // If the commit itself fails (a deferred foreign key of one tenant), every
 // tenant is swapped again in its own transaction, so the others still
 // commit. The error returned is one that stopped the batch as a whole
-// (the database unavailable); done is then not called.
-func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done func(i int, res SwapResult, err error)) error {
+// (the database unavailable); done is then not called. held says when the
+// batch held SQLite's write lock.
+func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done func(i int, res SwapResult, err error)) (held Locked, err error) {
 	if err := db.requireProtected(ctx); err != nil {
-		return err
+		return held, err
 	}
 	results := make([]SwapResult, len(specs))
 	errs := make([]error, len(specs))
@@ -604,34 +613,44 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 	// statement of the connection, at a cost near a small tenant's swap.
 	//
 	// A SQLite batch commits without waiting for the disk and is made
-	// durable after the write lock is given back (lazyConn, SyncLog):
-	// nobody learns that a swap is done before it is durable.
+	// durable after the write lock is given back (lazyCommits, SyncLog):
+	// nobody learns that a swap is done before it is durable. Its
+	// connection checkpoints the log after the commit, not inside it
+	// (wal_autocheckpoint=0): SQLite runs its automatic checkpoint within
+	// the commit that takes the log past 1,000 pages, after giving the
+	// lock back but before the commit returns, so the batch would seem to
+	// hold the lock longer than it does, and the checkpoint would come
+	// before the pause the restore leaves the application's writers instead
+	// of in it (restore.Service.applyPaced). The checkpoint is SQLite's
+	// own, PASSIVE: it waits for no reader or writer.
+	var ckpt *sql.Conn
 	var tx *swapTx
-	var err error
 	deferred := db.d.engine() != SQLite
 	if db.d.engine() == Postgres {
 		// Pipelined (see pipeline.go): a small tenant's swap takes three
 		// round trips. Foreign keys deferred as beginStep does.
 		var end func()
 		if tx, end, err = db.beginPipelined(ctx); err != nil {
-			return err
+			return held, err
 		}
 		defer end()
 		err = db.later(ctx, tx, func(err error) error { return db.internal(err, "begin") }, nil, "SET CONSTRAINTS ALL DEFERRED")
 	} else {
-		conn, release, cerr := db.lazyConn(ctx)
+		conn, release, cerr := db.ConnWith(ctx, lazyCommits, Setting{Name: "wal_autocheckpoint", Value: "0"})
 		if cerr != nil {
-			return cerr
+			return held, cerr
 		}
 		defer release()
+		ckpt = conn
 		var sqlTx *sql.Tx
 		if sqlTx, err = conn.BeginTx(ctx, nil); err != nil {
-			return db.unavailable(err)
+			return held, db.unavailable(err)
 		}
 		tx = runNow(sqlTx)
+		held.From = time.Now()
 	}
 	if err != nil {
-		return err
+		return held, err
 	}
 	defer tx.tx.Rollback()
 	savepoint := func(stmt, what string) error {
@@ -639,15 +658,15 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 	}
 	for i, sp := range specs {
 		if err := savepoint("SAVEPOINT lifeline_tenant", "savepoint"); err != nil {
-			return err
+			return held, err
 		}
 		results[i], errs[i] = db.swapOne(ctx, tx, l, sp)
 		if errs[i] != nil && !deferred && db.d.constraint(errs[i]) {
 			if _, err := db.txExec(ctx, tx.tx, "ROLLBACK TO SAVEPOINT lifeline_tenant"); err != nil {
-				return db.internal(err, "roll back tenant "+sp.Tenant)
+				return held, db.internal(err, "roll back tenant "+sp.Tenant)
 			}
 			if err := db.d.beginStep(ctx, tx.tx); err != nil {
-				return db.internal(err, "defer foreign keys")
+				return held, db.internal(err, "defer foreign keys")
 			}
 			deferred = true
 			results[i], errs[i] = db.swapOne(ctx, tx, l, sp)
@@ -666,33 +685,46 @@ func (db *DB) SwapAll(ctx context.Context, l *Layout, specs []SwapSpec, done fun
 		// would refuse to prepare them.
 		tx.discard()
 		if _, err := db.txExec(ctx, tx.tx, "ROLLBACK TO SAVEPOINT lifeline_tenant"); err != nil {
-			return db.internal(err, "roll back tenant "+sp.Tenant)
+			return held, db.internal(err, "roll back tenant "+sp.Tenant)
 		}
 		if _, err := db.txExec(ctx, tx.tx, "RELEASE SAVEPOINT lifeline_tenant"); err != nil {
-			return db.internal(err, "release savepoint")
+			return held, db.internal(err, "release savepoint")
 		}
 	}
-	if err := tx.tx.Commit(); err != nil {
+	err = tx.tx.Commit()
+	if ckpt != nil {
+		held.To = time.Now()
+	}
+	if err != nil {
 		if len(specs) == 1 {
-			return db.internal(err, "commit")
+			return held, db.internal(err, "commit")
 		}
 		for i, sp := range specs {
 			var res SwapResult
 			var serr error
-			if err := db.SwapAll(ctx, l, []SwapSpec{sp}, func(_ int, r SwapResult, err error) { res, serr = r, err }); err != nil {
+			alone, err := db.SwapAll(ctx, l, []SwapSpec{sp}, func(_ int, r SwapResult, err error) { res, serr = r, err })
+			if err != nil {
 				serr = err
+			}
+			if !alone.To.IsZero() {
+				held.To = alone.To
 			}
 			done(i, res, serr)
 		}
-		return nil
+		return held, nil
+	}
+	if ckpt != nil {
+		// Its failure leaves the pages in the log for the next one, as
+		// the automatic checkpoint's would.
+		_, _ = ckpt.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
 	}
 	if err := db.SyncLog(); err != nil {
-		return err
+		return held, err
 	}
 	for i := range specs {
 		done(i, results[i], errs[i])
 	}
-	return nil
+	return held, nil
 }
 
 // swapOne is one tenant of SwapAll, inside its savepoint: the guard is

@@ -355,7 +355,7 @@ func TestSwapAllFailsOnlyTheBadTenants(t *testing.T) {
 		// The backup says tenant 3 has no comments.
 		specs[1].Want["comments"] = NewTableHash(x.db.Engine(), "comments")
 		errs := map[string]error{}
-		if err := x.db.SwapAll(x.ctx, x.l, specs, func(i int, _ SwapResult, err error) { errs[specs[i].Tenant] = err }); err != nil {
+		if _, err := x.db.SwapAll(x.ctx, x.l, specs, func(i int, _ SwapResult, err error) { errs[specs[i].Tenant] = err }); err != nil {
 			t.Fatal(err)
 		}
 		if len(errs) != 4 || errs["2"] != nil || errs["5"] != nil || !errors.Is(errs["3"], ErrMismatch) || errs["4"] == nil {
@@ -391,7 +391,7 @@ func TestSwapAllSeveralTenants(t *testing.T) {
 			specs = append(specs, SwapSpec{OpID: "op_s", Tenant: k, Policy: Replace, Tables: rts, Want: x.stage(t, rts, "op_s", k, imgs[k])})
 		}
 		results := map[string]SwapResult{}
-		err = x.db.SwapAll(x.ctx, x.l, specs, func(i int, res SwapResult, err error) {
+		_, err = x.db.SwapAll(x.ctx, x.l, specs, func(i int, res SwapResult, err error) {
 			if err != nil {
 				t.Errorf("tenant %s: %v", specs[i].Tenant, err)
 			}
@@ -494,7 +494,7 @@ INSERT INTO insight_links (id, site_id, object_id, issue_id) VALUES (2001, 3, 30
 			specs = append(specs, x.direct(rts, "op_d", k, imgs[k]))
 		}
 		errs := map[string]error{}
-		if err := x.db.SwapAll(x.ctx, x.l, specs, func(i int, _ SwapResult, err error) { errs[specs[i].Tenant] = err }); err != nil {
+		if _, err := x.db.SwapAll(x.ctx, x.l, specs, func(i int, _ SwapResult, err error) { errs[specs[i].Tenant] = err }); err != nil {
 			t.Fatal(err)
 		}
 		if len(errs) != 3 || errs["4"] != nil || errs["3"] != nil {

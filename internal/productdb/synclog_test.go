@@ -4,8 +4,10 @@ import (
 	"database/sql"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"lifeline/internal/fault"
 )
@@ -84,7 +86,7 @@ func TestSQLiteSyncsLogAfterCommitBeforeDone(t *testing.T) {
 		return x.count(t, "SELECT count(*) FROM sites WHERE id = 2 AND name = 'Site 2 ✓'") == 1
 	})
 	done := false
-	err := x.db.SwapAll(x.ctx, x.l, []SwapSpec{{OpID: "op_swap", Tenant: "2", Policy: Replace, Tables: rts, Want: want}},
+	_, err := x.db.SwapAll(x.ctx, x.l, []SwapSpec{{OpID: "op_swap", Tenant: "2", Policy: Replace, Tables: rts, Want: want}},
 		func(_ int, _ SwapResult, err error) {
 			if err != nil {
 				t.Error(err)
@@ -100,14 +102,21 @@ func TestSQLiteSyncsLogAfterCommitBeforeDone(t *testing.T) {
 	}
 }
 
+// damagedSQLite is a SQLite product whose tenant 2 is damaged and staged
+// for op_swap: the tables to swap and the hashes of the rebuilt rows.
+func damagedSQLite(t *testing.T) (*env, []RestoreTable, map[string]*TableHash) {
+	t.Helper()
+	x := setup(t, engines[0])
+	rts, imgs := x.images(t, "2")
+	x.damage(t)
+	return x, rts, x.stage(t, rts, "op_swap", "2", imgs["2"])
+}
+
 // A log sync that fails is an error naming the log file, and the work it
 // was to make durable is reported failed, not done.
 func TestSQLiteFailedLogSyncFailsTheCaller(t *testing.T) {
 	t.Parallel()
-	x := setup(t, engines[0])
-	rts, imgs := x.images(t, "2")
-	x.damage(t)
-	want := x.stage(t, rts, "op_swap", "2", imgs["2"])
+	x, rts, want := damagedSQLite(t)
 	x.db.SetLogSync(failSync)
 	wal := x.db.path + "-wal"
 
@@ -117,7 +126,7 @@ func TestSQLiteFailedLogSyncFailsTheCaller(t *testing.T) {
 	err = x.db.Unlocked(x.ctx, "4", "op_unlocked", func(*sql.Tx) error { return nil })
 	wantCode(t, err, fault.Unavailable, wal)
 	sp := SwapSpec{OpID: "op_swap", Tenant: "2", Policy: Replace, Tables: rts, Want: want}
-	err = x.db.SwapAll(x.ctx, x.l, []SwapSpec{sp}, func(int, SwapResult, error) {
+	_, err = x.db.SwapAll(x.ctx, x.l, []SwapSpec{sp}, func(int, SwapResult, error) {
 		t.Error("SwapAll reported a tenant whose commit it could not make durable")
 	})
 	wantCode(t, err, fault.Unavailable, wal)
@@ -151,5 +160,101 @@ func TestSQLiteSyncLogWithoutLog(t *testing.T) {
 	}
 	if err := x.db.SyncLog(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A SQLite swap batch gives the write lock back at its commit and says so
+// (Locked): the restore leaves the application's writers their pause
+// from then. The checkpoint SQLite would run inside that commit comes
+// after it, with the lock free: by the log's sync, the swap's rows are in
+// the database file itself, and another connection can take the lock.
+func TestSQLiteSwapCheckpointsAfterGivingTheLockBack(t *testing.T) {
+	t.Parallel()
+	x, rts, want := damagedSQLite(t)
+	x.exec(t, "PRAGMA wal_checkpoint(TRUNCATE)") // the file holds the damage
+	if x.inFile(t, "SELECT count(*) FROM sites WHERE id = 2 AND name = 'Site 2 ✓'") {
+		t.Fatal("tenant 2 is not damaged in the database file")
+	}
+	var synced time.Time
+	var free, inFile bool
+	x.db.SetLogSync(func(f *os.File) error {
+		synced = time.Now()
+		tx, err := x.raw.BeginTx(x.ctx, nil) // the test's DSN begins immediate
+		if err == nil {
+			_, err = tx.ExecContext(x.ctx, "UPDATE sites SET plan = plan WHERE id = 3")
+			free = err == nil
+			tx.Rollback()
+		}
+		inFile = x.inFile(t, "SELECT count(*) FROM sites WHERE id = 2 AND name = 'Site 2 ✓'")
+		return f.Sync()
+	})
+	locked, err := x.db.SwapAll(x.ctx, x.l, []SwapSpec{{OpID: "op_swap", Tenant: "2", Policy: Replace, Tables: rts, Want: want}},
+		func(_ int, _ SwapResult, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if locked.From.IsZero() || locked.To.Before(locked.From) || synced.Before(locked.To) {
+		t.Errorf("held the lock from %v to %v, synced the log at %v: want a span that ends before the sync", locked.From, locked.To, synced)
+	}
+	if !free {
+		t.Error("another connection could not write while the swap synced its log: the lock was still held")
+	}
+	if !inFile {
+		t.Error("the swap's rows were not in the database file by the log's sync: not checkpointed after the commit")
+	}
+}
+
+// inFile counts, as query does, in a copy of the database file alone: what
+// checkpoints have copied there, leaving out the write-ahead log.
+func (x *env) inFile(t *testing.T, query string) bool {
+	t.Helper()
+	data, err := os.ReadFile(x.db.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := filepath.Join(t.TempDir(), "copy.db")
+	if err := os.WriteFile(copied, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+copied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRowContext(x.ctx, query).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
+}
+
+// ConnWith changes a connection's settings for its holder and gives it
+// back to the pool with every one as it was.
+func TestConnWithGivesSettingsBack(t *testing.T) {
+	t.Parallel()
+	x := setup(t, engines[0])
+	x.db.db.SetMaxOpenConns(1) // the pool's next connection is the one given back
+	pragma := func(q queryer, name string) (v string) {
+		t.Helper()
+		if err := q.QueryRowContext(x.ctx, "PRAGMA "+name).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	sync, ckpt := pragma(x.db.db, "synchronous"), pragma(x.db.db, "wal_autocheckpoint")
+	conn, release, err := x.db.ConnWith(x.ctx, Setting{Name: "synchronous", Value: "OFF"}, Setting{Name: "wal_autocheckpoint", Value: "7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pragma(conn, "synchronous") + "," + pragma(conn, "wal_autocheckpoint"); got != "0,7" {
+		t.Errorf("synchronous and wal_autocheckpoint for the holder: %s, want 0,7", got)
+	}
+	release()
+	if got, want := pragma(x.db.db, "synchronous")+","+pragma(x.db.db, "wal_autocheckpoint"), sync+","+ckpt; got != want {
+		t.Errorf("given back with synchronous and wal_autocheckpoint %s, want %s as before", got, want)
 	}
 }

@@ -536,12 +536,14 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 	}
 	rec := s.recordSteps(context.WithoutCancel(ctx), op.ID)
 	defer rec.wait()
-	apply := func(b []*step) {
+	apply := func(b []*step) productdb.Locked {
 		if ctx.Err() != nil {
-			return // interrupted: the rest stays pending
+			return productdb.Locked{} // interrupted: the rest stays pending
 		}
-		rec.add(s.applyBatch(ctx, pl, op, b))
+		records, held := s.applyBatch(ctx, pl, op, b)
+		rec.add(records)
 		s.advance("apply", total, len(b), 0)
+		return held
 	}
 	var wg sync.WaitGroup
 	for _, p := range pl.products {
@@ -563,20 +565,26 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 	wg.Wait()
 }
 
-// applyPaced applies steps of one SQLite product in transactions sized
-// from the last one's time per tenant to last about TxBudget (starting
-// with one tenant), with Pause between two.
-func (s *Service) applyPaced(ctx context.Context, steps []*step, apply func([]*step)) {
+// applyPaced applies steps of one SQLite product in transactions that
+// hold the write lock about TxBudget each, sized from the last one's time
+// per tenant (starting with one tenant), and leaves the lock free for
+// Pause after each. Both count only the time the lock is held: the wait
+// for it, and the log's sync after the commit (SwapAll), happen while
+// the application's writers can write.
+func (s *Service) applyPaced(ctx context.Context, steps []*step, apply func([]*step) productdb.Locked) {
 	n := 1
 	for len(steps) > 0 && ctx.Err() == nil {
 		b := steps[:min(n, len(steps))]
 		steps = steps[len(b):]
 		t0 := time.Now()
-		apply(b)
-		per := time.Since(t0) / time.Duration(len(b))
+		held := apply(b)
+		if held.To.IsZero() { // it never held the lock: failed, or interrupted
+			held = productdb.Locked{From: t0, To: time.Now()}
+		}
+		per := held.To.Sub(held.From) / time.Duration(len(b))
 		n = max(1, min(s.batchTenants(), int(s.txBudget()/max(per, time.Microsecond))))
 		if len(steps) > 0 {
-			time.Sleep(s.pause())
+			time.Sleep(time.Until(held.To.Add(s.pause())))
 		}
 	}
 }
@@ -673,7 +681,7 @@ func (r *stepRecorder) wait() {
 // the state store. A batch once started is finished even if ctx is
 // cancelled meanwhile: a restore stops between transactions, never inside
 // one it would then record as failed.
-func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation, batch []*step) []state.Step {
+func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation, batch []*step) ([]state.Step, productdb.Locked) {
 	if s.BeforeStep != nil {
 		s.hookMu.Lock() // products apply at once; the hook need not be safe for that
 		for _, st := range batch {
@@ -697,7 +705,7 @@ func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation,
 		_ = p.DB.ClearStaging(bg, st.tables, op.ID, st.tenant)
 		return state.Step{Product: p.Name, Tenant: st.tenant, Status: state.StepFailed, Error: err.Error()}
 	}
-	err := p.DB.SwapAll(bg, p.Layout, specs, func(i int, res productdb.SwapResult, err error) {
+	held, err := p.DB.SwapAll(bg, p.Layout, specs, func(i int, res productdb.SwapResult, err error) {
 		st := batch[i]
 		if err != nil {
 			records[i] = fail(st, err)
@@ -720,7 +728,7 @@ func (s *Service) applyBatch(ctx context.Context, pl *plan, op *state.Operation,
 	for _, st := range batch {
 		st.report.Seconds += each
 	}
-	return records
+	return records, held
 }
 
 // record fills a step's report from what the swap did.
