@@ -244,7 +244,6 @@ func (c *Config) applyDefaults() {
 		c.Notify.DisableAfter = 20
 	}
 	c.Vault.applyDefaults(c.Status.PublicURL)
-	c.Restore.applyDefaults()
 	c.Guard.fill(Guard{DefaultMaxRowsPerStatement, DefaultMaxRowsPerTransaction, DefaultMaxTenantsPerStatement})
 	for i := range c.Products {
 		p := &c.Products[i]

@@ -11,8 +11,8 @@ func TestRestoreSection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := c.Restore; r.SQLiteTransaction.D() != DefaultSQLiteTransaction || r.SQLitePause.D() != DefaultSQLitePause {
-		t.Errorf("restore defaults: %+v", r)
+	if r := c.Restore; r.SQLiteTransaction != 0 || r.SQLitePause != 0 {
+		t.Errorf("an unset restore section is %+v; want zero, the restore's own defaults", r)
 	}
 	c, err = Parse([]byte(good+"restore: {sqlite_transaction: 60ms, sqlite_pause: 1s}\n"), "/tmp")
 	if err != nil {

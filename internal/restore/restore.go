@@ -55,11 +55,15 @@ type Service struct {
 	// that; negative stages every tenant.
 	DirectRows int
 	// TxBudget is about how long one SQLite write transaction of the
-	// restore lasts (default 20ms), and Pause the time left between two
-	// (default 10ms): meanwhile the application's writers, waiting for
-	// SQLite's one write lock, get it. SQLite's busy handler polls every
-	// 1-25ms, so a writer may miss a pause and wait for the next one; a
-	// longer Pause bounds their wait more tightly and slows the restore.
+	// restore holds the write lock (default 4ms), and Pause how long the
+	// lock is then left free (default 8ms): meanwhile the application's
+	// writers, waiting for SQLite's one write lock, get it. SQLite's busy
+	// handler tries again 1, 3, 8, then 18 ms after a writer found the lock
+	// taken: after a 4 ms transaction, an 8 ms pause always holds one of
+	// those tries, with slack for a transaction that overran its budget;
+	// a writer that misses a pause sleeps through the next transaction
+	// too. Longer transactions restore faster and make those writers wait
+	// longer (docs/restore.md, Batches).
 	TxBudget, Pause time.Duration
 	// Progress, if set, is called as work advances (from several
 	// goroutines, never at once).
@@ -100,14 +104,14 @@ func (s *Service) pause() time.Duration {
 	if s.Pause > 0 {
 		return s.Pause
 	}
-	return 10 * time.Millisecond
+	return 8 * time.Millisecond
 }
 
 func (s *Service) txBudget() time.Duration {
 	if s.TxBudget > 0 {
 		return s.TxBudget
 	}
-	return 20 * time.Millisecond
+	return 4 * time.Millisecond
 }
 
 // directRows is the most rows of rt a tenant swapped directly may have.
