@@ -567,10 +567,11 @@ func (s *Service) applyAll(ctx context.Context, pl *plan, op *state.Operation) {
 
 // applyPaced applies steps of one SQLite product in transactions that
 // hold the write lock about TxBudget each, sized from the last one's time
-// per tenant (starting with one tenant), and leaves the lock free for
-// Pause after each. Both count only the time the lock is held: the wait
-// for it, and the log's sync after the commit (SwapAll), happen while
-// the application's writers can write.
+// per tenant (starting with one tenant), and leaves the lock free after
+// each for Pause, or longer after a transaction that overran it
+// (pauseAfter). Both count only the time the lock is held: the wait for
+// it, and the log's sync after the commit (SwapAll), happen while the
+// application's writers can write.
 func (s *Service) applyPaced(ctx context.Context, steps []*step, apply func([]*step) productdb.Locked) {
 	n := 1
 	for len(steps) > 0 && ctx.Err() == nil {
@@ -584,9 +585,33 @@ func (s *Service) applyPaced(ctx context.Context, steps []*step, apply func([]*s
 		per := held.To.Sub(held.From) / time.Duration(len(b))
 		n = max(1, min(s.batchTenants(), int(s.txBudget()/max(per, time.Microsecond))))
 		if len(steps) > 0 {
-			time.Sleep(time.Until(held.To.Add(s.pause())))
+			time.Sleep(time.Until(held.To.Add(s.pauseAfter(held.To.Sub(held.From)))))
 		}
 	}
+}
+
+// busyRetries are the times after its first try at which SQLite's default
+// busy handler (sqlite3_busy_timeout, which applications' drivers set)
+// tries a locked database again: it sleeps 1, 2, 5, 10, 15, 20, 25, 25,
+// 25, 50 and 50 ms, then 100 ms at a time. In milliseconds.
+var busyRetries = []int{0, 1, 3, 8, 18, 33, 53, 78, 103, 128, 178, 228}
+
+// pauseAfter is how long the write lock stays free after a transaction
+// that held it for held: Pause, but at least the gap between two of the
+// busy handler's tries that a writer who has waited up to held can be in
+// (plus 2 ms for the sleeps' own lateness). Every writer that found the
+// lock taken during the transaction then tries again inside the pause; one
+// that missed it would sleep through the next transaction too. A large
+// tenant's swap, which overruns TxBudget, is followed by a longer pause.
+func (s *Service) pauseAfter(held time.Duration) time.Duration {
+	gap := 100 * time.Millisecond
+	for i := 1; i < len(busyRetries); i++ {
+		if time.Duration(busyRetries[i])*time.Millisecond > held {
+			gap = time.Duration(busyRetries[i]-busyRetries[i-1]) * time.Millisecond
+			break
+		}
+	}
+	return max(s.pause(), gap+2*time.Millisecond)
 }
 
 // batches groups PostgreSQL steps into swap transactions of up to BatchTenants

@@ -32,3 +32,26 @@ func TestPacedBatchesAreSizedByTheLockHeld(t *testing.T) {
 		t.Errorf("batches of %s tenants, want [1 10 10 10]", got)
 	}
 }
+
+// After a transaction that overran its budget the lock stays free long
+// enough for every writer asleep in SQLite's busy handler to try again
+// within the pause: the handler's gap at the time such a writer has
+// waited, plus slack. Within the default budget the default pause
+// already covers it.
+func TestPauseCoversTheBusyHandlersNextTry(t *testing.T) {
+	s := &Service{}
+	for _, tc := range []struct{ held, want time.Duration }{
+		{2 * time.Millisecond, 8 * time.Millisecond},   // tries at 1, 3, 8 ms: gap 5 + 2 < the 8 ms default
+		{7 * time.Millisecond, 8 * time.Millisecond},   // the same gap
+		{12 * time.Millisecond, 12 * time.Millisecond}, // waiting 8-18 ms: gap 10
+		{40 * time.Millisecond, 22 * time.Millisecond}, // waiting 33-53 ms: gap 20
+		{time.Second, 102 * time.Millisecond},          // past 228 ms: 100 ms at a time
+	} {
+		if got := s.pauseAfter(tc.held); got != tc.want {
+			t.Errorf("pause after holding the lock %v: %v, want %v", tc.held, got, tc.want)
+		}
+	}
+	if got := (&Service{Pause: 50 * time.Millisecond}).pauseAfter(12 * time.Millisecond); got != 50*time.Millisecond {
+		t.Errorf("a configured pause longer than the gap gives %v, want it (50ms)", got)
+	}
+}
