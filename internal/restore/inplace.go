@@ -597,13 +597,17 @@ func (s *Service) applyPaced(ctx context.Context, steps []*step, apply func([]*s
 var busyRetries = []int{0, 1, 3, 8, 18, 33, 53, 78, 103, 128, 178, 228}
 
 // pauseAfter is how long the write lock stays free after a transaction
-// that held it for held: Pause, but at least the gap between two of the
-// busy handler's tries that a writer who has waited up to held can be in
-// (plus 2 ms for the sleeps' own lateness). Every writer that found the
-// lock taken during the transaction then tries again inside the pause; one
-// that missed it would sleep through the next transaction too. A large
-// tenant's swap, which overruns TxBudget, is followed by a longer pause.
+// that held it for held: Pause, but after one that overran TxBudget (a
+// large tenant's swap: a tenant is never split) at least the gap between
+// two of the busy handler's tries that a writer who has waited up to held
+// can be in, plus 2 ms for the sleeps' own lateness. Every writer that
+// found the lock taken during the transaction then tries again inside the
+// pause; one that missed it would sleep through the next transaction too.
+// Within the budget the configured pacing stands as it is.
 func (s *Service) pauseAfter(held time.Duration) time.Duration {
+	if held <= s.txBudget() {
+		return s.pause()
+	}
 	gap := 100 * time.Millisecond
 	for i := 1; i < len(busyRetries); i++ {
 		if time.Duration(busyRetries[i])*time.Millisecond > held {

@@ -36,8 +36,8 @@ func TestPacedBatchesAreSizedByTheLockHeld(t *testing.T) {
 // After a transaction that overran its budget the lock stays free long
 // enough for every writer asleep in SQLite's busy handler to try again
 // within the pause: the handler's gap at the time such a writer has
-// waited, plus slack. Within the default budget the default pause
-// already covers it.
+// waited, plus slack. Within the budget the configured pause stands (the
+// default one covers the default budget).
 func TestPauseCoversTheBusyHandlersNextTry(t *testing.T) {
 	s := &Service{}
 	for _, tc := range []struct{ held, want time.Duration }{
@@ -53,5 +53,12 @@ func TestPauseCoversTheBusyHandlersNextTry(t *testing.T) {
 	}
 	if got := (&Service{Pause: 50 * time.Millisecond}).pauseAfter(12 * time.Millisecond); got != 50*time.Millisecond {
 		t.Errorf("a configured pause longer than the gap gives %v, want it (50ms)", got)
+	}
+	fast := &Service{TxBudget: 20 * time.Millisecond, Pause: 10 * time.Millisecond}
+	if got := fast.pauseAfter(19 * time.Millisecond); got != 10*time.Millisecond {
+		t.Errorf("within a configured 20ms budget the pause is %v, want the configured 10ms", got)
+	}
+	if got := fast.pauseAfter(25 * time.Millisecond); got != 17*time.Millisecond {
+		t.Errorf("after overrunning a 20ms budget to 25ms the pause is %v, want 17ms (the 18-33 ms gap)", got)
 	}
 }
